@@ -1,0 +1,1 @@
+"""Certificate tooling: CA and serving certificates, install into Kubernetes, rotation."""

@@ -1,0 +1,5 @@
+import sys
+
+from confidential_pods.cli import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""Resource profiles: how each SGX device plugin names and counts EPC.
+
+One definition for the webhook (what to inject) and the extender (what to count).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from confidential_pods.quantities import MiB, format_bytes, parse_decimal
+
+ProfileName = Literal["alibaba", "azure", "intel"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """An SGX device plugin's resource contract."""
+
+    name: ProfileName
+    #: Extended resource that carries EPC, in requests, limits and node allocatable.
+    epc_resource: str
+    #: Bytes per unit of ``epc_resource`` (1 for bytes, 1 MiB for the MiB plugins).
+    unit: int
+    #: Extended resource each enclave container also needs (Intel's device plugin), if any.
+    enclave_resource: str | None = None
+    #: Pod annotation that carries the pod's total EPC (Kata sizes the VM's EPC from it), if any.
+    epc_pod_annotation: str | None = None
+
+    def to_units(self, amount: int) -> tuple[int, bool]:
+        """Bytes → whole resource units, rounding a partial unit up. Returns (units, rounded)."""
+        units = math.ceil(amount / self.unit) if self.unit > 1 else amount
+        return units, units * self.unit != amount
+
+    def resource_value(self, amount: int) -> tuple[str, bool]:
+        """Bytes → the string to put in requests/limits. Returns (value, rounded)."""
+        units, rounded = self.to_units(amount)
+        if self.unit == 1:
+            return format_bytes(units), rounded
+        return str(units), rounded
+
+    def parse_resource(self, value: object) -> int:
+        """A quantity of ``epc_resource`` (as found in a pod or a node) → bytes, rounded up."""
+        return math.ceil(parse_decimal(value) * Decimal(self.unit))
+
+
+PROFILES: dict[str, Profile] = {
+    "alibaba": Profile(name="alibaba", epc_resource="alibabacloud.com/sgx_epc_MiB", unit=MiB),
+    "azure": Profile(name="azure", epc_resource="kubernetes.azure.com/sgx_epc_mem_in_MiB", unit=MiB),
+    "intel": Profile(
+        name="intel",
+        epc_resource="sgx.intel.com/epc",
+        unit=1,
+        enclave_resource="sgx.intel.com/enclave",
+        epc_pod_annotation="sgx.intel.com/epc",
+    ),
+}
+
+__all__ = ["PROFILES", "Profile", "ProfileName", "format_bytes"]

@@ -1,0 +1,105 @@
+"""Configuration file: defaults, every key, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from confidential_pods.profiles import PROFILES
+from confidential_pods.settings import ConfigError, Settings, load_settings, settings_from_mapping
+
+
+def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONFIDENTIAL_PODS_CONFIG", raising=False)
+    settings = load_settings()
+    assert settings == Settings()
+    assert settings.profile is PROFILES["alibaba"]
+    assert settings.runtime_class == "kata"
+    assert settings.aesm == "host"
+    assert settings.aesm_host_path == "/var/run/aesmd"
+    assert settings.default_epc == 64 * 2**20
+
+
+def test_every_key_read(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        """
+profile: intel
+defaultEPC: 32Mi
+maxEPCPerPod: 1Gi
+runtimeClass: runv
+sandboxRuntimeClasses: [runv]
+aesm: sidecar
+aesmHostPath: /run/aesm
+aesmSidecarImage: registry.example/aesmd:2.25
+aesmSidecarEPC: 4Mi
+schedulerName: confidential-scheduler
+tolerations:
+  - {key: sgx.intel.com/epc, operator: Exists, effect: NoSchedule}
+ownNamespace: cp-system
+scoringStrategy: MostAllocated
+"""
+    )
+    settings = load_settings(path)
+    assert settings.profile.epc_resource == "sgx.intel.com/epc"
+    assert (settings.default_epc, settings.max_epc_per_pod) == (32 * 2**20, 2**30)
+    assert settings.runtime_class == "runv" and settings.is_sandbox("runv")
+    assert not settings.is_sandbox("runc") and not settings.is_sandbox(None)
+    assert settings.aesm == "sidecar" and settings.aesm_host_path == "/run/aesm"
+    assert settings.aesm_sidecar_image == "registry.example/aesmd:2.25"
+    assert settings.aesm_sidecar_epc == 4 * 2**20
+    assert settings.scheduler_name == "confidential-scheduler"
+    assert settings.tolerations == (
+        {"key": "sgx.intel.com/epc", "operator": "Exists", "effect": "NoSchedule"},
+    )
+    assert settings.own_namespace == "cp-system"
+    assert settings.scoring_strategy == "MostAllocated"
+
+
+def test_env_variable_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("profile: azure\n")
+    monkeypatch.setenv("CONFIDENTIAL_PODS_CONFIG", str(path))
+    assert load_settings().profile.name == "azure"
+
+
+def test_runtime_class_none_means_unset() -> None:
+    assert settings_from_mapping({"runtimeClass": "none"}).runtime_class is None
+
+
+@pytest.mark.parametrize(
+    ("data", "names"),
+    [
+        ({"profile": "amd"}, "profile"),
+        ({"defaultEPC": "lots"}, "defaultEPC"),
+        ({"defaultEPC": "0"}, "defaultEPC"),
+        ({"maxEPCPerPod": "-1Gi"}, "maxEPCPerPod"),
+        ({"defaultEPC": "2Gi", "maxEPCPerPod": "1Gi"}, "defaultEPC"),
+        ({"aesm": "socket"}, "aesm"),
+        ({"aesmHostPath": "var/run"}, "aesmHostPath"),
+        ({"scoringStrategy": "Balanced"}, "scoringStrategy"),
+        ({"tolerations": {"key": "x"}}, "tolerations"),
+        ({"tolerations": [{"key": "x", "operator": "In"}]}, "tolerations[0].operator"),
+        ({"tolerations": [{"key": "x", "effect": "Never"}]}, "tolerations[0].effect"),
+        ({"tolerations": [{"key": "x", "colour": "red"}]}, "tolerations[0]"),
+        ({"sandboxRuntimeClasses": "kata"}, "sandboxRuntimeClasses"),
+        ({"defaultEpc": "64Mi"}, "defaultEpc"),
+    ],
+)
+def test_bad_values_name_the_key(data: dict[str, object], names: str) -> None:
+    with pytest.raises(ConfigError, match=names.replace("[", r"\[").replace("]", r"\]")):
+        settings_from_mapping(data)
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profile: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- profile\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(listy)

@@ -1,0 +1,1 @@
+"""Mutating admission webhook: injects EPC, AESM, RuntimeClass and scheduling into opted-in pods."""
