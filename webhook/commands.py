@@ -1,10 +1,63 @@
-"""Subcommands of this component (registered into the ``confidential-pods`` parser)."""
+"""``confidential-pods webhook serve`` and ``confidential-pods inject``."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from confidential_pods.settings import load_settings
+
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
-    """Add this component's subcommands; filled in by the component's issue."""
+    webhook = subcommands.add_parser("webhook", help="the mutating admission webhook")
+    webhook_sub = webhook.add_subparsers(title="webhook commands", metavar="COMMAND")
+    serve = webhook_sub.add_parser("serve", help="serve AdmissionReviews over TLS (gunicorn)")
+    serve.add_argument("--cert", required=True, help="serving certificate (PEM); re-read when it changes")
+    serve.add_argument("--key", required=True, help="private key of the serving certificate (PEM)")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
+    serve.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
+    serve.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    serve.set_defaults(handler=_serve)
+
+    inject = subcommands.add_parser(
+        "inject",
+        help="mutate Pods and workload pod templates in YAML offline, as the webhook would",
+    )
+    inject.add_argument("-f", "--filename", required=True, help="multi-document YAML file, or - for stdin")
+    inject.add_argument("-o", "--output", help="write the result here instead of stdout")
+    inject.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    inject.add_argument(
+        "--namespace-opted-in",
+        action="store_true",
+        help="treat objects as if their namespace were labelled confidential-pods.io/injection=enabled",
+    )
+    inject.set_defaults(handler=_inject)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from webhook import serving
+
+    settings = load_settings(args.config)
+    return serving.serve(
+        settings,
+        cert=args.cert,
+        key=args.key,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        threads=args.threads,
+    )
+
+
+def _inject(args: argparse.Namespace) -> int:
+    from webhook import offline
+
+    settings = load_settings(args.config)
+    return offline.run(
+        settings,
+        source=args.filename,
+        output=args.output,
+        namespace_opted_in=args.namespace_opted_in,
+    )
