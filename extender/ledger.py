@@ -1,0 +1,243 @@
+"""The EPC ledger: per node, the EPC capacity, what running pods use and what binds reserved.
+
+Pure and thread-safe, no IO: the watch (``watching.py``) and the snapshot loader feed it, the HTTP
+handlers read it. Every method takes :attr:`EpcLedger.lock`, an ``RLock`` that is public so that a
+bind can hold it across "check fit, call the API, reserve" (see ``binding.py``).
+
+Invariants (checked by the tests): ``used(node)`` is the sum of the EPC of the pods on the node and is
+never negative; ``free = capacity - used - reserved``; a reservation disappears as soon as the watch
+shows the pod (``set_pod``), a relist lists it (``replace``), it is withdrawn (``unreserve``) or it
+expires (``expire_reservations``) — a bind whose pod the watch never confirms must not hold EPC forever.
+Pods on nodes the ledger does not know (yet) are kept: the node may arrive later.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from extender.podepc import PodEpc
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUsage:
+    """EPC accounting of one node, in bytes. ``capacity`` is None for a node without EPC."""
+
+    name: str
+    capacity: int | None
+    used: int
+    reserved: int
+
+    @property
+    def free(self) -> int | None:
+        """capacity - used - reserved (negative when the node is overcommitted); None without EPC."""
+        if self.capacity is None:
+            return None
+        return self.capacity - self.used - self.reserved
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEpc:
+    """A node's accounting plus the pods holding its EPC (watched pods and reservations)."""
+
+    name: str
+    capacity: int | None
+    used: int
+    reserved: int
+    free: int | None
+    pods: tuple[PodEpc, ...]
+    reservations: tuple[PodEpc, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A pod this extender bound that the watch has not shown yet."""
+
+    pod: PodEpc
+    since: float
+
+
+class EpcLedger:
+    """Capacity, usage and reservations of EPC per node. All methods are thread-safe."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._capacity: dict[str, int | None] = {}
+        self._pods: dict[str, PodEpc] = {}
+        self._by_node: dict[str, dict[str, PodEpc]] = {}
+        self._used: dict[str, int] = {}
+        self._reservations: dict[str, Reservation] = {}
+        self._reserved: dict[str, int] = {}
+
+    # --- nodes ---------------------------------------------------------------------------------
+
+    def set_node(self, name: str, capacity: int | None) -> None:
+        """Add a node or update its capacity (None: the node has no EPC)."""
+        with self.lock:
+            self._capacity[name] = capacity
+
+    def remove_node(self, name: str) -> None:
+        """Forget a node. Its pods stay until the watch removes them (they may still be terminating)."""
+        with self.lock:
+            self._capacity.pop(name, None)
+
+    # --- pods ----------------------------------------------------------------------------------
+
+    def set_pod(self, pod: PodEpc) -> None:
+        """Add or update a pod (by uid), moving it when its node changed; confirms its reservation."""
+        with self.lock:
+            self._drop_reservation(pod.uid)
+            self._remove(pod.uid)
+            self._add(pod)
+
+    def remove_pod(self, uid: str) -> None:
+        """Forget a pod (deleted, finished, or no longer holding EPC). Unknown uids are ignored."""
+        with self.lock:
+            self._remove(uid)
+
+    def replace(self, nodes: Mapping[str, int | None], pods: Iterable[PodEpc]) -> None:
+        """Replace everything with a fresh full list, atomically.
+
+        Reservations of pods the list shows are dropped (the pods now count as used); other
+        reservations are kept: a bind can complete between the list and the next watch event.
+        """
+        with self.lock:
+            self._capacity = dict(nodes)
+            self._pods = {}
+            self._by_node = {}
+            self._used = {}
+            for pod in pods:
+                self._remove(pod.uid)
+                self._add(pod)
+            for uid in [uid for uid in self._reservations if uid in self._pods]:
+                self._drop_reservation(uid)
+
+    # --- reservations --------------------------------------------------------------------------
+
+    def reserve(self, pod: PodEpc, now: float) -> None:
+        """Hold ``pod.epc`` on ``pod.node`` until the watch shows the pod there.
+
+        A no-op when the watch already shows the pod on that node (it already counts as used).
+        """
+        with self.lock:
+            known = self._pods.get(pod.uid)
+            if known is not None and known.node == pod.node:
+                return
+            self._drop_reservation(pod.uid)
+            self._reservations[pod.uid] = Reservation(pod=pod, since=now)
+            self._reserved[pod.node] = self._reserved.get(pod.node, 0) + pod.epc
+
+    def unreserve(self, uid: str) -> None:
+        """Withdraw a reservation; unknown uids are ignored."""
+        with self.lock:
+            self._drop_reservation(uid)
+
+    def expire_reservations(self, now: float, ttl: float) -> list[str]:
+        """Drop reservations older than ``ttl`` seconds; returns their uids."""
+        with self.lock:
+            expired = [uid for uid, r in self._reservations.items() if now - r.since >= ttl]
+            for uid in expired:
+                self._drop_reservation(uid)
+            return expired
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def usage(self, name: str) -> NodeUsage | None:
+        """The accounting of a known node (cheap: no pod list); None for an unknown node."""
+        with self.lock:
+            if name not in self._capacity:
+                return None
+            return NodeUsage(
+                name=name,
+                capacity=self._capacity[name],
+                used=self._used.get(name, 0),
+                reserved=self._reserved.get(name, 0),
+            )
+
+    def node(self, name: str) -> NodeEpc | None:
+        """A known node's accounting with the pods holding its EPC; None for an unknown node."""
+        with self.lock:
+            usage = self.usage(name)
+            if usage is None:
+                return None
+            pods = tuple(sorted(self._by_node.get(name, {}).values(), key=_pod_order))
+            reservations = tuple(
+                sorted((r.pod for r in self._reservations.values() if r.pod.node == name), key=_pod_order)
+            )
+            return NodeEpc(
+                name=name,
+                capacity=usage.capacity,
+                used=usage.used,
+                reserved=usage.reserved,
+                free=usage.free,
+                pods=pods,
+                reservations=reservations,
+            )
+
+    def nodes(self) -> list[str]:
+        """Names of the known nodes, sorted."""
+        with self.lock:
+            return sorted(self._capacity)
+
+    def pod(self, uid: str) -> PodEpc | None:
+        """The pod with this uid as the watch last showed it, or None."""
+        with self.lock:
+            return self._pods.get(uid)
+
+    def reservation(self, uid: str) -> Reservation | None:
+        """The reservation held for this uid, or None."""
+        with self.lock:
+            return self._reservations.get(uid)
+
+    def pod_count(self) -> int:
+        """Number of pods holding EPC (reservations not included)."""
+        with self.lock:
+            return len(self._pods)
+
+    def node_count(self) -> int:
+        """Number of known nodes (with or without EPC)."""
+        with self.lock:
+            return len(self._capacity)
+
+    def reservation_count(self) -> int:
+        """Number of reservations not yet confirmed by the watch."""
+        with self.lock:
+            return len(self._reservations)
+
+    def __len__(self) -> int:
+        return self.pod_count()
+
+    # --- internals (caller holds the lock) -----------------------------------------------------
+
+    def _add(self, pod: PodEpc) -> None:
+        self._pods[pod.uid] = pod
+        self._by_node.setdefault(pod.node, {})[pod.uid] = pod
+        self._used[pod.node] = self._used.get(pod.node, 0) + pod.epc
+
+    def _remove(self, uid: str) -> None:
+        old = self._pods.pop(uid, None)
+        if old is None:
+            return
+        on_node = self._by_node[old.node]
+        del on_node[uid]
+        if not on_node:
+            del self._by_node[old.node]
+            del self._used[old.node]
+        else:
+            self._used[old.node] -= old.epc
+
+    def _drop_reservation(self, uid: str) -> None:
+        reservation = self._reservations.pop(uid, None)
+        if reservation is None:
+            return
+        node = reservation.pod.node
+        remaining = self._reserved[node] - reservation.pod.epc
+        if remaining:
+            self._reserved[node] = remaining
+        else:
+            del self._reserved[node]
+
+
+def _pod_order(pod: PodEpc) -> tuple[str, str, str]:
+    return (pod.namespace, pod.name, pod.uid)
