@@ -1,0 +1,367 @@
+"""``confidential-pods webhook serve``: the flask app under gunicorn, TLS only.
+
+The thin I/O shell around :func:`webhook.app.create_app`:
+
+* **TLS 1.2+ only.** The serving context refuses TLS 1.0/1.1 and offers ECDHE + AEAD suites for 1.2.
+* **Certificate reload without restart.** gunicorn's threaded and sync workers wrap every accepted
+  connection separately (``gunicorn.sock.ssl_wrap_socket``) and ask the ``ssl_context`` server hook
+  for a context each time. Our hook returns a cached context and rebuilds it when the certificate or
+  key file changes on disk (device, inode, size, mtime or ctime of the file the path resolves to, so a
+  kubelet Secret volume's atomic ``..data`` symlink swap and an in-place rewrite are both seen).
+  A pair that does not load (half written, key and certificate not matching, unreadable) is not
+  used: the previous pair keeps serving and a warning is logged once per change on disk.
+* **Workers.** ``gthread`` workers (threads per process, keep-alive connections parked in a poller),
+  the shape that keeps the apiserver's HTTP/1.1 connections open; gunicorn's ``sync`` workers close
+  every connection after one request and would pay a TLS handshake per review.
+* **Prometheus multiprocess.** A fresh ``PROMETHEUS_MULTIPROC_DIR`` is created before the app is
+  built and the workers fork; a worker that exits is marked dead; the directory is removed at exit.
+* **Graceful shutdown.** SIGTERM: gunicorn closes the listener, workers finish the requests in flight
+  and answer what arrives on kept-alive connections with ``Connection: close`` (for up to two
+  seconds), then exit; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from gunicorn.app.base import BaseApplication
+
+from confidential_pods.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: TLS 1.2 suites offered (TLS 1.3 suites are OpenSSL's defaults): forward secret, AEAD only.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+#: Seconds an idle kept-alive connection stays open. Longer than the apiserver's idle timeout
+#: (Go's http.Transport default, 90 s), so the client closes first and never reuses a connection
+#: the server is closing at the same moment.
+KEEPALIVE_SECONDS = 95
+#: Seconds workers get to finish requests after SIGTERM (below Kubernetes' default 30 s grace).
+GRACEFUL_TIMEOUT_SECONDS = 20
+#: Worker classes serve() accepts. ``sync`` exists for comparison in benchmarks only.
+WORKER_CLASSES = ("gthread", "sync")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class ServingError(Exception):
+    """The server cannot start: unusable certificate or key, bad sizing, address unavailable."""
+
+
+class CertificateError(ServingError):
+    """The certificate/key pair on disk cannot be served (unreadable, not PEM, not matching)."""
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """Identity of the file a path resolves to now; changes when the file is replaced or rewritten."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+@dataclass(frozen=True)
+class PairStamp:
+    cert: FileStamp | None
+    key: FileStamp | None
+
+
+@dataclass(frozen=True)
+class LoadedPair:
+    """A serving context and what was loaded into it."""
+
+    context: ssl.SSLContext
+    serial: int
+    subject: str
+    not_after: datetime
+
+
+def stamp_pair(cert: str, key: str) -> PairStamp:
+    return PairStamp(cert=_stamp(cert), key=_stamp(key))
+
+
+def _stamp(path: str) -> FileStamp | None:
+    try:
+        st = os.stat(path)  # follows symlinks: a ..data swap changes the inode
+    except OSError:
+        return None
+    return FileStamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def load_pair(cert: str, key: str) -> LoadedPair:
+    """Build the server context from a PEM certificate (chain) and key, or raise CertificateError."""
+    cert_pem = _read(cert, "certificate")
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise CertificateError(f"certificate file {cert} holds no PEM certificate") from None
+    key_pem = _read(key, "key")
+    try:
+        private_key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise CertificateError(f"key file {key} is encrypted; a serving key must not be") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise CertificateError(f"key file {key} holds no usable PEM private key") from None
+    leaf = chain[0]
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if private_key.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
+        raise CertificateError(
+            f"key file {key} does not match certificate file {cert} (serial {leaf.serial_number:x})"
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_COMPRESSION
+    try:
+        context.load_cert_chain(certfile=cert, keyfile=key)
+    except (ssl.SSLError, OSError) as exc:
+        # The files changed between our read and OpenSSL's, or OpenSSL refuses the key type.
+        raise CertificateError(f"OpenSSL cannot load {cert} with {key}: {exc}") from None
+    return LoadedPair(
+        context=context,
+        serial=leaf.serial_number,
+        subject=leaf.subject.rfc4514_string(),
+        not_after=leaf.not_valid_after_utc,
+    )
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CertificateError(f"cannot read {what} file {path}: {exc.strerror}") from None
+
+
+class ReloadingContext:
+    """The current serving context; re-reads the pair when the files change, keeps the last good one.
+
+    :meth:`context` is gunicorn's ``ssl_context`` hook's answer, called once per accepted
+    connection from the worker's threads: two ``stat`` calls when nothing changed.
+    """
+
+    def __init__(self, cert: str, key: str, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)):
+        self._cert = cert
+        self._key = key
+        self._now = now
+        self._lock = threading.Lock()
+        stamp = stamp_pair(cert, key)
+        self._pair = load_pair(cert, key)
+        self._stamp = stamp
+        self._rejected: PairStamp | None = None
+        self._warn_if_expired(self._pair)
+
+    @property
+    def pair(self) -> LoadedPair:
+        return self._pair
+
+    def context(self) -> ssl.SSLContext:
+        stamp = stamp_pair(self._cert, self._key)
+        if stamp == self._stamp or stamp == self._rejected:
+            return self._pair.context
+        with self._lock:
+            if stamp in (self._stamp, self._rejected):
+                return self._pair.context
+            try:
+                pair = load_pair(self._cert, self._key)
+            except CertificateError as exc:
+                self._rejected = stamp
+                logger.warning(
+                    "not reloading the serving certificate: %s; still serving serial %x",
+                    exc,
+                    self._pair.serial,
+                )
+                return self._pair.context
+            if stamp_pair(self._cert, self._key) != stamp:
+                # Changed while we read it: serve it for this connection, re-check on the next one.
+                return pair.context
+            self._pair, self._stamp, self._rejected = pair, stamp, None
+        logger.info(
+            "serving certificate reloaded from %s: serial %x, %s, valid until %s",
+            self._cert,
+            pair.serial,
+            pair.subject,
+            pair.not_after.isoformat(),
+        )
+        self._warn_if_expired(pair)
+        return pair.context
+
+    def _warn_if_expired(self, pair: LoadedPair) -> None:
+        if pair.not_after <= self._now():
+            logger.warning(
+                "serving certificate %s (serial %x) expired at %s", self._cert, pair.serial, pair.not_after
+            )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so an unusable address is a clear error, not a retry loop."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServingError(f"cannot resolve --host {host}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    try:
+        return socket.create_server(address, family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ServingError(f"port {port} on {host} is already in use") from None
+        if exc.errno == errno.EACCES:
+            raise ServingError(f"not allowed to listen on port {port} on {host}") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ServingError(f"{host} is not an address of this machine") from None
+        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+class WebhookServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn configured in code (no gunicorn config file or command line is read)."""
+
+    def __init__(self, application: Any, options: dict[str, Any]) -> None:
+        self._application = application
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in self._options.items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        return self._application
+
+
+def gunicorn_options(
+    *,
+    listener_fd: int,
+    cert: str,
+    key: str,
+    tls: ReloadingContext,
+    workers: int,
+    threads: int,
+    worker_class: str,
+    multiproc_dir: str,
+) -> dict[str, Any]:
+    def ssl_context(_config: Any, _default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return tls.context()
+
+    def child_exit(_arbiter: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid, multiproc_dir)  # type: ignore[no-untyped-call]
+
+    return {
+        "bind": [f"fd://{listener_fd}"],
+        # certfile/keyfile make gunicorn wrap connections; the context itself comes from the hook.
+        "certfile": cert,
+        "keyfile": key,
+        "ssl_context": ssl_context,
+        "worker_class": worker_class,
+        "workers": workers,
+        "threads": threads,
+        "keepalive": KEEPALIVE_SECONDS,
+        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+        "child_exit": child_exit,
+        "preload_app": True,
+        "control_socket_disable": True,
+        "proc_name": "confidential-pods-webhook",
+        "loglevel": logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+        "errorlog": "-",
+        "accesslog": None,
+    }
+
+
+def serve(
+    settings: Settings,
+    *,
+    cert: str,
+    key: str,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int,
+    worker_class: str = "gthread",
+) -> int:
+    """Serve the webhook until SIGTERM/SIGINT; returns the exit code (start-up errors: 1, no traceback)."""
+    main_pid = os.getpid()
+    multiproc_dir: str | None = None
+    listener: socket.socket | None = None
+    try:
+        if workers < 1 or threads < 1:
+            raise ServingError("--workers and --threads must be at least 1")
+        if worker_class not in WORKER_CLASSES:
+            raise ServingError(f"worker class {worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
+        tls = ReloadingContext(cert, key)
+        listener = bind(host, port)
+        multiproc_dir = tempfile.mkdtemp(prefix="confidential-pods-metrics-")
+        application = _create_app(settings, multiproc_dir)
+        options = gunicorn_options(
+            listener_fd=listener.detach(),
+            cert=cert,
+            key=key,
+            tls=tls,
+            workers=workers,
+            threads=threads,
+            worker_class=worker_class,
+            multiproc_dir=multiproc_dir,
+        )
+        logger.info(
+            "serving %s (serial %x, valid until %s) on %s:%d with %d %s worker(s) x %d thread(s)",
+            cert,
+            tls.pair.serial,
+            tls.pair.not_after.isoformat(),
+            host,
+            port,
+            workers,
+            worker_class,
+            threads,
+        )
+        try:
+            WebhookServer(application, options).run()
+        except SystemExit as exc:  # gunicorn's arbiter leaves through sys.exit
+            return _exit_code(exc.code)
+        return 0
+    except ServingError as exc:
+        print(f"confidential-pods webhook serve: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if listener is not None and listener.fileno() != -1:
+            listener.close()
+        if multiproc_dir is not None and os.getpid() == main_pid:  # not in a worker leaving
+            shutil.rmtree(multiproc_dir, ignore_errors=True)
+
+
+def _create_app(settings: Settings, multiproc_dir: str) -> Any:
+    """Build the flask app with multiprocess metrics (the env var must precede metric creation)."""
+    os.environ[MULTIPROC_ENV] = multiproc_dir
+    from prometheus_client import values
+
+    # prometheus_client picks its value class at import time; refresh it in case it came in early.
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    from webhook.app import create_app
+
+    return create_app(settings)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(f"confidential-pods webhook serve: {code}", file=sys.stderr)
+    return 1
