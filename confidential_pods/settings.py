@@ -55,6 +55,8 @@ class Settings:
     tolerations: tuple[Mapping[str, Any], ...] = ()
     own_namespace: str = "confidential-pods"
     scoring_strategy: ScoringStrategy = "LeastAllocated"
+    #: Seconds a bind's EPC reservation waits for the watch to show the pod before it is dropped.
+    reservation_ttl_seconds: int = 60
 
     def is_sandbox(self, runtime_class: str | None) -> bool:
         """Whether a pod with this RuntimeClass runs inside a VM sandbox (Kata, runV)."""
@@ -77,6 +79,7 @@ KNOWN_KEYS = {
     "tolerations",
     "ownNamespace",
     "scoringStrategy",
+    "reservationTTLSeconds",
 }
 
 
@@ -148,6 +151,7 @@ def settings_from_mapping(data: object) -> Settings:
         tolerations=_tolerations(data.get("tolerations", [])),
         own_namespace=_string(data, "ownNamespace", defaults.own_namespace),
         scoring_strategy=strategy,
+        reservation_ttl_seconds=_positive_int(data, "reservationTTLSeconds", 60),
     )
 
 
@@ -155,6 +159,13 @@ def _string(data: Mapping[str, Any], key: str, default: str) -> str:
     value = data.get(key, default)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")
+    return value
+
+
+def _positive_int(data: Mapping[str, Any], key: str, default: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}: must be a positive whole number, got {value!r}")
     return value
 
 
