@@ -34,7 +34,7 @@ def c0(path: str) -> str:
     return "/spec/containers/0/" + path
 
 
-# (id, settings, pod, namespace_opted_in, {json pointer: expected value or ABSENT}, expected warnings substrings)
+# (id, settings, pod, namespace_opted_in, {json pointer: value or ABSENT}, warning substrings)
 MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], list[str]]] = [
     (
         "minimal-host-socket",

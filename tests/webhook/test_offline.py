@@ -1,0 +1,139 @@
+"""``confidential-pods inject``: workloads in multi-document YAML, offline."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from confidential_pods.cli import main
+from confidential_pods.settings import settings_from_mapping
+from webhook.offline import InjectRefused, inject_documents
+
+TEMPLATE = {
+    "metadata": {"labels": {"app": "web"}, "annotations": {"confidential-pods.io/confidential": "true"}},
+    "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+}
+
+
+def workload(kind: str, api_version: str = "apps/v1") -> dict[str, object]:
+    spec: dict[str, object] = {"template": TEMPLATE}
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+        spec["selector"] = {"matchLabels": {"app": "web"}}
+    if kind == "StatefulSet":
+        spec["serviceName"] = "web"
+    if kind == "Job":
+        spec["template"] = {**TEMPLATE, "spec": {**TEMPLATE["spec"], "restartPolicy": "Never"}}  # type: ignore[dict-item]
+    if kind == "CronJob":
+        job_template = {**TEMPLATE, "spec": {**TEMPLATE["spec"], "restartPolicy": "OnFailure"}}  # type: ignore[dict-item]
+        spec = {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": job_template}}}
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": spec,
+    }
+
+
+WORKLOADS = [
+    (workload("Deployment"), ("spec", "template")),
+    (workload("StatefulSet"), ("spec", "template")),
+    (workload("DaemonSet"), ("spec", "template")),
+    (workload("ReplicaSet"), ("spec", "template")),
+    (workload("Job", "batch/v1"), ("spec", "template")),
+    (workload("CronJob", "batch/v1"), ("spec", "jobTemplate", "spec", "template")),
+    (
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", **TEMPLATE["metadata"]},
+            "spec": TEMPLATE["spec"],
+        },
+        (),
+    ),
+]
+SETTINGS = settings_from_mapping({"aesm": "host", "runtimeClass": "none"})
+
+
+@pytest.mark.parametrize(("document", "path"), WORKLOADS, ids=[w[0]["kind"] for w in WORKLOADS])
+def test_pod_templates_are_mutated(document: dict[str, object], path: tuple[str, ...]) -> None:
+    [result] = inject_documents([document], SETTINGS, namespace_opted_in=False).documents
+    template = result
+    for part in path:
+        template = template[part]
+    container = template["spec"]["containers"][0]
+    assert container["resources"]["limits"]["alibabacloud.com/sgx_epc_MiB"] == "64"
+    assert "confidential-pods.io/status" in template["metadata"]["annotations"]
+    kubernetes_validate.validate(result, "1.33.0", strict=True)
+    # the input is untouched and a second pass changes nothing
+    assert "resources" not in TEMPLATE["spec"]["containers"][0]
+    assert inject_documents([result], SETTINGS, namespace_opted_in=False).documents == [result]
+
+
+def test_other_kinds_pass_through_and_lists_are_walked() -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    listed = {"apiVersion": "v1", "kind": "List", "items": [workload("Deployment"), service]}
+    result = inject_documents([service, listed, "a scalar"], SETTINGS, namespace_opted_in=False).documents
+    assert result[0] == service and result[2] == "a scalar"
+    assert result[1]["items"][1] == service
+    assert "resources" in result[1]["items"][0]["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_namespace_opt_in_flag() -> None:
+    plain = workload("Deployment")
+    plain["spec"]["template"] = {"spec": TEMPLATE["spec"]}  # type: ignore[index]
+    assert inject_documents([plain], SETTINGS, namespace_opted_in=False).documents == [plain]
+    [result] = inject_documents([plain], SETTINGS, namespace_opted_in=True).documents
+    assert result != plain
+
+
+def test_denial_names_the_object() -> None:
+    with pytest.raises(InjectRefused, match=r"^Deployment/shop/web: an aesmd sidecar is needed"):
+        inject_documents([workload("Deployment")], settings_from_mapping({}), namespace_opted_in=False)
+
+
+def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "in.yaml"
+    source.write_text(
+        yaml.safe_dump_all(
+            [workload("Deployment"), {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]
+        )
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text("aesm: host\nruntimeClass: none\nprofile: intel\n")
+    out = tmp_path / "out.yaml"
+    assert main(["inject", "-f", str(source), "--config", str(config), "-o", str(out)]) == 0
+    deployment, config_map = yaml.safe_load_all(out.read_text())
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["sgx.intel.com/epc"] == "64Mi"
+    assert config_map["kind"] == "ConfigMap"
+
+    assert main(["inject", "-f", str(source)]) == 1
+    assert "refused Deployment/shop/web" in capsys.readouterr().err
+    assert main(["inject", "-f", str(tmp_path / "missing.yaml")]) == 2
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("profile: amd\n")
+    assert main(["inject", "-f", str(source), "--config", str(bad_config)]) == 2
+    assert "profile" in capsys.readouterr().err
+
+
+def test_stdin_through_the_console_script(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("aesm: host\nruntimeClass: none\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "confidential_pods", "inject", "-f", "-", "--config", str(config)],
+        input=yaml.safe_dump(workload("Deployment")),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "alibabacloud.com/sgx_epc_MiB" in done.stdout
