@@ -62,5 +62,9 @@ def _not_ours(request: AdmissionRequest, settings: Settings) -> bool:
         return True
     if request.get("subResource") or request.get("operation") != "CREATE":
         return True
-    namespace = request.get("namespace") or ""
+    namespace = request.get("namespace")
+    if not namespace:
+        obj: Any = request.get("object")
+        metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
+        namespace = metadata.get("namespace") if isinstance(metadata, Mapping) else None
     return namespace in SYSTEM_NAMESPACES or namespace == settings.own_namespace

@@ -169,3 +169,13 @@ def test_internal_error_fails_closed_with_uid(client: FlaskClient, monkeypatch: 
     response = answer.get_json()["response"]
     assert response["allowed"] is False and response["uid"] == review["request"]["uid"]
     assert response["status"]["code"] == 500
+
+
+def test_namespace_taken_from_the_object_when_the_request_has_none(client: FlaskClient) -> None:
+    review = admission_review(pod(annotations=CONFIDENTIAL))
+    del review["request"]["namespace"]
+    review["request"]["object"]["metadata"]["namespace"] = "kube-system"
+    assert client.post("/mutate", json=review).get_json()["response"] == {
+        "uid": review["request"]["uid"],
+        "allowed": True,
+    }
