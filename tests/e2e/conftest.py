@@ -1,0 +1,145 @@
+"""Fixtures for the e2e suite: a real etcd + kube-apiserver + kube-scheduler for the whole session.
+
+The e2e tests (``@pytest.mark.e2e``) run only with ``--e2e``:
+
+    tests/e2e/build.sh && python -m pytest tests/e2e --e2e
+
+Without it they are deselected (reported as "deselected", never as skips). With it, missing binaries are a
+failure that says to run tests/e2e/build.sh. Process logs go to ``$E2E_LOG_DIR`` or
+``.cache/e2e-logs/<time>/``; the directory is kept when an e2e test fails (its path is added to the failure
+report) and removed otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import REPO_ROOT, Binaries, BinariesMissingError, ControlPlane, HarnessError, Process
+from tests.e2e.kube import JSON, ApiError, Kube, create_namespace, create_node
+
+E2E_OPTION = "--e2e"
+LOG_DIR_ENV = "E2E_LOG_DIR"
+_failed_key = pytest.StashKey[bool]()
+_log_dir_key = pytest.StashKey[Path]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        E2E_OPTION,
+        action="store_true",
+        default=False,
+        help="run the e2e tests against a real control plane (build it first: tests/e2e/build.sh)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # getoption with a default: this conftest is not an initial one in a plain `python -m pytest`, so the
+    # option may not be registered there (and then e2e is off).
+    if config.getoption("e2e", default=False):
+        return
+    deselected = [item for item in items if item.get_closest_marker("e2e") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item.get_closest_marker("e2e") is None]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and item.get_closest_marker("e2e") is not None:
+        item.config.stash[_failed_key] = True
+        log_dir = item.config.stash.get(_log_dir_key, None)
+        if log_dir is not None and log_dir.is_dir() and any(log_dir.iterdir()):
+            report.sections.append(("e2e process logs", f"kept in {log_dir}"))
+    return report
+
+
+@pytest.fixture(scope="session")
+def e2e_log_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """Directory every control-plane process logs into; kept if an e2e test failed, removed otherwise."""
+    configured = os.environ.get(LOG_DIR_ENV)
+    if configured:
+        log_dir = Path(configured)
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+        log_dir = REPO_ROOT / ".cache" / "e2e-logs" / f"{stamp}-{os.getpid()}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    request.config.stash[_log_dir_key] = log_dir
+    yield log_dir
+    if configured or (request.config.stash.get(_failed_key, False) and any(log_dir.iterdir())):
+        print(f"\ne2e: process logs kept in {log_dir}")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest, e2e_log_dir: Path) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver for the session (fails, never skips, when the binaries are not built)."""
+    try:
+        binaries: Binaries | None = Binaries.locate()
+        missing = ""
+    except BinariesMissingError as exc:
+        binaries, missing = None, str(exc)
+    if binaries is None:
+        pytest.fail(missing, pytrace=False)
+    with tempfile.TemporaryDirectory(prefix="e2e-controlplane-") as workdir:
+        try:
+            with ControlPlane.run(binaries, Path(workdir), e2e_log_dir) as plane:
+                yield plane
+        except HarnessError:
+            request.config.stash[_failed_key] = True
+            raise
+
+
+@pytest.fixture(scope="session")
+def kube(control_plane: ControlPlane) -> Kube:
+    """An admin (system:masters) JSON client of the session's apiserver."""
+    return control_plane.api.admin_client()
+
+
+@pytest.fixture(scope="session")
+def default_scheduler(control_plane: ControlPlane) -> Iterator[Process]:
+    """kube-scheduler with the default profile (default-scheduler), for the session."""
+    process = control_plane.start_scheduler(name="kube-scheduler-default")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> str:
+    """A fresh namespace with its default ServiceAccount (namespaces never finish deleting here)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    create_namespace(kube, name)
+    return name
+
+
+@pytest.fixture
+def make_node(kube: Kube) -> Iterator[Callable[..., JSON]]:
+    """Factory ``make_node(allocatable, name=None, labels=None)``: a Ready Node, deleted after the test."""
+    created: list[str] = []
+
+    def make(
+        allocatable: dict[str, str], name: str | None = None, labels: dict[str, str] | None = None
+    ) -> JSON:
+        node_name = name or f"e2e-node-{uuid.uuid4().hex[:8]}"
+        node = create_node(kube, node_name, allocatable, labels=labels)
+        created.append(node_name)
+        return node
+
+    yield make
+    for node_name in created:
+        try:
+            kube.delete(f"/api/v1/nodes/{node_name}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
