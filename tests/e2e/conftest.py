@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import REPO_ROOT, Binaries, BinariesMissingError, ControlPlane, HarnessError, Process
+from tests.e2e.harness import REPO_ROOT, Binaries, BinariesMissingError, ControlPlane
 from tests.e2e.kube import JSON, ApiError, Kube, create_namespace, create_node
+from tests.e2e.processes import HarnessError, Process
 
 E2E_OPTION = "--e2e"
 LOG_DIR_ENV = "E2E_LOG_DIR"

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from confidential_pods.profiles import PROFILES
-from tests.e2e.harness import Process, wait_until
 from tests.e2e.kube import JSON, Kube, delete_pod
+from tests.e2e.processes import Process, wait_until
 
 EPC = PROFILES["alibaba"].epc_resource
 SCHEDULE_TIMEOUT = 60.0
