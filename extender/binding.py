@@ -1,0 +1,216 @@
+"""Bind: re-check fit under the ledger lock, create the Binding, reserve the EPC.
+
+``bind_pod`` holds ``ledger.lock`` from the fit check until the reservation is recorded, so two
+binds (and the watch) cannot interleave: concurrent binds never overcommit a node. The Binding is
+created by a :class:`Binder` — the API server (:class:`ApiBinder`) or memory for snapshot mode
+and ``simulate`` (:class:`MemoryBinder`).
+
+The bind request names the pod but carries no resources, so the pod's EPC comes from the last
+filter call for that pod (:class:`PendingPods`, bounded), else from the binder (the API server, or
+the snapshot's pending pods).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confidential_pods.profiles import Profile
+from extender.ledger import EpcLedger
+from extender.podepc import PodEpc, effective_epc
+from extender.scheduling import unfit_reason
+from extender.wire import BindRequest
+
+
+class BindRefused(Exception):
+    """The binder could not create the Binding (API error, pod gone, already bound)."""
+
+
+class Binder(Protocol):
+    """Creates Bindings and finds pods the extender was not asked to filter."""
+
+    def bind(self, request: BindRequest) -> None:
+        """Bind the pod to ``request.node``; raise :class:`BindRefused` with a reason when that fails."""
+
+    def read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The pod as raw JSON, or None when it does not exist; raise BindRefused on other errors."""
+
+
+@dataclass(frozen=True)
+class BindOutcome:
+    """Result of one bind: ``error`` empty means bound."""
+
+    error: str
+    epc: int = 0
+
+    @property
+    def bound(self) -> bool:
+        return not self.error
+
+
+class PendingPods:
+    """EPC of pods seen by filter/prioritize, by UID, for the bind that follows (bounded LRU)."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._capacity = capacity
+        self._epc: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, uid: str, epc: int) -> None:
+        with self._lock:
+            self._epc[uid] = epc
+            self._epc.move_to_end(uid)
+            while len(self._epc) > self._capacity:
+                self._epc.popitem(last=False)
+
+    def pop(self, uid: str) -> int | None:
+        with self._lock:
+            return self._epc.pop(uid, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._epc)
+
+
+def pod_epc_for_bind(
+    request: BindRequest, pending: PendingPods, binder: Binder, profile: Profile
+) -> int | str:
+    """The EPC (bytes) of the pod to bind, or a reason why it cannot be known."""
+    epc = pending.pop(request.pod_uid)
+    if epc is not None:
+        return epc
+    try:
+        pod = binder.read_pod(request.pod_namespace, request.pod_name)
+    except BindRefused as exc:
+        return f"cannot read pod {request.pod_namespace}/{request.pod_name}: {exc}"
+    if pod is None:
+        return f"pod {request.pod_namespace}/{request.pod_name} not found"
+    metadata = pod.get("metadata")
+    uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
+    if uid and uid != request.pod_uid:
+        return f"pod {request.pod_namespace}/{request.pod_name} has UID {uid}, not {request.pod_uid}"
+    return effective_epc(pod, profile)
+
+
+def bind_pod(
+    request: BindRequest, epc: int, *, ledger: EpcLedger, binder: Binder, profile: Profile, now: float
+) -> BindOutcome:
+    """Check fit, bind and reserve as one step under ``ledger.lock``. Nothing is reserved on refusal."""
+    with ledger.lock:
+        verdict = unfit_reason(epc, ledger.usage(request.node), profile.epc_resource)
+        if verdict is not None:
+            return BindOutcome(error=f"node {request.node}: {verdict[0]}", epc=epc)
+        try:
+            binder.bind(request)
+        except BindRefused as exc:
+            who = f"{request.pod_namespace}/{request.pod_name}"
+            return BindOutcome(error=f"binding {who} failed: {exc}", epc=epc)
+        if epc > 0:
+            ledger.reserve(
+                PodEpc(
+                    uid=request.pod_uid,
+                    namespace=request.pod_namespace,
+                    name=request.pod_name,
+                    node=request.node,
+                    epc=epc,
+                ),
+                now,
+            )
+        return BindOutcome(error="", epc=epc)
+
+
+class MemoryBinder:
+    """Binds in memory only (snapshot mode, ``simulate``): remembers where each pod went.
+
+    ``pods`` are the snapshot's pods by ``namespace/name``, used when a bind comes for a pod that was
+    never filtered. A pod is bound at most once.
+    """
+
+    def __init__(self, pods: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self._pods = dict(pods or {})
+        self._lock = threading.Lock()
+        self.bindings: dict[str, str] = {}
+
+    def bind(self, request: BindRequest) -> None:
+        with self._lock:
+            if request.pod_uid in self.bindings:
+                raise BindRefused(f"pod is already bound to {self.bindings[request.pod_uid]}")
+            self.bindings[request.pod_uid] = request.node
+
+    def read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self._pods.get(f"{namespace}/{name}")
+
+
+class ApiBinder:
+    """Creates ``pods/binding`` through the API server with the official client.
+
+    Bodies go out and come back as raw JSON (``_preload_content=False``): the client's ``V1Binding``
+    model cannot deserialize the API server's answer (it has no ``target``), and pods must not be
+    round-tripped through the typed models.
+    """
+
+    def __init__(self, api_client: Any, timeout: float = 10.0) -> None:
+        from kubernetes import client
+
+        # Any: raw dict bodies and raw responses, not the typed models the stubs promise.
+        self._core: Any = client.CoreV1Api(api_client)
+        self._timeout = timeout
+
+    def bind(self, request: BindRequest) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {
+                "name": request.pod_name,
+                "namespace": request.pod_namespace,
+                "uid": request.pod_uid,
+            },
+            "target": {"apiVersion": "v1", "kind": "Node", "name": request.node},
+        }
+        try:
+            response = self._core.create_namespaced_pod_binding(
+                request.pod_name,
+                request.pod_namespace,
+                body=body,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+            response.release_conn()
+        except ApiException as exc:
+            raise BindRefused(_api_message(exc)) from None
+        except Exception as exc:  # network errors from urllib3: report, never crash the handler
+            raise BindRefused(f"API server unreachable: {exc}") from None
+
+    def read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self._core.read_namespaced_pod(
+                name, namespace, _preload_content=False, _request_timeout=self._timeout
+            )
+            data = json.loads(response.data)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise BindRefused(_api_message(exc)) from None
+        except Exception as exc:
+            raise BindRefused(f"API server unreachable: {exc}") from None
+        return data if isinstance(data, dict) else None
+
+
+def _api_message(exc: Any) -> str:
+    """The ``Status.message`` of an API error, else its HTTP status and reason."""
+    try:
+        status = json.loads(exc.body)
+        message = status.get("message")
+        if isinstance(message, str) and message:
+            return f"{message} (HTTP {exc.status})"
+    except (TypeError, ValueError, AttributeError):
+        pass
+    return f"HTTP {exc.status} {exc.reason}"
