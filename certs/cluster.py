@@ -1,0 +1,216 @@
+"""Talk to the apiserver: read and patch the Secrets and the MutatingWebhookConfiguration.
+
+The official kubernetes client with raw JSON bodies (``_preload_content=False`` on every call, so no object
+goes through the client's models). Errors become :class:`ObjectMissingError` (404) and
+:class:`PermissionDeniedError` (403, naming the RBAC verb and resource the caller needs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from certs.errors import ClusterError, ObjectMissingError, PermissionDeniedError
+from certs.objects import (
+    MutatingWebhookConfiguration,
+    PatchOperation,
+    Secret,
+    new_secret,
+    secret_patch,
+)
+
+SECRETS = "secrets"
+WEBHOOK_CONFIGURATIONS = "mutatingwebhookconfigurations.admissionregistration.k8s.io"
+JSON_PATCH = "application/json-patch+json"
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_NAMESPACE = "confidential-pods"
+
+
+def connect(kubeconfig: str | None) -> client.ApiClient:
+    """An API client from ``kubeconfig``, else the in-cluster ServiceAccount, else ``$KUBECONFIG``/~/.kube."""
+    configuration = client.Configuration()
+    try:
+        if kubeconfig:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+        else:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+    except (ConfigException, OSError) as exc:
+        raise ClusterError(f"no usable Kubernetes credentials: {exc}") from exc
+    return client.ApiClient(configuration)
+
+
+def default_namespace() -> str:
+    """The Pod's own namespace when running in-cluster, else ``confidential-pods``."""
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_NAMESPACE
+    except OSError:
+        return DEFAULT_NAMESPACE
+
+
+def _status_message(exc: ApiException) -> str:
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        message = json.loads(body or "").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or body or exc.reason or "no details")
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a request does, in RBAC terms (for error messages)."""
+
+    verb: str
+    resource: str
+    name: str
+    namespace: str | None = None
+
+    def target(self) -> str:
+        kind = "Secret" if self.resource == SECRETS else "MutatingWebhookConfiguration"
+        return f"{kind} {self.namespace}/{self.name}" if self.namespace else f"{kind} {self.name}"
+
+
+class Cluster:
+    """The few API calls the certs commands make."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._core = client.CoreV1Api(api)
+        self._admission = client.AdmissionregistrationV1Api(api)
+        self._host = api.configuration.host
+
+    def _call(self, call: Call, request: Callable[[], Any]) -> Any:
+        try:
+            response = request()
+            return json.loads(response.data)
+        except ApiException as exc:
+            detail = _status_message(exc)
+            if exc.status == 403:
+                scope = f" in namespace {call.namespace}" if call.namespace else " (cluster-scoped)"
+                raise PermissionDeniedError(
+                    f"forbidden to {call.verb} {call.target()}: grant the verb {call.verb!r} on "
+                    f"{call.resource!r}{scope} to this user or ServiceAccount (apiserver: {detail})"
+                ) from exc
+            if exc.status == 404:
+                raise ObjectMissingError(f"{call.target()} not found (apiserver: {detail})") from exc
+            raise ClusterError(f"cannot {call.verb} {call.target()}: HTTP {exc.status}: {detail}") from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise ClusterError(f"cannot reach the apiserver at {self._host}: {exc}") from exc
+
+    # --- Secrets -------------------------------------------------------------------------------------
+
+    def read_secret(self, namespace: str, name: str) -> Secret | None:
+        """The Secret, or None when it does not exist."""
+        call = Call("get", SECRETS, name, namespace)
+        try:
+            return cast(
+                Secret,
+                self._call(
+                    call, lambda: self._core.read_namespaced_secret(name, namespace, _preload_content=False)
+                ),
+            )
+        except ObjectMissingError:
+            return None
+
+    def create_secret(self, body: Secret) -> Secret:
+        metadata = body["metadata"]
+        call = Call("create", SECRETS, metadata["name"], metadata["namespace"])
+        return cast(
+            Secret,
+            self._call(
+                call,
+                lambda: self._core.create_namespaced_secret(
+                    metadata["namespace"], cast(Any, body), _preload_content=False
+                ),
+            ),
+        )
+
+    def patch_secret(self, namespace: str, name: str, operations: list[PatchOperation]) -> Secret:
+        call = Call("patch", SECRETS, name, namespace)
+        return cast(
+            Secret,
+            self._call(
+                call,
+                lambda: self._core.patch_namespaced_secret(
+                    name, namespace, cast(Any, operations), _content_type=JSON_PATCH, _preload_content=False
+                ),
+            ),
+        )
+
+    # --- MutatingWebhookConfiguration -----------------------------------------------------------------
+
+    def read_webhook_configuration(self, name: str) -> MutatingWebhookConfiguration:
+        call = Call("get", WEBHOOK_CONFIGURATIONS, name)
+        try:
+            return cast(
+                MutatingWebhookConfiguration,
+                self._call(
+                    call,
+                    lambda: self._admission.read_mutating_webhook_configuration(name, _preload_content=False),
+                ),
+            )
+        except ObjectMissingError as exc:
+            raise ObjectMissingError(
+                f"{exc}: apply the manifests (kubectl apply -k manifests/...) before `certs install`"
+            ) from exc
+
+    def patch_webhook_configuration(
+        self, name: str, operations: list[PatchOperation]
+    ) -> MutatingWebhookConfiguration:
+        call = Call("patch", WEBHOOK_CONFIGURATIONS, name)
+        return cast(
+            MutatingWebhookConfiguration,
+            self._call(
+                call,
+                lambda: self._admission.patch_mutating_webhook_configuration(
+                    name, cast(Any, operations), _content_type=JSON_PATCH, _preload_content=False
+                ),
+            ),
+        )
+
+    # --- composite -------------------------------------------------------------------------------------
+
+    def ensure_secret(
+        self,
+        namespace: str,
+        name: str,
+        secret_type: str,
+        files: Mapping[str, bytes],
+        current: Secret | None,
+    ) -> str | None:
+        """Create the Secret or patch the keys that differ; return what was done, or None if nothing."""
+        if current is None:
+            self.create_secret(new_secret(name, namespace, secret_type, files))
+            return f"created Secret {namespace}/{name} ({', '.join(sorted(files))})"
+        existing_type = current.get("type", "Opaque")
+        if existing_type != secret_type:
+            raise ClusterError(
+                f"Secret {namespace}/{name} exists with type {existing_type!r}, but {secret_type!r} is "
+                "needed; the type of a Secret cannot change: delete it and run the command again"
+            )
+        operations = secret_patch(current, files)
+        if not operations:
+            return None
+        self.patch_secret(namespace, name, operations)
+        changed = sorted(
+            op["path"].rsplit("/", 1)[-1] for op in operations if op["path"].startswith("/data/")
+        )
+        return f"updated Secret {namespace}/{name} ({', '.join(changed)})"
