@@ -48,12 +48,16 @@ def create_app(
     *,
     clock: Callable[[], float] = time.monotonic,
     pending: PendingPods | None = None,
+    metrics: ExtenderMetrics | None = None,
 ) -> Flask:
-    """Build the extender app over one ledger. ``ready`` backs ``/readyz`` and gates the verbs."""
+    """Build the extender app over one ledger. ``ready`` backs ``/readyz`` and gates the verbs.
+
+    ``metrics`` lets the caller register more collectors (the watch feed's) in the same registry.
+    """
     app = Flask("confidential-pods-extender")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    metrics = ExtenderMetrics(ledger)
+    metrics = metrics if metrics is not None else ExtenderMetrics(ledger)
     app.extensions["confidential_pods_metrics"] = metrics
     pending = pending if pending is not None else PendingPods()
     profile = settings.profile
