@@ -1,10 +1,83 @@
-"""Subcommands of this component (registered into the ``confidential-pods`` parser)."""
+"""``confidential-pods extender serve`` and ``confidential-pods simulate``."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
+
+from confidential_pods.settings import SCORING_STRATEGIES, load_settings
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
-    """Add this component's subcommands; filled in by the component's issue."""
+    extender = subcommands.add_parser(
+        "extender", help="the kube-scheduler extender (places pods by free EPC)"
+    )
+    extender_sub = extender.add_subparsers(title="extender commands", metavar="COMMAND")
+    serve = extender_sub.add_parser(
+        "serve",
+        help="serve /filter, /prioritize and /bind for kube-scheduler (gunicorn, one worker)",
+        description="Serve the extender. The ledger comes from --snapshot, else --kubeconfig, "
+        "else the in-cluster service account.",
+    )
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument("--snapshot", help="Nodes and Pods (v1 List or multi-doc YAML/JSON); no API server")
+    source.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account)")
+    serve.add_argument("--port", type=int, default=8444)
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    serve.add_argument("--threads", type=int, default=8, help="threads of the single worker (default 8)")
+    serve.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    serve.add_argument("--cert", help="serving certificate (PEM) to serve HTTPS; re-read when it changes")
+    serve.add_argument("--key", help="private key of --cert (PEM)")
+    serve.set_defaults(handler=_serve)
+
+    simulate = subcommands.add_parser(
+        "simulate",
+        help="place pending pods on a snapshot as the extender would, and show EPC per node",
+        description="Run the extender's filter/prioritize/bind over Nodes and Pods from files. Pods with "
+        "spec.nodeName hold EPC; the others are placed in file order. With no files, a built-in "
+        "example cluster is used.",
+    )
+    simulate.add_argument("--nodes", help="file with Nodes (and possibly Pods): v1 List or multi-doc YAML")
+    simulate.add_argument("--pods", help="file with Pods (and possibly Nodes)")
+    simulate.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    simulate.add_argument("--strategy", choices=SCORING_STRATEGIES, help="override scoringStrategy")
+    simulate.set_defaults(handler=_simulate)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from extender import serving
+
+    settings = load_settings(args.config)
+    return serving.serve(
+        settings,
+        snapshot=args.snapshot,
+        kubeconfig=args.kubeconfig,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        cert=args.cert,
+        key=args.key,
+    )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from extender.simulate import example_snapshot, render, simulate
+    from extender.snapshot import Snapshot, SnapshotError, load_snapshot
+
+    settings = load_settings(args.config)
+    try:
+        if args.nodes is None and args.pods is None:
+            snapshot = example_snapshot()
+            print("Built-in example cluster (pass --nodes/--pods for your own)\n")
+        else:
+            snapshot = Snapshot()
+            for path in (args.nodes, args.pods):
+                if path is not None:
+                    snapshot = snapshot + load_snapshot(path)
+    except SnapshotError as exc:
+        print(f"confidential-pods simulate: {exc}", file=sys.stderr)
+        return 2
+    result = simulate(snapshot, settings, args.strategy)
+    sys.stdout.write(render(result))
+    return 0

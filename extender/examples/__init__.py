@@ -1,0 +1,1 @@
+"""Example snapshots shipped with the package (``cluster.yaml`` is ``simulate``'s default cluster)."""

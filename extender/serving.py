@@ -1,0 +1,227 @@
+"""``confidential-pods extender serve``: the extender app under gunicorn, one worker with threads.
+
+**One worker process.** The EPC ledger, its reservations and the watch that feeds it live in the
+memory of one process. With several worker processes each would hold its own ledger: a bind would
+reserve EPC in one worker while the next filter, answered by another, would not see it, and every
+worker would run its own list+watch against the API server. So gunicorn runs exactly one ``gthread``
+worker; its threads answer requests concurrently and share the ledger under its lock. The answers
+are small in-memory computations (see docs/extender.md for the measured latencies), so one process
+keeps up with kube-scheduler, which calls the extender once per verb per scheduling cycle.
+
+**Feed.** ``--snapshot F`` fills the ledger from a file and binds in memory. Otherwise the ledger is
+fed by :class:`extender.watching.LedgerFeed` (list then watch of nodes and assigned pods) from
+``--kubeconfig F`` or the in-cluster service account, and binds go to the API server. The feed
+thread is started inside the worker after gunicorn forks it (threads do not survive a fork).
+
+**TLS** is optional (kube-scheduler's ``enableHTTPS``): with ``--cert``/``--key`` the pair is served
+and re-read when it changes on disk, as the webhook does (``webhook.serving.ReloadingContext``).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gunicorn.app.base import BaseApplication
+
+from confidential_pods.settings import Settings
+from extender.app import create_app
+from extender.binding import ApiBinder, Binder, MemoryBinder
+from extender.ledger import EpcLedger
+from extender.metrics import ExtenderMetrics
+from extender.snapshot import SnapshotError, fill_ledger, load_snapshot
+from webhook.serving import ReloadingContext, ServingError
+from webhook.serving import bind as bind_listener
+
+logger = logging.getLogger(__name__)
+
+#: Idle keep-alive seconds: longer than Go's http.Transport idle timeout (90 s) used by kube-scheduler.
+KEEPALIVE_SECONDS = 95
+GRACEFUL_TIMEOUT_SECONDS = 20
+
+
+class Feed(Protocol):
+    """What serving needs of ``extender.watching.LedgerFeed``."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def ready(self) -> bool: ...
+
+
+@dataclass
+class Backend:
+    """Where the ledger's content comes from and where binds go."""
+
+    ledger: EpcLedger
+    binder: Binder
+    ready: Callable[[], bool]
+    metrics: ExtenderMetrics
+    feed: Feed | None = None
+    description: str = ""
+
+
+def snapshot_backend(path: str, settings: Settings) -> Backend:
+    """Ledger filled once from a snapshot file; binds only update memory."""
+    snapshot = load_snapshot(path)
+    ledger = EpcLedger()
+    fill_ledger(ledger, snapshot, settings.profile)
+    return Backend(
+        ledger=ledger,
+        binder=MemoryBinder(snapshot.pods_by_name()),
+        ready=lambda: True,
+        metrics=ExtenderMetrics(ledger),
+        description=f"snapshot {path}: {ledger.node_count()} node(s), {ledger.pod_count()} pod(s) with EPC",
+    )
+
+
+def api_backend(kubeconfig: str | None, settings: Settings) -> Backend:
+    """Ledger fed by list+watch from the API server; binds create ``pods/binding``."""
+    from kubernetes import client, config
+    from kubernetes.config.config_exception import ConfigException
+
+    configuration = client.Configuration()
+    try:
+        if kubeconfig:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        else:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+    except (ConfigException, OSError) as exc:
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
+        raise ServingError(f"cannot load API server credentials from {where}: {exc}") from None
+    from extender.watching import LedgerFeed
+
+    api_client = client.ApiClient(configuration)
+    ledger = EpcLedger()
+    metrics = ExtenderMetrics(ledger)
+    feed = LedgerFeed(
+        api_client,
+        ledger,
+        settings.profile,
+        reservation_ttl=settings.reservation_ttl_seconds,
+        registry=metrics.registry,
+    )
+    return Backend(
+        ledger=ledger,
+        binder=ApiBinder(api_client),
+        ready=feed.ready,
+        metrics=metrics,
+        feed=feed,
+        description=f"API server {configuration.host}",
+    )
+
+
+class ExtenderServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn configured in code (no gunicorn config file or command line is read)."""
+
+    def __init__(self, application: Any, options: dict[str, Any]) -> None:
+        self._application = application
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for name, value in self._options.items():
+            self.cfg.set(name, value)
+
+    def load(self) -> Any:
+        return self._application
+
+
+def gunicorn_options(
+    *,
+    listener_fd: int,
+    threads: int,
+    feed: Feed | None,
+    tls: ReloadingContext | None,
+    cert: str | None,
+    key: str | None,
+) -> dict[str, Any]:
+    def post_worker_init(_worker: Any) -> None:
+        if feed is not None:
+            feed.start()
+
+    def worker_exit(_server: Any, _worker: Any) -> None:
+        if feed is not None:
+            feed.stop()
+
+    options: dict[str, Any] = {
+        "bind": [f"fd://{listener_fd}"],
+        "worker_class": "gthread",
+        "workers": 1,
+        "threads": threads,
+        "keepalive": KEEPALIVE_SECONDS,
+        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
+        "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
+        "preload_app": True,
+        "control_socket_disable": True,
+        "proc_name": "confidential-pods-extender",
+        "loglevel": logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
+        "errorlog": "-",
+        "accesslog": None,
+    }
+    if tls is not None:
+
+        def ssl_context(_config: Any, _default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+            return tls.context()
+
+        options.update(certfile=cert, keyfile=key, ssl_context=ssl_context)
+    return options
+
+
+def serve(
+    settings: Settings,
+    *,
+    snapshot: str | None,
+    kubeconfig: str | None,
+    host: str,
+    port: int,
+    threads: int,
+    cert: str | None,
+    key: str | None,
+) -> int:
+    """Serve the extender until SIGTERM/SIGINT; start-up errors print one line and return 1."""
+    try:
+        if threads < 1:
+            raise ServingError("--threads must be at least 1")
+        if (cert is None) != (key is None):
+            raise ServingError("--cert and --key go together")
+        tls = ReloadingContext(cert, key) if cert is not None and key is not None else None
+        try:
+            backend = snapshot_backend(snapshot, settings) if snapshot else api_backend(kubeconfig, settings)
+        except SnapshotError as exc:
+            raise ServingError(str(exc)) from None
+        listener = bind_listener(host, port)
+        application = create_app(
+            backend.ledger, settings, backend.binder, backend.ready, metrics=backend.metrics
+        )
+        options = gunicorn_options(
+            listener_fd=listener.detach(), threads=threads, feed=backend.feed, tls=tls, cert=cert, key=key
+        )
+        logger.info(
+            "extender serving %s on %s://%s:%d (1 worker x %d threads), profile %s, scoring %s",
+            backend.description,
+            "https" if tls else "http",
+            host,
+            port,
+            threads,
+            settings.profile.name,
+            settings.scoring_strategy,
+        )
+        try:
+            ExtenderServer(application, options).run()
+        except SystemExit as exc:  # gunicorn's arbiter leaves through sys.exit
+            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return 0
+    except ServingError as exc:
+        print(f"confidential-pods extender serve: {exc}", file=sys.stderr)
+        return 1
