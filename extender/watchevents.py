@@ -1,0 +1,167 @@
+"""Watch events and lists applied to the EPC ledger: the pure core of the ledger feed.
+
+:func:`apply_event` applies one decoded watch event and says how the watch goes on —
+:class:`Applied` (resume from its resourceVersion), :class:`Relist` (410 Gone: the resourceVersion
+was compacted away) or :class:`Failed` (any other error event, or a line that is not an event).
+:func:`replace_nodes` and :func:`replace_pods` apply a fresh full list of one kind atomically without
+touching the other kind. :func:`backoff_delay` is the retry schedule. No IO, no logging: the shell is
+``watching.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from confidential_pods.profiles import Profile
+from extender.ledger import EpcLedger
+from extender.podepc import PodEpc, node_capacity, pod_facts, pod_uid
+
+Kind = Literal["Node", "Pod"]
+KINDS: tuple[Kind, ...] = ("Node", "Pod")
+EventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
+EVENT_TYPES: tuple[EventType, ...] = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR")
+#: HTTP status of an expired resourceVersion or continue token.
+GONE = 410
+
+
+class WatchEvent(TypedDict):
+    """One line of a watch stream (``k8s.io/apimachinery/pkg/apis/meta/v1.WatchEvent``)."""
+
+    type: EventType
+    object: dict[str, Any]
+
+
+class Status(TypedDict, total=False):
+    """The ``object`` of an ERROR event (``metav1.Status``)."""
+
+    kind: str
+    status: str
+    message: str
+    reason: str
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The event was applied (or was a bookmark). Resume from ``resource_version`` (None: unchanged)."""
+
+    resource_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Relist:
+    """The watch's resourceVersion is gone (410): list again and replace this kind's state."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """An ERROR event other than 410, or a line that is not a watch event: back off and resume."""
+
+    reason: str
+
+
+Outcome = Applied | Relist | Failed
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def resource_version(obj: Mapping[str, Any]) -> str | None:
+    """``metadata.resourceVersion`` of an object (or list), None when absent or empty."""
+    version = _mapping(obj.get("metadata")).get("resourceVersion")
+    return version if isinstance(version, str) and version else None
+
+
+def is_gone(status: Mapping[str, Any]) -> bool:
+    """Whether an ERROR event's Status says the resourceVersion is too old (410 Expired/Gone)."""
+    return status.get("code") == GONE or status.get("reason") in ("Expired", "Gone")
+
+
+def node_entry(node: Mapping[str, Any], profile: Profile) -> tuple[str, int | None] | None:
+    """(name, EPC capacity or None) of a Node object; None when it has no name."""
+    name = _mapping(node.get("metadata")).get("name")
+    if not isinstance(name, str) or not name:
+        return None
+    return name, node_capacity(node, profile)
+
+
+def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) -> Outcome:
+    """Apply one decoded watch event of ``kind`` to the ledger and say how the watch goes on.
+
+    ADDED/MODIFIED upsert the node, or the pod when it holds EPC; a pod that no longer holds EPC
+    (finished, being deleted) is removed and its reservation, if any, withdrawn: the watch has seen
+    it. DELETED removes. BOOKMARK only advances the resourceVersion. Unknown types are skipped.
+    """
+    if not isinstance(event, Mapping):
+        return Failed("watch line is not a JSON object")
+    kind_of_event = event.get("type")
+    obj = event.get("object")
+    if not isinstance(kind_of_event, str) or not isinstance(obj, Mapping):
+        return Failed("watch event without type or object")
+    if kind_of_event == "ERROR":
+        message = f"{obj.get('code', '?')} {obj.get('reason', '')}: {obj.get('message', '')}".strip()
+        return Relist(message) if is_gone(obj) else Failed(message)
+    version = resource_version(obj)
+    if kind_of_event == "BOOKMARK" or kind_of_event not in EVENT_TYPES:
+        return Applied(version)
+    if kind == "Node":
+        entry = node_entry(obj, profile)
+        if entry is not None:
+            if kind_of_event == "DELETED":
+                ledger.remove_node(entry[0])
+            else:
+                ledger.set_node(*entry)
+        return Applied(version)
+    facts = None if kind_of_event == "DELETED" else pod_facts(obj, profile)
+    if facts is not None:
+        ledger.set_pod(facts)
+    else:
+        uid = pod_uid(obj)
+        with ledger.lock:
+            ledger.remove_pod(uid)
+            ledger.unreserve(uid)
+    return Applied(version)
+
+
+def replace_nodes(ledger: EpcLedger, nodes: Mapping[str, int | None]) -> None:
+    """Make the ledger's nodes exactly ``nodes`` (a fresh list), atomically; pods are untouched."""
+    with ledger.lock:
+        for name in ledger.nodes():
+            if name not in nodes:
+                ledger.remove_node(name)
+        for name, capacity in nodes.items():
+            ledger.set_node(name, capacity)
+
+
+def replace_pods(ledger: EpcLedger, pods: Iterable[PodEpc], seen_without_epc: Iterable[str] = ()) -> None:
+    """Make the ledger's pods exactly ``pods`` (a fresh list), atomically; nodes are untouched.
+
+    ``seen_without_epc``: uids the list showed holding no EPC (finished, deleting); their
+    reservations are withdrawn, as :func:`apply_event` does for a single event.
+    """
+    with ledger.lock:
+        current: dict[str, int | None] = {}
+        for name in ledger.nodes():
+            usage = ledger.usage(name)
+            if usage is not None:
+                current[name] = usage.capacity
+        ledger.replace(current, pods)
+        for uid in seen_without_epc:
+            ledger.unreserve(uid)
+
+
+def backoff_delay(failures: int, rand: float, *, base: float = 0.8, cap: float = 30.0) -> float:
+    """Seconds to wait after ``failures`` (>= 1) consecutive failures: "equal jitter".
+
+    ``d = min(cap, base * 2**(failures-1))``, then a uniform point of ``[d/2, d]`` (``rand`` in
+    [0, 1)): never more than ``cap``, never in lock-step with other clients. client-go's reflector
+    starts at 800 ms and caps at 30 s, and so does this.
+    """
+    exponent = min(max(failures - 1, 0), 32)
+    delay = min(cap, base * 2.0**exponent)
+    return delay / 2 + delay / 2 * rand

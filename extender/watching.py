@@ -1,0 +1,395 @@
+"""The ledger feed: list then watch Nodes and assigned Pods into the EPC ledger.
+
+Two parts:
+
+* a pure core in ``watchevents.py`` — :func:`~extender.watchevents.apply_event` applies one decoded
+  watch event to the ledger and says how to go on (resume from a resourceVersion, relist after 410
+  Gone, back off after any other error event); ``replace_nodes`` / ``replace_pods`` apply a fresh
+  full list of one kind atomically; ``backoff_delay`` is the retry schedule;
+* this thin shell — :class:`LedgerFeed` runs one daemon thread per resource kind (list with pagination,
+  then watch from the list's resourceVersion with bookmarks) and one that expires reservations.
+
+Kubernetes JSON stays JSON: lists are read with ``_preload_content=False`` one page (``limit``) at a
+time and watch streams are split into lines with ``kubernetes.watch``'s own ``iter_resp_lines``, then
+each line is decoded with :func:`json.loads` and reduced to :class:`~extender.podepc.PodEpc` at once.
+Nothing is deserialized into the client's models (slow, and lossy: they drop fields they do not know).
+
+``kubernetes.watch.Watch.stream`` itself is not used: with ``deserialize=False`` (client 32+) an ERROR
+event raises ``KeyError: 'raw_object'`` instead of surfacing the 410, and its built-in resume re-sends
+the *first* resourceVersion when it does not deserialize (it only tracks the version of model objects),
+which replays history or ends in a second 410. The feed keeps the resourceVersion of every event and
+bookmark itself, which is what client-go's reflector does.
+
+Fault handling (the ledger must equal what a fresh list gives after any fault):
+
+* 410 Gone — an ERROR event with code 410 (reason ``Expired``/``Gone``) or an ``ApiException`` 410,
+  also when a list's ``continue`` token expired — relists that kind and replaces its state atomically;
+* any other error, a dropped connection or a malformed line resumes the watch from the last
+  resourceVersion after an exponential backoff with jitter (capped); after
+  ``relist_after_failures`` consecutive failures the feed relists instead;
+* a watch that ends normally (the server's ``timeoutSeconds``) is resumed at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
+from prometheus_client import CollectorRegistry, Counter
+from urllib3.exceptions import HTTPError
+
+from confidential_pods.profiles import Profile
+from extender.ledger import EpcLedger
+from extender.podepc import PodEpc, pod_facts, pod_uid
+from extender.watchevents import (
+    EVENT_TYPES,
+    GONE,
+    KINDS,
+    Applied,
+    Kind,
+    Relist,
+    apply_event,
+    backoff_delay,
+    node_entry,
+    replace_nodes,
+    replace_pods,
+    resource_version,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Field selector of the pod list and watch: only pods bound to a node hold EPC.
+ASSIGNED_PODS = "spec.nodeName!="
+#: Items per list page (client-go's reflector uses 500 as well).
+PAGE_SIZE = 500
+
+
+# --- metrics -------------------------------------------------------------------------------------
+
+
+class FeedMetrics:
+    """Counters of the feed. Pass the extender's registry so that ``/metrics`` shows them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.events = Counter(
+            "confidential_pods_extender_watch_events",
+            "Watch events applied to the EPC ledger, by resource kind and event type.",
+            ["kind", "type"],
+            registry=registry,
+        )
+        self.relists = Counter(
+            "confidential_pods_extender_watch_relists",
+            "Full lists that replaced a kind's state in the ledger (initial, 410 Gone, repeated failures).",
+            ["kind", "reason"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "confidential_pods_extender_watch_errors",
+            "Failed lists and watches (API errors, dropped connections, error events), by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        # Children resolved once: labels() per event would cost more than applying the event.
+        self.event_children = {(k, t): self.events.labels(kind=k, type=t) for k in KINDS for t in EVENT_TYPES}
+
+
+# --- the shell ------------------------------------------------------------------------------------
+
+
+class _Gone(Exception):
+    """The watch reported 410 Gone: relist."""
+
+
+class _WatchFailed(Exception):
+    """The watch reported an error event, or a line was not a watch event: back off and resume."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ListResult:
+    resource_version: str
+    items: int
+
+
+class LedgerFeed:
+    """Keeps an :class:`EpcLedger` equal to the cluster's Nodes and assigned Pods.
+
+    ``start()`` starts daemon threads; ``ready()`` is True once both kinds were fully listed;
+    ``stop()`` ends the threads (closing open watches) and waits for them.
+    """
+
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        ledger: EpcLedger,
+        profile: Profile,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], object] | None = None,
+        rand: Callable[[], float] = random.random,
+        reservation_ttl: float = 60.0,
+        page_size: int = PAGE_SIZE,
+        watch_timeout: tuple[int, int] = (300, 600),
+        backoff_base: float = 0.8,
+        backoff_cap: float = 30.0,
+        relist_after_failures: int = 5,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._ledger = ledger
+        self._profile = profile
+        self._clock = clock
+        self._stopping = threading.Event()
+        self._sleep = sleep if sleep is not None else self._stopping.wait
+        self._rand = rand
+        self._ttl = reservation_ttl
+        self._page_size = page_size
+        self._watch_timeout = watch_timeout
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._relist_after = relist_after_failures
+        self.metrics = FeedMetrics(registry)
+        self._listed = {kind: threading.Event() for kind in KINDS}
+        self._versions: dict[Kind, str | None] = dict.fromkeys(KINDS)
+        self._open: dict[Kind, Any] = {}
+        self._open_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start listing and watching in background daemon threads."""
+        if self._threads:
+            raise RuntimeError("LedgerFeed already started")
+        for kind in KINDS:
+            self._threads.append(
+                threading.Thread(target=self._run, args=(kind,), name=f"ledger-feed-{kind}", daemon=True)
+            )
+        self._threads.append(threading.Thread(target=self._expire_loop, name="ledger-expiry", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the threads: close open watches and wait up to ``timeout`` seconds for them."""
+        self._stopping.set()
+        with self._open_lock:
+            responses = list(self._open.values())
+        for response in responses:
+            _abort(response)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def ready(self) -> bool:
+        """True once the first full list of both Nodes and Pods is in the ledger."""
+        return all(event.is_set() for event in self._listed.values())
+
+    # --- one kind: list, then watch ---------------------------------------------------------------
+
+    def _run(self, kind: Kind) -> None:
+        failures = 0
+        reason = "initial"
+        while not self._stopping.is_set():
+            try:
+                if self._versions[kind] is None:
+                    listed = self._list(kind)
+                    self._versions[kind] = listed.resource_version
+                    self._listed[kind].set()
+                    self.metrics.relists.labels(kind=kind, reason=reason).inc()
+                    logger.info(
+                        "listed %d %ss at resourceVersion %s (%s)",
+                        listed.items,
+                        kind,
+                        listed.resource_version,
+                        reason,
+                    )
+                    failures = 0
+                if self._watch(kind):
+                    failures = 0
+                    continue
+                # A watch that ends with nothing in it is resumed, but not in a tight loop.
+                failures += 1
+            except (_Gone, ApiException) as exc:
+                if self._stopping.is_set():
+                    return
+                if isinstance(exc, _Gone) or exc.status == GONE:
+                    logger.info(
+                        "%s watch at resourceVersion %s is gone (%s), relisting",
+                        kind,
+                        self._versions[kind],
+                        exc,
+                    )
+                    self._versions[kind], reason = None, "gone"
+                    continue
+                failures += 1
+                self.metrics.errors.labels(kind=kind).inc()
+                logger.warning(
+                    "%s list/watch failed (%d in a row): %s %s", kind, failures, exc.status, exc.reason
+                )
+            except (_WatchFailed, HTTPError, OSError, ValueError) as exc:
+                if self._stopping.is_set():
+                    return
+                failures += 1
+                self.metrics.errors.labels(kind=kind).inc()
+                logger.warning("%s list/watch failed (%d in a row): %s", kind, failures, exc)
+            except Exception:
+                if self._stopping.is_set():
+                    return
+                failures += 1
+                self.metrics.errors.labels(kind=kind).inc()
+                logger.exception("%s list/watch failed unexpectedly (%d in a row)", kind, failures)
+            if failures >= self._relist_after and self._versions[kind] is not None:
+                logger.warning("%s watch failed %d times in a row, relisting", kind, failures)
+                self._versions[kind], reason = None, "failures"
+            if failures:
+                self._sleep(
+                    backoff_delay(failures, self._rand(), base=self._backoff_base, cap=self._backoff_cap)
+                )
+
+    def _call(self, kind: Kind, **kwargs: Any) -> Any:
+        if kind == "Node":
+            return self._core.list_node(_preload_content=False, **kwargs)
+        return self._core.list_pod_for_all_namespaces(
+            field_selector=ASSIGNED_PODS, _preload_content=False, **kwargs
+        )
+
+    def _list(self, kind: Kind) -> _ListResult:
+        """List every object of ``kind`` page by page and replace that kind's state in the ledger."""
+        profile = self._profile
+        nodes: dict[str, int | None] = {}
+        pods: list[PodEpc] = []
+        without_epc: list[str] = []
+        continue_token: str | None = None
+        version: str | None = None
+        items = 0
+        while True:
+            response = self._call(
+                kind, limit=self._page_size, _continue=continue_token, _request_timeout=(10, 60)
+            )
+            try:
+                page = json.loads(response.data)
+            finally:
+                response.release_conn()
+            if not isinstance(page, Mapping):
+                raise ValueError(f"{kind} list response is not a JSON object")
+            for obj in page.get("items") or ():
+                items += 1
+                if kind == "Node":
+                    entry = node_entry(obj, profile)
+                    if entry is not None:
+                        nodes[entry[0]] = entry[1]
+                    continue
+                facts = pod_facts(obj, profile)
+                if facts is not None:
+                    pods.append(facts)
+                else:
+                    uid = pod_uid(obj)
+                    if self._ledger.reservation(uid) is not None:
+                        without_epc.append(uid)
+            metadata = page.get("metadata") or {}
+            version = resource_version(page) or version
+            token = metadata.get("continue")
+            del page
+            if not token:
+                break
+            continue_token = str(token)
+        if version is None:
+            raise ValueError(f"{kind} list response has no metadata.resourceVersion")
+        if kind == "Node":
+            replace_nodes(self._ledger, nodes)
+        else:
+            replace_pods(self._ledger, pods, without_epc)
+        return _ListResult(version, items)
+
+    def _watch(self, kind: Kind) -> int:
+        """Watch from ``self._versions[kind]`` until the stream ends, advancing it with every event
+        and bookmark (so a failure resumes from the last one seen); returns the events applied.
+        Raises :class:`_Gone` on 410 and :class:`_WatchFailed` on other error events."""
+        version = self._versions[kind]
+        low, high = self._watch_timeout
+        timeout = low + int((high - low) * self._rand()) if high > low else low
+        response = self._call(
+            kind,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=version,
+            timeout_seconds=timeout,
+            _request_timeout=(10, timeout + 30),
+        )
+        with self._open_lock:
+            self._open[kind] = response
+        applied = 0
+        ledger, profile, counters = self._ledger, self._profile, self.metrics.event_children
+        try:
+            for line in _lines(response):
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    event = None
+                outcome = apply_event(ledger, kind, event, profile)
+                if isinstance(outcome, Applied):
+                    applied += 1
+                    counter = counters.get((kind, event["type"]))
+                    if counter is not None:
+                        counter.inc()
+                    if outcome.resource_version is not None:
+                        self._versions[kind] = outcome.resource_version
+                    continue
+                counters[(kind, "ERROR")].inc()
+                if isinstance(outcome, Relist):
+                    raise _Gone(outcome.reason)
+                raise _WatchFailed(f"{outcome.reason} (resuming from resourceVersion {self._versions[kind]})")
+        finally:
+            with self._open_lock:
+                self._open.pop(kind, None)
+            _close(response)
+        return applied
+
+    # --- reservations ----------------------------------------------------------------------------
+
+    def _expire_loop(self) -> None:
+        interval = max(0.05, min(5.0, self._ttl / 4))
+        while not self._stopping.wait(interval):
+            expired = self._ledger.expire_reservations(self._clock(), self._ttl)
+            if expired:
+                logger.warning(
+                    "dropped %d EPC reservation(s) the watch never confirmed within %ss: %s",
+                    len(expired),
+                    self._ttl,
+                    ", ".join(expired[:10]),
+                )
+
+
+def _lines(response: Any) -> Iterator[str]:
+    for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+        if line:
+            yield line
+
+
+def _abort(response: Any) -> None:
+    """Unblock a reader of a streaming response from another thread (``stop``)."""
+    shutdown = getattr(response, "shutdown", None)
+    try:
+        if callable(shutdown):
+            shutdown()
+        else:  # urllib3 < 2.3
+            sock = getattr(getattr(response, "connection", None), "sock", None)
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, RuntimeError):
+        pass  # already closed or released by its reader
+
+
+def _close(response: Any) -> None:
+    """Close a watch response and its connection (a half-read stream must not go back to the pool)."""
+    response.close()
+    response.release_conn()
