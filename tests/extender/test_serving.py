@@ -1,0 +1,197 @@
+"""The extender served for real: `confidential-pods extender serve --snapshot` on 127.0.0.1, plain and TLS."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.extender import scheduler_json as sj
+from tests.webhook.tls import issue_serving_pair, make_authority
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    context: ssl.SSLContext | None = None
+
+    def connection(self) -> http.client.HTTPConnection:
+        if self.context is not None:
+            return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context, timeout=10)
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+
+    def call(
+        self, conn: http.client.HTTPConnection, method: str, path: str, body: Any = None
+    ) -> tuple[int, Any]:
+        payload = None if body is None else json.dumps(body)
+        conn.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if response.getheader(
+            "Content-Type"
+        ) == "application/json" else data
+
+
+def cluster_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cluster.yaml"
+    docs = [
+        {"kind": "Node", **sj.node("sgx-a", 93)},
+        {"kind": "Node", **sj.node("sgx-b", 93)},
+        {"kind": "Node", **sj.node("plain", None)},
+        {"kind": "Pod", **sj.pod("running", epc_mib=61, node_name="sgx-b", phase="Running")},
+    ]
+    path.write_text(yaml.safe_dump_all(docs))
+    return path
+
+
+def start(args: list[str], tmp_path: Path, context: ssl.SSLContext | None = None) -> Served:
+    port = free_port()
+    log = tmp_path / f"extender-{port}.log"
+    command = [sys.executable, "-m", "confidential_pods", "extender", "serve", "--host", "127.0.0.1",
+               "--port", str(port), "--threads", "4", *args]  # fmt: skip
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+    served = Served(process=process, port=port, log=log, context=context)
+    deadline = time.monotonic() + 30
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"extender exited with {process.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(OSError):
+            conn = served.connection()
+            try:
+                if served.call(conn, "GET", "/healthz")[0] == 200:
+                    return served
+            finally:
+                conn.close()
+        if time.monotonic() > deadline:
+            stop(served)
+            raise AssertionError(f"extender did not come up:\n{log.read_text()}")
+        time.sleep(0.1)
+
+
+def stop(served: Served) -> int:
+    if served.process.poll() is None:
+        served.process.send_signal(signal.SIGTERM)
+    try:
+        return served.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        served.process.wait()
+        raise
+
+
+@pytest.fixture(scope="module", params=["http", "https"])
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    tmp_path = tmp_path_factory.mktemp(request.param)
+    args = ["--snapshot", str(cluster_file(tmp_path))]
+    context = None
+    if request.param == "https":
+        ca = make_authority()
+        pair = issue_serving_pair(ca, "extender.test")
+        (tmp_path / "tls.crt").write_bytes(pair.cert_pem)
+        (tmp_path / "tls.key").write_bytes(pair.key_pem)
+        args += ["--cert", str(tmp_path / "tls.crt"), "--key", str(tmp_path / "tls.key")]
+        context = ssl.create_default_context(cadata=ca.cert_pem.decode())
+    server = start(args, tmp_path, context)
+    yield server
+    assert stop(server) == 0, server.log.read_text()
+
+
+def test_scheduling_cycle_over_one_keep_alive_connection(served: Served) -> None:
+    """filter, prioritize, bind as kube-scheduler sends them, then the reservation is visible."""
+    conn = served.connection()
+    try:
+        assert served.call(conn, "GET", "/readyz") == (200, {"status": "ready"})
+        pod = sj.pod("cycle", epc_mib=40)
+        status, filtered = served.call(
+            conn, "POST", "/filter", sj.args_with_names(pod, ["sgx-a", "sgx-b", "plain"])
+        )
+        assert status == 200
+        assert filtered["NodeNames"] == ["sgx-a"]
+        assert filtered["FailedNodes"] == {
+            "sgx-b": "insufficient SGX EPC: pod requests 40Mi, node has 32Mi free of 93Mi"
+        }
+        status, scores = served.call(conn, "POST", "/prioritize", sj.args_with_names(pod, ["sgx-a"]))
+        assert (status, scores) == (200, [{"Host": "sgx-a", "Score": 5}])
+        assert served.call(conn, "POST", "/bind", sj.binding_args(pod, "sgx-a")) == (200, {"Error": ""})
+        status, node = served.call(conn, "GET", "/inspect/sgx-a")
+        assert node["reserved"] == 40 * 1024 * 1024 and node["reservations"][0]["name"] == "cycle"
+        # whole Node objects in, whole Node objects out
+        second = sj.pod("second", epc_mib=40)
+        nodes = [sj.node("sgx-a", 93), sj.node("sgx-b", 93)]
+        _, by_nodes = served.call(conn, "POST", "/filter", sj.args_with_nodes(second, nodes))
+        assert by_nodes["Nodes"]["items"] == [nodes[0]] and by_nodes["NodeNames"] is None
+        status, metrics = served.call(conn, "GET", "/metrics")
+        assert (
+            status == 200
+            and b'confidential_pods_extender_requests_total{outcome="ok",verb="bind"} 1.0' in metrics
+        )
+        assert served.call(conn, "POST", "/filter", "nonsense")[0] == 400
+        assert served.call(conn, "GET", "/nowhere")[0] == 404
+    finally:
+        conn.close()
+
+
+def test_one_worker_shares_the_ledger_across_connections(served: Served) -> None:
+    """A bind on one connection is seen by a filter on another (one ledger per server)."""
+    first, second = served.connection(), served.connection()
+    try:
+        pod = sj.pod("shared", epc_mib=16)
+        served.call(first, "POST", "/filter", sj.args_with_names(pod, ["sgx-b"]))
+        assert served.call(first, "POST", "/bind", sj.binding_args(pod, "sgx-b")) == (200, {"Error": ""})
+        _, filtered = served.call(
+            second, "POST", "/filter", sj.args_with_names(sj.pod("next", epc_mib=17), ["sgx-b"])
+        )
+        assert filtered["FailedNodes"] == {
+            "sgx-b": "insufficient SGX EPC: pod requests 17Mi, node has 16Mi free of 93Mi"
+        }
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--snapshot", "/nonexistent/cluster.yaml"], "cannot read snapshot /nonexistent/cluster.yaml"),
+        (["--snapshot", "SNAP", "--cert", "/x.crt"], "--cert and --key go together"),
+        (["--kubeconfig", "/nonexistent/kubeconfig"], "cannot load API server credentials from kubeconfig"),
+    ],
+)
+def test_start_up_errors_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
+    args = [str(cluster_file(tmp_path)) if a == "SNAP" else a for a in args]
+    command = [
+        sys.executable,
+        "-m",
+        "confidential_pods",
+        "extender",
+        "serve",
+        "--port",
+        str(free_port()),
+        *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
