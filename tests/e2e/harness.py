@@ -191,6 +191,9 @@ def start_apiserver(
         f"--etcd-servers={etcd.client_url}",
         "--bind-address=127.0.0.1",
         "--advertise-address=127.0.0.1",
+        # The endpoint reconciler refuses a loopback advertise address; nothing here reaches the apiserver
+        # through the in-cluster ``kubernetes`` Service, so its Endpoints are not maintained.
+        "--endpoint-reconciler-type=none",
         f"--secure-port={port}",
         f"--tls-cert-file={serving.cert}",
         f"--tls-private-key-file={serving.key}",

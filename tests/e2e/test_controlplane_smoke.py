@@ -1,18 +1,22 @@
-"""The harness itself: a real kube-scheduler (default profile) places pods by an extended resource.
+"""The harness itself: the apiserver authenticates and authorizes as a cluster's does, and a real
+kube-scheduler (default profile) places pods by an extended resource.
 
-No webhook, no extender: this proves etcd, kube-apiserver (TLS, RBAC, ServiceAccount admission), the Node
-helpers and kube-scheduler work together, so later e2e tests can trust the ground they stand on.
+No webhook, no extender: this proves etcd, kube-apiserver (TLS, client certs, service-account tokens, RBAC,
+ServiceAccount admission), the Node helpers and kube-scheduler work together, so later e2e tests can trust
+the ground they stand on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from confidential_pods.profiles import PROFILES
-from tests.e2e.kube import JSON, Kube, delete_pod
+from tests.e2e.harness import ControlPlane
+from tests.e2e.kube import JSON, ApiError, Kube, delete_pod, ensure_service_account
 from tests.e2e.processes import Process, wait_until
 
 EPC = PROFILES["alibaba"].epc_resource
@@ -112,3 +116,70 @@ def test_default_scheduler_places_pods_by_extended_resource(
     message = scheduling_events(kube, namespace, "too-big")[0]["message"]
     assert f"Insufficient {EPC}" in message
     assert kube.get(f"/api/v1/namespaces/{namespace}/pods/too-big")["spec"].get("nodeName") is None
+
+
+@pytest.mark.e2e
+def test_apiserver_authenticates_certs_and_tokens_and_authorizes_by_rbac(
+    control_plane: ControlPlane, kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    api = control_plane.api
+    pods_path = f"/api/v1/namespaces/{namespace}/pods"
+
+    # A client certificate from the cluster CA authenticates, but RBAC grants it nothing yet.
+    nobody = api.ca.issue(tmp_path, "nobody", common_name="e2e-nobody", client=True)
+    as_nobody = Kube(api.url, ca=api.ca.files.cert, cert=nobody.cert, key=nobody.key)
+    with pytest.raises(ApiError) as denied:
+        as_nobody.get(pods_path)
+    assert denied.value.status == 403
+    assert 'User "e2e-nobody" cannot list resource "pods"' in denied.value.message
+
+    # An explicit Role: the aggregated ClusterRoles (view, edit, admin) stay empty without
+    # kube-controller-manager's aggregation controller.
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    kube.create(
+        f"{rbac}/roles",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "pod-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}],
+        },
+    )
+    kube.create(
+        f"{rbac}/rolebindings",
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "nobody-reads-pods"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "e2e-nobody"}],
+        },
+    )
+
+    def can_list() -> bool:
+        try:
+            as_nobody.get(pods_path)
+        except ApiError as exc:
+            if exc.status == 403:
+                return False
+            raise
+        return True
+
+    wait_until(can_list, timeout=30, what="the RoleBinding to take effect")
+
+    # Service-account tokens (TokenRequest, signed with the harness's key) authenticate as the account.
+    ensure_service_account(kube, namespace, "reader")
+    token = kube.create(
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/reader/token",
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+    )["status"]["token"]
+    as_reader = Kube(api.url, ca=api.ca.files.cert, token=token)
+    with pytest.raises(ApiError) as denied:
+        as_reader.get(pods_path)
+    assert denied.value.status == 403
+    assert f"system:serviceaccount:{namespace}:reader" in denied.value.message
+
+    # Without credentials: anonymous auth is off.
+    with pytest.raises(ApiError) as unauthenticated:
+        Kube(api.url, ca=api.ca.files.cert).get(pods_path)
+    assert unauthenticated.value.status == 401
