@@ -142,6 +142,8 @@ class _Handler(BaseHTTPRequestHandler):
         self, method: str, path: str, content_type: str | None, body: Any
     ) -> tuple[int, dict[str, Any]]:
         api = self.api
+        store: dict[Any, dict[str, Any]]
+        key: Any
         verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}[method]
         if match := SECRETS.match(path):
             namespace, name = (
@@ -162,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
                 f'in API group "{group}"{scope}'
             )
             return 403, _status(403, "Forbidden", message, kind, name)
-        existing = store.get(key)  # type: ignore[call-overload]
+        existing = store.get(key)
         if method == "POST":
             if existing is not None:
                 return 409, _status(409, "AlreadyExists", f'{kind} "{name}" already exists', kind, name)
@@ -171,7 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
             if problem:
                 return 422, _status(422, "Invalid", problem, kind, name)
             created["metadata"]["resourceVersion"] = api._next_version()
-            store[key] = created  # type: ignore[index]
+            store[key] = created
             return 201, created
         if existing is None:
             return 404, _status(404, "NotFound", f'{kind} "{name}" not found', kind, name)
@@ -194,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
         if problem:
             return 422, _status(422, "Invalid", problem, kind, name)
         updated["metadata"]["resourceVersion"] = api._next_version()
-        store[key] = updated  # type: ignore[index]
+        store[key] = updated
         return 200, copy.deepcopy(updated)
 
     @staticmethod
@@ -240,7 +242,7 @@ class FakeApiServer:
         handler = type("Handler", (_Handler,), {"api": self.api})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.api.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     def __enter__(self) -> FakeApi:
         self._thread.start()

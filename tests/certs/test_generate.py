@@ -80,11 +80,25 @@ def test_openssl_verifies_the_chain(generated: Path) -> None:
 
 def test_openssl_checks_every_name(generated: Path) -> None:
     for name in DNS_NAMES:
-        check = ["openssl", "verify", "-CAfile", generated / "ca.crt", "-verify_hostname", name]
+        check: list[str | Path] = [
+            "openssl",
+            "verify",
+            "-CAfile",
+            generated / "ca.crt",
+            "-verify_hostname",
+            name,
+        ]
         assert (
             subprocess.run([*check, generated / "tls.crt"], capture_output=True, check=False).returncode == 0
         )
-    wrong = ["openssl", "verify", "-CAfile", generated / "ca.crt", "-verify_hostname", "other.svc"]
+    wrong: list[str | Path] = [
+        "openssl",
+        "verify",
+        "-CAfile",
+        generated / "ca.crt",
+        "-verify_hostname",
+        "other.svc",
+    ]
     assert subprocess.run([*wrong, generated / "tls.crt"], capture_output=True, check=False).returncode != 0
 
 

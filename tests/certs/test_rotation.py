@@ -171,7 +171,7 @@ def test_new_names_reissue_from_the_same_ca() -> None:
 
 
 def openssl_verify(directory: Path) -> bool:
-    command = ["openssl", "verify", "-CAfile", directory / "ca.crt", directory / "tls.crt"]
+    command: list[str | Path] = ["openssl", "verify", "-CAfile", directory / "ca.crt", directory / "tls.crt"]
     return subprocess.run(command, capture_output=True, check=False).returncode == 0
 
 
