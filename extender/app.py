@@ -85,9 +85,11 @@ def create_app(
             return _json(error_filter_result(NOT_READY), 200)
         epc = effective_epc(candidates.pod, profile)
         pending.remember(pod_uid(candidates.pod), epc)
-        with ledger.lock:
+        if epc > 0:
             expire()
-            outcome = filter_nodes(epc, candidates.names, ledger.usage, profile.epc_resource)
+            outcome = filter_nodes(epc, ledger.usages(candidates.names), profile.epc_resource)
+        else:
+            outcome = filter_nodes(0, ((name, None) for name in candidates.names), profile.epc_resource)
         answer = filter_result(candidates, outcome.passed, outcome.failed, outcome.unresolvable)
         metrics.observe("filter", "ok", time.perf_counter() - started)
         return _json(answer, 200)
@@ -105,8 +107,8 @@ def create_app(
             return _json({"Error": NOT_READY}, 503)
         epc = effective_epc(candidates.pod, profile)
         pending.remember(pod_uid(candidates.pod), epc)
-        with ledger.lock:
-            scores = score_nodes(epc, candidates.names, ledger.usage, settings.scoring_strategy)
+        nodes = ledger.usages(candidates.names) if epc > 0 else [(name, None) for name in candidates.names]
+        scores = score_nodes(epc, nodes, settings.scoring_strategy)
         answer: list[HostPriority] = [{"Host": name, "Score": score} for name, score in scores]
         metrics.observe("prioritize", "ok", time.perf_counter() - started)
         return _json(answer, 200)

@@ -16,13 +16,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from extender.podepc import PodEpc
 
 
-@dataclass(frozen=True, slots=True)
-class NodeUsage:
-    """EPC accounting of one node, in bytes. ``capacity`` is None for a node without EPC."""
+class NodeUsage(NamedTuple):
+    """EPC accounting of one node, in bytes. ``capacity`` is None for a node without EPC.
+
+    A named tuple, not a dataclass: a filter over 5,000 nodes builds 5,000 of them per request.
+    """
 
     name: str
     capacity: int | None
@@ -154,6 +157,19 @@ class EpcLedger:
                 used=self._used.get(name, 0),
                 reserved=self._reserved.get(name, 0),
             )
+
+    def usages(self, names: Iterable[str]) -> list[tuple[str, NodeUsage | None]]:
+        """(name, accounting) for many nodes under one lock: one consistent view for a filter call."""
+        result: list[tuple[str, NodeUsage | None]] = []
+        append = result.append
+        with self.lock:
+            capacity, used, reserved = self._capacity, self._used, self._reserved
+            for name in names:
+                if name in capacity:
+                    append((name, NodeUsage(name, capacity[name], used.get(name, 0), reserved.get(name, 0))))
+                else:
+                    append((name, None))
+        return result
 
     def node(self, name: str) -> NodeEpc | None:
         """A known node's accounting with the pods holding its EPC; None for an unknown node."""

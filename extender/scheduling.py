@@ -1,13 +1,13 @@
 """Filter and score nodes by free EPC: the extender's decisions, as pure functions.
 
-Input is the pod's effective EPC (bytes), the node names kube-scheduler asks about and a lookup
-of each node's accounting (``EpcLedger.usage``); output is plain data. Callers that want one
-consistent view of the ledger hold ``ledger.lock`` around a call.
+Input is the pod's effective EPC (bytes) and, for each node kube-scheduler asks about, its name and
+accounting (``EpcLedger.usages(names)``: one consistent view, None for a node the ledger does not
+know); output is plain data.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from confidential_pods.quantities import format_bytes
@@ -15,7 +15,8 @@ from confidential_pods.settings import ScoringStrategy
 from extender.ledger import NodeUsage
 from extender.wire import MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY
 
-UsageLookup = Callable[[str], NodeUsage | None]
+#: (node name, its accounting or None when unknown), as ``EpcLedger.usages`` returns them.
+NodeView = tuple[str, NodeUsage | None]
 
 
 @dataclass(frozen=True)
@@ -56,16 +57,22 @@ def unfit_reason(pod_epc: int, usage: NodeUsage | None, resource: str) -> tuple[
     return None
 
 
-def filter_nodes(pod_epc: int, names: Iterable[str], usage: UsageLookup, resource: str) -> FilterOutcome:
+def filter_nodes(pod_epc: int, nodes: Iterable[NodeView], resource: str) -> FilterOutcome:
     """Keep the nodes with at least ``pod_epc`` bytes of free EPC. A pod needing none passes everywhere."""
-    names = tuple(names)
     if pod_epc <= 0:
-        return FilterOutcome(passed=frozenset(names))
+        return FilterOutcome(passed=frozenset(name for name, _ in nodes))
     passed: set[str] = set()
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
-    for name in names:
-        verdict = unfit_reason(pod_epc, usage(name), resource)
+    for name, usage in nodes:
+        if (
+            usage is not None
+            and usage.capacity is not None
+            and usage.capacity - usage.used - usage.reserved >= pod_epc
+        ):
+            passed.add(name)  # the common case, without building a verdict
+            continue
+        verdict = unfit_reason(pod_epc, usage, resource)
         if verdict is None:
             passed.add(name)
         elif verdict[1]:
@@ -94,11 +101,9 @@ def node_score(pod_epc: int, usage: NodeUsage | None, strategy: ScoringStrategy)
     return (usage.capacity - requested) * MAX_EXTENDER_PRIORITY // usage.capacity
 
 
-def score_nodes(
-    pod_epc: int, names: Iterable[str], usage: UsageLookup, strategy: ScoringStrategy
-) -> list[tuple[str, int]]:
+def score_nodes(pod_epc: int, nodes: Iterable[NodeView], strategy: ScoringStrategy) -> list[tuple[str, int]]:
     """(node, score) for each node asked, in the order asked."""
-    return [(name, node_score(pod_epc, usage(name), strategy)) for name in names]
+    return [(name, node_score(pod_epc, usage, strategy)) for name, usage in nodes]
 
 
 def best_node(scores: Iterable[tuple[str, int]], eligible: Iterable[str]) -> str | None:

@@ -80,14 +80,14 @@ def simulate(
             placements.append(Placement(namespace=namespace, name=name, epc=0))
             continue
         names = ledger.nodes()
-        outcome = filter_nodes(epc, names, ledger.usage, profile.epc_resource)
+        outcome = filter_nodes(epc, ledger.usages(names), profile.epc_resource)
         if not outcome.passed:
             reasons = {**outcome.failed, **outcome.unresolvable}
             placements.append(
                 Placement(namespace=namespace, name=name, epc=epc, reasons=dict(sorted(reasons.items())))
             )
             continue
-        scores = score_nodes(epc, sorted(outcome.passed), ledger.usage, strategy)
+        scores = score_nodes(epc, ledger.usages(sorted(outcome.passed)), strategy)
         node = best_node(scores, outcome.passed)
         assert node is not None
         uid = pod_uid(pod)

@@ -121,7 +121,7 @@ def parse_extender_args(body: bytes) -> Candidates:
     node_names = data.get("NodeNames")
     if node_names is None:
         raise MalformedRequest("ExtenderArgs needs Nodes or NodeNames")
-    if not isinstance(node_names, list) or not all(isinstance(n, str) for n in node_names):
+    if not isinstance(node_names, list) or not set(map(type, node_names)) <= {str}:
         raise MalformedRequest("ExtenderArgs.NodeNames must be a list of node names")
     return Candidates(pod=pod, names=tuple(node_names))
 

@@ -139,3 +139,15 @@ def test_lock_is_reentrant_and_shared() -> None:
         assert not blocked.wait(0.05)  # another thread waits for the lock
     thread.join()
     assert ledger.pod("2") is not None
+
+
+def test_usages_is_usage_for_many_names() -> None:
+    ledger = EpcLedger()
+    ledger.set_node("a", 100)
+    ledger.set_node("plain", None)
+    ledger.set_pod(p("1", "a", 30))
+    ledger.reserve(p("2", "a", 5), now=0)
+    names = ["a", "ghost", "plain", "a"]
+    assert ledger.usages(names) == [(name, ledger.usage(name)) for name in names]
+    usage = ledger.usages(["a"])[0][1]
+    assert usage is not None and (usage.capacity, usage.used, usage.reserved, usage.free) == (100, 30, 5, 65)

@@ -25,7 +25,7 @@ def ledger() -> EpcLedger:
 
 
 def test_filter_splits_nodes_with_actionable_reasons(ledger: EpcLedger) -> None:
-    outcome = filter_nodes(64 * MiB, ["roomy", "tight", "plain", "tiny", "ghost"], ledger.usage, RES)
+    outcome = filter_nodes(64 * MiB, ledger.usages(["roomy", "tight", "plain", "tiny", "ghost"]), RES)
     assert outcome.passed == {"roomy"}
     assert outcome.failed == {"tight": "insufficient SGX EPC: pod requests 64Mi, node has 32Mi free of 93Mi"}
     assert outcome.unresolvable == {
@@ -36,14 +36,14 @@ def test_filter_splits_nodes_with_actionable_reasons(ledger: EpcLedger) -> None:
 
 
 def test_reservations_count_against_free(ledger: EpcLedger) -> None:
-    assert filter_nodes(32 * MiB, ["tight"], ledger.usage, RES).passed == {"tight"}
-    assert filter_nodes(33 * MiB, ["tight"], ledger.usage, RES).passed == frozenset()
+    assert filter_nodes(32 * MiB, ledger.usages(["tight"]), RES).passed == {"tight"}
+    assert filter_nodes(33 * MiB, ledger.usages(["tight"]), RES).passed == frozenset()
     ledger.unreserve("u2")
-    assert filter_nodes(53 * MiB, ["tight"], ledger.usage, RES).passed == {"tight"}
+    assert filter_nodes(53 * MiB, ledger.usages(["tight"]), RES).passed == {"tight"}
 
 
 def test_pod_without_epc_passes_every_node(ledger: EpcLedger) -> None:
-    outcome = filter_nodes(0, ["roomy", "plain", "ghost"], ledger.usage, RES)
+    outcome = filter_nodes(0, ledger.usages(["roomy", "plain", "ghost"]), RES)
     assert outcome.passed == {"roomy", "plain", "ghost"}
     assert not outcome.failed and not outcome.unresolvable
 
@@ -52,7 +52,7 @@ def test_overcommitted_node_reports_zero_free() -> None:
     ledger = EpcLedger()
     ledger.set_node("n", 10 * MiB)
     ledger.set_pod(PodEpc("u", "ns", "p", "n", 12 * MiB))
-    outcome = filter_nodes(MiB, ["n"], ledger.usage, RES)
+    outcome = filter_nodes(MiB, ledger.usages(["n"]), RES)
     assert outcome.failed == {"n": "insufficient SGX EPC: pod requests 1Mi, node has 0 free of 10Mi"}
 
 
@@ -81,11 +81,11 @@ def test_node_score(capacity: int, used: int, pod: int, least: int, most: int) -
 
 def test_score_nodes_one_entry_per_node_in_order(ledger: EpcLedger) -> None:
     scores = score_nodes(
-        16 * MiB, ["tiny", "plain", "roomy", "ghost", "tight"], ledger.usage, "LeastAllocated"
+        16 * MiB, ledger.usages(["tiny", "plain", "roomy", "ghost", "tight"]), "LeastAllocated"
     )
     assert [name for name, _ in scores] == ["tiny", "plain", "roomy", "ghost", "tight"]
     assert dict(scores) == {"tiny": 5, "plain": 0, "roomy": 8, "ghost": 0, "tight": 1}
-    packed = dict(score_nodes(16 * MiB, ["tiny", "roomy", "tight"], ledger.usage, "MostAllocated"))
+    packed = dict(score_nodes(16 * MiB, ledger.usages(["tiny", "roomy", "tight"]), "MostAllocated"))
     assert packed == {"tiny": 5, "roomy": 1, "tight": 8}
 
 
