@@ -302,10 +302,7 @@ def start_scheduler(
     process = Process.start(name, args, log_dir)
 
     def synced() -> bool:
-        try:
-            return SCHEDULER_READY_LINE in process.log_path.read_text(errors="replace")
-        except OSError:
-            return False
+        return SCHEDULER_READY_LINE in process.log_text()
 
     _wait_ready(process, synced, timeout, f"{name} to sync its informers")
     return process

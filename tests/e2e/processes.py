@@ -61,6 +61,8 @@ class Process:
     args: tuple[str, ...]
     log_path: Path
     popen: subprocess.Popen[bytes]
+    #: Where this run's output starts in ``log_path`` (a restarted process appends to the same log).
+    log_offset: int = 0
 
     @classmethod
     def start(
@@ -70,6 +72,7 @@ class Process:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"
         with log_path.open("ab") as log:
+            offset = log.tell()
             log.write(f"$ {' '.join(args)}\n".encode())
             log.flush()
             popen = subprocess.Popen(
@@ -80,19 +83,24 @@ class Process:
                 start_new_session=True,
                 env=dict(env) if env is not None else None,
             )
-        return cls(name=name, args=tuple(args), log_path=log_path, popen=popen)
+        return cls(name=name, args=tuple(args), log_path=log_path, popen=popen, log_offset=offset)
 
     @property
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def log_tail(self, lines: int = 30) -> str:
-        """The last ``lines`` lines of this process's log."""
+    def log_text(self) -> str:
+        """What this run of the process has logged so far (earlier runs' output excluded)."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines of this run's log."""
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def check_alive(self) -> None:
         """Raise :class:`StartupError` with the log's tail if the process has exited."""

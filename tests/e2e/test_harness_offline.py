@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from tests.e2e.harness import (
     write_kubeconfig,
 )
 from tests.e2e.kube import node_manifest
+from tests.e2e.processes import Process, StartupError
 
 SMOKE = "tests/e2e/test_controlplane_smoke.py"
 
@@ -158,3 +160,25 @@ def test_node_manifest_is_ready_and_advertises_the_extended_resource() -> None:
         "zone": "a",
     }
     kubernetes_validate.validate(node, "1.37", strict=True)
+
+
+def test_a_restarted_process_reads_only_its_own_log(tmp_path: Path) -> None:
+    first = Process.start("calc", [sys.executable, "-c", "print(6 * 7)"], tmp_path)
+    first.popen.wait(timeout=30)
+    second = Process.start("calc", [sys.executable, "-c", "print(7 * 8)"], tmp_path)
+    second.popen.wait(timeout=30)
+    assert first.log_path == second.log_path
+    assert "\n42\n" in first.log_path.read_text()
+    assert "\n56\n" in second.log_text()
+    assert "42" not in second.log_text()
+    with pytest.raises(StartupError, match="calc exited with code 0"):
+        second.check_alive()
+
+
+def test_stop_terminates_a_running_process(tmp_path: Path) -> None:
+    sleeper = Process.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path)
+    assert sleeper.alive
+    sleeper.stop(timeout=10)
+    assert not sleeper.alive
+    assert sleeper.popen.returncode == -signal.SIGTERM
+    sleeper.stop()  # idempotent
