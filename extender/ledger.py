@@ -72,6 +72,8 @@ class EpcLedger:
         self._used: dict[str, int] = {}
         self._reservations: dict[str, Reservation] = {}
         self._reserved: dict[str, int] = {}
+        #: Accounting of each known node, rebuilt on every change to it: reads are one dict lookup.
+        self._usage: dict[str, NodeUsage] = {}
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -79,11 +81,13 @@ class EpcLedger:
         """Add a node or update its capacity (None: the node has no EPC)."""
         with self.lock:
             self._capacity[name] = capacity
+            self._refresh(name)
 
     def remove_node(self, name: str) -> None:
         """Forget a node. Its pods stay until the watch removes them (they may still be terminating)."""
         with self.lock:
             self._capacity.pop(name, None)
+            self._usage.pop(name, None)
 
     # --- pods ----------------------------------------------------------------------------------
 
@@ -115,6 +119,9 @@ class EpcLedger:
                 self._add(pod)
             for uid in [uid for uid in self._reservations if uid in self._pods]:
                 self._drop_reservation(uid)
+            self._usage = {}
+            for name in self._capacity:
+                self._refresh(name)
 
     # --- reservations --------------------------------------------------------------------------
 
@@ -130,6 +137,7 @@ class EpcLedger:
             self._drop_reservation(pod.uid)
             self._reservations[pod.uid] = Reservation(pod=pod, since=now)
             self._reserved[pod.node] = self._reserved.get(pod.node, 0) + pod.epc
+            self._refresh(pod.node)
 
     def unreserve(self, uid: str) -> None:
         """Withdraw a reservation; unknown uids are ignored."""
@@ -149,27 +157,13 @@ class EpcLedger:
     def usage(self, name: str) -> NodeUsage | None:
         """The accounting of a known node (cheap: no pod list); None for an unknown node."""
         with self.lock:
-            if name not in self._capacity:
-                return None
-            return NodeUsage(
-                name=name,
-                capacity=self._capacity[name],
-                used=self._used.get(name, 0),
-                reserved=self._reserved.get(name, 0),
-            )
+            return self._usage.get(name)
 
     def usages(self, names: Iterable[str]) -> list[tuple[str, NodeUsage | None]]:
         """(name, accounting) for many nodes under one lock: one consistent view for a filter call."""
-        result: list[tuple[str, NodeUsage | None]] = []
-        append = result.append
         with self.lock:
-            capacity, used, reserved = self._capacity, self._used, self._reserved
-            for name in names:
-                if name in capacity:
-                    append((name, NodeUsage(name, capacity[name], used.get(name, 0), reserved.get(name, 0))))
-                else:
-                    append((name, None))
-        return result
+            get = self._usage.get
+            return [(name, get(name)) for name in names]
 
     def node(self, name: str) -> NodeEpc | None:
         """A known node's accounting with the pods holding its EPC; None for an unknown node."""
@@ -230,6 +224,7 @@ class EpcLedger:
         self._pods[pod.uid] = pod
         self._by_node.setdefault(pod.node, {})[pod.uid] = pod
         self._used[pod.node] = self._used.get(pod.node, 0) + pod.epc
+        self._refresh(pod.node)
 
     def _remove(self, uid: str) -> None:
         old = self._pods.pop(uid, None)
@@ -242,6 +237,7 @@ class EpcLedger:
             del self._used[old.node]
         else:
             self._used[old.node] -= old.epc
+        self._refresh(old.node)
 
     def _drop_reservation(self, uid: str) -> None:
         reservation = self._reservations.pop(uid, None)
@@ -253,6 +249,13 @@ class EpcLedger:
             self._reserved[node] = remaining
         else:
             del self._reserved[node]
+        self._refresh(node)
+
+    def _refresh(self, name: str) -> None:
+        if name in self._capacity:
+            self._usage[name] = NodeUsage(
+                name, self._capacity[name], self._used.get(name, 0), self._reserved.get(name, 0)
+            )
 
 
 def _pod_order(pod: PodEpc) -> tuple[str, str, str]:
