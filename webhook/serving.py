@@ -13,11 +13,16 @@ The thin I/O shell around :func:`webhook.app.create_app`:
 * **Workers.** ``gthread`` workers (threads per process, keep-alive connections parked in a poller),
   the shape that keeps the apiserver's HTTP/1.1 connections open; gunicorn's ``sync`` workers close
   every connection after one request and would pay a TLS handshake per review.
+* **Balanced workers.** Every worker listens on the port itself with ``SO_REUSEPORT`` and the kernel
+  spreads new connections across them. With one shared listening socket the worker that wakes first
+  accepts a whole burst of connections, and since a kept-alive connection stays with its worker, one
+  process (one core, one GIL) ends up serving everything (benchmarks/webhook_bench.py saw it).
+  The address is probed once before start, so a port in use is a clear error.
 * **Prometheus multiprocess.** A fresh ``PROMETHEUS_MULTIPROC_DIR`` is created before the app is
   built and the workers fork; a worker that exits is marked dead; the directory is removed at exit.
-* **Graceful shutdown.** SIGTERM: gunicorn closes the listener, workers finish the requests in flight
-  and answer what arrives on kept-alive connections with ``Connection: close`` (for up to two
-  seconds), then exit; the process exits 0.
+* **Graceful shutdown.** SIGTERM: workers stop accepting, finish the requests in flight and answer
+  what arrives on kept-alive connections with ``Connection: close`` (for up to two seconds), then
+  exit and close their listening sockets; the process exits 0.
 """
 
 from __future__ import annotations
@@ -211,15 +216,20 @@ class ReloadingContext:
             )
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so an unusable address is a clear error, not a retry loop."""
+def check_address(host: str, port: int) -> str:
+    """Probe that ``host:port`` can be listened on; the gunicorn bind string for it.
+
+    The probe does not set SO_REUSEPORT, so it also fails when another server shares the port that way.
+    """
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ServingError(f"cannot resolve --host {host}: {exc.strerror}") from None
     family, _, _, _, address = infos[0]
     try:
-        return socket.create_server(address, family=family, backlog=2048)
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise ServingError(f"port {port} on {host} is already in use") from None
@@ -228,6 +238,8 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRNOTAVAIL:
             raise ServingError(f"{host} is not an address of this machine") from None
         raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    ip = address[0]
+    return f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
 
 
 class WebhookServer(BaseApplication):  # type: ignore[misc]
@@ -248,7 +260,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
 
 def gunicorn_options(
     *,
-    listener_fd: int,
+    address: str,
     cert: str,
     key: str,
     tls: ReloadingContext,
@@ -266,7 +278,8 @@ def gunicorn_options(
         multiprocess.mark_process_dead(worker.pid, multiproc_dir)  # type: ignore[no-untyped-call]
 
     return {
-        "bind": [f"fd://{listener_fd}"],
+        "bind": [address],
+        "reuse_port": True,  # a listening socket per worker: the kernel balances connections
         # certfile/keyfile make gunicorn wrap connections; the context itself comes from the hook.
         "certfile": cert,
         "keyfile": key,
@@ -300,18 +313,16 @@ def serve(
     """Serve the webhook until SIGTERM/SIGINT; returns the exit code (start-up errors: 1, no traceback)."""
     main_pid = os.getpid()
     multiproc_dir: str | None = None
-    listener: socket.socket | None = None
     try:
         if workers < 1 or threads < 1:
             raise ServingError("--workers and --threads must be at least 1")
         if worker_class not in WORKER_CLASSES:
             raise ServingError(f"worker class {worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
         tls = ReloadingContext(cert, key)
-        listener = bind(host, port)
         multiproc_dir = tempfile.mkdtemp(prefix="confidential-pods-metrics-")
         application = _create_app(settings, multiproc_dir)
         options = gunicorn_options(
-            listener_fd=listener.detach(),
+            address=check_address(host, port),  # last, to keep the window before workers bind short
             cert=cert,
             key=key,
             tls=tls,
@@ -340,8 +351,6 @@ def serve(
         print(f"confidential-pods webhook serve: {exc}", file=sys.stderr)
         return 1
     finally:
-        if listener is not None and listener.fileno() != -1:
-            listener.close()
         if multiproc_dir is not None and os.getpid() == main_pid:  # not in a worker leaving
             shutil.rmtree(multiproc_dir, ignore_errors=True)
 
