@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,8 +15,6 @@ from certs.planning import Lifetimes
 
 if TYPE_CHECKING:
     from certs.operations import Target
-
-logger = logging.getLogger(__name__)
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
@@ -56,7 +53,11 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     where = rotate.add_mutually_exclusive_group(required=True)
     where.add_argument("--dir", type=Path, help="rotate the files in this directory")
     _add_cluster(rotate, group=where)
-    rotate.add_argument("--service", help="Service name, to renew for its names (default: the current SANs)")
+    rotate.add_argument(
+        "--service",
+        help="webhook Service: issue for its names (default: the current SANs); needed on a first "
+        "in-cluster run, which creates the CA and everything else",
+    )
     _add_names(rotate)
     _add_lifetimes(rotate)
     rotate.add_argument("--force", action="store_true", help="reissue the serving certificate now")
@@ -182,9 +183,9 @@ def _rotate(args: argparse.Namespace) -> int:
         lifetimes = _lifetimes(args)
         names: tuple[str, ...] = ()
         if args.service:
-            if not args.namespace:
+            if not args.namespace and args.dir is not None:
                 raise CertsError("--service needs --namespace")
-            names = service_names(args.service, args.namespace, args.san)
+            names = service_names(args.service, args.namespace or _target(args).namespace, args.san)
         if args.dir is not None:
             outcome = rotate_directory(
                 args.dir,

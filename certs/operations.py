@@ -12,7 +12,7 @@ from pathlib import Path
 
 from certs.authority import bundle_pem, certificate_pem, key_pem
 from certs.cluster import Cluster
-from certs.errors import MaterialError, ObjectMissingError
+from certs.errors import MaterialError
 from certs.inspection import fingerprint, san_names, serving_problem
 from certs.material import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, Material, from_files, to_files
 from certs.objects import (
@@ -189,19 +189,16 @@ def rotate_cluster(
     force: bool = False,
     rotate_ca: bool = False,
 ) -> Outcome:
-    """Rotate the material stored in the cluster (what the CronJob runs).
+    """Rotate the material stored in the cluster (what the install Job and the CronJob run).
 
     The CA comes from the CA Secret, the bundle and serving certificate from the serving Secret; the CAs
-    every webhook's caBundle already trusts count as published.
+    every webhook's caBundle already trusts count as published. Without a CA Secret a new CA is made
+    (first run: with ``names``, everything is issued and installed at once), so one idempotent command
+    both installs and rotates.
     """
     if not target.ca_secret:
         raise MaterialError("in-cluster rotation needs the CA Secret (--ca-secret)")
     state = read_state(cluster, target)
-    if state.ca_secret is None:
-        raise ObjectMissingError(
-            f"Secret {target.namespace}/{target.ca_secret} (the CA key) not found: "
-            "run `certs generate` and `certs install` first"
-        )
     ca_files = secret_files(state.ca_secret)
     tls_files = secret_files(state.tls_secret)
     files = {
@@ -222,6 +219,7 @@ def rotate_cluster(
         names=names,
         force=force,
         rotate_ca=rotate_ca,
+        adopt=state.ca_secret is None,
     )
     written = publish(cluster, target, plan.material, state)
     return Outcome(plan.notes, tuple(written), plan.pending)

@@ -126,6 +126,7 @@ def plan_rotation(
     names: Sequence[str] = (),
     force: bool = False,
     rotate_ca: bool = False,
+    adopt: bool = False,
 ) -> Plan:
     """Renew what expires within ``lifetimes.renew_before`` without ever serving an untrusted certificate.
 
@@ -133,13 +134,19 @@ def plan_rotation(
     serving certificate is issued from a new CA only when that CA is among them (phase 2). ``names``: the
     SANs to issue for; empty means those of the current serving certificate. ``force`` reissues the
     serving certificate, ``rotate_ca`` starts a CA rotation even though the CA is not expiring.
+    ``adopt``: without a CA key, start with a new CA instead of failing (first in-cluster run, or material
+    installed without its key): the CAs of the bundle stay trusted and an existing serving certificate
+    moves to the new CA in two phases like any CA rotation.
     """
+    notes: list[str] = []
     authority = material.authority
+    if authority is None and adopt:
+        authority = issue_authority(now=now, days=lifetimes.ca_days)
+        notes.append(f"no CA key found: new CA {_describe(authority)}")
     if authority is None:
         raise MaterialError("no CA key: run `confidential-pods certs generate` (and `certs install`) first")
     if not is_authority(authority.certificate) or not same_public_key(authority.certificate, authority.key):
         raise MaterialError("the CA certificate and key are not a usable CA pair")
-    notes: list[str] = []
 
     bundle = list(unique(material.bundle))
     for ca in [ca for ca in bundle if is_expired(ca, now)]:

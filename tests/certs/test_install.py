@@ -340,9 +340,43 @@ def test_rotate_cli_in_cluster_mode(
     assert len(bundle) == 2 and issued_by(served(api), bundle[1])
 
 
-def test_rotate_cli_without_ca_secret(
+def test_first_in_cluster_run_creates_everything_then_is_idempotent(
     api: FakeApi, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["certs", "rotate", "--secret", SECRET, "--webhook-config", CONFIG, "--namespace", NAMESPACE]
-    assert main([*args, "--kubeconfig", str(kubeconfig)]) == 1
-    assert f"Secret {NAMESPACE}/{CA_SECRET} (the CA key) not found" in capsys.readouterr().err
+    args += ["--kubeconfig", str(kubeconfig)]
+    assert main(args) == 1  # no Secret and no names: nothing to issue for
+    assert "pass --service" in capsys.readouterr().err
+    assert not api.writes()
+    assert main([*args, "--service", "confidential-pods-webhook", "--san", "127.0.0.1"]) == 0
+    assert [(r.method, r.path.rsplit("/", 1)[-1]) for r in api.writes()] == [
+        ("POST", "secrets"),
+        ("PATCH", CONFIG),
+        ("POST", "secrets"),
+    ]
+    bundle = x509.load_pem_x509_certificates(ca_bundles(api)[0])
+    assert len(bundle) == 1 and issued_by(served(api), bundle[0])
+    san = served(api).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == list(NAMES[:-1])
+    assert x509.load_pem_x509_certificate(secret_data(api, CA_SECRET)["ca.crt"]) == bundle[0]
+    api.requests.clear()
+    capsys.readouterr()
+    assert main([*args, "--service", "confidential-pods-webhook", "--san", "127.0.0.1"]) == 0
+    assert main(args) == 0
+    assert not api.writes()
+
+
+def test_material_installed_without_its_ca_key_is_adopted_in_two_phases(
+    api: FakeApi, kubeconfig: Path, generated: Path
+) -> None:
+    assert install_cli(kubeconfig, generated, "--no-ca-secret") == 0
+    assert (NAMESPACE, CA_SECRET) not in api.secrets
+    first = served(api)
+    cluster = Cluster(connect(str(kubeconfig)))
+    now = datetime.now(UTC)
+    phase1 = rotate_cluster(cluster, TARGET, now=now)
+    assert phase1.pending and served(api) == first
+    bundle = x509.load_pem_x509_certificates(ca_bundles(api)[0])
+    assert len(bundle) == 2 and issued_by(first, bundle[0])
+    phase2 = rotate_cluster(cluster, TARGET, now=now)
+    assert not phase2.pending and issued_by(served(api), bundle[1])
