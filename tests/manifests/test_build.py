@@ -1,0 +1,277 @@
+"""Every kustomization builds, and every object it yields is a valid Kubernetes object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema  # type: ignore[import-untyped,unused-ignore]
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.manifests.conftest import BUILDS, INSTALLS, MANIFESTS, Manifest, containers, find
+
+#: Oldest Kubernetes the manifests support (matchConditions GA in 1.30; scheduler image 1.34),
+#: and the newest schema kubernetes-validate ships.
+VERSIONS = ("1.33.0", kubernetes_validate.latest_version())
+
+# cert-manager's CRDs are not in the Kubernetes OpenAPI schema. The subset of cert-manager.io/v1
+# we use, written from cert-manager's pkg/apis/certmanager/v1 types (json tags), with
+# additionalProperties false so a misspelt field fails like a strict OpenAPI check.
+_ISSUER_REF = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string"},
+        "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+        "group": {"type": "string"},
+    },
+}
+_METADATA = {
+    "type": "object",
+    "required": ["name", "namespace"],
+    "properties": {"name": {"type": "string"}, "namespace": {"type": "string"}},
+}
+CERT_MANAGER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "Certificate": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "cert-manager.io/v1"},
+            "kind": {"const": "Certificate"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["secretName", "issuerRef"],
+                "properties": {
+                    "secretName": {"type": "string"},
+                    "commonName": {"type": "string", "maxLength": 64},
+                    "dnsNames": {"type": "array", "items": {"type": "string"}},
+                    "ipAddresses": {"type": "array", "items": {"type": "string"}},
+                    "duration": {"type": "string", "pattern": r"^(\d+h)?(\d+m)?(\d+s)?$"},
+                    "renewBefore": {"type": "string", "pattern": r"^(\d+h)?(\d+m)?(\d+s)?$"},
+                    "isCA": {"type": "boolean"},
+                    "usages": {
+                        "type": "array",
+                        "items": {
+                            "enum": [
+                                "digital signature",
+                                "key encipherment",
+                                "server auth",
+                                "client auth",
+                                "cert sign",
+                            ]
+                        },
+                    },
+                    "privateKey": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                            "size": {"type": "integer"},
+                            "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                            "rotationPolicy": {"enum": ["Never", "Always"]},
+                        },
+                    },
+                    "issuerRef": _ISSUER_REF,
+                },
+            },
+        },
+    },
+    "Issuer": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": "cert-manager.io/v1"},
+            "kind": {"const": "Issuer"},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "minProperties": 1,
+                "maxProperties": 1,
+                "properties": {
+                    "selfSigned": {"type": "object", "additionalProperties": False},
+                    "ca": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["secretName"],
+                        "properties": {"secretName": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    },
+}
+
+EXAMPLE_FILES = [*sorted((MANIFESTS / "examples").glob("*.yaml")), MANIFESTS / "runtimeclasses" / "runv.yaml"]
+
+
+def validate(obj: Manifest, version: str) -> None:
+    if obj["apiVersion"].startswith("cert-manager.io/"):
+        jsonschema.validate(obj, CERT_MANAGER_SCHEMAS[obj["kind"]])
+        return
+    kubernetes_validate.validate(obj, version, strict=True)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("name", sorted(BUILDS))
+def test_every_object_validates_strictly(built: dict[str, list[Manifest]], name: str, version: str) -> None:
+    errors = []
+    for obj in built[name]:
+        try:
+            validate(obj, version)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
+            path = "/".join(str(p) for p in exc.path)
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {path}: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_examples_validate_strictly(path: Path, version: str) -> None:
+    documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    assert documents
+    for obj in documents:
+        validate(obj, version)
+
+
+def test_a_misspelt_field_is_caught() -> None:
+    """The strict check is not a no-op: an unknown field fails, for core kinds and cert-manager's."""
+    bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"prots": []}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, VERSIONS[0], strict=True)
+    certificate = {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": {"name": "x", "namespace": "y"},
+        "spec": {"secretName": "s", "issuerRef": {"name": "i"}, "dnsName": ["x"]},
+    }
+    with pytest.raises(jsonschema.ValidationError):
+        validate(certificate, VERSIONS[0])
+
+
+EXPECTED_OBJECTS = {
+    ("Namespace", "confidential-pods"),
+    ("ServiceAccount", "confidential-pods-webhook"),
+    ("ServiceAccount", "confidential-scheduler"),
+    ("Deployment", "confidential-pods-webhook"),
+    ("PodDisruptionBudget", "confidential-pods-webhook"),
+    ("Service", "confidential-pods-webhook"),
+    ("MutatingWebhookConfiguration", "confidential-pods"),
+    ("Deployment", "confidential-scheduler"),
+    ("PodDisruptionBudget", "confidential-scheduler"),
+    ("ConfigMap", "confidential-pods-config"),
+    ("ConfigMap", "confidential-scheduler-config"),
+    ("ClusterRoleBinding", "confidential-scheduler-as-kube-scheduler"),
+    ("ClusterRoleBinding", "confidential-scheduler-as-volume-scheduler"),
+    ("RoleBinding", "confidential-scheduler-extension-apiserver-authentication-reader"),
+    ("Role", "confidential-scheduler-leader-election"),
+    ("RoleBinding", "confidential-scheduler-leader-election"),
+    ("ClusterRole", "confidential-pods-extender"),
+    ("ClusterRoleBinding", "confidential-pods-extender"),
+}
+OUR_CERTS = {
+    ("ServiceAccount", "confidential-pods-certs"),
+    ("Role", "confidential-pods-certs"),
+    ("RoleBinding", "confidential-pods-certs"),
+    ("ClusterRole", "confidential-pods-certs"),
+    ("ClusterRoleBinding", "confidential-pods-certs"),
+    ("Job", "confidential-pods-certs-install"),
+    ("CronJob", "confidential-pods-certs-rotate"),
+}
+CERT_MANAGER = {
+    ("Issuer", "confidential-pods-selfsigned"),
+    ("Certificate", "confidential-pods-ca"),
+    ("Issuer", "confidential-pods-ca"),
+    ("Certificate", "confidential-pods-webhook"),
+}
+
+
+def _identity(obj: Manifest) -> tuple[str, str]:
+    name: str = obj["metadata"]["name"]
+    if obj["kind"] == "ConfigMap":  # configMapGenerator appends a content hash
+        name = name.rsplit("-", 1)[0]
+    return obj["kind"], name
+
+
+@pytest.mark.parametrize("name", INSTALLS)
+def test_each_install_has_exactly_the_expected_objects(built: dict[str, list[Manifest]], name: str) -> None:
+    expected = EXPECTED_OBJECTS | (CERT_MANAGER if name == "cert-manager" else OUR_CERTS)
+    identities = [_identity(o) for o in built[name]]
+    assert len(identities) == len(set(identities)), "duplicate objects"
+    assert set(identities) == expected
+
+
+@pytest.mark.parametrize("name", INSTALLS)
+def test_namespaces_are_explicit(built: dict[str, list[Manifest]], name: str) -> None:
+    """Namespaced objects sit in confidential-pods, except the one RoleBinding kube-system needs."""
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    for obj in built[name]:
+        namespace = obj["metadata"].get("namespace")
+        if obj["kind"] in cluster_scoped:
+            assert namespace is None, obj["metadata"]["name"]
+        elif obj["metadata"]["name"] == "confidential-scheduler-extension-apiserver-authentication-reader":
+            assert namespace == "kube-system"
+        else:
+            assert namespace == "confidential-pods", f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+@pytest.mark.parametrize("name", INSTALLS)
+def test_every_container_is_hardened(built: dict[str, list[Manifest]], name: str) -> None:
+    """Non-root, read-only root filesystem, no privilege escalation, no capabilities, seccomp,
+    requests and a memory limit: the "restricted" Pod Security Standard the namespace enforces."""
+    workloads = [o for o in built[name] if o["kind"] in ("Deployment", "Job", "CronJob")]
+    assert workloads
+    for obj in workloads:
+        for pod, container in containers(obj):
+            where = f"{obj['kind']}/{obj['metadata']['name']}/{container['name']}"
+            pod_security = pod.get("securityContext", {})
+            security = container.get("securityContext", {})
+            assert pod_security.get("runAsNonRoot") is True, where
+            assert pod_security.get("runAsUser", 0) != 0, where
+            assert pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
+            assert security.get("readOnlyRootFilesystem") is True, where
+            assert security.get("allowPrivilegeEscalation") is False, where
+            assert security.get("capabilities", {}).get("drop") == ["ALL"], where
+            assert not security.get("privileged"), where
+            resources = container.get("resources", {})
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), where
+            assert "memory" in resources.get("limits", {}), where
+            assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"), where
+            for volume in pod.get("volumes", []):
+                assert "hostPath" not in volume, where
+
+
+def test_namespace_enforces_restricted(built: dict[str, list[Manifest]]) -> None:
+    namespace = find(built["base"], "Namespace", "confidential-pods")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+@pytest.mark.parametrize("name", INSTALLS)
+def test_webhook_deployment_is_highly_available(built: dict[str, list[Manifest]], name: str) -> None:
+    deployment = find(built[name], "Deployment", "confidential-pods-webhook")
+    pdb = find(built[name], "PodDisruptionBudget", "confidential-pods-webhook")
+    service = find(built[name], "Service", "confidential-pods-webhook")
+    spec = deployment["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"].items() <= labels.items()
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    term = anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"].items() <= labels.items()
+    (container,) = spec["template"]["spec"]["containers"]
+    port = container["ports"][0]
+    assert port["containerPort"] == 8443 and service["spec"]["ports"][0]["targetPort"] == port["name"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
+    assert spec["template"]["spec"]["automountServiceAccountToken"] is False

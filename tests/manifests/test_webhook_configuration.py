@@ -1,0 +1,181 @@
+"""The MutatingWebhookConfiguration, field by field against admissionregistration.k8s.io/v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.manifests.conftest import INSTALLS, Manifest, find
+from tests.manifests.upstream_types import STRUCTS, unknown_fields
+
+EXCLUDED_NAMESPACES = ["kube-system", "kube-public", "kube-node-lease", "confidential-pods"]
+POD_CREATE_ONLY = [
+    {
+        "operations": ["CREATE"],
+        "apiGroups": [""],
+        "apiVersions": ["v1"],
+        "resources": ["pods"],
+        "scope": "Namespaced",
+    }
+]
+CONFIDENTIAL = "confidential-pods.io/confidential"
+
+
+def _configuration(built: dict[str, list[Manifest]], name: str) -> Manifest:
+    return find(built[name], "MutatingWebhookConfiguration", "confidential-pods")
+
+
+def _entries(configuration: Manifest) -> dict[str, Manifest]:
+    return {entry["name"]: entry for entry in configuration["webhooks"]}
+
+
+@pytest.mark.parametrize("name", INSTALLS)
+def test_only_upstream_fields(built: dict[str, list[Manifest]], name: str) -> None:
+    configuration = _configuration(built, name)
+    assert unknown_fields(configuration, "MutatingWebhookConfiguration") == []
+    for entry in configuration["webhooks"]:
+        assert STRUCTS["MutatingWebhook"].required <= set(entry), entry["name"]
+        for condition in entry.get("matchConditions", []):
+            assert STRUCTS["MatchCondition"].required <= set(condition)
+
+
+def test_the_schema_check_sees_misspelt_fields() -> None:
+    entry = {"name": "x.y.z", "clientConfig": {"service": {"name": "s", "namespace": "n", "paht": "/"}}}
+    bad = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "webhooks": [entry],
+    }
+    assert unknown_fields(bad, "MutatingWebhookConfiguration") == [
+        ".webhooks[0].clientConfig.service.paht: no such field in ServiceReference "
+        "(k8s.io/api/admissionregistration/v1/types.go)"
+    ]
+
+
+@pytest.mark.parametrize("name", INSTALLS)
+def test_two_entries_as_specified(built: dict[str, list[Manifest]], name: str) -> None:
+    configuration = _configuration(built, name)
+    entries = _entries(configuration)
+    assert list(entries) == ["namespace.confidential-pods.io", "pod.confidential-pods.io"]
+    service = find(built[name], "Service", "confidential-pods-webhook")
+    for path, entry in zip(["/mutate/namespace", "/mutate"], entries.values(), strict=True):
+        assert entry["clientConfig"] == {
+            "service": {
+                "name": service["metadata"]["name"],
+                "namespace": service["metadata"]["namespace"],
+                "path": path,
+                "port": service["spec"]["ports"][0]["port"],
+            }
+        }, "no caBundle in the manifests: certs install / cainjector own that field"
+        assert entry["rules"] == POD_CREATE_ONLY
+        assert entry["sideEffects"] == "None"
+        assert entry["admissionReviewVersions"] == ["v1"]
+        assert entry["reinvocationPolicy"] == "IfNeeded"
+        assert entry["failurePolicy"] == "Fail"
+        assert 1 <= entry["timeoutSeconds"] <= 5
+        assert "objectSelector" not in entry
+        expressions = entry["namespaceSelector"]["matchExpressions"]
+        assert {
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": EXCLUDED_NAMESPACES,
+        } in expressions
+        assert "matchLabels" not in entry["namespaceSelector"]
+
+    by_namespace, by_pod = entries.values()
+    assert by_namespace["namespaceSelector"]["matchExpressions"][0] == {
+        "key": "confidential-pods.io/injection",
+        "operator": "In",
+        "values": ["enabled"],
+    }
+    assert "matchConditions" not in by_namespace
+    assert by_pod["namespaceSelector"]["matchExpressions"][0] == {
+        "key": "confidential-pods.io/injection",
+        "operator": "NotIn",
+        "values": ["enabled", "disabled"],
+    }
+    assert [c["name"] for c in by_pod["matchConditions"]] == ["annotated-confidential"]
+
+
+def test_own_namespace_is_excluded(built: dict[str, list[Manifest]]) -> None:
+    namespace = find(built["base"], "Namespace")["metadata"]["name"]
+    assert namespace in EXCLUDED_NAMESPACES
+
+
+# --- the namespaceSelector semantics, evaluated as the API server does for matchExpressions ---
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for requirement in selector.get("matchExpressions", []):
+        present = requirement["key"] in labels
+        value = labels.get(requirement["key"])
+        if requirement["operator"] == "In" and not (present and value in requirement["values"]):
+            return False
+        if requirement["operator"] == "NotIn" and present and value in requirement["values"]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize(
+    ("namespace_labels", "expected"),
+    [
+        ({}, ["pod.confidential-pods.io"]),
+        ({"confidential-pods.io/injection": "enabled"}, ["namespace.confidential-pods.io"]),
+        ({"confidential-pods.io/injection": "disabled"}, []),
+        ({"confidential-pods.io/injection": "something-else"}, ["pod.confidential-pods.io"]),
+        ({"kubernetes.io/metadata.name": "kube-system", "confidential-pods.io/injection": "enabled"}, []),
+        ({"kubernetes.io/metadata.name": "kube-public"}, []),
+        ({"kubernetes.io/metadata.name": "kube-node-lease"}, []),
+        (
+            {"kubernetes.io/metadata.name": "confidential-pods", "confidential-pods.io/injection": "enabled"},
+            [],
+        ),
+        ({"kubernetes.io/metadata.name": "team-a"}, ["pod.confidential-pods.io"]),
+    ],
+)
+def test_each_namespace_reaches_at_most_one_entry(
+    built: dict[str, list[Manifest]], namespace_labels: dict[str, str], expected: list[str]
+) -> None:
+    entries = _entries(_configuration(built, "base"))
+    assert [n for n, e in entries.items() if _selects(e["namespaceSelector"], namespace_labels)] == expected
+
+
+# --- the CEL matchCondition, evaluated with cel-python on sample pods ---
+
+
+def _pod(annotations: dict[str, str] | None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "p", "namespace": "team-a"}
+    if annotations is not None:
+        metadata["annotations"] = annotations
+    if labels is not None:
+        metadata["labels"] = labels
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"containers": [{"name": "c"}]}}
+
+
+@pytest.mark.parametrize(
+    ("pod", "sent"),
+    [
+        (_pod({CONFIDENTIAL: "true"}), True),
+        (_pod({CONFIDENTIAL: "true", "other": "x"}), True),
+        (_pod({CONFIDENTIAL: "false"}), False),
+        (_pod({CONFIDENTIAL: "True"}), False),
+        (_pod({CONFIDENTIAL: ""}), False),
+        (_pod({"confidential-pods.io/epc": "64Mi"}), False),
+        (_pod({}), False),
+        (_pod(None), False),
+        (_pod(None, labels={CONFIDENTIAL: "true"}), False),
+    ],
+)
+def test_match_condition_passes_only_pods_annotated_true(
+    built: dict[str, list[Manifest]], pod: dict[str, Any], sent: bool
+) -> None:
+    celpy = pytest.importorskip("celpy", reason="pip install cel-python to evaluate the CEL matchCondition")
+    entry = _entries(_configuration(built, "base"))["pod.confidential-pods.io"]
+    (condition,) = entry["matchConditions"]
+    environment = celpy.Environment()
+    program = environment.program(environment.compile(condition["expression"]))
+    request = {"operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}}
+    result = program.evaluate({"object": celpy.json_to_cel(pod), "request": celpy.json_to_cel(request)})
+    assert bool(result) is sent
+    assert isinstance(result, celpy.celtypes.BoolType), "a matchCondition must evaluate to bool"
