@@ -1,0 +1,891 @@
+"""Webhook throughput and latency over HTTPS keep-alive against the real server.
+
+Starts ``confidential-pods webhook serve`` exactly as the Deployment does (gunicorn, TLS, gthread
+workers) on 127.0.0.1 with a fresh CA, and sends AdmissionReview v1 bodies of a realistic pod
+(app + two sidecars, probes, env, volumes, managedFields; about 6 KB).
+
+* closed loop: reviews/s with several kept-alive HTTPS connections, client ``wrk`` (C, one thread;
+  Debian package ``wrk``) with a Lua script that POSTs the body, or ``python`` (one process per
+  connection, a pre-built request over a raw ssl socket);
+* open loop: a paced sender at a steady rate (default 500/s) from several processes, one kept-alive
+  connection each; latency is measured from each request's *scheduled* send time, so a stall shows
+  up in the figures instead of pausing the load (no coordinated omission).
+
+Server CPU per review is read from /proc (master + workers). The client shares the machine's cores.
+
+    python benchmarks/webhook_bench.py                       # defaults: 2 workers x 4 threads
+    python benchmarks/webhook_bench.py --matrix              # workers/threads/worker-class sweep
+    python benchmarks/webhook_bench.py --profile             # pyinstrument over the flask app, in-process
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.webhook.tls import issue_serving_pair, make_authority  # noqa: E402
+
+CONFIG = "profile: alibaba\naesm: host\nruntimeClass: none\n"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# ------------------------------------------------------------------ the review
+
+
+def _env(**values: str) -> list[dict[str, Any]]:
+    return [{"name": name, "value": value} for name, value in values.items()]
+
+
+def realistic_pod() -> dict[str, Any]:
+    """A pod as a Deployment's ReplicaSet creates it, the way the apiserver hands it to admission."""
+    name = "payments-enclave-7c9f8d6b5-x2k4q"
+    field_ref = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
+        {
+            "name": "POD_NAMESPACE",
+            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
+        },
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
+    ]
+    sa_mount = {
+        "name": "kube-api-access-9xq2c",
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "readOnly": True,
+    }
+    common = {
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "File",
+        "imagePullPolicy": "IfNotPresent",
+    }
+    app = {
+        "name": "app",
+        "image": "registry.example.com/payments/enclave-api:2.14.3",
+        "args": ["--listen=:8443", "--config=/etc/payments/config.yaml", "--log-format=json"],
+        "ports": [
+            {"name": "https", "containerPort": 8443, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+        ],
+        "env": _env(
+            LOG_LEVEL="info",
+            GOMAXPROCS="2",
+            PAYMENTS_DB_HOST="payments-db.payments.svc.cluster.local",
+            PAYMENTS_DB_PORT="5432",
+            PAYMENTS_CACHE_URL="redis://payments-cache.payments.svc.cluster.local:6379/0",
+        )
+        + field_ref,
+        "resources": {"requests": {"cpu": "500m", "memory": "768Mi"}, "limits": {"memory": "1Gi"}},
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": 8443, "scheme": "HTTPS"},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 5,
+            "timeoutSeconds": 1,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/livez", "port": 8443, "scheme": "HTTPS"},
+            "initialDelaySeconds": 15,
+            "periodSeconds": 10,
+            "timeoutSeconds": 1,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": "/etc/payments", "readOnly": True},
+            {"name": "tls", "mountPath": "/etc/tls", "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+            sa_mount,
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        **common,
+    }
+    proxy = {
+        "name": "proxy",
+        "image": "registry.example.com/mesh/proxyv2:1.22.1",
+        "args": [
+            "proxy",
+            "sidecar",
+            "--domain",
+            "$(POD_NAMESPACE).svc.cluster.local",
+            "--log_output_level=info",
+        ],
+        "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
+        "env": _env(
+            PILOT_CERT_PROVIDER="istiod", CA_ADDR="istiod.istio-system.svc:15012", ISTIO_META_MESH_ID="prod"
+        )
+        + field_ref,
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "2", "memory": "1Gi"},
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz/ready", "port": 15021, "scheme": "HTTP"},
+            "periodSeconds": 15,
+            "timeoutSeconds": 3,
+            "successThreshold": 1,
+            "failureThreshold": 4,
+        },
+        "volumeMounts": [
+            {"name": "mesh-envoy", "mountPath": "/etc/istio/proxy"},
+            {"name": "mesh-token", "mountPath": "/var/run/secrets/tokens"},
+            sa_mount,
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1337,
+            "runAsGroup": 1337,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        **common,
+    }
+    shipper = {
+        "name": "log-shipper",
+        "image": "registry.example.com/observability/fluent-bit:3.0.4",
+        "args": ["--config=/fluent-bit/etc/fluent-bit.conf"],
+        "env": _env(FLUENT_ELASTICSEARCH_HOST="logs.observability.svc", FLUENT_ELASTICSEARCH_PORT="9200"),
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "livenessProbe": {
+            "httpGet": {"path": "/api/v1/health", "port": 2020, "scheme": "HTTP"},
+            "periodSeconds": 30,
+            "timeoutSeconds": 2,
+            "successThreshold": 1,
+            "failureThreshold": 3,
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/var/log/app", "readOnly": True}, sa_mount],
+        **common,
+    }
+    labels = {
+        "app.kubernetes.io/name": "payments-enclave",
+        "app.kubernetes.io/part-of": "payments",
+        "app.kubernetes.io/version": "2.14.3",
+        "pod-template-hash": "7c9f8d6b5",
+        "security.istio.io/tlsMode": "istio",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "payments-enclave-7c9f8d6b5-",
+            "namespace": "payments",
+            "labels": labels,
+            "annotations": {
+                "confidential-pods.io/confidential": "true",
+                "confidential-pods.io/containers": "app",
+                "confidential-pods.io/epc": "128Mi",
+                "kubectl.kubernetes.io/restartedAt": "2026-11-20T10:00:00Z",
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": "9090",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "payments-enclave-7c9f8d6b5",
+                    "uid": "6f1c2b9e-6f5d-4b8a-9a55-0d6f3d2b1a10",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+            "managedFields": [
+                {
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "time": "2026-11-26T23:00:00Z",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {
+                        "f:metadata": {
+                            "f:annotations": {".": {}, "f:confidential-pods.io/confidential": {}},
+                            "f:generateName": {},
+                            "f:labels": {".": {}, **{f"f:{key}": {} for key in labels}},
+                            "f:ownerReferences": {
+                                ".": {},
+                                'k:{"uid":"6f1c2b9e-6f5d-4b8a-9a55-0d6f3d2b1a10"}': {},
+                            },
+                        },
+                        "f:spec": {
+                            "f:containers": {
+                                f'k:{{"name":"{c}"}}': {} for c in ("app", "proxy", "log-shipper")
+                            },
+                            "f:volumes": {},
+                        },
+                    },
+                }
+            ],
+            "name": name,
+        },
+        "spec": {
+            "containers": [app, proxy, shipper],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "payments-enclave-config", "defaultMode": 420}},
+                {"name": "tls", "secret": {"secretName": "payments-enclave-tls", "defaultMode": 420}},
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "mesh-envoy", "emptyDir": {"medium": "Memory"}},
+                {
+                    "name": "mesh-token",
+                    "projected": {
+                        "sources": [
+                            {
+                                "serviceAccountToken": {
+                                    "audience": "istio-ca",
+                                    "expirationSeconds": 43200,
+                                    "path": "istio-token",
+                                }
+                            }
+                        ],
+                        "defaultMode": 420,
+                    },
+                },
+                {
+                    "name": "kube-api-access-9xq2c",
+                    "projected": {
+                        "sources": [
+                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                            {
+                                "configMap": {
+                                    "name": "kube-root-ca.crt",
+                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                                }
+                            },
+                            {
+                                "downwardAPI": {
+                                    "items": [
+                                        {
+                                            "path": "namespace",
+                                            "fieldRef": {
+                                                "apiVersion": "v1",
+                                                "fieldPath": "metadata.namespace",
+                                            },
+                                        }
+                                    ]
+                                }
+                            },
+                        ],
+                        "defaultMode": 420,
+                    },
+                },
+            ],
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "payments-enclave",
+            "serviceAccount": "payments-enclave",
+            "securityContext": {"fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+            "affinity": {
+                "podAntiAffinity": {
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {
+                            "weight": 100,
+                            "podAffinityTerm": {
+                                "labelSelector": {
+                                    "matchLabels": {"app.kubernetes.io/name": "payments-enclave"}
+                                },
+                                "topologyKey": "kubernetes.io/hostname",
+                            },
+                        }
+                    ]
+                }
+            },
+            "schedulerName": "default-scheduler",
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                },
+            ],
+            "priority": 0,
+            "enableServiceLinks": True,
+            "preemptionPolicy": "PreemptLowerPriority",
+        },
+        "status": {},
+    }
+
+
+def admission_review(pod: dict[str, Any]) -> dict[str, Any]:
+    gvk = {"group": "", "version": "v1", "kind": "Pod"}
+    gvr = {"group": "", "version": "v1", "resource": "pods"}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": gvk,
+            "resource": gvr,
+            "requestKind": gvk,
+            "requestResource": gvr,
+            "namespace": "payments",
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:replicaset-controller",
+                "uid": "c1d5e7f3-0b7d-4a57-8f3e-2f0b7c1d9a11",
+                "groups": [
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:kube-system",
+                    "system:authenticated",
+                ],
+            },
+            "object": pod,
+            "oldObject": None,
+            "dryRun": False,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
+        },
+    }
+
+
+# ------------------------------------------------------------------ the server
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    ca_file: Path
+    label: str
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the master and its live workers."""
+        return _cpu(self.process.pid) + sum(self.worker_cpu().values())
+
+    def worker_cpu(self) -> dict[int, float]:
+        return {pid: _cpu(pid) for pid in _children(self.process.pid)}
+
+
+def _cpu(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return 0.0
+
+
+def _split(before: dict[int, float], after: dict[int, float]) -> str:
+    """Each worker's share of the workers' CPU time, e.g. '52/48' (an idle worker shows as 0)."""
+    used = sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
+    total = sum(used) or 1.0
+    return "/".join(f"{u / total * 100:.0f}" for u in used)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(
+    workdir: Path, workers: int, threads: int, worker_class: str = "gthread"
+) -> Iterator[Server]:
+    port = _free_port()
+    common = ["--cert", str(workdir / "tls.crt"), "--key", str(workdir / "tls.key"), "--host", "127.0.0.1"]
+    config = str(workdir / "config.yaml")
+    if worker_class == "gthread":  # the production command line
+        sizing = ["--port", str(port), "--workers", str(workers), "--threads", str(threads)]
+        cli = [sys.executable, "-m", "confidential_pods", "--log-level", "WARNING", "webhook", "serve"]
+        command = [*cli, *common, *sizing, "--config", config]
+    else:  # the same serve() with another gunicorn worker class, for comparison
+        code = (
+            "import logging, sys; logging.basicConfig(level=logging.WARNING);"
+            "from confidential_pods.settings import load_settings; from webhook.serving import serve;"
+            f"sys.exit(serve(load_settings({config!r}), cert={str(workdir / 'tls.crt')!r},"
+            f" key={str(workdir / 'tls.key')!r}, host='127.0.0.1', port={port}, workers={workers},"
+            f" threads={threads}, worker_class={worker_class!r}))"
+        )
+        command = [sys.executable, "-c", code]
+    log = open(workdir / f"server-{port}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    label = f"{workers} {worker_class} worker(s) x {threads} thread(s)"
+    server = Server(process, port, workdir / "ca.crt", label)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {(workdir / f'server-{port}.log').read_text()}")
+            with contextlib.suppress(OSError):
+                status, _ = _post(server, b"", path="/healthz", method="GET")
+                if status == 200 and len(_children(process.pid)) >= workers:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.1)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def _client_context(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def _post(server: Server, body: bytes, path: str = "/mutate", method: str = "POST") -> tuple[int, bytes]:
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", server.port, context=_client_context(server.ca_file), timeout=10
+    )
+    try:
+        conn.request(method, path, body=body or None, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+class RawClient:
+    """One kept-alive HTTPS connection sending a pre-built request: far cheaper than http.client,
+    so the load generator takes less of the CPU the server needs."""
+
+    def __init__(self, port: int, ca_file: str, body: bytes) -> None:
+        self.port = port
+        self.context = _client_context(Path(ca_file))
+        self.request = (
+            b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        self.sock: ssl.SSLSocket | None = None
+
+    def connect(self) -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = self.context.wrap_socket(raw, server_hostname="127.0.0.1")
+        return self.sock
+
+    def exchange(self) -> bool:
+        """Send one review, read the whole answer; True for a 200 carrying a patch."""
+        try:
+            sock = self.sock or self.connect()
+            sock.sendall(self.request)
+            buffer = b""
+            while b"\r\n\r\n" not in buffer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed by the server")
+                buffer += chunk
+            head, _, rest = buffer.partition(b"\r\n\r\n")
+            match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
+            length = int(match.group(1)) if match else 0
+            while len(rest) < length:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise ConnectionError("closed by the server")
+                rest += chunk
+            if re.search(rb"(?i)\r\nconnection:\s*close", head):
+                self.close()
+            return head.startswith(b"HTTP/1.1 200") and b'"patch"' in rest
+        except OSError:
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+# ------------------------------------------------------------------ closed loop
+
+
+@dataclass(frozen=True)
+class Throughput:
+    client: str
+    connections: int
+    seconds: float
+    reviews: int
+    errors: int
+    server_cpu: float
+    client_cpu: float
+    worker_split: str
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+    @property
+    def per_second(self) -> float:
+        return self.reviews / self.seconds
+
+
+WRK_SCRIPT = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
+wrk.body = f:read("*all")
+f:close()
+"""
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(text)
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def closed_loop_wrk(server: Server, body_file: Path, connections: int, seconds: float) -> Throughput:
+    script = body_file.with_suffix(".lua")
+    script.write_text(WRK_SCRIPT)
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script),
+               f"https://127.0.0.1:{server.port}/mutate"]  # fmt: skip
+    cpu_before = server.cpu_seconds()
+    workers_before = server.worker_cpu()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, env={**os.environ, "BENCH_BODY": str(body_file)}
+    )
+    assert process.stdout is not None
+    output = process.stdout.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    server_cpu = server.cpu_seconds() - cpu_before
+    if status != 0:
+        raise RuntimeError(output)
+    reviews = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    duration = _ms(re.search(r"requests in ([\d.]+\w+),", output).group(1)) / 1000  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    sock_err = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock_err.groups())) if sock_err else 0)
+    p50 = re.search(r"\s50%\s+([\d.]+\w+)", output)
+    p99 = re.search(r"\s99%\s+([\d.]+\w+)", output)
+    return Throughput(
+        client="wrk",
+        connections=connections,
+        seconds=duration,
+        reviews=reviews,
+        errors=errors,
+        server_cpu=server_cpu,
+        client_cpu=usage.ru_utime + usage.ru_stime,
+        worker_split=_split(workers_before, server.worker_cpu()),
+        p50_ms=_ms(p50.group(1)) if p50 else None,
+        p99_ms=_ms(p99.group(1)) if p99 else None,
+    )
+
+
+def _python_client(port: int, ca_file: str, body: bytes, seconds: float, queue: Any) -> None:
+    client = RawClient(port, ca_file, body)
+    client.connect()
+    done = errors = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if client.exchange():
+            done += 1
+        else:
+            errors += 1
+    client.close()
+    usage = os.times()
+    queue.put((done, errors, usage.user + usage.system))
+
+
+def closed_loop_python(server: Server, body: bytes, connections: int, seconds: float) -> Throughput:
+    queue: Any = multiprocessing.Queue()
+    cpu_before = server.cpu_seconds()
+    workers_before = server.worker_cpu()
+    started = time.monotonic()
+    procs = [
+        multiprocessing.Process(
+            target=_python_client, args=(server.port, str(server.ca_file), body, seconds, queue)
+        )
+        for _ in range(connections)
+    ]
+    for proc in procs:
+        proc.start()
+    results = [queue.get() for _ in procs]
+    elapsed = time.monotonic() - started
+    server_cpu = server.cpu_seconds() - cpu_before
+    split = _split(workers_before, server.worker_cpu())
+    for proc in procs:
+        proc.join()
+    return Throughput(
+        client="python",
+        connections=connections,
+        seconds=min(elapsed, seconds),
+        reviews=sum(r[0] for r in results),
+        errors=sum(r[1] for r in results),
+        server_cpu=server_cpu,
+        client_cpu=sum(r[2] for r in results),
+        worker_split=split,
+    )
+
+
+# ------------------------------------------------------------------ open loop
+
+
+@dataclass(frozen=True)
+class Latency:
+    rate: float
+    seconds: float
+    sent: int
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    achieved: float
+    server_cpu: float
+
+
+def _paced_sender(
+    port: int, ca_file: str, body: bytes, rate: float, seconds: float, start_at: float, queue: Any
+) -> None:
+    """Send at start_at + i/rate; latency = response time - scheduled time (a late send counts)."""
+    client = RawClient(port, ca_file, body)
+    client.connect()
+    interval = 1.0 / rate
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    errors = 0
+    for i in range(count):
+        scheduled = start_at + i * interval
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        ok = client.exchange()
+        finished = time.perf_counter()
+        if ok:
+            latencies.append((finished - scheduled) * 1000)
+        else:
+            errors += 1
+    client.close()
+    queue.put((latencies, errors, time.perf_counter() - start_at))
+
+
+def open_loop(server: Server, body: bytes, rate: float, seconds: float, senders: int) -> Latency:
+    queue: Any = multiprocessing.Queue()
+    start_at = time.perf_counter() + 1.0  # perf_counter is CLOCK_MONOTONIC: shared by the processes
+    procs = [
+        multiprocessing.Process(
+            target=_paced_sender,
+            args=(
+                server.port,
+                str(server.ca_file),
+                body,
+                rate / senders,
+                seconds,
+                start_at + k / rate,
+                queue,
+            ),
+        )
+        for k in range(senders)
+    ]
+    for proc in procs:
+        proc.start()
+    time.sleep(max(0.0, start_at - time.perf_counter()))
+    cpu_before = server.cpu_seconds()
+    results = [queue.get() for _ in procs]
+    server_cpu = server.cpu_seconds() - cpu_before
+    for proc in procs:
+        proc.join()
+    latencies: list[float] = sorted(latency for r in results for latency in r[0])
+    errors = sum(r[1] for r in results)
+    elapsed = max(r[2] for r in results)
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    return Latency(
+        rate=rate,
+        seconds=seconds,
+        sent=len(latencies) + errors,
+        errors=errors,
+        p50_ms=pct(0.50),
+        p90_ms=pct(0.90),
+        p99_ms=pct(0.99),
+        p999_ms=pct(0.999),
+        max_ms=latencies[-1],
+        achieved=(len(latencies) + errors) / elapsed,
+        server_cpu=server_cpu,
+    )
+
+
+# ------------------------------------------------------------------ profile
+
+
+def profile(body: bytes, reviews: int) -> None:
+    """Where a review's time goes inside the flask app (no TLS, no gunicorn), with pyinstrument."""
+    import yaml
+    from pyinstrument import Profiler
+
+    from confidential_pods.settings import settings_from_mapping
+    from webhook.app import create_app
+
+    client = create_app(settings_from_mapping(yaml.safe_load(CONFIG))).test_client()
+    environ = {"CONTENT_TYPE": "application/json"}
+    for _ in range(200):
+        client.post("/mutate", data=body, environ_base=environ)
+    profiler = Profiler(interval=0.0002)
+    started = time.perf_counter()
+    with profiler:
+        for _ in range(reviews):
+            client.post("/mutate", data=body, environ_base=environ)
+    elapsed = time.perf_counter() - started
+    print(f"{reviews} reviews in-process (flask test client): {elapsed / reviews * 1e6:.0f} us/review")
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+# ------------------------------------------------------------------ main
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def _fmt_throughput(server: Server, result: Throughput) -> str:
+    latency = " | - | -"
+    if result.p50_ms is not None and result.p99_ms is not None:
+        latency = f" | {result.p50_ms:.2f} | {result.p99_ms:.2f}"
+    return (
+        f"| {server.label} | {result.client} x{result.connections} conns | {result.per_second:,.0f}"
+        f"{latency} | {result.server_cpu / max(result.reviews, 1) * 1e6:.0f} | "
+        f"{result.client_cpu / result.seconds * 100:.0f}% | {result.worker_split} | {result.errors} |"
+    )
+
+
+def _fmt_latency(server: Server, result: Latency) -> str:
+    return (
+        f"| {server.label} | {result.rate:.0f}/s for {result.seconds:.0f} s | {result.achieved:.0f}/s | "
+        f"{result.p50_ms:.2f} | {result.p90_ms:.2f} | {result.p99_ms:.2f} | {result.p999_ms:.2f} | "
+        f"{result.max_ms:.2f} | {result.server_cpu / result.seconds * 100:.0f}% | {result.errors} |"
+    )
+
+
+THROUGHPUT_HEADER = (
+    "| server | client | reviews/s | p50 ms | p99 ms | server CPU us/review | client CPU "
+    "| worker CPU split % | errors |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+LATENCY_HEADER = (
+    "| server | load (open loop) | achieved | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
+    "| server CPU | errors |\n"
+    "|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=8, help="closed-loop keep-alive connections")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per closed-loop run")
+    parser.add_argument("--rate", type=float, default=500.0, help="open-loop reviews/s")
+    parser.add_argument("--open-duration", type=float, default=30.0, help="seconds of open-loop load")
+    parser.add_argument(
+        "--senders", type=int, default=4, help="open-loop sender processes (one connection each)"
+    )
+    parser.add_argument(
+        "--client", choices=["wrk", "python", "both"], default="wrk" if shutil.which("wrk") else "python"
+    )
+    parser.add_argument("--matrix", action="store_true", help="sweep workers x threads and gthread vs sync")
+    parser.add_argument(
+        "--profile", type=int, metavar="N", nargs="?", const=5000, help="profile N reviews in-process"
+    )
+    args = parser.parse_args(argv)
+
+    body = json.dumps(admission_review(realistic_pod()), separators=(",", ":")).encode()
+    if args.profile:
+        profile(body, args.profile)
+        return 0
+
+    workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
+    try:
+        ca = make_authority()
+        pair = issue_serving_pair(ca)
+        (workdir / "ca.crt").write_bytes(ca.cert_pem)
+        (workdir / "tls.crt").write_bytes(pair.cert_pem)
+        (workdir / "tls.key").write_bytes(pair.key_pem)
+        (workdir / "config.yaml").write_text(CONFIG)
+        body_file = workdir / "review.json"
+        body_file.write_bytes(body)
+        print(f"# webhook benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+        print(f"# {os.cpu_count()} CPUs; python {sys.version.split()[0]}; review body {len(body)} bytes")
+        print(f"# load before: {_uptime()}")
+
+        configs = [(args.workers, args.threads, "gthread")]
+        if args.matrix:
+            configs = [(1, 4, "gthread"), (2, 1, "gthread"), (2, 2, "gthread"), (2, 4, "gthread"),
+                       (2, 8, "gthread"), (3, 2, "gthread"), (4, 2, "gthread"), (2, 1, "sync"),
+                       (4, 1, "sync")]  # fmt: skip
+        clients = ["wrk", "python"] if args.client == "both" else [args.client]
+        print("\n## closed loop (HTTPS keep-alive)\n")
+        print(THROUGHPUT_HEADER)
+        best: tuple[float, tuple[int, int, str]] | None = None
+        for workers, threads, worker_class in configs:
+            with running_server(workdir, workers, threads, worker_class) as server:
+                status, answer = _post(server, body)
+                assert status == 200 and json.loads(answer)["response"].get("patchType") == "JSONPatch", (
+                    answer
+                )
+                for client in clients:
+                    if client == "wrk":
+                        closed_loop_wrk(server, body_file, args.connections, 2)  # warm-up
+                        result = closed_loop_wrk(server, body_file, args.connections, args.duration)
+                    else:
+                        closed_loop_python(server, body, 2, 2)  # warm-up
+                        result = closed_loop_python(server, body, args.connections, args.duration)
+                    print(_fmt_throughput(server, result), flush=True)
+                    if worker_class == "gthread" and (best is None or result.per_second > best[0]):
+                        best = (result.per_second, (workers, threads, worker_class))
+
+        latency_configs = [(args.workers, args.threads, "gthread")]
+        if args.matrix and best is not None and best[1] != latency_configs[0]:
+            latency_configs.append(best[1])
+        print(f"\n## open loop, paced at {args.rate:.0f}/s ({args.senders} senders, one connection each)\n")
+        print(LATENCY_HEADER)
+        for workers, threads, worker_class in latency_configs:
+            with running_server(workdir, workers, threads, worker_class) as server:
+                open_loop(server, body, args.rate, 3, args.senders)  # warm-up
+                result_l = open_loop(server, body, args.rate, args.open_duration, args.senders)
+                print(_fmt_latency(server, result_l), flush=True)
+        print(f"\n# load after: {_uptime()}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
