@@ -182,6 +182,8 @@ def _rotate(args: argparse.Namespace) -> int:
     try:
         lifetimes = _lifetimes(args)
         names: tuple[str, ...] = ()
+        if args.san and not args.service:
+            raise CertsError("--san needs --service (the full list of names to issue for)")
         if args.service:
             if not args.namespace and args.dir is not None:
                 raise CertsError("--service needs --namespace")
