@@ -19,7 +19,9 @@ and re-read when it changes on disk, as the webhook does (``webhook.serving.Relo
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import ssl
 import sys
 from collections.abc import Callable
@@ -35,7 +37,6 @@ from extender.ledger import EpcLedger
 from extender.metrics import ExtenderMetrics
 from extender.snapshot import SnapshotError, fill_ledger, load_snapshot
 from webhook.serving import ReloadingContext, ServingError
-from webhook.serving import bind as bind_listener
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,21 @@ def api_backend(kubeconfig: str | None, settings: Settings) -> Backend:
         feed=feed,
         description=f"API server {configuration.host}",
     )
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that an unusable address is one clear error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServingError(f"cannot resolve --host {host}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    try:
+        return socket.create_server(address, family=family, backlog=2048)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ServingError(f"port {port} on {host} is already in use") from None
+        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 class ExtenderServer(BaseApplication):  # type: ignore[misc]

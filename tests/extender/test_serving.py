@@ -195,3 +195,15 @@ def test_start_up_errors_are_one_clear_line(tmp_path: Path, args: list[str], mes
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "confidential_pods", "extender", "serve", "--host", "127.0.0.1",
+                   "--port", str(port), "--snapshot", str(cluster_file(tmp_path))]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
