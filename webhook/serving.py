@@ -20,15 +20,20 @@ The thin I/O shell around :func:`webhook.app.create_app`:
   The address is probed once before start, so a port in use is a clear error.
 * **Prometheus multiprocess.** A fresh ``PROMETHEUS_MULTIPROC_DIR`` is created before the app is
   built and the workers fork; a worker that exits is marked dead; the directory is removed at exit.
-* **Graceful shutdown.** SIGTERM: workers stop accepting, finish the requests in flight and answer
-  what arrives on kept-alive connections with ``Connection: close`` (for up to two seconds), then
-  exit and close their listening sockets; the process exits 0.
+* **Graceful shutdown.** SIGTERM: with a drain period (``drain_seconds``), ``/readyz`` answers 503
+  and everything else is served as before until the period ends (the time Kubernetes needs to take
+  the terminating pod out of the webhook Service's endpoints). Then, as without one, workers stop
+  accepting, finish the requests in flight and answer what arrives on kept-alive connections with
+  ``Connection: close`` (for up to two seconds), exit and close their listening sockets; the
+  process exits 0. A second SIGTERM ends the drain early; SIGINT/SIGQUIT stop at once.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
+import multiprocessing
 import os
 import shutil
 import socket
@@ -36,6 +41,7 @@ import ssl
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,6 +52,7 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
 
 from confidential_pods.settings import Settings
 
@@ -242,12 +249,44 @@ def check_address(host: str, port: int) -> str:
     return f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
 
 
+class DrainingArbiter(Arbiter):  # type: ignore[misc]
+    """gunicorn's arbiter, except that the first SIGTERM starts a drain period instead of stopping."""
+
+    def __init__(self, app: Any, *, drain_seconds: float, draining: ctypes.c_bool) -> None:
+        super().__init__(app)
+        self.drain_seconds = drain_seconds
+        self.draining = draining  # shared memory: workers read it for /readyz
+        self.drain_deadline: float | None = None
+
+    def handle_term(self) -> None:
+        if self.drain_seconds <= 0 or self.drain_deadline is not None:
+            raise StopIteration  # gunicorn's graceful stop
+        self.draining.value = True
+        self.drain_deadline = time.monotonic() + self.drain_seconds
+        self.log.info("SIGTERM: /readyz now fails; serving %.1f s more before stopping", self.drain_seconds)
+
+    def manage_workers(self) -> None:
+        # Runs at least once a second from the arbiter's main loop.
+        if self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
+            raise StopIteration
+        super().manage_workers()
+
+
 class WebhookServer(BaseApplication):  # type: ignore[misc]
     """gunicorn configured in code (no gunicorn config file or command line is read)."""
 
-    def __init__(self, application: Any, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        application: Any,
+        options: dict[str, Any],
+        *,
+        drain_seconds: float = 0.0,
+        draining: ctypes.c_bool | None = None,
+    ) -> None:
         self._application = application
         self._options = options
+        self._drain_seconds = drain_seconds
+        self._draining = draining if draining is not None else ctypes.c_bool(False)
         super().__init__()
 
     def load_config(self) -> None:
@@ -256,6 +295,13 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
 
     def load(self) -> Any:
         return self._application
+
+    def run(self) -> None:
+        try:
+            DrainingArbiter(self, drain_seconds=self._drain_seconds, draining=self._draining).run()
+        except RuntimeError as exc:  # what gunicorn's own run() reports this way
+            print(f"\nError: {exc}\n", file=sys.stderr)
+            sys.exit(1)
 
 
 def gunicorn_options(
@@ -309,18 +355,25 @@ def serve(
     workers: int,
     threads: int,
     worker_class: str = "gthread",
+    drain_seconds: float = 0.0,
 ) -> int:
-    """Serve the webhook until SIGTERM/SIGINT; returns the exit code (start-up errors: 1, no traceback)."""
+    """Serve the webhook until SIGTERM/SIGINT; returns the exit code (start-up errors: 1, no traceback).
+
+    ``drain_seconds``: after SIGTERM keep serving this long with ``/readyz`` failing, then stop.
+    """
     main_pid = os.getpid()
     multiproc_dir: str | None = None
     try:
         if workers < 1 or threads < 1:
             raise ServingError("--workers and --threads must be at least 1")
+        if drain_seconds < 0:
+            raise ServingError("the drain period must not be negative")
         if worker_class not in WORKER_CLASSES:
             raise ServingError(f"worker class {worker_class!r} is not one of {', '.join(WORKER_CLASSES)}")
         tls = ReloadingContext(cert, key)
         multiproc_dir = tempfile.mkdtemp(prefix="confidential-pods-metrics-")
-        application = _create_app(settings, multiproc_dir)
+        draining = multiprocessing.RawValue(ctypes.c_bool, False)  # shared with the forked workers
+        application = _create_app(settings, multiproc_dir, ready=lambda: not draining.value)
         options = gunicorn_options(
             address=check_address(host, port),  # last, to keep the window before workers bind short
             cert=cert,
@@ -343,7 +396,7 @@ def serve(
             threads,
         )
         try:
-            WebhookServer(application, options).run()
+            WebhookServer(application, options, drain_seconds=drain_seconds, draining=draining).run()
         except SystemExit as exc:  # gunicorn's arbiter leaves through sys.exit
             return _exit_code(exc.code)
         return 0
@@ -355,7 +408,7 @@ def serve(
             shutil.rmtree(multiproc_dir, ignore_errors=True)
 
 
-def _create_app(settings: Settings, multiproc_dir: str) -> Any:
+def _create_app(settings: Settings, multiproc_dir: str, *, ready: Callable[[], bool]) -> Any:
     """Build the flask app with multiprocess metrics (the env var must precede metric creation)."""
     os.environ[MULTIPROC_ENV] = multiproc_dir
     from prometheus_client import values
@@ -364,7 +417,7 @@ def _create_app(settings: Settings, multiproc_dir: str) -> Any:
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     from webhook.app import create_app
 
-    return create_app(settings)
+    return create_app(settings, ready=ready)
 
 
 def _exit_code(code: object) -> int:

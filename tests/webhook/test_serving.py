@@ -173,8 +173,16 @@ class Server:
 
 
 def start_server(
-    tmp_path: Path, ca: Authority, cert: Path, key: Path, *, workers: int = 2, threads: int = 2
+    tmp_path: Path,
+    ca: Authority,
+    cert: Path,
+    key: Path,
+    *,
+    workers: int = 2,
+    threads: int = 2,
+    drain_seconds: float | None = None,
 ) -> Server:
+    """`confidential-pods webhook serve …`, or serve() itself when a drain period is asked for."""
     port = free_port()
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
@@ -202,6 +210,16 @@ def start_server(
         "--config",
         str(config),
     ]
+    if drain_seconds is not None:
+        command = [
+            sys.executable,
+            "-c",
+            "import logging, sys; logging.basicConfig(level=logging.INFO);"
+            "from confidential_pods.settings import load_settings; from webhook.serving import serve;"
+            f"sys.exit(serve(load_settings({str(config)!r}), cert={str(cert)!r}, key={str(key)!r},"
+            f" host='127.0.0.1', port={port}, workers={workers}, threads={threads},"
+            f" drain_seconds={drain_seconds}))",
+        ]
     openssl_conf = tmp_path / "openssl.cnf"
     openssl_conf.write_text(PERMISSIVE_OPENSSL_CONF)
     env = {**os.environ, "TMPDIR": str(tmpdir), "OPENSSL_CONF": str(openssl_conf)}
@@ -553,3 +571,23 @@ def test_sigterm_finishes_gracefully(tmp_path: Path, ca: Authority) -> None:
     assert not metrics_dirs[0].exists()  # the multiprocess directory is removed at exit
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+def test_drain_period_fails_readiness_but_keeps_serving(tmp_path: Path, ca: Authority) -> None:
+    cert, key = write_pair(tmp_path / "certs", issue_serving_pair(ca))
+    server = start_server(tmp_path, ca, cert, key, drain_seconds=3)
+    assert server.get("/readyz")[0] == 200
+
+    server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 2
+    while server.get("/readyz")[0] != 503:
+        assert time.monotonic() < deadline, "/readyz still succeeds after SIGTERM"
+        time.sleep(0.05)
+    # Not ready, yet still serving new connections while the endpoints catch up.
+    assert server.post_review(confidential_review())["response"]["allowed"] is True
+    assert server.get("/healthz")[0] == 200
+
+    assert server.process.wait(timeout=20) == 0
+    log = server.log.read_text()
+    assert "/readyz now fails; serving 3.0 s more before stopping" in log
+    assert "Traceback" not in log
