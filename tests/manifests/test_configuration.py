@@ -1,0 +1,119 @@
+"""The webhook/extender configuration of every install loads, and the examples behave as documented."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import kubernetes_validate
+import pytest
+import yaml
+
+from confidential_pods.profiles import PROFILES
+from confidential_pods.settings import Settings, settings_from_mapping
+from tests.manifests.conftest import INSTALLS, MANIFESTS, PROFILE_OF, Manifest, find
+from webhook.policy import mutate
+
+EXAMPLES = MANIFESTS / "examples"
+
+
+def settings_of(objects: list[Manifest]) -> Settings:
+    config_map = find(objects, "ConfigMap", "confidential-pods-config")
+    assert set(config_map["data"]) == {"config.yaml"}
+    return settings_from_mapping(yaml.safe_load(config_map["data"]["config.yaml"]))
+
+
+@pytest.mark.parametrize("name", INSTALLS)
+def test_configuration_loads(built: dict[str, list[Manifest]], name: str) -> None:
+    settings = settings_of(built[name])
+    assert settings.profile == PROFILES[PROFILE_OF[name]]
+    assert settings.own_namespace == find(built[name], "Namespace")["metadata"]["name"]
+    assert settings.scheduler_name == "confidential-scheduler"
+
+
+@pytest.mark.parametrize("name", ["alibaba", "intel", "azure"])
+def test_overlays_tolerate_the_epc_taint(built: dict[str, list[Manifest]], name: str) -> None:
+    settings = settings_of(built[name])
+    assert settings.tolerations == (
+        {"key": settings.profile.epc_resource, "operator": "Exists", "effect": "NoSchedule"},
+    )
+
+
+def test_overlay_runtime_classes(built: dict[str, list[Manifest]]) -> None:
+    assert settings_of(built["alibaba"]).runtime_class == "runv"
+    assert settings_of(built["intel"]).runtime_class is None
+    assert settings_of(built["azure"]).runtime_class is None
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
+def _template_pod(deployment: dict[str, Any]) -> dict[str, Any]:
+    template = deployment["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "name": "enclave-app-1", "namespace": "default"},
+        "spec": template["spec"],
+    }
+
+
+@pytest.mark.parametrize("name", ["intel", "azure", "base"])
+def test_confidential_deployment_example_is_injected(built: dict[str, list[Manifest]], name: str) -> None:
+    settings = settings_of(built[name])
+    (deployment,) = _documents(EXAMPLES / "confidential-deployment.yaml")
+    pod = _template_pod(deployment)
+    mutation = mutate(pod, namespace_opted_in=False, settings=settings)
+    assert mutation.outcome == "mutated", mutation.message
+    result = jsonpatch.apply_patch(pod, mutation.patch)
+    kubernetes_validate.validate(result, "1.33.0", strict=True)
+    enclave, shipper = result["spec"]["containers"]
+    resource = settings.profile.epc_resource
+    assert enclave["resources"]["limits"][resource] == enclave["resources"]["requests"][resource]
+    assert settings.profile.parse_resource(enclave["resources"]["limits"][resource]) == 128 * 1024 * 1024
+    assert resource not in shipper["resources"]["limits"]
+    assert result["spec"]["schedulerName"] == "confidential-scheduler"
+
+
+def test_alibaba_needs_an_aesmd_image_for_runv(built: dict[str, list[Manifest]]) -> None:
+    """As shipped, the alibaba overlay refuses sandboxed pods until aesmSidecarImage is set
+    (docs/install.md says how); with it set, the example is injected with the sidecar."""
+    settings = settings_of(built["alibaba"])
+    (deployment,) = _documents(EXAMPLES / "confidential-deployment.yaml")
+    pod = _template_pod(deployment)
+    refused = mutate(pod, namespace_opted_in=False, settings=settings)
+    assert refused.outcome == "denied"
+    assert "no aesmSidecarImage configured" in refused.message
+    configured = replace(settings, aesm_sidecar_image="registry.example.com/sgx/aesmd:2.25")
+    mutation = mutate(pod, namespace_opted_in=False, settings=configured)
+    assert mutation.outcome == "mutated", mutation.message
+    result = jsonpatch.apply_patch(pod, mutation.patch)
+    assert result["spec"]["runtimeClassName"] == "runv"
+    assert [c["name"] for c in result["spec"]["initContainers"]] == ["aesmd"]
+
+
+@pytest.mark.parametrize("name", INSTALLS)
+def test_refused_pod_example_is_refused_with_the_documented_message(
+    built: dict[str, list[Manifest]], name: str
+) -> None:
+    path = EXAMPLES / "refused-pod.yaml"
+    (pod,) = _documents(path)
+    mutation = mutate(pod, namespace_opted_in=False, settings=settings_of(built[name]))
+    assert mutation.outcome == "denied"
+    comment = " ".join(
+        line.lstrip("#").strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    )
+    documented = re.search(r"denied the request: (.*?) \(docs/", comment)
+    assert documented, "refused-pod.yaml quotes the webhook's message"
+    assert mutation.message == documented.group(1)
+
+
+def test_opted_in_namespace_example_selects_the_namespace_entry() -> None:
+    (namespace,) = _documents(EXAMPLES / "namespace-opted-in.yaml")
+    assert namespace["metadata"]["labels"] == {"confidential-pods.io/injection": "enabled"}
