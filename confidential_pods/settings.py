@@ -151,7 +151,9 @@ def settings_from_mapping(data: object) -> Settings:
         tolerations=_tolerations(data.get("tolerations", [])),
         own_namespace=_string(data, "ownNamespace", defaults.own_namespace),
         scoring_strategy=strategy,
-        reservation_ttl_seconds=_positive_int(data, "reservationTTLSeconds", 60),
+        reservation_ttl_seconds=_positive_int(
+            data, "reservationTTLSeconds", defaults.reservation_ttl_seconds
+        ),
     )
 
 
