@@ -33,6 +33,8 @@ WEBHOOK_CONFIGURATIONS = "mutatingwebhookconfigurations.admissionregistration.k8
 JSON_PATCH = "application/json-patch+json"
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 DEFAULT_NAMESPACE = "confidential-pods"
+#: Seconds for one API request (connect + read): a hung apiserver fails the run, the Job retries.
+REQUEST_TIMEOUT = 30
 
 
 def connect(kubeconfig: str | None) -> client.ApiClient:
@@ -124,7 +126,10 @@ class Cluster:
             return cast(
                 Secret,
                 self._call(
-                    call, lambda: self._core.read_namespaced_secret(name, namespace, _preload_content=False)
+                    call,
+                    lambda: self._core.read_namespaced_secret(
+                        name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                    ),
                 ),
             )
         except ObjectMissingError:
@@ -138,7 +143,10 @@ class Cluster:
             self._call(
                 call,
                 lambda: self._core.create_namespaced_secret(
-                    metadata["namespace"], cast(Any, body), _preload_content=False
+                    metadata["namespace"],
+                    cast(Any, body),
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 ),
             ),
         )
@@ -150,7 +158,12 @@ class Cluster:
             self._call(
                 call,
                 lambda: self._core.patch_namespaced_secret(
-                    name, namespace, cast(Any, operations), _content_type=JSON_PATCH, _preload_content=False
+                    name,
+                    namespace,
+                    cast(Any, operations),
+                    _content_type=JSON_PATCH,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 ),
             ),
         )
@@ -164,7 +177,9 @@ class Cluster:
                 MutatingWebhookConfiguration,
                 self._call(
                     call,
-                    lambda: self._admission.read_mutating_webhook_configuration(name, _preload_content=False),
+                    lambda: self._admission.read_mutating_webhook_configuration(
+                        name, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+                    ),
                 ),
             )
         except ObjectMissingError as exc:
@@ -181,7 +196,11 @@ class Cluster:
             self._call(
                 call,
                 lambda: self._admission.patch_mutating_webhook_configuration(
-                    name, cast(Any, operations), _content_type=JSON_PATCH, _preload_content=False
+                    name,
+                    cast(Any, operations),
+                    _content_type=JSON_PATCH,
+                    _preload_content=False,
+                    _request_timeout=REQUEST_TIMEOUT,
                 ),
             ),
         )

@@ -41,6 +41,11 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     )
     _add_cluster(install)
     install.add_argument("--dir", type=Path, default=Path("."), help="directory written by `certs generate`")
+    install.add_argument(
+        "--force",
+        action="store_true",
+        help="install even if the new bundle does not trust the certificate the webhook serves now",
+    )
     install.set_defaults(handler=_install)
 
     rotate = certs_sub.add_parser(
@@ -169,7 +174,7 @@ def _install(args: argparse.Namespace) -> int:
     try:
         target = _target(args)
         with connect(args.kubeconfig) as api:
-            outcome = install(Cluster(api), target, args.dir, now=_now())
+            outcome = install(Cluster(api), target, args.dir, now=_now(), force=args.force)
     except CertsError as exc:
         return _fail(exc)
     _report(outcome.notes, outcome.written)

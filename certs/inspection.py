@@ -126,6 +126,24 @@ def serving_problem(
     return None
 
 
+def distrust_problem(
+    served: x509.Certificate | None,
+    trusted_now: Sequence[x509.Certificate],
+    new_bundle: Sequence[x509.Certificate],
+    now: datetime,
+) -> str | None:
+    """Why replacing the bundle ``trusted_now`` with ``new_bundle`` would make clients refuse the
+    certificate the webhook serves at this moment (it chains to the first, not to the second), or None."""
+    if served is None or is_expired(served, now):
+        return None
+    if issuer_in(served, trusted_now) is None or issuer_in(served, new_bundle) is not None:
+        return None
+    return (
+        f"the webhook serves serial {serial_hex(served)} from a CA the new bundle does not trust; the "
+        "apiserver would refuse it until every pod has loaded the new Secret"
+    )
+
+
 def issuer_in(certificate: x509.Certificate, bundle: Iterable[x509.Certificate]) -> x509.Certificate | None:
     """The CA of ``bundle`` that signed ``certificate``, if any."""
     return next((ca for ca in bundle if issued_by(certificate, ca)), None)

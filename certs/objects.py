@@ -131,18 +131,21 @@ def ca_bundle_patch(configuration: MutatingWebhookConfiguration, bundle: bytes) 
     return operations
 
 
-def published_fingerprints(configuration: MutatingWebhookConfiguration) -> frozenset[str] | None:
-    """Fingerprints of the CAs that *every* webhook entry's caBundle trusts; None when there is no entry."""
-    webhooks = configuration.get("webhooks") or []
-    if not webhooks:
-        return None
-    trusted: frozenset[str] | None = None
-    for webhook in webhooks:
+def webhook_bundles(configuration: MutatingWebhookConfiguration) -> list[tuple[x509.Certificate, ...]]:
+    """The CAs of each webhook entry's caBundle (empty for a missing or unreadable one)."""
+    bundles: list[tuple[x509.Certificate, ...]] = []
+    for webhook in configuration.get("webhooks") or []:
         data = decode((webhook.get("clientConfig") or {}).get("caBundle"))
         try:
-            certificates = x509.load_pem_x509_certificates(data) if data else []
+            bundles.append(tuple(x509.load_pem_x509_certificates(data)) if data else ())
         except ValueError:
-            certificates = []
-        prints = frozenset(fingerprint(certificate) for certificate in certificates)
-        trusted = prints if trusted is None else trusted & prints
-    return trusted
+            bundles.append(())
+    return bundles
+
+
+def published_fingerprints(configuration: MutatingWebhookConfiguration) -> frozenset[str] | None:
+    """Fingerprints of the CAs that *every* webhook entry's caBundle trusts; None when there is no entry."""
+    bundles = webhook_bundles(configuration)
+    if not bundles:
+        return None
+    return frozenset.intersection(*(frozenset(fingerprint(ca) for ca in bundle) for bundle in bundles))

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from cryptography import x509
+
 from certs.authority import bundle_pem, certificate_pem, key_pem
 from certs.cluster import Cluster
 from certs.errors import MaterialError
-from certs.inspection import fingerprint, san_names, serving_problem
+from certs.inspection import distrust_problem, fingerprint, san_names, serving_problem
 from certs.material import CA_CERT, CA_KEY, TLS_CERT, TLS_KEY, Material, from_files, to_files
 from certs.objects import (
     CA_SECRET_TYPE,
@@ -23,6 +25,7 @@ from certs.objects import (
     ca_bundle_patch,
     published_fingerprints,
     secret_files,
+    webhook_bundles,
 )
 from certs.planning import DEFAULT_LIFETIMES, Lifetimes, plan_generate, plan_rotation
 from certs.storage import read_files, write_files
@@ -152,8 +155,23 @@ def publish(cluster: Cluster, target: Target, material: Material, state: Cluster
     return written
 
 
-def install(cluster: Cluster, target: Target, directory: Path, *, now: datetime) -> Outcome:
-    """Upload ``directory``'s material: Secret(s) created or patched, caBundle into every webhook entry."""
+def served_certificate(secret: Secret | None) -> x509.Certificate | None:
+    """The certificate in the serving Secret, if it holds a readable one."""
+    data = secret_files(secret).get(TLS_CERT)
+    try:
+        return x509.load_pem_x509_certificates(data)[0] if data else None
+    except ValueError:
+        return None
+
+
+def install(
+    cluster: Cluster, target: Target, directory: Path, *, now: datetime, force: bool = False
+) -> Outcome:
+    """Upload ``directory``'s material: Secret(s) created or patched, caBundle into every webhook entry.
+
+    Refuses (unless ``force``) a bundle that would stop trusting the certificate the webhook serves now —
+    e.g. a stale directory after in-cluster rotations, or a re-keyed one: `certs rotate` does that safely.
+    """
     files = read_files(directory)
     missing = [name for name in (CA_CERT, TLS_CERT, TLS_KEY) if name not in files]
     if missing:
@@ -171,6 +189,17 @@ def install(cluster: Cluster, target: Target, directory: Path, *, now: datetime)
             f"no {CA_KEY} in {directory}: the CA Secret is not written, in-cluster rotation needs it"
         )
     state = read_state(cluster, target)
+    distrust = distrust_problem(
+        served_certificate(state.tls_secret),
+        [ca for bundle in webhook_bundles(state.configuration) for ca in bundle],
+        material.bundle,
+        now,
+    )
+    if distrust and not force:
+        raise MaterialError(
+            f"refusing to install {directory}: {distrust}. Use `certs rotate` (it keeps both CAs during "
+            "the switch), or pass --force to accept the interruption"
+        )
     if not state.configuration.get("webhooks"):
         notes.append(f"MutatingWebhookConfiguration {target.webhook_configuration} has no webhooks")
     written = publish(cluster, target, material, state)

@@ -236,6 +236,29 @@ def test_install_refuses_material_that_does_not_verify(
     assert not api.writes()
 
 
+def test_install_refuses_to_distrust_what_is_served(
+    api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert install_cli(kubeconfig, generated) == 0
+    served_before = served(api)
+    assert (
+        main(["certs", "generate", "--service", "s", "--namespace", "n", "--out", str(generated), "--force"])
+        == 0
+    )
+    api.requests.clear()
+    capsys.readouterr()
+    assert install_cli(kubeconfig, generated) == 1
+    error = capsys.readouterr().err
+    assert (
+        f"the webhook serves serial {served_before.serial_number:x} from a CA the new bundle does not trust"
+        in error
+    )
+    assert "Use `certs rotate`" in error
+    assert not api.writes() and served(api) == served_before
+    assert install_cli(kubeconfig, generated, "--force") == 0
+    assert served(api) != served_before
+
+
 def test_install_without_ca_key(
     api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
