@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.manifests.conftest import BUILDS, INSTALLS, MANIFESTS, Manifest, containers, find
+from tests.manifests.conftest import BUILDS, INSTALLS, MANIFESTS, Manifest, containers, find, kustomize_build
 
 #: Oldest Kubernetes the manifests support (matchConditions GA in 1.30; scheduler image 1.34),
 #: and the newest schema kubernetes-validate ships.
@@ -275,3 +276,22 @@ def test_webhook_deployment_is_highly_available(built: dict[str, list[Manifest]]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
     assert spec["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("overlay", ["alibaba", "intel", "azure"])
+def test_cloud_overlay_with_cert_manager_component(kustomize: str, tmp_path: Path, overlay: str) -> None:
+    """The combination docs/install.md shows: a cloud overlay plus the cert-manager component."""
+    overlay_path = os.path.relpath(MANIFESTS / "overlays" / overlay, tmp_path)
+    component_path = os.path.relpath(MANIFESTS / "components" / "cert-manager", tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources:\n  - {overlay_path}\ncomponents:\n  - {component_path}\n",
+        encoding="utf-8",
+    )
+    objects = kustomize_build(kustomize, tmp_path)
+    identities = {_identity(o) for o in objects}
+    assert identities == EXPECTED_OBJECTS | CERT_MANAGER
+    for obj in objects:
+        validate(obj, VERSIONS[0])
+    config = yaml.safe_load(find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"])
+    assert config["profile"] == overlay
