@@ -42,8 +42,8 @@ def _ours(objects: list[Manifest]) -> list[tuple[Manifest, dict[str, Any], dict[
 @pytest.mark.parametrize("name", INSTALLS)
 def test_arguments_parse(built: dict[str, list[Manifest]], name: str) -> None:
     ours = _ours(built[name])
-    # webhook and extender; plus certs generate, install and rotate unless cert-manager does that
-    assert len(ours) == (2 if name == "cert-manager" else 5)
+    # webhook and extender; plus the certs Job and CronJob unless cert-manager does that
+    assert len(ours) == (2 if name == "cert-manager" else 4)
     for _, _, container in ours:
         assert "command" not in container, "the image's ENTRYPOINT is confidential-pods"
         args = _parse(container["args"])
@@ -80,20 +80,20 @@ def test_certs_jobs_target_the_mounted_secret_and_our_configuration(built: dict[
     service = find(objects, "Service", "confidential-pods-webhook")["metadata"]
     job = find(objects, "Job", "confidential-pods-certs-install")
     cron = find(objects, "CronJob", "confidential-pods-certs-rotate")
-    (generate,) = job["spec"]["template"]["spec"]["initContainers"]
     (install,) = job["spec"]["template"]["spec"]["containers"]
     (rotate,) = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    generated = _parse(generate["args"])
-    assert (generated.service, generated.namespace) == (service["name"], service["namespace"])
+    assert "initContainers" not in job["spec"]["template"]["spec"]
+    # One idempotent command: installs on the first run (no CA Secret yet), renews afterwards.
     installed = _parse(install["args"])
-    assert str(installed.dir) == str(generated.out)
     rotated = _parse(rotate["args"])
-    assert rotated.renew_before == "30d"
     for args in (installed, rotated):
+        assert args.handler.__name__ == "_rotate"
+        assert args.renew_before == "30d"
         assert args.secret == TLS_SECRET
+        assert args.ca_secret is None and not args.no_ca_secret, "CA key in <secret>-ca, as RBAC allows"
         assert args.webhook_config == find(objects, "MutatingWebhookConfiguration")["metadata"]["name"]
-        assert args.namespace == service["namespace"]
-    assert rotated.service == service["name"]
+        assert (args.service, args.namespace) == (service["name"], service["namespace"])
+        assert args.dir is None
 
     # RBAC allows exactly these objects.
     role = find(objects, "Role", "confidential-pods-certs")
