@@ -810,6 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--worker-class", choices=["gthread", "sync"], default="gthread")
     parser.add_argument("--connections", type=int, default=8, help="closed-loop keep-alive connections")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per closed-loop run")
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop reviews/s")
@@ -845,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"# {os.cpu_count()} CPUs; python {sys.version.split()[0]}; review body {len(body)} bytes")
         print(f"# load before: {_uptime()}")
 
-        configs = [(args.workers, args.threads, "gthread")]
+        configs = [(args.workers, args.threads, args.worker_class)]
         if args.matrix:
             configs = [(1, 4, "gthread"), (2, 1, "gthread"), (2, 2, "gthread"), (2, 4, "gthread"),
                        (2, 8, "gthread"), (3, 2, "gthread"), (4, 2, "gthread"), (2, 1, "sync"),
@@ -871,7 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if worker_class == "gthread" and (best is None or result.per_second > best[0]):
                         best = (result.per_second, (workers, threads, worker_class))
 
-        latency_configs = [(args.workers, args.threads, "gthread")]
+        latency_configs = [(args.workers, args.threads, args.worker_class)]
         if args.matrix and best is not None and best[1] != latency_configs[0]:
             latency_configs.append(best[1])
         print(f"\n## open loop, paced at {args.rate:.0f}/s ({args.senders} senders, one connection each)\n")
