@@ -56,7 +56,9 @@ def create_app(
     """
     app = Flask("confidential-pods-extender")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    # Paths are exact: no redirects for doubled or trailing slashes (a node name has no "/").
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     metrics = metrics if metrics is not None else ExtenderMetrics(ledger)
     app.extensions["confidential_pods_metrics"] = metrics
     pending = pending if pending is not None else PendingPods()
@@ -178,6 +180,8 @@ def create_app(
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         code = error.code or 400
+        if code < 400:  # routing redirects keep their Location header
+            return error.get_response()  # type: ignore[return-value]
         if code == 413:
             return _json({"Error": f"body larger than {app.config['MAX_CONTENT_LENGTH']} bytes"}, 413)
         return _json({"Error": f"{error.name}: {error.description}"}, code)

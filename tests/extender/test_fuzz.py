@@ -149,3 +149,13 @@ def test_any_path_any_method(path: str, method: str) -> None:
     response = CLIENT.open("/" + quote(path), method=method, data=b"{}")
     assert response.status_code < 500
     assert response.is_json
+
+
+@FUZZ
+@given(names)
+def test_inspect_any_node_name(name: str) -> None:
+    response = CLIENT.get("/inspect/" + quote(name, safe=""))
+    assert response.status_code in (200, 404)
+    assert response.is_json
+    if response.status_code == 200 and name in ("sgx-a", "sgx-b", "plain"):
+        assert response.get_json()["name"] == name

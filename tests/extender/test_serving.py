@@ -10,6 +10,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,6 +61,7 @@ def cluster_file(tmp_path: Path) -> Path:
         {"kind": "Node", **sj.node("sgx-a", 93)},
         {"kind": "Node", **sj.node("sgx-b", 93)},
         {"kind": "Node", **sj.node("plain", None)},
+        {"kind": "Node", **sj.node("race", 50)},
         {"kind": "Pod", **sj.pod("running", epc_mib=61, node_name="sgx-b", phase="Running")},
     ]
     path.write_text(yaml.safe_dump_all(docs))
@@ -170,6 +172,40 @@ def test_one_worker_shares_the_ledger_across_connections(served: Served) -> None
     finally:
         first.close()
         second.close()
+
+
+def test_concurrent_binds_over_http_never_overcommit(served: Served) -> None:
+    """16 scheduling cycles at once on 16 connections for a node with room for 5 of them."""
+    results: list[str] = []
+    lock = threading.Lock()
+    start_together = threading.Barrier(16)
+
+    def cycle(index: int) -> None:
+        conn = served.connection()
+        try:
+            pod = sj.pod(f"racer-{index}", epc_mib=10)
+            start_together.wait()
+            served.call(conn, "POST", "/filter", sj.args_with_names(pod, ["race"]))
+            _, answer = served.call(conn, "POST", "/bind", sj.binding_args(pod, "race"))
+            with lock:
+                results.append(answer["Error"])
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=cycle, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 16
+    assert sum(1 for error in results if not error) == 5
+    assert all("insufficient SGX EPC" in error for error in results if error)
+    conn = served.connection()
+    try:
+        node = served.call(conn, "GET", "/inspect/race")[1]
+    finally:
+        conn.close()
+    assert (node["reserved"], node["free"], len(node["reservations"])) == (50 * 1024 * 1024, 0, 5)
 
 
 @pytest.mark.parametrize(
