@@ -1,0 +1,69 @@
+"""The real kube-scheduler loads each KubeSchedulerConfiguration (strict decoding, defaulting,
+validation) — when the e2e control plane has been built (tests/e2e/build.sh); without the binary
+this check is skipped and the field-by-field checks of test_scheduler.py stand alone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.manifests.conftest import INSTALLS, REPO, Manifest
+from tests.manifests.test_scheduler import scheduler_configuration
+
+
+def _binary() -> Path | None:
+    override = os.environ.get("E2E_BIN_DIR")
+    candidates = [Path(override) / "kube-scheduler"] if override else []
+    candidates += sorted((REPO / ".cache" / "e2e-bin").glob("v*/kube-scheduler"), reverse=True)
+    return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+
+
+def _load(configuration: dict[str, object], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    binary = _binary()
+    if binary is None:
+        pytest.skip("no kube-scheduler binary: run tests/e2e/build.sh to build the e2e control plane")
+    source = tmp_path / "config.yaml"
+    source.write_text(yaml.safe_dump(configuration), encoding="utf-8")
+    # --write-config-to: decode, default and validate the configuration, write it out, exit.
+    # --master: a client must be configurable; nothing is contacted.
+    return subprocess.run(
+        [
+            str(binary),
+            f"--config={source}",
+            "--master=http://127.0.0.1:1",
+            f"--write-config-to={tmp_path / 'out.yaml'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", INSTALLS)
+def test_kube_scheduler_accepts_the_configuration(
+    built: dict[str, list[Manifest]], name: str, tmp_path: Path
+) -> None:
+    configuration = scheduler_configuration(built[name])
+    result = _load(configuration, tmp_path)
+    assert result.returncode == 0, result.stderr
+    effective = yaml.safe_load((tmp_path / "out.yaml").read_text(encoding="utf-8"))
+    # What kube-scheduler will run with: our extender as written (false booleans are omitempty).
+    assert effective["extenders"] == [
+        {k: v for k, v in e.items() if v is not False} for e in configuration["extenders"]
+    ]
+    assert [p["schedulerName"] for p in effective["profiles"]] == ["confidential-scheduler"]
+    assert effective["leaderElection"]["resourceName"] == "confidential-scheduler"
+
+
+def test_kube_scheduler_refuses_a_misspelt_field(built: dict[str, list[Manifest]], tmp_path: Path) -> None:
+    configuration = scheduler_configuration(built["base"])
+    extender = configuration["extenders"][0]
+    extender["nodeCachecapable"] = extender.pop("nodeCacheCapable")
+    result = _load(configuration, tmp_path)
+    assert result.returncode != 0
+    assert 'unknown field \\"extenders[0].nodeCachecapable\\"' in result.stderr
