@@ -59,6 +59,12 @@ def node(name: str, epc_mib: int | None, *, resource: str = RESOURCE) -> dict[st
                 {"type": "Hostname", "address": name},
             ],
             "nodeInfo": {
+                "machineID": "20240201153012345678901234567890",
+                "systemUUID": "3f2a1b7c-0d4e-4f6a-9b8c-7d6e5f4a3b2c",
+                "bootID": "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d",
+                "kernelVersion": "5.10.134-16.3.al8.x86_64",
+                "osImage": "Alibaba Cloud Linux 3.2104 U10 (OpenAnolis Edition)",
+                "kubeProxyVersion": "v1.31.1-aliyun.1",
                 "kubeletVersion": "v1.31.1-aliyun.1",
                 "containerRuntimeVersion": "containerd://1.6.28",
                 "architecture": "amd64",

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import kubernetes_validate
 import pytest
 from kubernetes import client
 
@@ -213,6 +214,7 @@ def test_api_binder_posts_a_binding(api: FakeApiServer) -> None:
             },
         )
     ]
+    kubernetes_validate.validate(api.bindings[0][1], "1.33.0", strict=True)
 
 
 def test_api_binder_reports_the_api_message(api: FakeApiServer) -> None:
