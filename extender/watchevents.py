@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict, TypeGuard
 
 from confidential_pods.profiles import Profile
 from extender.ledger import EpcLedger
@@ -67,7 +67,13 @@ class Failed:
 Outcome = Applied | Relist | Failed
 
 
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    return type(value) is dict or isinstance(value, Mapping)  # decoded JSON: skip the slower ABC check
+
+
 def _mapping(value: object) -> Mapping[str, Any]:
+    if type(value) is dict:  # decoded JSON: skip the slower ABC check
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -97,11 +103,11 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
     (finished, being deleted) is removed and its reservation, if any, withdrawn: the watch has seen
     it. DELETED removes. BOOKMARK only advances the resourceVersion. Unknown types are skipped.
     """
-    if not isinstance(event, Mapping):
+    if not _is_mapping(event):
         return Failed("watch line is not a JSON object")
     kind_of_event = event.get("type")
     obj = event.get("object")
-    if not isinstance(kind_of_event, str) or not isinstance(obj, Mapping):
+    if not isinstance(kind_of_event, str) or not _is_mapping(obj):
         return Failed("watch event without type or object")
     if kind_of_event == "ERROR":
         message = f"{obj.get('code', '?')} {obj.get('reason', '')}: {obj.get('message', '')}".strip()

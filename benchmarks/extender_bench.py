@@ -1,0 +1,826 @@
+"""Scheduler extender: verb latency, watch throughput and memory, against the real pieces.
+
+* **latency** — ``confidential-pods extender serve --snapshot`` (gunicorn, one gthread worker, exactly
+  as shipped) over a snapshot of 5,000 nodes and 50,000 pods holding EPC; ``/filter`` and
+  ``/prioritize`` with ``NodeNames`` (nodeCacheCapable) of 500 nodes (what kube-scheduler sends at
+  5,000 nodes with the default percentageOfNodesToScore) and of all 5,000; one kept-alive
+  http.client connection, requests one after another (as kube-scheduler does per cycle); the pod
+  in the body is a realistic pending pod (~3 KB). Client-side round trip, p50/p99/max.
+* **events** — watch events applied per second: (a) the pure core (``apply_event`` on decoded
+  events), (b) ``json.loads`` of the line plus ``apply_event``, (c) end to end: ``LedgerFeed`` with the
+  real kubernetes client reading a chunked watch from a fake apiserver in another process.
+* **rss** — ``confidential-pods extender serve --kubeconfig`` listing 15,000 nodes and 150,000 pods
+  from a fake apiserver (paginated, realistic ~4 KB pods): RSS of the gunicorn worker once ready
+  (and its peak, VmHWM), plus the ledger alone in a fresh interpreter.
+
+    python benchmarks/extender_bench.py                  # everything (a few minutes on 2 cores)
+    python benchmarks/extender_bench.py latency events   # some sections
+    python benchmarks/extender_bench.py profile          # pyinstrument over filter/prioritize in-process
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+RES = "alibabacloud.com/sgx_epc_MiB"
+CONFIG = "profile: alibaba\n"
+
+# ------------------------------------------------------------------ objects
+
+
+def node_obj(i: int, *, rich: bool = True) -> dict[str, Any]:
+    name = f"node-{i:05d}"
+    allocatable = {"cpu": "31850m", "memory": "125Gi", "pods": "110", RES: str(64 + (i % 5) * 32)}
+    node: dict[str, Any] = {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {"name": name, "uid": f"0000-node-{i:08d}", "resourceVersion": str(10 + i)},
+        "status": {"allocatable": allocatable, "capacity": dict(allocatable)},
+    }
+    if rich:
+        node["metadata"]["labels"] = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "node.kubernetes.io/instance-type": "ecs.g7t.8xlarge",
+            "topology.kubernetes.io/zone": f"zone-{i % 3}",
+        }
+        node["status"]["conditions"] = [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+                "lastHeartbeatTime": "2026-11-26T10:00:00Z",
+                "lastTransitionTime": "2026-11-20T10:00:00Z",
+            },
+        ]
+        node["status"]["nodeInfo"] = {
+            "kubeletVersion": "v1.31.2",
+            "containerRuntimeVersion": "containerd://1.7.22",
+        }
+    return node
+
+
+def bound_pod(
+    i: int, node: str, epc_mib: int, *, rich: bool = True, phase: str = "Running"
+) -> dict[str, Any]:
+    """A running pod as the apiserver lists it (~4 KB with ``rich``)."""
+    name = f"enclave-{i:06d}"
+    app: dict[str, Any] = {
+        "name": "app",
+        "image": "registry.example.com/payments/enclave-api:2.14.3",
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "768Mi", RES: str(epc_mib)},
+            "limits": {"memory": "1Gi", RES: str(epc_mib)},
+        },
+    }
+    pod: dict[str, Any] = {
+        "kind": "Pod",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "namespace": f"team-{i % 40}",
+            "uid": f"6f1c2d3e-0000-4000-8000-{i:012d}",
+            "resourceVersion": str(100000 + i),
+        },
+        "spec": {"nodeName": node, "containers": [app]},
+        "status": {"phase": phase},
+    }
+    if not rich:
+        return pod
+    pod["metadata"].update(
+        {
+            "generateName": "enclave-7c9f8d6b5-",
+            "creationTimestamp": "2026-11-26T09:12:44Z",
+            "labels": {
+                "app.kubernetes.io/name": "payments-enclave",
+                "pod-template-hash": "7c9f8d6b5",
+                "confidential-pods.io/enabled": "true",
+            },
+            "annotations": {
+                "confidential-pods.io/epc": f"{epc_mib}Mi",
+                "kubectl.kubernetes.io/restartedAt": "2026-11-20T08:00:00Z",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "enclave-7c9f8d6b5",
+                    "uid": "0b7a8f3c-1111-4222-8333-444455556666",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+            "managedFields": [
+                {
+                    "manager": "kube-controller-manager",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "time": "2026-11-26T09:12:44Z",
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": {
+                        "f:metadata": {
+                            "f:generateName": {},
+                            "f:labels": {".": {}, "f:app.kubernetes.io/name": {}, "f:pod-template-hash": {}},
+                            "f:ownerReferences": {".": {}, 'k:{"uid":"0b7a"}': {}},
+                        },
+                        "f:spec": {
+                            "f:containers": {
+                                'k:{"name":"app"}': {
+                                    ".": {},
+                                    "f:image": {},
+                                    "f:name": {},
+                                    "f:resources": {".": {}, "f:limits": {}, "f:requests": {}},
+                                }
+                            }
+                        },
+                    },
+                },
+                {
+                    "manager": "kubelet",
+                    "operation": "Update",
+                    "apiVersion": "v1",
+                    "time": "2026-11-26T09:13:02Z",
+                    "fieldsType": "FieldsV1",
+                    "subresource": "status",
+                    "fieldsV1": {
+                        "f:status": {
+                            "f:conditions": {},
+                            "f:containerStatuses": {},
+                            "f:hostIP": {},
+                            "f:phase": {},
+                            "f:podIP": {},
+                            "f:podIPs": {},
+                            "f:startTime": {},
+                        }
+                    },
+                },
+            ],
+        }
+    )
+    app.update(
+        {
+            "args": ["--listen=:8443", "--config=/etc/payments/config.yaml"],
+            "ports": [{"name": "https", "containerPort": 8443, "protocol": "TCP"}],
+            "env": [{"name": "LOG_LEVEL", "value": "info"}, {"name": "SGX_AESM_ADDR", "value": "1"}],
+            "volumeMounts": [
+                {"name": "aesmd", "mountPath": "/var/run/aesmd"},
+                {
+                    "name": "kube-api-access-9xq2c",
+                    "readOnly": True,
+                    "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                },
+            ],
+            "terminationMessagePath": "/dev/termination-log",
+            "terminationMessagePolicy": "File",
+            "imagePullPolicy": "IfNotPresent",
+        }
+    )
+    pod["spec"].update(
+        {
+            "runtimeClassName": "kata",
+            "overhead": {"cpu": "250m", "memory": "160Mi"},
+            "volumes": [
+                {"name": "aesmd", "hostPath": {"path": "/var/run/aesmd", "type": "Directory"}},
+                {
+                    "name": "kube-api-access-9xq2c",
+                    "projected": {
+                        "defaultMode": 420,
+                        "sources": [
+                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                            {
+                                "configMap": {
+                                    "name": "kube-root-ca.crt",
+                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                                }
+                            },
+                        ],
+                    },
+                },
+            ],
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "dnsPolicy": "ClusterFirst",
+            "serviceAccountName": "default",
+            "schedulerName": "default-scheduler",
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/not-ready",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 300,
+                }
+            ],
+            "priority": 0,
+            "enableServiceLinks": True,
+            "preemptionPolicy": "PreemptLowerPriority",
+        }
+    )
+    pod["status"].update(
+        {
+            "conditions": [
+                {
+                    "type": t,
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": "2026-11-26T09:13:02Z",
+                }
+                for t in (
+                    "PodReadyToStartContainers",
+                    "Initialized",
+                    "Ready",
+                    "ContainersReady",
+                    "PodScheduled",
+                )
+            ],
+            "hostIP": "10.0.3.17",
+            "podIP": f"10.244.{i % 250}.{i % 200 + 2}",
+            "podIPs": [{"ip": f"10.244.{i % 250}.{i % 200 + 2}"}],
+            "startTime": "2026-11-26T09:12:44Z",
+            "containerStatuses": [
+                {
+                    "name": "app",
+                    "state": {"running": {"startedAt": "2026-11-26T09:13:01Z"}},
+                    "ready": True,
+                    "restartCount": 0,
+                    "started": True,
+                    "image": "registry.example.com/payments/enclave-api:2.14.3",
+                    "imageID": "registry.example.com/payments/enclave-api@sha256:" + "ab" * 32,
+                    "containerID": "containerd://" + "cd" * 32,
+                }
+            ],
+            "qosClass": "Burstable",
+        }
+    )
+    return pod
+
+
+def pending_pod(epc_mib: int = 16) -> dict[str, Any]:
+    pod = bound_pod(999999, "", epc_mib)
+    del pod["spec"]["nodeName"]
+    pod["status"] = {"phase": "Pending", "qosClass": "Burstable"}
+    return pod
+
+
+def _template(obj: dict[str, Any], fields: dict[str, str]) -> str:
+    """obj serialized once as a %-format string: sentinel values become %(key)s."""
+    text = json.dumps(obj, separators=(",", ":")).replace("%", "%%")
+    for key, sentinel in fields.items():
+        text = text.replace(sentinel, f"%({key})s")
+    return text
+
+
+def pod_template() -> str:
+    pod = bound_pod(0, "@@NODE@@", 0)
+    meta = pod["metadata"]
+    meta.update({"name": "@@NAME@@", "uid": "@@UID@@", "namespace": "@@NS@@", "resourceVersion": "@@RV@@"})
+    res = pod["spec"]["containers"][0]["resources"]
+    res["requests"][RES] = res["limits"][RES] = "@@EPC@@"
+    pod["status"]["phase"] = "@@PHASE@@"
+    fields = {
+        "node": "@@NODE@@",
+        "name": "@@NAME@@",
+        "uid": "@@UID@@",
+        "ns": "@@NS@@",
+        "rv": "@@RV@@",
+        "epc": "@@EPC@@",
+        "phase": "@@PHASE@@",
+    }
+    return _template(pod, fields)
+
+
+def pod_values(i: int, nodes: int, rv: int, phase: str = "Running") -> dict[str, Any]:
+    return {
+        "node": f"node-{i % nodes:05d}",
+        "name": f"enclave-{i:06d}",
+        "uid": f"6f1c2d3e-0000-4000-8000-{i:012d}",
+        "ns": f"team-{i % 40}",
+        "rv": rv,
+        "epc": 1 + i % 8,
+        "phase": phase,
+    }
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def uptime() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, kB."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+def http_get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            if http_get(port, "/readyz")[0] == 200:
+                return time.monotonic() - started
+        time.sleep(0.1)
+    raise RuntimeError("server not ready in time")
+
+
+@contextlib.contextmanager
+def extender_serve(
+    args: list[str], workdir: Path, timeout: float
+) -> Iterator[tuple[int, subprocess.Popen[bytes], float]]:
+    port = free_port()
+    config = workdir / "config.yaml"
+    config.write_text(CONFIG)
+    log = (workdir / "serve.log").open("wb")
+    command = [
+        sys.executable,
+        "-m",
+        "confidential_pods",
+        "--log-level",
+        "WARNING",
+        "extender",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--config",
+        str(config),
+        *args,
+    ]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        ready_after = wait_ready(port, process, timeout)
+        yield port, process, ready_after
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+# ------------------------------------------------------------------ latency
+
+
+def write_snapshot(path: Path, nodes: int, pods: int) -> None:
+    items: list[dict[str, Any]] = [node_obj(i, rich=False) for i in range(nodes)]
+    items += [bound_pod(i, f"node-{i % nodes:05d}", 1 + i % 8, rich=False) for i in range(pods)]
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+
+def latency(nodes: int, pods: int, requests: int) -> list[str]:
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        snapshot = workdir / "cluster.json"
+        write_snapshot(snapshot, nodes, pods)
+        size = snapshot.stat().st_size / 1e6
+        with extender_serve(["--snapshot", str(snapshot)], workdir, timeout=900) as (
+            port,
+            process,
+            ready_after,
+        ):
+            lines.append(
+                f"served: `extender serve --snapshot` (gunicorn, 1 gthread worker), "
+                f"{nodes} nodes, {pods} pods; "
+                f"snapshot {size:.1f} MB JSON loaded and ready after {ready_after:.1f} s"
+            )
+            pod = pending_pod(16)
+            rng = random.Random(7)
+            names = [f"node-{i:05d}" for i in range(nodes)]
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for verb in ("filter", "prioritize"):
+                for count in sorted({min(500, nodes), nodes}):
+                    samples = [sorted(rng.sample(names, count)) for _ in range(16)]
+                    bodies = [json.dumps({"Pod": pod, "NodeNames": s}).encode() for s in samples]
+                    n = requests if count <= 500 else max(200, requests // 4)
+                    times = []
+                    for k in range(n + 50):
+                        body = bodies[k % len(bodies)]
+                        start = time.perf_counter()
+                        conn.request("POST", f"/{verb}", body, {"Content-Type": "application/json"})
+                        response = conn.getresponse()
+                        payload = response.read()
+                        elapsed = time.perf_counter() - start
+                        if response.status != 200:
+                            raise RuntimeError(f"{verb}: HTTP {response.status}: {payload[:200]!r}")
+                        if k >= 50:
+                            times.append(elapsed * 1000)
+                    answer = json.loads(payload)
+                    passed = len(answer.get("NodeNames") or []) if verb == "filter" else len(answer)
+                    lines.append(
+                        f"{verb:<10} {count:>5} NodeNames: p50 {pct(times, 0.5):6.2f} ms  "
+                        f"p99 {pct(times, 0.99):6.2f} ms  max {max(times):6.2f} ms  "
+                        f"({n} requests, body {len(bodies[0]) / 1024:.0f} KiB, "
+                        f"{passed} nodes in answer)"
+                    )
+            conn.close()
+            worker = children(process.pid)
+            rss = {pid: proc_status(pid) for pid in [process.pid, *worker]}
+            lines.append(
+                "RSS after the run: "
+                + ", ".join(
+                    f"{'master' if p == process.pid else 'worker'} {v['VmRSS'] / 1024:.0f} MB"
+                    for p, v in rss.items()
+                )
+            )
+    return lines
+
+
+# ------------------------------------------------------------------ fake apiserver (another process)
+
+
+def fake_apiserver(port: int, nodes: int, pods: int, watch_events: int, ready: Any) -> None:
+    """List pages generated on the fly from templates; the first pod watch streams ``watch_events``."""
+    node_tmpl = _template(
+        node_obj(0) | {"metadata": {"name": "@@NAME@@", "uid": "@@UID@@", "resourceVersion": "7"}},
+        {"name": "@@NAME@@", "uid": "@@UID@@"},
+    )
+    tmpl = pod_template()
+    streamed = threading.Event()
+
+    def node_json(i: int) -> str:
+        return node_tmpl % {"name": f"node-{i:05d}", "uid": f"0000-node-{i:08d}"}
+
+    def page(kind: str, query: dict[str, str]) -> bytes:
+        total = nodes if kind == "nodes" else pods
+        start = int(query.get("continue") or 0)
+        limit = int(query.get("limit") or total or 1)
+        end = min(total, start + limit)
+        if kind == "nodes":
+            items = [node_json(i) for i in range(start, end)]
+        else:
+            items = [tmpl % pod_values(i, nodes, 5000) for i in range(start, end)]
+        meta = {"resourceVersion": "5000"} | ({"continue": str(end)} if end < total else {})
+        head = json.dumps({"kind": "List", "apiVersion": "v1", "metadata": meta})[:-1]
+        return (head + ',"items":[' + ",".join(items) + "]}").encode()
+
+    def events() -> Iterator[bytes]:
+        rng = random.Random(3)
+        live: list[int] = []
+        next_index = pods
+        for k in range(watch_events):
+            rv = 6000 + k
+            roll = rng.random()
+            if roll < 0.6 or not live:
+                i, kind = next_index, "ADDED"
+                next_index += 1
+                live.append(i)
+                obj = tmpl % pod_values(i, nodes, rv)
+            elif roll < 0.9:
+                i, kind = rng.choice(live), "MODIFIED"
+                obj = tmpl % pod_values(i, nodes, rv, "Running" if rng.random() < 0.7 else "Succeeded")
+            else:
+                i, kind = live.pop(rng.randrange(len(live))), "DELETED"
+                obj = tmpl % pod_values(i, nodes, rv)
+            yield b'{"type":"%s","object":%s}\n' % (kind.encode(), obj.encode())
+        marker = tmpl % (pod_values(10**9, nodes, 6000 + watch_events) | {"name": "marker", "uid": "marker"})
+        yield b'{"type":"ADDED","object":%s}\n' % marker.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            kind = url.path.rsplit("/", 1)[-1]
+            query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            if query.get("watch") != "true":
+                body = page(kind, query)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if kind == "pods" and watch_events and not streamed.is_set():
+                streamed.set()
+                buffer = bytearray()
+                for line in events():
+                    buffer += b"%x\r\n%s\r\n" % (len(line), line)
+                    if len(buffer) > 1 << 16:
+                        self.wfile.write(buffer)
+                        buffer.clear()
+                self.wfile.write(buffer)
+                self.wfile.flush()
+            time.sleep(3600)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    ready.set()
+    server.serve_forever()
+
+
+@contextlib.contextmanager
+def fake_apiserver_process(nodes: int, pods: int, watch_events: int = 0) -> Iterator[int]:
+    port = free_port()
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Event()
+    process = ctx.Process(target=fake_apiserver, args=(port, nodes, pods, watch_events, ready), daemon=True)
+    process.start()
+    ready.wait(30)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.join(10)
+
+
+# ------------------------------------------------------------------ events
+
+
+def events(nodes: int, pods: int, count: int) -> list[str]:
+    from confidential_pods.profiles import PROFILES
+    from extender.ledger import EpcLedger
+    from extender.podepc import pod_facts
+    from extender.watchevents import apply_event
+
+    profile = PROFILES["alibaba"]
+    lines = []
+    tmpl = pod_template()
+    ledger = EpcLedger()
+    for i in range(nodes):
+        ledger.set_node(f"node-{i:05d}", 128 * 2**20)
+    listed = [pod_facts(json.loads(tmpl % pod_values(i, nodes, 5000)), profile) for i in range(pods)]
+    ledger.replace({n: 128 * 2**20 for n in ledger.nodes()}, [f for f in listed if f is not None])
+    rng = random.Random(5)
+    raw_lines = []
+    for k in range(count):
+        i = rng.randrange(pods * 2)
+        kind = "ADDED" if i >= pods else rng.choice(["MODIFIED", "MODIFIED", "DELETED"])
+        phase = "Succeeded" if rng.random() < 0.1 else "Running"
+        raw_lines.append(f'{{"type":"{kind}","object":{tmpl % pod_values(i, nodes, 6000 + k, phase)}}}')
+    size = sum(len(x) for x in raw_lines) / len(raw_lines)
+    decoded = [json.loads(x) for x in raw_lines]
+    for label, decode in (("apply_event on decoded events", False), ("json.loads + apply_event", True)):
+        best = 0.0
+        for _ in range(3):
+            start = time.perf_counter()
+            if decode:
+                for x in raw_lines:
+                    apply_event(ledger, "Pod", json.loads(x), profile)
+            else:
+                for e in decoded:
+                    apply_event(ledger, "Pod", e, profile)
+            best = max(best, count / (time.perf_counter() - start))
+        lines.append(
+            f"{label:<30} {best:>8,.0f} events/s ({count} events of {size / 1024:.1f} KiB, "
+            f"ledger {nodes} nodes / {pods} pods)"
+        )
+    decoded.clear()
+    raw_lines.clear()
+    lines.append(end_to_end_events(nodes, pods, count))
+    return lines
+
+
+def end_to_end_events(nodes: int, pods: int, count: int) -> str:
+    import kubernetes.client
+
+    from confidential_pods.profiles import PROFILES
+    from extender.ledger import EpcLedger
+    from extender.watching import LedgerFeed
+
+    with fake_apiserver_process(nodes, pods, count) as port:
+        configuration = kubernetes.client.Configuration()
+        configuration.host = f"http://127.0.0.1:{port}"
+        ledger = EpcLedger()
+        feed = LedgerFeed(kubernetes.client.ApiClient(configuration), ledger, PROFILES["alibaba"])
+        started = time.perf_counter()
+        feed.start()
+        while not feed.ready():
+            time.sleep(0.005)
+        listed, cpu = time.perf_counter(), time.process_time()
+        while ledger.pod("marker") is None:
+            time.sleep(0.005)
+        done, cpu = time.perf_counter(), time.process_time() - cpu
+        feed.stop(timeout=1)
+    rate = (count + 1) / (done - listed)
+    return (
+        f"end to end (LedgerFeed, kubernetes client, chunked watch from a fake apiserver process): "
+        f"{rate:,.0f} events/s wall, {(count + 1) / cpu:,.0f} events per CPU-second of the feed process; "
+        f"initial list of {nodes} nodes + {pods} pods took {listed - started:.1f} s"
+    )
+
+
+# ------------------------------------------------------------------ rss
+
+
+LEDGER_ONLY = r"""
+import gc, json, sys
+sys.path.insert(0, sys.argv[1])
+from benchmarks.extender_bench import pod_template, pod_values, proc_status
+from confidential_pods.profiles import PROFILES
+from extender.ledger import EpcLedger
+from extender.podepc import pod_facts
+import extender.watching, extender.app  # what the serving process imports
+nodes, pods = int(sys.argv[2]), int(sys.argv[3])
+gc.collect()
+before = proc_status(__import__("os").getpid())["VmRSS"]
+profile = PROFILES["alibaba"]
+tmpl = pod_template()
+ledger = EpcLedger()
+facts = (pod_facts(json.loads(tmpl % pod_values(i, nodes, 1)), profile) for i in range(pods))
+ledger.replace({f"node-{i:05d}": 128 << 20 for i in range(nodes)}, (f for f in facts if f is not None))
+gc.collect()
+after = proc_status(__import__("os").getpid())["VmRSS"]
+print(json.dumps({"before": before, "after": after, "pods": ledger.pod_count()}))
+"""
+
+
+def rss(nodes: int, pods: int) -> list[str]:
+    lines = []
+    with fake_apiserver_process(nodes, pods) as api_port, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        kubeconfig = workdir / "kubeconfig"
+        kubeconfig.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{api_port}"}}],
+                    "users": [{"name": "fake", "user": {"token": "bench"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                    "current-context": "fake",
+                }
+            )
+        )
+        with extender_serve(["--kubeconfig", str(kubeconfig)], workdir, timeout=1200) as (
+            port,
+            process,
+            ready_after,
+        ):
+            time.sleep(2)
+            workers = children(process.pid)
+            status = {pid: proc_status(pid) for pid in workers}
+            master = proc_status(process.pid)
+            _, inspect = http_get(port, "/inspect")
+            summary = json.loads(inspect)
+            for values in status.values():
+                lines.append(
+                    f"`extender serve --kubeconfig` at {summary.get('nodeCount')} nodes / "
+                    f"{summary.get('podCount')} pods: worker RSS {values['VmRSS'] / 1024:.0f} MB "
+                    f"(peak {values['VmHWM'] / 1024:.0f} MB during the paginated list), "
+                    f"gunicorn master {master['VmRSS'] / 1024:.0f} MB; ready after {ready_after:.1f} s"
+                )
+    out = subprocess.run(
+        [sys.executable, "-c", LEDGER_ONLY, str(ROOT), str(nodes), str(pods)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    figures = json.loads(out.stdout)
+    lines.append(
+        f"ledger alone ({figures['pods']} pods): "
+        f"{(figures['after'] - figures['before']) / 1024:.0f} MB over an "
+        f"interpreter with the extender imported ({figures['before'] / 1024:.0f} MB)"
+    )
+    return lines
+
+
+# ------------------------------------------------------------------ profile
+
+
+def profile_verbs(nodes: int, pods: int) -> None:
+    from pyinstrument import Profiler
+
+    from confidential_pods.settings import Settings
+    from extender.app import create_app
+    from extender.binding import MemoryBinder
+    from extender.ledger import EpcLedger
+    from extender.podepc import pod_facts
+
+    settings = Settings()
+    ledger = EpcLedger()
+    facts = [
+        pod_facts(bound_pod(i, f"node-{i % nodes:05d}", 1 + i % 8, rich=False), settings.profile)
+        for i in range(pods)
+    ]
+    ledger.replace({f"node-{i:05d}": 128 << 20 for i in range(nodes)}, [f for f in facts if f is not None])
+    app = create_app(ledger, settings, MemoryBinder({}), lambda: True)
+    client = app.test_client()
+    body = json.dumps({"Pod": pending_pod(), "NodeNames": [f"node-{i:05d}" for i in range(nodes)]})
+    profiler = Profiler(interval=0.0002)
+    with profiler:
+        for _ in range(100):
+            client.post("/filter", data=body, content_type="application/json")
+            client.post("/prioritize", data=body, content_type="application/json")
+    print(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+# ------------------------------------------------------------------ main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "sections",
+        nargs="*",
+        metavar="SECTION",
+        help="latency, events, rss, profile (default: the first three)",
+    )
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--pods", type=int, default=50000)
+    parser.add_argument("--rss-nodes", type=int, default=15000)
+    parser.add_argument("--rss-pods", type=int, default=150000)
+    parser.add_argument(
+        "--requests", type=int, default=2000, help="requests per verb at 500 names (1/4 at all names)"
+    )
+    parser.add_argument("--events", type=int, default=100000)
+    args = parser.parse_args(argv)
+    sections = args.sections or ["latency", "events", "rss"]
+    unknown = set(sections) - {"latency", "events", "rss", "profile"}
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    print(
+        f"# extender benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]}, {uptime()}"
+    )
+    for section in sections:
+        print(f"\n## {section}")
+        if section == "latency":
+            result = latency(args.nodes, args.pods, args.requests)
+        elif section == "events":
+            result = events(args.nodes, args.pods, args.events)
+        elif section == "rss":
+            result = rss(args.rss_nodes, args.rss_pods)
+        else:
+            profile_verbs(args.nodes, args.pods)
+            continue
+        for line in result:
+            print(line, flush=True)
+        print(f"(load after {section}: {uptime()})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
