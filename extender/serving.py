@@ -20,6 +20,7 @@ and re-read when it changes on disk, as the webhook does (``webhook.serving.Relo
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import socket
 import ssl
@@ -67,11 +68,38 @@ class Backend:
     description: str = ""
 
 
+class FreezeWhenReady:
+    """``ready()`` that moves everything alive into the GC's permanent generation when it first says yes.
+
+    At 150,000 pods the ledger holds ~170,000 GC-tracked objects; a full (generation 2) collection
+    walks them all, tens of milliseconds that land on whichever request triggered it. The ledger's
+    objects hold no reference cycles (reference counting frees them), so once the first full list is
+    in, ``gc.freeze()`` takes them out of the collector's walk; later collections only scan what the
+    watch created since.
+    """
+
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        self._ready = ready
+        self._frozen = False
+
+    def __call__(self) -> bool:
+        if not self._ready():
+            return False
+        if not self._frozen:
+            self._frozen = True
+            gc.freeze()
+            logger.info(
+                "ledger ready; %d objects moved out of the garbage collector's walk", gc.get_freeze_count()
+            )
+        return True
+
+
 def snapshot_backend(path: str, settings: Settings) -> Backend:
     """Ledger filled once from a snapshot file; binds only update memory."""
     snapshot = load_snapshot(path)
     ledger = EpcLedger()
     fill_ledger(ledger, snapshot, settings.profile)
+    gc.freeze()  # see FreezeWhenReady; before the fork it also keeps the pages shared
     return Backend(
         ledger=ledger,
         binder=MemoryBinder(snapshot.pods_by_name()),
@@ -114,7 +142,7 @@ def api_backend(kubeconfig: str | None, settings: Settings) -> Backend:
     return Backend(
         ledger=ledger,
         binder=ApiBinder(api_client),
-        ready=feed.ready,
+        ready=FreezeWhenReady(feed.ready),
         metrics=metrics,
         feed=feed,
         description=f"API server {configuration.host}",

@@ -243,3 +243,27 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+def test_freeze_when_ready_freezes_once_after_ready() -> None:
+    import gc
+
+    from extender.serving import FreezeWhenReady
+
+    state = {"ready": False}
+    ready = FreezeWhenReady(lambda: state["ready"])
+    gc.unfreeze()
+    try:
+        assert ready() is False
+        assert gc.get_freeze_count() == 0
+        state["ready"] = True
+        assert ready() is True
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        gc.unfreeze()
+        assert ready() is True
+        assert gc.get_freeze_count() == 0  # only the first "ready" freezes
+        state["ready"] = False
+        assert ready() is False
+    finally:
+        gc.unfreeze()
