@@ -42,6 +42,9 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     _add_cluster(install)
     install.add_argument("--dir", type=Path, default=Path("."), help="directory written by `certs generate`")
     install.add_argument(
+        "--no-ca-secret", action="store_true", help="do not store the CA key (ca.key) in the cluster"
+    )
+    install.add_argument(
         "--force",
         action="store_true",
         help="install even if the new bundle does not trust the certificate the webhook serves now",
@@ -108,9 +111,6 @@ def _add_cluster(
         help="Opaque Secret for the CA key (default: <secret>-ca); only the certs Job reads it",
     )
     parser.add_argument(
-        "--no-ca-secret", action="store_true", help="do not store the CA key in the cluster (install only)"
-    )
-    parser.add_argument(
         "--namespace",
         help="namespace of the Secrets and the Service (default: in-cluster namespace, else "
         "confidential-pods)",
@@ -158,7 +158,7 @@ def _target(args: argparse.Namespace) -> Target:
 
     if not args.webhook_config:
         raise CertsError("--webhook-config is required with --secret")
-    ca_secret = None if args.no_ca_secret else (args.ca_secret or f"{args.secret}-ca")
+    ca_secret = None if getattr(args, "no_ca_secret", False) else (args.ca_secret or f"{args.secret}-ca")
     return Target(
         namespace=args.namespace or default_namespace(),
         secret=args.secret,
@@ -187,6 +187,17 @@ def _rotate(args: argparse.Namespace) -> int:
     try:
         lifetimes = _lifetimes(args)
         names: tuple[str, ...] = ()
+        cluster_options = [
+            option
+            for option, value in (
+                ("--webhook-config", args.webhook_config),
+                ("--ca-secret", args.ca_secret),
+                ("--kubeconfig", args.kubeconfig),
+            )
+            if value
+        ]
+        if args.dir is not None and cluster_options:
+            raise CertsError(f"{', '.join(cluster_options)}: only with --secret (in-cluster), not with --dir")
         if args.san and not args.service:
             raise CertsError("--san needs --service (the full list of names to issue for)")
         if args.service:

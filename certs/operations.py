@@ -203,8 +203,6 @@ def install(
     if not state.configuration.get("webhooks"):
         notes.append(f"MutatingWebhookConfiguration {target.webhook_configuration} has no webhooks")
     written = publish(cluster, target, material, state)
-    if not written:
-        notes.append("everything is already installed: nothing written")
     return Outcome(tuple(notes), tuple(written))
 
 

@@ -207,6 +207,8 @@ def test_directory_rotation_through_the_cli(tmp_path: Path, capsys: pytest.Captu
     assert openssl_verify(out)
     assert main(["certs", "rotate", "--dir", str(tmp_path / "empty")]) == 1
     assert "run `certs generate` first" in capsys.readouterr().err
+    assert main(["certs", "rotate", "--dir", str(out), "--webhook-config", "x"]) == 1
+    assert "--webhook-config: only with --secret" in capsys.readouterr().err
     assert main(["certs", "rotate", "--dir", str(out), "--san", "extra.example"]) == 1
     assert "--san needs --service" in capsys.readouterr().err
     assert (
