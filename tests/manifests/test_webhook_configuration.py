@@ -143,6 +143,21 @@ def test_each_namespace_reaches_at_most_one_entry(
 
 # --- the CEL matchCondition, evaluated with cel-python on sample pods ---
 
+#: The condition, written without CEL optionals (``.?``/``[?]``) so that it compiles on every API
+#: server with GA matchConditions (1.30+). The e2e suite proves it on a real API server.
+EXPECTED_CONDITION = (
+    "has(object.metadata.annotations) && "
+    "'confidential-pods.io/confidential' in object.metadata.annotations && "
+    "object.metadata.annotations['confidential-pods.io/confidential'] == 'true'"
+)
+
+
+def test_match_condition_text(built: dict[str, list[Manifest]]) -> None:
+    """Checked without a CEL library too: exactly the documented expression."""
+    entry = _entries(_configuration(built, "base"))["pod.confidential-pods.io"]
+    (condition,) = entry["matchConditions"]
+    assert " ".join(condition["expression"].split()) == EXPECTED_CONDITION
+
 
 def _pod(annotations: dict[str, str] | None, labels: dict[str, str] | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": "p", "namespace": "team-a"}
