@@ -150,7 +150,7 @@ def render(result: SimulationResult) -> str:
                 format_bytes(max(node.free, 0)),
             )
         )
-    lines.extend(_table(node_rows))
+    lines.extend(_table(node_rows) if result.nodes else ["(no nodes in the snapshot)"])
     if stuck:
         lines.append("")
         lines.append(f"Unschedulable ({len(stuck)})")

@@ -104,3 +104,9 @@ def test_cli_with_files_and_strategy(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_cli_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate", "--nodes", str(tmp_path / "nope.yaml")]) == 2
     assert "cannot read snapshot" in capsys.readouterr().err
+
+
+def test_report_without_nodes() -> None:
+    report = render(simulate(Snapshot(pods=(sj.pod("lonely", epc_mib=16),)), Settings()))
+    assert "(no nodes in the snapshot)" in report
+    assert "payments/lonely requests 16Mi:\n    no nodes in the snapshot" in report
