@@ -100,13 +100,14 @@ def pod_facts(pod: Mapping[str, Any], profile: Profile) -> PodEpc | None:
     """The ledger entry for a pod, or None when the pod holds no EPC on any node.
 
     None when the pod is not assigned (no ``spec.nodeName``), has finished (phase Succeeded or
-    Failed), is being deleted (``metadata.deletionTimestamp`` set) or requests no EPC.
+    Failed) or requests no EPC.
 
-    On terminating pods: kube-scheduler's own cache keeps counting a terminating pod until it is
-    gone, and so does its NodeResourcesFit check of the extended resource. The issue asks the
-    extender to count pods "not deleted", so a pod with a deletionTimestamp is released here; the
-    default scheduler's own fit check still protects the node's allocatable in the seconds the pod
-    takes to stop.
+    A terminating pod (``metadata.deletionTimestamp`` set) still counts until it is deleted or
+    reaches a final phase: its enclave holds the EPC until its containers stop, kubelet's admission
+    keeps counting it, and kube-scheduler's own cache does the same. Releasing it at the
+    deletionTimestamp would let a new pod be bound into EPC that is still in use — and with
+    ``ignoredByScheduler: true`` (the shipped scheduler configuration) no other check would stop it;
+    kubelet would then reject the new pod at admission.
     """
     metadata = _mapping(pod.get("metadata"))
     spec = _mapping(pod.get("spec"))
@@ -114,8 +115,6 @@ def pod_facts(pod: Mapping[str, Any], profile: Profile) -> PodEpc | None:
     if not isinstance(node, str) or not node:
         return None
     if _mapping(pod.get("status")).get("phase") in TERMINAL_PHASES:
-        return None
-    if metadata.get("deletionTimestamp"):
         return None
     epc = effective_epc(pod, profile)
     if epc <= 0:

@@ -140,12 +140,19 @@ def test_pod_facts_keeps_only_small_facts() -> None:
         {"spec__nodeName": ""},
         {"status__phase": "Succeeded"},
         {"status__phase": "Failed"},
-        {"metadata__deletionTimestamp": "2026-01-01T00:00:00Z"},
     ],
-    ids=["unassigned", "succeeded", "failed", "terminating"],
+    ids=["unassigned", "succeeded", "failed"],
 )
 def test_pod_facts_none_when_holding_nothing(changes: dict[str, Any]) -> None:
     assert pod_facts(_assigned(**changes), ALIBABA) is None
+
+
+def test_terminating_pod_counts_until_gone() -> None:
+    # Its enclave holds the EPC until the containers stop (kube-scheduler and kubelet count it too).
+    terminating = _assigned(metadata__deletionTimestamp="2026-01-01T00:00:00Z")
+    assert pod_facts(terminating, ALIBABA) == pod_facts(_assigned(), ALIBABA)
+    terminating["status"]["phase"] = "Succeeded"
+    assert pod_facts(terminating, ALIBABA) is None
 
 
 def test_pod_facts_none_without_epc_and_pending_counts() -> None:
