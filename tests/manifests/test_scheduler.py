@@ -93,6 +93,8 @@ def test_profile_and_leader_election(built: dict[str, list[Manifest]], name: str
     objects = built[name]
     configuration = scheduler_configuration(objects)
     (profile,) = configuration["profiles"]
+    # The extender sees only the nodes the filter plugins passed: let them pass every node, not a sample.
+    assert configuration["percentageOfNodesToScore"] == 100
     webhook_config = yaml.safe_load(
         find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"]
     )
