@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.manifests.conftest import BUILDS, INSTALLS, MANIFESTS, Manifest, containers, find, kustomize_build
+from tests.manifests.building import BUILDS, INSTALLS, MANIFESTS, Manifest, containers, find, kustomize_build
 
 #: Oldest Kubernetes the manifests support (matchConditions GA in 1.30; scheduler image 1.34),
 #: and the newest schema kubernetes-validate ships.

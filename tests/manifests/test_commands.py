@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from confidential_pods.cli import build_parser
-from tests.manifests.conftest import INSTALLS, Manifest, containers, find
+from tests.manifests.building import INSTALLS, Manifest, containers, find
 
 IMAGE = "ghcr.io/confidential-pods/confidential-pods:0.1.0"
 TLS_SECRET = "confidential-pods-webhook-tls"

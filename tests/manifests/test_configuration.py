@@ -14,7 +14,7 @@ import yaml
 
 from confidential_pods.profiles import PROFILES
 from confidential_pods.settings import Settings, settings_from_mapping
-from tests.manifests.conftest import INSTALLS, MANIFESTS, PROFILE_OF, Manifest, find
+from tests.manifests.building import INSTALLS, MANIFESTS, PROFILE_OF, Manifest, find
 from webhook.policy import mutate
 
 EXAMPLES = MANIFESTS / "examples"

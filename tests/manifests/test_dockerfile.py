@@ -7,7 +7,7 @@ import fnmatch
 import re
 import tomllib
 
-from tests.manifests.conftest import REPO
+from tests.manifests.building import REPO
 
 DOCKERFILE = (REPO / "Dockerfile").read_text(encoding="utf-8")
 DOCKERIGNORE = [

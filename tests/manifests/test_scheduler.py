@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from confidential_pods.profiles import PROFILES
-from tests.manifests.conftest import INSTALLS, PROFILE_OF, Manifest, find
+from tests.manifests.building import INSTALLS, PROFILE_OF, Manifest, find
 from tests.manifests.upstream_types import STRUCTS, unknown_fields
 
 #: Go's time.ParseDuration units, as metav1.Duration parses httpTimeout.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.manifests.conftest import INSTALLS, REPO, Manifest
+from tests.manifests.building import INSTALLS, REPO, Manifest
 from tests.manifests.test_scheduler import scheduler_configuration
 
 

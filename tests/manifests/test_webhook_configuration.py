@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.manifests.conftest import INSTALLS, Manifest, find
+from tests.manifests.building import INSTALLS, Manifest, find
 from tests.manifests.upstream_types import STRUCTS, unknown_fields
 
 EXCLUDED_NAMESPACES = ["kube-system", "kube-public", "kube-node-lease", "confidential-pods"]
