@@ -327,10 +327,14 @@ class LedgerFeed:
         )
         with self._open_lock:
             self._open[kind] = response
+            if self._stopping.is_set():
+                _abort(response)
         applied = 0
         ledger, profile, counters = self._ledger, self._profile, self.metrics.event_children
         try:
             for line in _lines(response):
+                if self._stopping.is_set():
+                    break
                 try:
                     event = json.loads(line)
                 except ValueError:
