@@ -100,8 +100,8 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
     """Apply one decoded watch event of ``kind`` to the ledger and say how the watch goes on.
 
     ADDED/MODIFIED upsert the node, or the pod when it holds EPC; a pod that no longer holds EPC
-    (finished, being deleted) is removed and its reservation, if any, withdrawn: the watch has seen
-    it. DELETED removes. BOOKMARK only advances the resourceVersion. Unknown types are skipped.
+    (finished) is removed and its reservation, if any, withdrawn: the watch has seen it. DELETED
+    removes. BOOKMARK only advances the resourceVersion. Unknown types are skipped.
     """
     if not _is_mapping(event):
         return Failed("watch line is not a JSON object")
@@ -147,7 +147,7 @@ def replace_nodes(ledger: EpcLedger, nodes: Mapping[str, int | None]) -> None:
 def replace_pods(ledger: EpcLedger, pods: Iterable[PodEpc], seen_without_epc: Iterable[str] = ()) -> None:
     """Make the ledger's pods exactly ``pods`` (a fresh list), atomically; nodes are untouched.
 
-    ``seen_without_epc``: uids the list showed holding no EPC (finished, deleting); their
+    ``seen_without_epc``: uids the list showed holding no EPC (finished); their
     reservations are withdrawn, as :func:`apply_event` does for a single event.
     """
     with ledger.lock:
