@@ -490,8 +490,13 @@ def latency(nodes: int, pods: int, requests: int) -> list[str]:
 # ------------------------------------------------------------------ fake apiserver (another process)
 
 
-def fake_apiserver(port: int, nodes: int, pods: int, watch_events: int, ready: Any) -> None:
-    """List pages generated on the fly from templates; the first pod watch streams ``watch_events``."""
+def fake_apiserver(
+    port: int, nodes: int, pods: int, watch_events: int, ready: Any, gone_after: Any, pod_watches: Any
+) -> None:
+    """List pages generated on the fly from templates; the first pod watch streams ``watch_events``.
+
+    When ``gone_after`` is set, the first pod watch waits for it and then answers ERROR 410 (the
+    client relists). ``pod_watches`` counts pod watch requests."""
     node_tmpl = _template(
         node_obj(0) | {"metadata": {"name": "@@NAME@@", "uid": "@@UID@@", "resourceVersion": "7"}},
         {"name": "@@NAME@@", "uid": "@@UID@@"},
@@ -559,6 +564,17 @@ def fake_apiserver(port: int, nodes: int, pods: int, watch_events: int, ready: A
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            if kind == "pods":
+                with pod_watches.get_lock():
+                    pod_watches.value += 1
+                    first = pod_watches.value == 1
+                if first and gone_after is not None:
+                    gone_after.wait()
+                    gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "compacted"}
+                    line = json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(line), line))
+                    self.wfile.flush()
+                    return
             if kind == "pods" and watch_events and not streamed.is_set():
                 streamed.set()
                 buffer = bytearray()
@@ -578,11 +594,18 @@ def fake_apiserver(port: int, nodes: int, pods: int, watch_events: int, ready: A
 
 
 @contextlib.contextmanager
-def fake_apiserver_process(nodes: int, pods: int, watch_events: int = 0) -> Iterator[int]:
+def fake_apiserver_process(
+    nodes: int, pods: int, watch_events: int = 0, gone_after: Any = None, pod_watches: Any = None
+) -> Iterator[int]:
     port = free_port()
     ctx = multiprocessing.get_context("fork")
     ready = ctx.Event()
-    process = ctx.Process(target=fake_apiserver, args=(port, nodes, pods, watch_events, ready), daemon=True)
+    pod_watches = pod_watches if pod_watches is not None else ctx.Value("i", 0)
+    process = ctx.Process(
+        target=fake_apiserver,
+        args=(port, nodes, pods, watch_events, ready, gone_after, pod_watches),
+        daemon=True,
+    )
     process.start()
     ready.wait(30)
     try:
@@ -677,7 +700,7 @@ sys.path.insert(0, sys.argv[1])
 from benchmarks.extender_bench import pod_template, pod_values, proc_status
 from confidential_pods.profiles import PROFILES
 from extender.ledger import EpcLedger
-from extender.podepc import pod_facts
+from extender.watchevents import compact_pod_facts
 import extender.watching, extender.app  # what the serving process imports
 nodes, pods = int(sys.argv[2]), int(sys.argv[3])
 gc.collect()
@@ -685,7 +708,7 @@ before = proc_status(__import__("os").getpid())["VmRSS"]
 profile = PROFILES["alibaba"]
 tmpl = pod_template()
 ledger = EpcLedger()
-facts = (pod_facts(json.loads(tmpl % pod_values(i, nodes, 1)), profile) for i in range(pods))
+facts = (compact_pod_facts(json.loads(tmpl % pod_values(i, nodes, 1)), profile) for i in range(pods))
 ledger.replace({f"node-{i:05d}": 128 << 20 for i in range(nodes)}, (f for f in facts if f is not None))
 gc.collect()
 after = proc_status(__import__("os").getpid())["VmRSS"]
@@ -695,7 +718,12 @@ print(json.dumps({"before": before, "after": after, "pods": ledger.pod_count()})
 
 def rss(nodes: int, pods: int) -> list[str]:
     lines = []
-    with fake_apiserver_process(nodes, pods) as api_port, tempfile.TemporaryDirectory() as tmp:
+    ctx = multiprocessing.get_context("fork")
+    gone_after, pod_watches = ctx.Event(), ctx.Value("i", 0)
+    with (
+        fake_apiserver_process(nodes, pods, gone_after=gone_after, pod_watches=pod_watches) as api_port,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         workdir = Path(tmp)
         kubeconfig = workdir / "kubeconfig"
         kubeconfig.write_text(
@@ -727,6 +755,19 @@ def rss(nodes: int, pods: int) -> list[str]:
                     f"{summary.get('podCount')} pods: worker RSS {values['VmRSS'] / 1024:.0f} MB "
                     f"(peak {values['VmHWM'] / 1024:.0f} MB during the paginated list), "
                     f"gunicorn master {master['VmRSS'] / 1024:.0f} MB; ready after {ready_after:.1f} s"
+                )
+            # Now a 410 on the pod watch: the worker relists all pods while holding the old ledger.
+            relist_started = time.monotonic()
+            gone_after.set()
+            while pod_watches.value < 2:
+                time.sleep(0.1)
+            relist = time.monotonic() - relist_started
+            for pid in workers:
+                values = proc_status(pid)
+                lines.append(
+                    f"after a 410 relist of {pods} pods ({relist:.1f} s): "
+                    f"worker RSS {values['VmRSS'] / 1024:.0f} MB, "
+                    f"peak {values['VmHWM'] / 1024:.0f} MB"
                 )
     out = subprocess.run(
         [sys.executable, "-c", LEDGER_ONLY, str(ROOT), str(nodes), str(pods)],

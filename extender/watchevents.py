@@ -10,6 +10,7 @@ touching the other kind. :func:`backoff_delay` is the retry schedule. No IO, no 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, TypeGuard
@@ -88,6 +89,21 @@ def is_gone(status: Mapping[str, Any]) -> bool:
     return status.get("code") == GONE or status.get("reason") in ("Expired", "Gone")
 
 
+def compact_pod_facts(pod: Mapping[str, Any], profile: Profile) -> PodEpc | None:
+    """:func:`~extender.podepc.pod_facts` with the node and namespace names interned.
+
+    Decoded JSON gives every pod its own copy of both strings; interned, 150,000 pods share the few
+    thousand distinct ones (about 20 MB less at that size).
+    """
+    facts = pod_facts(pod, profile)
+    if facts is None:
+        return None
+    node, namespace = sys.intern(facts.node), sys.intern(facts.namespace)
+    if node is facts.node and namespace is facts.namespace:
+        return facts
+    return PodEpc(uid=facts.uid, namespace=namespace, name=facts.name, node=node, epc=facts.epc)
+
+
 def node_entry(node: Mapping[str, Any], profile: Profile) -> tuple[str, int | None] | None:
     """(name, EPC capacity or None) of a Node object; None when it has no name."""
     name = _mapping(node.get("metadata")).get("name")
@@ -123,7 +139,7 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
             else:
                 ledger.set_node(*entry)
         return Applied(version)
-    facts = None if kind_of_event == "DELETED" else pod_facts(obj, profile)
+    facts = None if kind_of_event == "DELETED" else compact_pod_facts(obj, profile)
     if facts is not None:
         ledger.set_pod(facts)
     else:

@@ -50,7 +50,7 @@ from urllib3.exceptions import HTTPError
 
 from confidential_pods.profiles import Profile
 from extender.ledger import EpcLedger
-from extender.podepc import PodEpc, pod_facts, pod_uid
+from extender.podepc import PodEpc, pod_uid
 from extender.watchevents import (
     EVENT_TYPES,
     GONE,
@@ -60,6 +60,7 @@ from extender.watchevents import (
     Relist,
     apply_event,
     backoff_delay,
+    compact_pod_facts,
     node_entry,
     replace_nodes,
     replace_pods,
@@ -264,7 +265,7 @@ class LedgerFeed:
 
     def _list(self, kind: Kind) -> _ListResult:
         """List every object of ``kind`` page by page and replace that kind's state in the ledger."""
-        profile = self._profile
+        profile, ledger = self._profile, self._ledger
         nodes: dict[str, int | None] = {}
         pods: list[PodEpc] = []
         without_epc: list[str] = []
@@ -288,12 +289,14 @@ class LedgerFeed:
                     if entry is not None:
                         nodes[entry[0]] = entry[1]
                     continue
-                facts = pod_facts(obj, profile)
+                facts = compact_pod_facts(obj, profile)
                 if facts is not None:
-                    pods.append(facts)
+                    # A relist holds the old ledger and the new list at once: reuse unchanged entries.
+                    known = ledger.pod(facts.uid)
+                    pods.append(known if known == facts else facts)
                 else:
                     uid = pod_uid(obj)
-                    if self._ledger.reservation(uid) is not None:
+                    if ledger.reservation(uid) is not None:
                         without_epc.append(uid)
             metadata = page.get("metadata") or {}
             version = resource_version(page) or version

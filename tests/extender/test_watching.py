@@ -25,6 +25,7 @@ from extender.watchevents import (
     Relist,
     apply_event,
     backoff_delay,
+    compact_pod_facts,
     node_entry,
     replace_nodes,
     replace_pods,
@@ -290,6 +291,17 @@ def test_node_relist_drops_nodes_deleted_while_not_watching() -> None:
     assert ledger.nodes() == ["sgx-a", "sgx-new"]
     usage = ledger.usage("sgx-a")
     assert usage is not None and usage.capacity == 93 * MI
+
+
+def test_pod_entries_share_node_and_namespace_strings() -> None:
+    first = json.loads(json.dumps(pod("a", "sgx-a", "4")))
+    second = json.loads(json.dumps(pod("b", "sgx-a", "4")))
+    assert first["spec"]["nodeName"] is not second["spec"]["nodeName"]  # decoded JSON: separate copies
+    a, b = compact_pod_facts(first, PROFILE), compact_pod_facts(second, PROFILE)
+    assert a == pod_facts(first, PROFILE) and b == pod_facts(second, PROFILE)
+    assert a is not None and b is not None
+    assert a.node is b.node and a.namespace is b.namespace
+    assert compact_pod_facts(pod("c", "sgx-a", "0"), PROFILE) is None
 
 
 def test_backoff_is_exponential_jittered_and_capped() -> None:
