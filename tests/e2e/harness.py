@@ -23,11 +23,12 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -55,6 +56,12 @@ DISABLED_ADMISSION_PLUGINS = ("TaintNodesByCondition",)
 #: Logged by kube-scheduler at -v=3 once its informers and event handlers have synced, just before it
 #: starts scheduling (cmd/kube-scheduler/app/server.go). With --secure-port=0 there is no /readyz.
 SCHEDULER_READY_LINE = '"Handlers synced"'
+#: The user kube-scheduler authenticates as on a cluster; bootstrap RBAC binds system:kube-scheduler to it.
+SCHEDULER_USER = "system:kube-scheduler"
+#: Ports are picked free, then bound by another process: a rare race, retried this many times.
+START_ATTEMPTS = 3
+
+_T = TypeVar("_T")
 
 
 class BinariesMissingError(HarnessError):
@@ -119,8 +126,8 @@ def start_etcd(binaries: Binaries, workdir: Path, log_dir: Path, *, timeout: flo
     """Start etcd (``--unsafe-no-fsync``: test data only) and wait until ``/health`` says true."""
     client_url = f"http://127.0.0.1:{free_port()}"
     peer_url = f"http://127.0.0.1:{free_port()}"
-    data_dir = workdir / "etcd-data"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="etcd-data-", dir=workdir))
     args = (
         str(binaries.etcd),
         "--name=e2e",
@@ -157,9 +164,48 @@ class ApiServer:
     service_account_keys: pki.CertFiles
     admin_kubeconfig: Path
 
+    workdir: Path
+
     def admin_client(self) -> Kube:
         """A JSON client authenticated as ``admin`` (group ``system:masters``)."""
         return Kube(self.url, ca=self.ca.files.cert, cert=self.admin.cert, key=self.admin.key)
+
+    def user_kubeconfig(self, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig for ``user`` (in ``groups``) with a client certificate from the cluster CA.
+
+        E.g. ``system:kube-scheduler``, which the apiserver's bootstrap RBAC grants what a scheduler needs.
+        """
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", user)
+        files = self.ca.issue(self.workdir / "pki", stem, common_name=user, organizations=groups, client=True)
+        return write_kubeconfig(
+            self.workdir / f"{stem}.kubeconfig",
+            server=self.url,
+            ca=self.ca.files.cert,
+            cert=files.cert,
+            key=files.key,
+            user=user,
+        )
+
+    def service_account_kubeconfig(self, namespace: str, name: str, expiration_seconds: int = 3600) -> Path:
+        """A kubeconfig with a bound token (TokenRequest) of ServiceAccount ``namespace/name``.
+
+        The account must exist; what it may do is whatever RBAC grants it (least privilege, proven).
+        """
+        token = self.admin_client().create(
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": expiration_seconds},
+            },
+        )["status"]["token"]
+        return write_kubeconfig(
+            self.workdir / f"sa-{namespace}-{name}.kubeconfig",
+            server=self.url,
+            ca=self.ca.files.cert,
+            token=str(token),
+            user=f"system:serviceaccount:{namespace}:{name}",
+        )
 
 
 def start_apiserver(
@@ -216,6 +262,7 @@ def start_apiserver(
         ca=ca,
         admin=admin,
         service_account_keys=sa_keys,
+        workdir=workdir,
         admin_kubeconfig=write_kubeconfig(
             workdir / "admin.kubeconfig", server=url, ca=ca.files.cert, cert=admin.cert, key=admin.key
         ),
@@ -252,14 +299,28 @@ def _try_service_account(kube: Kube, namespace: str) -> bool:
 
 
 def write_kubeconfig(
-    path: Path, *, server: str, ca: Path, cert: Path, key: Path, user: str = "admin"
+    path: Path,
+    *,
+    server: str,
+    ca: Path,
+    cert: Path | None = None,
+    key: Path | None = None,
+    token: str | None = None,
+    user: str = "admin",
 ) -> Path:
-    """Write a kubeconfig for ``server`` with client-certificate credentials; returns ``path``."""
+    """Write a kubeconfig for ``server`` with a client certificate or a bearer token; returns ``path``."""
+    credentials: dict[str, str] = {}
+    if cert is not None and key is not None:
+        credentials = {"client-certificate": str(cert), "client-key": str(key)}
+    if token is not None:
+        credentials["token"] = token
+    if not credentials:
+        raise HarnessError("a kubeconfig needs a client certificate and key, or a token")
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "e2e", "cluster": {"server": server, "certificate-authority": str(ca)}}],
-        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "users": [{"name": user, "user": credentials}],
         "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": user}}],
         "current-context": "e2e",
     }
@@ -319,6 +380,17 @@ def _wait_ready(process: Process, condition: Callable[[], bool], timeout: float,
         raise StartupError(f"{exc}; log {process.log_path}:\n{process.log_tail()}") from exc
 
 
+def _retry_port_races(start: Callable[[], _T]) -> _T:
+    """Call ``start`` again (new free ports) when it failed only because a port was taken meanwhile."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            return start()
+        except StartupError as exc:
+            if attempt == START_ATTEMPTS or "address already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class ControlPlane:
     """etcd + kube-apiserver (+ schedulers) started together and stopped in reverse order.
@@ -342,10 +414,11 @@ class ControlPlane:
         """Start etcd and kube-apiserver; yield the control plane; stop every process it started."""
         plane = cls(binaries=binaries, workdir=workdir, log_dir=log_dir)
         try:
-            plane.etcd = start_etcd(binaries, workdir, log_dir)
+            plane.etcd = _retry_port_races(lambda: start_etcd(binaries, workdir, log_dir))
             plane.processes.append(plane.etcd.process)
-            plane.apiserver = start_apiserver(
-                binaries, plane.etcd, workdir, log_dir, extra_args=apiserver_args
+            etcd = plane.etcd
+            plane.apiserver = _retry_port_races(
+                lambda: start_apiserver(binaries, etcd, workdir, log_dir, extra_args=apiserver_args)
             )
             plane.processes.append(plane.apiserver.process)
             yield plane
@@ -366,10 +439,16 @@ class ControlPlane:
         kubeconfig: Path | None = None,
         extra_args: Sequence[str] = (),
     ) -> Process:
-        """Start a kube-scheduler (stopped with the control plane, or earlier with its ``stop()``)."""
+        """Start a kube-scheduler (stopped with the control plane, or earlier with its ``stop()``).
+
+        It connects as ``system:kube-scheduler`` (the identity and bootstrap RBAC of a cluster's scheduler)
+        unless another ``kubeconfig`` is given.
+        """
+        if kubeconfig is None:
+            kubeconfig = self.api.user_kubeconfig(SCHEDULER_USER)
         process = start_scheduler(
             self.binaries,
-            kubeconfig if kubeconfig is not None else self.api.admin_kubeconfig,
+            kubeconfig,
             self.workdir,
             self.log_dir,
             config=config,

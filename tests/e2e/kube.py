@@ -194,8 +194,13 @@ def create_node(
     manifest = node_manifest(name, allocatable, labels=labels)
     node = kube.create("/api/v1/nodes", manifest)
     if node.get("status", {}).get("allocatable") != manifest["status"]["allocatable"]:
-        node = kube.patch(f"/api/v1/nodes/{name}/status", {"status": manifest["status"]})
+        node = patch_node_status(kube, name, manifest["status"])
     return node
+
+
+def patch_node_status(kube: Kube, name: str, status: Mapping[str, Any]) -> JSON:
+    """Change a Node's status (e.g. allocatable) as a kubelet does: through ``nodes/{name}/status``."""
+    return kube.patch(f"/api/v1/nodes/{name}/status", {"status": dict(status)})
 
 
 def delete_pod(kube: Kube, namespace: str, name: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from confidential_pods.profiles import PROFILES
 from tests.e2e.harness import ControlPlane
-from tests.e2e.kube import JSON, ApiError, Kube, delete_pod, ensure_service_account
+from tests.e2e.kube import JSON, ApiError, Kube, delete_pod, ensure_service_account, patch_node_status
 from tests.e2e.processes import Process, wait_until
 
 EPC = PROFILES["alibaba"].epc_resource
@@ -116,6 +116,21 @@ def test_default_scheduler_places_pods_by_extended_resource(
     message = scheduling_events(kube, namespace, "too-big")[0]["message"]
     assert f"Insufficient {EPC}" in message
     assert kube.get(f"/api/v1/namespaces/{namespace}/pods/too-big")["spec"].get("nodeName") is None
+
+    # The node grows (status subresource, as a kubelet reports it): the pending pod now fits there.
+    grown = dict(node["status"]["allocatable"], **{EPC: "160"})
+    patch_node_status(kube, node_name, {"allocatable": grown, "capacity": grown})
+
+    def too_big_bound() -> bool:
+        return bool(kube.get(f"/api/v1/namespaces/{namespace}/pods/too-big")["spec"].get("nodeName"))
+
+    wait_until(
+        too_big_bound,
+        timeout=SCHEDULE_TIMEOUT,
+        what="pod too-big to be bound",
+        alive=default_scheduler.check_alive,
+    )
+    assert kube.get(f"/api/v1/namespaces/{namespace}/pods/too-big")["spec"]["nodeName"] == node_name
 
 
 @pytest.mark.e2e

@@ -32,7 +32,7 @@ from tests.e2e.harness import (
     write_kubeconfig,
 )
 from tests.e2e.kube import node_manifest
-from tests.e2e.processes import Process, StartupError
+from tests.e2e.processes import HarnessError, Process, StartupError
 
 SMOKE = "tests/e2e/test_controlplane_smoke.py"
 
@@ -145,6 +145,16 @@ def test_kubeconfig_points_at_the_server_with_client_cert_files(tmp_path: Path) 
         "client-certificate": str(tmp_path / "admin.crt"),
         "client-key": str(tmp_path / "admin.key"),
     }
+
+
+def test_kubeconfig_with_a_token_and_without_credentials(tmp_path: Path) -> None:
+    path = write_kubeconfig(
+        tmp_path / "sa.kubeconfig", server="https://127.0.0.1:6443", ca=tmp_path / "ca.crt", token="abc"
+    )
+    assert yaml.safe_load(path.read_text())["users"][0]["user"] == {"token": "abc"}
+    assert path.stat().st_mode & 0o077 == 0
+    with pytest.raises(HarnessError, match="needs a client certificate"):
+        write_kubeconfig(tmp_path / "none", server="https://127.0.0.1:6443", ca=tmp_path / "ca.crt")
 
 
 def test_node_manifest_is_ready_and_advertises_the_extended_resource() -> None:
