@@ -393,6 +393,13 @@ def _cpu(pid: int) -> float:
     return 0.0
 
 
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, all processes), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 def _split(before: dict[int, float], after: dict[int, float]) -> str:
     """Each worker's share of the workers' CPU time, e.g. '52/48' (an idle worker shows as 0)."""
     used = sorted((after[pid] - before.get(pid, 0.0) for pid in after), reverse=True)
@@ -541,6 +548,7 @@ class Throughput:
     errors: int
     server_cpu: float
     client_cpu: float
+    machine_cpu: float
     worker_split: str
     p50_ms: float | None = None
     p99_ms: float | None = None
@@ -574,6 +582,7 @@ def closed_loop_wrk(server: Server, body_file: Path, connections: int, seconds: 
                f"https://127.0.0.1:{server.port}/mutate"]  # fmt: skip
     cpu_before = server.cpu_seconds()
     workers_before = server.worker_cpu()
+    busy_before = machine_busy()
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, env={**os.environ, "BENCH_BODY": str(body_file)}
     )
@@ -581,6 +590,7 @@ def closed_loop_wrk(server: Server, body_file: Path, connections: int, seconds: 
     output = process.stdout.read().decode()
     _, status, usage = os.wait4(process.pid, 0)
     server_cpu = server.cpu_seconds() - cpu_before
+    machine_cpu = machine_busy() - busy_before
     if status != 0:
         raise RuntimeError(output)
     reviews = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
@@ -598,6 +608,7 @@ def closed_loop_wrk(server: Server, body_file: Path, connections: int, seconds: 
         errors=errors,
         server_cpu=server_cpu,
         client_cpu=usage.ru_utime + usage.ru_stime,
+        machine_cpu=machine_cpu,
         worker_split=_split(workers_before, server.worker_cpu()),
         p50_ms=_ms(p50.group(1)) if p50 else None,
         p99_ms=_ms(p99.group(1)) if p99 else None,
@@ -623,6 +634,7 @@ def closed_loop_python(server: Server, body: bytes, connections: int, seconds: f
     queue: Any = multiprocessing.Queue()
     cpu_before = server.cpu_seconds()
     workers_before = server.worker_cpu()
+    busy_before = machine_busy()
     started = time.monotonic()
     procs = [
         multiprocessing.Process(
@@ -635,6 +647,7 @@ def closed_loop_python(server: Server, body: bytes, connections: int, seconds: f
     results = [queue.get() for _ in procs]
     elapsed = time.monotonic() - started
     server_cpu = server.cpu_seconds() - cpu_before
+    machine_cpu = machine_busy() - busy_before
     split = _split(workers_before, server.worker_cpu())
     for proc in procs:
         proc.join()
@@ -646,6 +659,7 @@ def closed_loop_python(server: Server, body: bytes, connections: int, seconds: f
         errors=sum(r[1] for r in results),
         server_cpu=server_cpu,
         client_cpu=sum(r[2] for r in results),
+        machine_cpu=machine_cpu,
         worker_split=split,
     )
 
@@ -666,6 +680,8 @@ class Latency:
     max_ms: float
     achieved: float
     server_cpu: float
+    client_cpu: float
+    machine_cpu: float
 
 
 def _paced_sender(
@@ -690,7 +706,8 @@ def _paced_sender(
         else:
             errors += 1
     client.close()
-    queue.put((latencies, errors, time.perf_counter() - start_at))
+    usage = os.times()
+    queue.put((latencies, errors, time.perf_counter() - start_at, usage.user + usage.system))
 
 
 def open_loop(server: Server, body: bytes, rate: float, seconds: float, senders: int) -> Latency:
@@ -715,8 +732,10 @@ def open_loop(server: Server, body: bytes, rate: float, seconds: float, senders:
         proc.start()
     time.sleep(max(0.0, start_at - time.perf_counter()))
     cpu_before = server.cpu_seconds()
+    busy_before = machine_busy()
     results = [queue.get() for _ in procs]
     server_cpu = server.cpu_seconds() - cpu_before
+    machine_cpu = machine_busy() - busy_before
     for proc in procs:
         proc.join()
     latencies: list[float] = sorted(latency for r in results for latency in r[0])
@@ -738,6 +757,8 @@ def open_loop(server: Server, body: bytes, rate: float, seconds: float, senders:
         max_ms=latencies[-1],
         achieved=(len(latencies) + errors) / elapsed,
         server_cpu=server_cpu,
+        client_cpu=sum(r[3] for r in results),
+        machine_cpu=machine_cpu,
     )
 
 
@@ -773,6 +794,11 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
+def _others(result: Throughput | Latency) -> float:
+    """CPU seconds other processes on the machine used meanwhile (neighbours, not this benchmark)."""
+    return max(0.0, result.machine_cpu - result.server_cpu - result.client_cpu)
+
+
 def _fmt_throughput(server: Server, result: Throughput) -> str:
     latency = " | - | -"
     if result.p50_ms is not None and result.p99_ms is not None:
@@ -780,7 +806,8 @@ def _fmt_throughput(server: Server, result: Throughput) -> str:
     return (
         f"| {server.label} | {result.client} x{result.connections} conns | {result.per_second:,.0f}"
         f"{latency} | {result.server_cpu / max(result.reviews, 1) * 1e6:.0f} | "
-        f"{result.client_cpu / result.seconds * 100:.0f}% | {result.worker_split} | {result.errors} |"
+        f"{result.client_cpu / result.seconds * 100:.0f}% | {_others(result) / result.seconds * 100:.0f}% "
+        f"| {result.worker_split} | {result.errors} |"
     )
 
 
@@ -788,19 +815,21 @@ def _fmt_latency(server: Server, result: Latency) -> str:
     return (
         f"| {server.label} | {result.rate:.0f}/s for {result.seconds:.0f} s | {result.achieved:.0f}/s | "
         f"{result.p50_ms:.2f} | {result.p90_ms:.2f} | {result.p99_ms:.2f} | {result.p999_ms:.2f} | "
-        f"{result.max_ms:.2f} | {result.server_cpu / result.seconds * 100:.0f}% | {result.errors} |"
+        f"{result.max_ms:.2f} | {result.server_cpu / result.seconds * 100:.0f}% | "
+        f"{result.client_cpu / result.seconds * 100:.0f}% | {_others(result) / result.seconds * 100:.0f}% "
+        f"| {result.errors} |"
     )
 
 
 THROUGHPUT_HEADER = (
-    "| server | client | reviews/s | p50 ms | p99 ms | server CPU us/review | client CPU "
+    "| server | client | reviews/s | p50 ms | p99 ms | server CPU us/review | client CPU | other CPU "
     "| worker CPU split % | errors |\n"
-    "|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|"
 )
 LATENCY_HEADER = (
     "| server | load (open loop) | achieved | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms "
-    "| server CPU | errors |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| server CPU | client CPU | other CPU | errors |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
