@@ -4,7 +4,8 @@ The e2e tests (``@pytest.mark.e2e``) run only with ``--e2e``:
 
     tests/e2e/build.sh && python -m pytest tests/e2e --e2e
 
-Without it they are deselected (reported as "deselected", never as skips). With it, missing binaries are a
+Without it they are deselected (reported as "deselected", never as skips), also those elsewhere in tests/
+(the option is registered in tests/conftest.py). With it, missing binaries are a
 failure that says to run tests/e2e/build.sh. Process logs go to ``$E2E_LOG_DIR`` or
 ``.cache/e2e-logs/<time>/``; the directory is kept when an e2e test fails (its path is added to the failure
 report) and removed otherwise.
@@ -26,24 +27,13 @@ from tests.e2e.harness import REPO_ROOT, Binaries, BinariesMissingError, Control
 from tests.e2e.kube import JSON, ApiError, Kube, create_namespace, create_node
 from tests.e2e.processes import HarnessError, Process
 
-E2E_OPTION = "--e2e"
 LOG_DIR_ENV = "E2E_LOG_DIR"
 _failed_key = pytest.StashKey[bool]()
 _log_dir_key = pytest.StashKey[Path]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        E2E_OPTION,
-        action="store_true",
-        default=False,
-        help="run the e2e tests against a real control plane (build it first: tests/e2e/build.sh)",
-    )
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # getoption with a default: this conftest is not an initial one in a plain `python -m pytest`, so the
-    # option may not be registered there (and then e2e is off).
+    # The option itself is registered in tests/conftest.py (pytest reads options from initial conftests).
     if config.getoption("e2e", default=False):
         return
     deselected = [item for item in items if item.get_closest_marker("e2e") is not None]
