@@ -7,7 +7,7 @@ ports, writes its output to ``<log_dir>/<name>.log`` and is stopped (SIGTERM, th
 The apiserver runs the way a cluster's does where it matters to us: real TLS (a throwaway CA, see
 :mod:`tests.e2e.pki`), client-certificate authentication, RBAC authorization, service-account tokens, and the
 default admission plugins including ServiceAccount, RuntimeClass, MutatingAdmissionWebhook and
-ValidatingAdmissionWebhook. There is no kube-controller-manager and no kubelet, hence two deliberate changes:
+ValidatingAdmissionWebhook. There is no kube-controller-manager and no kubelet, hence deliberate changes:
 
 - ``TaintNodesByCondition`` is disabled: it taints every new Node ``node.kubernetes.io/not-ready:NoSchedule``
   and only the node lifecycle controller would remove it (kubernetes-sigs/scheduler-plugins' integration tests
@@ -15,6 +15,7 @@ ValidatingAdmissionWebhook. There is no kube-controller-manager and no kubelet, 
 - the ServiceAccount plugin stays on, so no controller creates the ``default`` ServiceAccount: the
   harness creates it in ``default`` and ``kube-system``, and :func:`tests.e2e.kube.create_namespace` in
   every namespace it creates.
+- ``--endpoint-reconciler-type=none``: the reconciler refuses a loopback advertise address.
 """
 
 from __future__ import annotations
@@ -343,7 +344,8 @@ def start_scheduler(
     """Start kube-scheduler from a KubeSchedulerConfiguration (default profile if ``config`` is None).
 
     ``clientConnection.kubeconfig`` is set to ``kubeconfig``; leader election and the secure port are off.
-    Waits until the scheduler has synced its informers and is about to schedule.
+    Waits until the scheduler has synced its informers and is about to schedule (the line it logs at -v=3:
+    keep ``extra_args`` from lowering the verbosity).
     """
     document: dict[str, Any] = json.loads(json.dumps(config)) if config is not None else {}
     document.setdefault("apiVersion", "kubescheduler.config.k8s.io/v1")
