@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 
 #: Field selector of the pod list and watch: only pods bound to a node hold EPC.
 ASSIGNED_PODS = "spec.nodeName!="
+#: A watch that ends sooner than this with no event in it counts as a failure (backoff).
+QUICK_END_SECONDS = 1.0
 #: Items per list page (client-go's reflector uses 500 as well).
 PAGE_SIZE = 500
 
@@ -214,10 +216,11 @@ class LedgerFeed:
                         reason,
                     )
                     failures = 0
-                if self._watch(kind):
+                opened = time.monotonic()
+                if self._watch(kind) or time.monotonic() - opened >= QUICK_END_SECONDS:
                     failures = 0
                     continue
-                # A watch that ends with nothing in it is resumed, but not in a tight loop.
+                # A watch that ends at once with nothing in it is resumed, but not in a tight loop.
                 failures += 1
             except (_Gone, ApiException) as exc:
                 if self._stopping.is_set():

@@ -536,6 +536,37 @@ def test_repeated_watch_failures_end_in_a_relist(api: FakeApiServer) -> None:
         h.feed.stop()
 
 
+def test_quiet_watch_ending_normally_resumes_at_once(api: FakeApiServer) -> None:
+    api.bookmark_interval = 3600.0  # a quiet cluster: no events, no bookmarks
+    h = Harness(api)
+    h.feed.start()
+    try:
+        wait_until(h.feed.ready)
+        wait_until(lambda: len(api.watches("Pod")) == 1)
+        time.sleep(1.2)  # longer than QUICK_END_SECONDS
+        api.disturb_stream("Pod", "end")
+        wait_until(lambda: len(api.watches("Pod")) == 2)
+        assert h.delays == [] and h.errors("Pod") == 0
+    finally:
+        h.feed.stop()
+
+
+def test_watches_ending_at_once_back_off_then_relist(api: FakeApiServer) -> None:
+    api.bookmark_interval = 3600.0
+    h = Harness(api, relist_after_failures=3)
+    h.feed.start()
+    try:
+        wait_until(h.feed.ready)
+        wait_until(lambda: len(api.watches("Pod")) == 1)
+        for _ in range(3):
+            api.disturb_stream("Pod", "end")
+        wait_until(lambda: h.relists("Pod", "failures") == 1)
+        assert h.delays[:3] == [pytest.approx(0.6), pytest.approx(1.2), pytest.approx(2.4)]
+        wait_until(h.converged)
+    finally:
+        h.feed.stop()
+
+
 def test_malformed_line_backs_off_and_resumes(api: FakeApiServer) -> None:
     h = Harness(api)
     h.feed.start()
