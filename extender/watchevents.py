@@ -96,8 +96,10 @@ def compact_pod_facts(pod: Mapping[str, Any], profile: Profile) -> PodEpc | None
     thousand distinct ones (about 20 MB less at that size).
     """
     facts = pod_facts(pod, profile)
-    if facts is None:
-        return None
+    return None if facts is None else _interned(facts)
+
+
+def _interned(facts: PodEpc) -> PodEpc:
     node, namespace = sys.intern(facts.node), sys.intern(facts.namespace)
     if node is facts.node and namespace is facts.namespace:
         return facts
@@ -139,9 +141,12 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
             else:
                 ledger.set_node(*entry)
         return Applied(version)
-    facts = None if kind_of_event == "DELETED" else compact_pod_facts(obj, profile)
+    facts = None if kind_of_event == "DELETED" else pod_facts(obj, profile)
     if facts is not None:
-        ledger.set_pod(facts)
+        with ledger.lock:
+            if ledger.pod(facts.uid) == facts and ledger.reservation(facts.uid) is None:
+                return Applied(version)  # a status update: nothing the ledger keeps has changed
+            ledger.set_pod(_interned(facts))
     else:
         uid = pod_uid(obj)
         with ledger.lock:

@@ -261,6 +261,20 @@ def test_watch_confirms_or_withdraws_reservations() -> None:
     assert ledger.reservation_count() == 0
 
 
+def test_status_only_update_keeps_the_entry_and_still_settles_a_reservation() -> None:
+    ledger = EpcLedger()
+    run(ledger, "Pod", [ev("ADDED", pod("web", "sgx-a", "16", rv="5"))])
+    entry = ledger.pod("uid-web")
+    status_update = pod("web", "sgx-a", "16", rv="6")
+    status_update["status"]["podIP"] = "10.0.0.7"
+    assert run(ledger, "Pod", [ev("MODIFIED", status_update)]) == [Applied("6")]
+    assert ledger.pod("uid-web") is entry
+    # A reservation for the same uid (elsewhere) is settled by the event even though nothing changed.
+    ledger.reserve(PodEpc("uid-web", "team", "web", "sgx-b", 16 * MI), now=0.0)
+    run(ledger, "Pod", [ev("MODIFIED", status_update)])
+    assert ledger.reservation("uid-web") is None and ledger.pod("uid-web") == entry
+
+
 def test_relist_of_one_kind_keeps_the_other() -> None:
     ledger = EpcLedger()
     run(ledger, "Node", NODE_STREAM)
