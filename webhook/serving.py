@@ -239,7 +239,7 @@ def serve(
         server = WebhookServer(application, options, drain_seconds=drain_seconds, draining=draining)
         # Everything loaded so far lives as long as the process: keep it out of the collector's full
         # passes (13-23 ms each with flask, kubernetes and gunicorn loaded, measured), a pause the
-        # workers would otherwise take now and then mid-review; forked pages also stay shared.
+        # workers would otherwise take now and then mid-review.
         gc.collect()
         gc.freeze()
         try:
