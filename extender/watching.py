@@ -128,6 +128,10 @@ class LedgerFeed:
 
     ``start()`` starts daemon threads; ``ready()`` is True once both kinds were fully listed;
     ``stop()`` ends the threads (closing open watches) and waits for them.
+
+    ``registry``: where the feed's counters go (the app's, so that ``/metrics`` shows them).
+    ``on_expired``: called with the uids of reservations the background expiry dropped (e.g. to
+    count them in the app's ``reservations_expired`` counter).
     """
 
     def __init__(
@@ -146,8 +150,10 @@ class LedgerFeed:
         backoff_cap: float = 30.0,
         relist_after_failures: int = 5,
         registry: CollectorRegistry | None = None,
+        on_expired: Callable[[list[str]], object] | None = None,
     ) -> None:
         self._core = kubernetes.client.CoreV1Api(api_client)
+        self._on_expired = on_expired
         self._ledger = ledger
         self._profile = profile
         self._clock = clock
@@ -377,6 +383,8 @@ class LedgerFeed:
                     self._ttl,
                     ", ".join(expired[:10]),
                 )
+                if self._on_expired is not None:
+                    self._on_expired(expired)
 
 
 def _lines(response: Any) -> Iterator[str]:

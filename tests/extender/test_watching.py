@@ -598,7 +598,8 @@ def test_malformed_line_backs_off_and_resumes(api: FakeApiServer) -> None:
 
 
 def test_reservations_expire_in_the_background(api: FakeApiServer) -> None:
-    h = Harness(api, reservation_ttl=0.2)
+    expired: list[list[str]] = []
+    h = Harness(api, reservation_ttl=0.2, on_expired=expired.append)
     h.feed.start()
     try:
         wait_until(h.feed.ready)
@@ -608,6 +609,7 @@ def test_reservations_expire_in_the_background(api: FakeApiServer) -> None:
         assert h.ledger.reservation("uid-x") is not None
         h.now = 0.3
         wait_until(lambda: h.ledger.reservation("uid-x") is None)
+        wait_until(lambda: expired == [["uid-x"]])
     finally:
         h.feed.stop()
 
