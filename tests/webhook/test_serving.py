@@ -92,8 +92,7 @@ class SecretVolume:
 
 
 def client_context(ca: Authority) -> ssl.SSLContext:
-    context = ssl.create_default_context(cadata=ca.cert_pem.decode())
-    return context
+    return ssl.create_default_context(cadata=ca.cert_pem.decode())
 
 
 @dataclass
