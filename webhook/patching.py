@@ -32,14 +32,22 @@ def pointer(parts: Sequence[PathPart]) -> str:
 
 
 class PatchBuilder:
-    """Records add operations against a document and applies them to a private copy."""
+    """Records add operations against a document and applies them to a private view of it.
+
+    The view is copy-on-write: a container (dict or list) is copied the first time something
+    below it changes, so the caller's document is never modified and a review costs copies of
+    the few containers on the changed paths, not a deep copy of the pod.
+    """
 
     def __init__(self, document: Mapping[str, Any]) -> None:
-        self.document: dict[str, Any] = copy.deepcopy(dict(document))
+        self.document: dict[str, Any] = dict(document)
         self.operations: list[PatchOperation] = []
+        # Containers this builder made (and may change in place); the list keeps their ids unique.
+        self._owned: list[Any] = [self.document]
+        self._owned_ids = {id(self.document)}
 
     def get(self, parts: Sequence[PathPart]) -> Any:
-        """The value at ``parts`` in the working copy, or None when any step is missing."""
+        """The value at ``parts`` in the working view, or None when any step is missing."""
         node: Any = self.document
         for part in parts:
             if isinstance(node, dict) and isinstance(part, str):
@@ -51,16 +59,21 @@ class PatchBuilder:
         return node
 
     def ensure_object(self, parts: Sequence[PathPart]) -> dict[str, Any]:
-        """Make sure a mapping exists at ``parts`` (creating missing or null parents); return it."""
+        """Make sure a mapping exists at ``parts`` (creating missing or null parents); return it, writable."""
         node: Any = self.document
         for depth, part in enumerate(parts):
-            child = node[part] if isinstance(node, list) and isinstance(part, int) else node.get(part)
-            if child is None:
-                if isinstance(node, list):
-                    raise TypeError(f"{pointer(parts[: depth + 1])} is null")
-                self._record("add", parts[: depth + 1], {})
-                child = node[part] = {}
-            node = child
+            if isinstance(node, list):
+                if not isinstance(part, int) or not 0 <= part < len(node) or node[part] is None:
+                    raise TypeError(f"{pointer(parts[: depth + 1])} is not an element of the array")
+                child = node[part]
+            else:
+                child = node.get(part)
+                if child is None:
+                    self._record("add", parts[: depth + 1], {})
+                    child = node[part] = self._own({})
+            if not isinstance(child, (dict, list)):
+                raise TypeError(f"{pointer(parts[: depth + 1])} is not an object")
+            node = self._writable(node, part, child)
         if not isinstance(node, dict):
             raise TypeError(f"{pointer(parts)} is not an object")
         return node
@@ -77,21 +90,35 @@ class PatchBuilder:
 
     def insert(self, array: Sequence[PathPart], index: int | None, value: Any) -> None:
         """Insert ``value`` at ``index`` (None: the end) of the array at ``array``."""
-        parent, name = array[:-1], array[-1]
+        parent, name = array[:-1], str(array[-1])
         holder = self.ensure_object(parent)
-        current = holder.get(str(name))
+        current = holder.get(name)
         if current is None:
             self._record("add", array, [value])
-            holder[str(name)] = [copy.deepcopy(value)]
+            holder[name] = self._own([copy.deepcopy(value)])
             return
         if not isinstance(current, list):
             raise TypeError(f"{pointer(array)} is not an array")
+        current = self._writable(holder, name, current)
         if index is None or index >= len(current):
             self._record("add", [*array, "-"], value)
             current.append(copy.deepcopy(value))
         else:
             self._record("add", [*array, index], value)
             current.insert(index, copy.deepcopy(value))
+
+    def _own(self, container: Any) -> Any:
+        self._owned.append(container)
+        self._owned_ids.add(id(container))
+        return container
+
+    def _writable(self, parent: Any, key: PathPart, child: Any) -> Any:
+        """``child`` (found at ``parent[key]``), copied into the view first unless already ours."""
+        if id(child) in self._owned_ids:
+            return child
+        copied = self._own(dict(child) if isinstance(child, dict) else list(child))
+        parent[key] = copied
+        return copied
 
     def _record(self, op: Literal["add", "replace"], parts: Sequence[PathPart], value: Any) -> None:
         self.operations.append({"op": op, "path": pointer(parts), "value": copy.deepcopy(value)})
