@@ -14,8 +14,9 @@ time and watch streams are split into lines with ``kubernetes.watch``'s own ``it
 each line is decoded with :func:`json.loads` and reduced to :class:`~extender.podepc.PodEpc` at once.
 Nothing is deserialized into the client's models (slow, and lossy: they drop fields they do not know).
 
-``kubernetes.watch.Watch.stream`` itself is not used: with ``deserialize=False`` (client 32+) an ERROR
-event raises ``KeyError: 'raw_object'`` instead of surfacing the 410, and its built-in resume re-sends
+``kubernetes.watch.Watch.stream`` itself is not used: with ``deserialize=False`` (checked with client
+37.0.2) an ERROR event raises ``KeyError: 'raw_object'`` instead of surfacing the 410, and its built-in
+resume re-sends
 the *first* resourceVersion when it does not deserialize (it only tracks the version of model objects),
 which replays history or ends in a second 410. The feed keeps the resourceVersion of every event and
 bookmark itself, which is what client-go's reflector does.
