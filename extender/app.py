@@ -21,12 +21,12 @@ from extender.binding import Binder, PendingPods, bind_pod, pod_epc_for_bind
 from extender.ledger import EpcLedger, NodeEpc
 from extender.metrics import ExtenderMetrics, Verb
 from extender.podepc import PodEpc, effective_epc, pod_uid
-from extender.scheduling import filter_nodes, score_nodes
+from extender.scheduling import NamesFilterOutcome, filter_names, score_names
 from extender.wire import (
-    HostPriority,
     MalformedRequest,
+    PrioritizeWriter,
     error_filter_result,
-    filter_result,
+    filter_result_in_order,
     parse_binding_args,
     parse_extender_args,
 )
@@ -63,7 +63,10 @@ def create_app(
     app.extensions["confidential_pods_metrics"] = metrics
     pending = pending if pending is not None else PendingPods()
     profile = settings.profile
+    resource = profile.epc_resource
+    strategy = settings.scoring_strategy
     ttl = settings.reservation_ttl_seconds
+    prioritize_writer = PrioritizeWriter()
 
     def expire() -> None:
         expired = ledger.expire_reservations(clock(), ttl)
@@ -87,12 +90,15 @@ def create_app(
             return _json(error_filter_result(NOT_READY), 200)
         epc = effective_epc(candidates.pod, profile)
         pending.remember(pod_uid(candidates.pod), epc)
+        names = candidates.names
+        outcome: NamesFilterOutcome
         if epc > 0:
             expire()
-            outcome = filter_nodes(epc, ledger.usages(candidates.names), profile.epc_resource)
+            # One lock acquisition, one consistent view, one loop over the names.
+            outcome = ledger.with_usages(lambda usages: filter_names(epc, names, usages, resource))
         else:
-            outcome = filter_nodes(0, ((name, None) for name in candidates.names), profile.epc_resource)
-        answer = filter_result(candidates, outcome.passed, outcome.failed, outcome.unresolvable)
+            outcome = filter_names(0, names, {}, resource)
+        answer = filter_result_in_order(candidates, outcome.passed, outcome.failed, outcome.unresolvable)
         metrics.observe("filter", "ok", time.perf_counter() - started)
         return _json(answer, 200)
 
@@ -109,11 +115,14 @@ def create_app(
             return _json({"Error": NOT_READY}, 503)
         epc = effective_epc(candidates.pod, profile)
         pending.remember(pod_uid(candidates.pod), epc)
-        nodes = ledger.usages(candidates.names) if epc > 0 else [(name, None) for name in candidates.names]
-        scores = score_nodes(epc, nodes, settings.scoring_strategy)
-        answer: list[HostPriority] = [{"Host": name, "Score": score} for name, score in scores]
+        names = candidates.names
+        if epc > 0:
+            scores = ledger.with_usages(lambda usages: score_names(epc, names, usages, strategy))
+        else:
+            scores = score_names(0, names, {}, strategy)
+        answer = prioritize_writer.write(names, scores)  # the JSON text of list[HostPriority]
         metrics.observe("prioritize", "ok", time.perf_counter() - started)
-        return _json(answer, 200)
+        return Response(answer, status=200, mimetype="application/json")
 
     @app.post("/bind")
     def bind_verb() -> Response:

@@ -14,11 +14,13 @@ Pods on nodes the ledger does not know (yet) are kept: the node may arrive later
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from extender.podepc import PodEpc
+
+T = TypeVar("T")
 
 
 class NodeUsage(NamedTuple):
@@ -164,6 +166,17 @@ class EpcLedger:
         with self.lock:
             get = self._usage.get
             return [(name, get(name)) for name in names]
+
+    def with_usages(self, read: Callable[[Mapping[str, NodeUsage]], T]) -> T:
+        """``read(accounting of every known node by name)`` under the lock; returns what it returns.
+
+        One lock acquisition and one consistent view for a whole filter or prioritize call, with no
+        per-name list built in between (``scheduling.filter_names``/``score_names`` look the names
+        up themselves). The mapping is the ledger's own: ``read`` must only read it, and must not
+        keep it past the call.
+        """
+        with self.lock:
+            return read(self._usage)
 
     def node(self, name: str) -> NodeEpc | None:
         """A known node's accounting with the pods holding its EPC; None for an unknown node."""

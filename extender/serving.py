@@ -14,7 +14,7 @@ fed by :class:`extender.watching.LedgerFeed` (list then watch of nodes and assig
 thread is started inside the worker after gunicorn forks it (threads do not survive a fork).
 
 **TLS** is optional (kube-scheduler's ``enableHTTPS``): with ``--cert``/``--key`` the pair is served
-and re-read when it changes on disk, as the webhook does (``webhook.serving.ReloadingContext``).
+and re-read when it changes on disk, as the webhook does (``webhook.tlscontext.ReloadingContext``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from extender.binding import ApiBinder, Binder, MemoryBinder
 from extender.ledger import EpcLedger
 from extender.metrics import ExtenderMetrics
 from extender.snapshot import SnapshotError, fill_ledger, load_snapshot
-from webhook.serving import ReloadingContext, ServingError
+from webhook.serving import ServingError
+from webhook.tlscontext import ReloadingContext
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,9 @@ The Go structs have no json tags, so the JSON keys are the Go field names (``Pod
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any, TypedDict
 
 #: Highest score an extender may give (``MaxExtenderPriority``).
@@ -174,6 +175,84 @@ def filter_result(
         "FailedAndUnresolvableNodes": dict(unresolvable),
         "Error": "",
     }
+
+
+def filter_result_in_order(
+    candidates: Candidates,
+    passed: Sequence[str],
+    failed: Mapping[str, str],
+    unresolvable: Mapping[str, str],
+) -> ExtenderFilterResult:
+    """:func:`filter_result` when ``passed`` already lists the passing names in the order asked.
+
+    In NodeNames mode that list is the answer as it is (no membership test per name).
+    """
+    if candidates.nodes is not None:
+        return filter_result(candidates, frozenset(passed), failed, unresolvable)
+    return {
+        "Nodes": None,
+        "NodeNames": list(passed),
+        "FailedNodes": dict(failed),
+        "FailedAndUnresolvableNodes": dict(unresolvable),
+        "Error": "",
+    }
+
+
+class PrioritizeWriter:
+    """Writes the ``/prioritize`` answer, ``[{"Host": name, "Score": n}, …]``, as compact JSON text.
+
+    The same text ``json.dumps(..., separators=(",", ":"))`` gives for the list of HostPriority
+    dicts, without building 5,000 dicts per call: each node name's ``{"Host":"<name>","Score":``
+    is encoded once and kept (node names repeat on every scheduling cycle). The cache is bounded:
+    it is emptied when it reaches ``max_names`` (names sent by hand or of deleted nodes do not pile
+    up). Safe to share between threads (single dict operations only).
+    """
+
+    def __init__(self, max_names: int = 100_000) -> None:
+        self._max_names = max_names
+        self._heads: dict[str, str] = {}
+
+    def write(self, names: Sequence[str], scores: Sequence[int]) -> str:
+        """JSON of ``[{"Host": names[i], "Score": scores[i]}, …]``; both sequences have one entry per node."""
+        if len(names) != len(scores):
+            raise ValueError(f"{len(names)} names but {len(scores)} scores")
+        try:
+            return self._write(names, scores)
+        except KeyError:
+            pass
+        self._learn(names)
+        try:
+            return self._write(names, scores)
+        except KeyError:  # a score outside 0..10, or names evicted meanwhile by another thread
+            return "[" + ",".join(map(_host_priority, names, scores)) + "]"
+
+    def _write(self, names: Sequence[str], scores: Sequence[int]) -> str:
+        heads = self._heads
+        tails = _SCORE_TAILS
+        return (
+            "["
+            + ",".join([heads[name] + tails[score] for name, score in zip(names, scores, strict=True)])
+            + "]"
+        )
+
+    def _learn(self, names: Sequence[str]) -> None:
+        heads = self._heads
+        missing = {name for name in names if name not in heads}
+        if len(heads) + len(missing) > self._max_names:
+            heads.clear()
+        for name in missing:
+            heads[name] = '{"Host":' + encode_basestring_ascii(name) + ',"Score":'
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+
+#: ``<score>}`` for every score an extender may give (a dict: a score outside 0..10 is a KeyError).
+_SCORE_TAILS = {score: f"{score}}}" for score in range(MIN_EXTENDER_PRIORITY, MAX_EXTENDER_PRIORITY + 1)}
+
+
+def _host_priority(name: str, score: int) -> str:
+    return json.dumps({"Host": name, "Score": score}, separators=(",", ":"))
 
 
 def error_filter_result(message: str) -> ExtenderFilterResult:
