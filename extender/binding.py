@@ -30,14 +30,32 @@ class BindRefused(Exception):
     """The binder could not create the Binding (API error, pod gone, already bound)."""
 
 
+@dataclass(frozen=True, slots=True)
+class KnownPod:
+    """What a bind needs of a pod it was not asked to filter: its UID ("" when unknown) and EPC (bytes)."""
+
+    uid: str
+    epc: int
+
+    @classmethod
+    def of(cls, pod: Mapping[str, Any], profile: Profile, epc: int | None = None) -> KnownPod:
+        """From the pod's raw JSON: ``metadata.uid`` as it is there, and its effective EPC.
+
+        ``epc``: the pod's effective EPC when the caller has already computed it.
+        """
+        metadata = pod.get("metadata")
+        uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
+        return cls(uid=str(uid) if uid else "", epc=effective_epc(pod, profile) if epc is None else epc)
+
+
 class Binder(Protocol):
     """Creates Bindings and finds pods the extender was not asked to filter."""
 
     def bind(self, request: BindRequest) -> None:
         """Bind the pod to ``request.node``; raise :class:`BindRefused` with a reason when that fails."""
 
-    def read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        """The pod as raw JSON, or None when it does not exist; raise BindRefused on other errors."""
+    def find_pod(self, namespace: str, name: str, profile: Profile) -> KnownPod | None:
+        """The pod's UID and EPC, or None when it does not exist; raise BindRefused on other errors."""
 
 
 @dataclass(frozen=True)
@@ -84,16 +102,14 @@ def pod_epc_for_bind(
     if epc is not None:
         return epc
     try:
-        pod = binder.read_pod(request.pod_namespace, request.pod_name)
+        pod = binder.find_pod(request.pod_namespace, request.pod_name, profile)
     except BindRefused as exc:
         return f"cannot read pod {request.pod_namespace}/{request.pod_name}: {exc}"
     if pod is None:
         return f"pod {request.pod_namespace}/{request.pod_name} not found"
-    metadata = pod.get("metadata")
-    uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
-    if uid and uid != request.pod_uid:
-        return f"pod {request.pod_namespace}/{request.pod_name} has UID {uid}, not {request.pod_uid}"
-    return effective_epc(pod, profile)
+    if pod.uid and pod.uid != request.pod_uid:
+        return f"pod {request.pod_namespace}/{request.pod_name} has UID {pod.uid}, not {request.pod_uid}"
+    return pod.epc
 
 
 def bind_pod(
@@ -126,12 +142,20 @@ def bind_pod(
 class MemoryBinder:
     """Binds in memory only (snapshot mode, ``simulate``): remembers where each pod went.
 
-    ``pods`` are the snapshot's pods by ``namespace/name``, used when a bind comes for a pod that was
-    never filtered. A pod is bound at most once.
+    The snapshot's pods by ``namespace/name`` are used when a bind comes for a pod that was never
+    filtered: ``pods`` as raw JSON, or ``known`` as just their UID and EPC (``extender serve
+    --snapshot`` keeps only that: 50,000 parsed pods would cost over a gigabyte). A pod is bound at
+    most once.
     """
 
-    def __init__(self, pods: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        pods: Mapping[str, Mapping[str, Any]] | None = None,
+        *,
+        known: Mapping[str, KnownPod] | None = None,
+    ) -> None:
         self._pods = dict(pods or {})
+        self._known = dict(known or {})
         self._lock = threading.Lock()
         self.bindings: dict[str, str] = {}
 
@@ -141,8 +165,13 @@ class MemoryBinder:
                 raise BindRefused(f"pod is already bound to {self.bindings[request.pod_uid]}")
             self.bindings[request.pod_uid] = request.node
 
-    def read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
-        return self._pods.get(f"{namespace}/{name}")
+    def find_pod(self, namespace: str, name: str, profile: Profile) -> KnownPod | None:
+        key = f"{namespace}/{name}"
+        known = self._known.get(key)
+        if known is not None:
+            return known
+        pod = self._pods.get(key)
+        return KnownPod.of(pod, profile) if pod is not None else None
 
 
 class ApiBinder:
@@ -187,7 +216,12 @@ class ApiBinder:
         except Exception as exc:  # network errors from urllib3: report, never crash the handler
             raise BindRefused(f"API server unreachable: {exc}") from None
 
+    def find_pod(self, namespace: str, name: str, profile: Profile) -> KnownPod | None:
+        pod = self.read_pod(namespace, name)
+        return KnownPod.of(pod, profile) if pod is not None else None
+
     def read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The pod as raw JSON, or None when it does not exist; raise BindRefused on other errors."""
         from kubernetes.client.exceptions import ApiException
 
         try:
