@@ -19,6 +19,12 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     serve.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
     serve.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="after SIGTERM, answer /readyz with 503 for this long while still serving reviews (default 0)",
+    )
     serve.set_defaults(handler=_serve)
 
     inject = subcommands.add_parser(
@@ -48,6 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         threads=args.threads,
+        drain_seconds=args.drain_seconds,
     )
 
 
