@@ -14,7 +14,7 @@ fed by :class:`extender.watching.LedgerFeed` (list then watch of nodes and assig
 thread is started inside the worker after gunicorn forks it (threads do not survive a fork).
 
 **TLS** is optional (kube-scheduler's ``enableHTTPS``): with ``--cert``/``--key`` the pair is served
-and re-read when it changes on disk, as the webhook does (``webhook.tlscontext.ReloadingContext``).
+and re-read when it changes on disk, as the webhook does (``confidential_pods.tlscontext.ReloadingContext``).
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from typing import Any, Protocol
 from gunicorn.app.base import BaseApplication
 
 from confidential_pods.settings import Settings
+from confidential_pods.tlscontext import ReloadingContext
 from extender.app import create_app
 from extender.binding import ApiBinder, Binder, MemoryBinder
 from extender.ledger import EpcLedger
 from extender.metrics import ExtenderMetrics
 from extender.snapshot import SnapshotError, fill_ledger_from_facts, load_snapshot_facts
 from webhook.serving import ServingError
-from webhook.tlscontext import ReloadingContext
 
 logger = logging.getLogger(__name__)
 

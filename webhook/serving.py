@@ -4,7 +4,7 @@ The thin I/O shell around :func:`webhook.app.create_app`:
 
 * **TLS 1.2+ only.** The serving context refuses TLS 1.0/1.1 and offers ECDHE + AEAD suites for 1.2.
 * **Certificate reload without restart.** gunicorn asks the ``ssl_context`` server hook for a context
-  for every connection it accepts; the hook answers :class:`webhook.tlscontext.ReloadingContext`'s
+  for every connection it accepts; the hook answers :class:`confidential_pods.tlscontext.ReloadingContext`'s
   current context, which follows the PEM files on disk and keeps the last good pair.
 * **Workers.** ``gthread`` workers (threads per process, keep-alive connections parked in a poller),
   the shape that keeps the apiserver's HTTP/1.1 connections open; gunicorn's ``sync`` workers close
@@ -45,7 +45,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from confidential_pods.settings import Settings
-from webhook.tlscontext import CertificateError, ReloadingContext
+from confidential_pods.tlscontext import CertificateError, ReloadingContext
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import pytest
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
+from confidential_pods import tlscontext
 from tests.webhook import samples
 from tests.webhook.tls import Authority, ServingPair, issue_serving_pair, make_authority
-from webhook import tlscontext
 
 CONFIG = "aesm: host\nruntimeClass: none\n"
 #: An OpenSSL configuration that allows TLS 1.0+ (Debian's refuses < 1.2 on its own): the server runs
@@ -488,7 +488,7 @@ def test_reloading_context_keeps_the_last_good_pair(tmp_path: Path, caplog: pyte
     assert tls.context() is original  # unchanged files: same context, nothing re-read
 
     cert.write_bytes(second.cert_pem)  # key not yet written
-    with caplog.at_level(logging.WARNING, logger="webhook.tlscontext"):
+    with caplog.at_level(logging.WARNING, logger="confidential_pods.tlscontext"):
         assert tls.context() is original
         assert tls.context() is original
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
