@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certs.authority import certificate_pem, issue_authority, key_pem, new_key
+
 _VALIDITY = datetime.timedelta(days=1)
 
 
@@ -37,39 +39,11 @@ class CertificateAuthority:
     private_key: ec.EllipticCurvePrivateKey
 
     @classmethod
-    def create(cls, directory: Path, common_name: str = "confidential-pods-e2e-ca") -> CertificateAuthority:
-        """Create a self-signed CA and write ``ca.crt``/``ca.key`` into ``directory``."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        files = _write(directory, "ca", cert, key)
-        return cls(files=files, certificate=cert, private_key=key)
+    def create(cls, directory: Path) -> CertificateAuthority:
+        """Create a self-signed CA with certs.authority; write ``ca.crt``/``ca.key`` into ``directory``."""
+        authority = issue_authority(now=datetime.datetime.now(datetime.UTC), days=_VALIDITY.days)
+        files = _write(directory, "ca", authority.certificate, authority.key)
+        return cls(files=files, certificate=authority.certificate, private_key=authority.key)
 
     def issue(
         self,
@@ -84,7 +58,7 @@ class CertificateAuthority:
         client: bool = False,
     ) -> CertFiles:
         """Issue a leaf certificate (server and/or client auth) and write ``<stem>.crt``/``<stem>.key``."""
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = new_key()
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
         attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
         usages = []
@@ -159,13 +133,7 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticC
     directory.mkdir(parents=True, exist_ok=True)
     cert_path = directory / f"{stem}.crt"
     key_path = directory / f"{stem}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path.write_bytes(certificate_pem(cert))
+    key_path.write_bytes(key_pem(key))
     key_path.chmod(0o600)
     return CertFiles(cert=cert_path, key=key_path)
