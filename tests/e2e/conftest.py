@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import REPO_ROOT, Binaries, BinariesMissingError, ControlPlane
-from tests.e2e.kube import JSON, ApiError, Kube, create_namespace, create_node
+from tests.e2e.kube import JSON, ApiError, Kube, create_namespace, create_node, delete_pod
 from tests.e2e.processes import HarnessError, Process
+from tests.e2e.product import Installation, install
 
 LOG_DIR_ENV = "E2E_LOG_DIR"
 _failed_key = pytest.StashKey[bool]()
@@ -134,3 +135,40 @@ def make_node(kube: Kube) -> Iterator[Callable[..., JSON]]:
         except ApiError as exc:
             if exc.status != 404:
                 raise
+
+
+#: The overlays of manifests/ the product tests run against, one after the other (each a resource profile).
+OVERLAYS = ("alibaba", "intel")
+
+
+@pytest.fixture(scope="session", params=OVERLAYS)
+def installation(
+    request: pytest.FixtureRequest,
+    control_plane: ControlPlane,
+    e2e_log_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Installation]:
+    """confidential-pods installed from one overlay: webhook, extender, scheduler (see product.py).
+
+    Parametrized by overlay at session scope: pytest runs every test of one overlay, uninstalls it, then
+    installs the next.
+    """
+    overlay = str(request.param)
+    workdir = tmp_path_factory.mktemp(f"install-{overlay}")
+    with install(control_plane, overlay, workdir, e2e_log_dir / overlay) as installed:
+        yield installed
+
+
+@pytest.fixture
+def pods(kube: Kube, namespace: str) -> Iterator[Callable[..., JSON]]:
+    """Factory ``pods(manifest, namespace=<the test's>)``: create a pod; all are deleted (grace 0) after."""
+    created: list[tuple[str, str]] = []
+
+    def create(manifest: JSON, namespace: str = namespace) -> JSON:
+        pod = kube.create(f"/api/v1/namespaces/{namespace}/pods", manifest)
+        created.append((namespace, pod["metadata"]["name"]))
+        return pod
+
+    yield create
+    for pod_namespace, name in created:
+        delete_pod(kube, pod_namespace, name)

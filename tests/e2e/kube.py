@@ -210,3 +210,13 @@ def delete_pod(kube: Kube, namespace: str, name: str) -> None:
     except ApiError as exc:
         if exc.status != 404:
             raise
+
+
+def pod_events(kube: Kube, namespace: str, pod: str, reason: str) -> list[JSON]:
+    """The events of ``reason`` (e.g. ``FailedScheduling``) about pod ``namespace/pod``."""
+    events = kube.get(
+        f"/api/v1/namespaces/{namespace}/events",
+        params={"fieldSelector": f"involvedObject.name={pod},reason={reason}"},
+    )
+    items: list[JSON] = events.get("items", [])
+    return items

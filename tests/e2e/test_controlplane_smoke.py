@@ -8,7 +8,7 @@ the ground they stand on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,14 @@ import pytest
 
 from confidential_pods.profiles import PROFILES
 from tests.e2e.harness import ControlPlane
-from tests.e2e.kube import JSON, ApiError, Kube, delete_pod, ensure_service_account, patch_node_status
+from tests.e2e.kube import (
+    JSON,
+    ApiError,
+    Kube,
+    ensure_service_account,
+    patch_node_status,
+    pod_events,
+)
 from tests.e2e.processes import Process, wait_until
 
 EPC = PROFILES["alibaba"].epc_resource
@@ -42,30 +49,6 @@ def epc_pod(name: str, epc_mib: int) -> JSON:
             ],
         },
     }
-
-
-@pytest.fixture
-def pods(kube: Kube, namespace: str) -> Iterator[Callable[[JSON], JSON]]:
-    """Factory: create a pod in the test's namespace; every pod is deleted (grace 0) after the test."""
-    created: list[str] = []
-
-    def create(manifest: JSON) -> JSON:
-        pod = kube.create(f"/api/v1/namespaces/{namespace}/pods", manifest)
-        created.append(pod["metadata"]["name"])
-        return pod
-
-    yield create
-    for name in created:
-        delete_pod(kube, namespace, name)
-
-
-def scheduling_events(kube: Kube, namespace: str, pod: str) -> list[JSON]:
-    events = kube.get(
-        f"/api/v1/namespaces/{namespace}/events",
-        params={"fieldSelector": f"involvedObject.name={pod},reason=FailedScheduling"},
-    )
-    items: list[JSON] = events.get("items", [])
-    return items
 
 
 @pytest.mark.e2e
@@ -108,12 +91,12 @@ def test_default_scheduler_places_pods_by_extended_resource(
     # 64 of 96 are taken: a second 64 does not fit anywhere and stays Pending, with the scheduler's reason.
     pods(epc_pod("too-big", 64))
     wait_until(
-        lambda: bool(scheduling_events(kube, namespace, "too-big")),
+        lambda: bool(pod_events(kube, namespace, "too-big", "FailedScheduling")),
         timeout=SCHEDULE_TIMEOUT,
         what="a FailedScheduling event for pod too-big",
         alive=default_scheduler.check_alive,
     )
-    message = scheduling_events(kube, namespace, "too-big")[0]["message"]
+    message = pod_events(kube, namespace, "too-big", "FailedScheduling")[0]["message"]
     assert f"Insufficient {EPC}" in message
     assert kube.get(f"/api/v1/namespaces/{namespace}/pods/too-big")["spec"].get("nodeName") is None
 

@@ -1,0 +1,478 @@
+"""confidential-pods installed on the e2e control plane, from manifests/ — as an operator would, minus images.
+
+:func:`install` builds one overlay of manifests/ with kustomize and puts it on the apiserver the way it runs
+in a cluster, except that our two components run as local processes instead of containers:
+
+- the RBAC of the build (ServiceAccounts, Roles, ClusterRoles and their bindings) is created as is, and every
+  component talks to the apiserver with a token of *its* ServiceAccount: ``certs install`` as
+  ``confidential-pods-certs``, the extender and kube-scheduler as ``confidential-scheduler`` — least
+  privilege proven, not assumed;
+- the webhook (``confidential-pods webhook serve``) serves the certificate of ``confidential-pods certs
+  generate --san 127.0.0.1``; the build's MutatingWebhookConfiguration is registered with each
+  ``clientConfig.service`` switched to ``url: https://127.0.0.1:<port><path>``, and its caBundle is written
+  by ``confidential-pods certs install``;
+- the configuration is the build's ConfigMap (``config.yaml``), plus an ``aesmSidecarImage`` (what the
+  overlays ask an operator to set for sandboxed pods);
+- kube-scheduler runs the build's KubeSchedulerConfiguration with the extender's ``urlPrefix`` pointed at
+  the local extender (``confidential-pods extender serve``, watching the apiserver);
+- the RuntimeClasses of manifests/runtimeclasses (``kata-qemu``, ``kata-clh``, ``runv``) are created, so
+  the RuntimeClass admission plugin sets their overhead.
+
+:meth:`Installation.uninstall` stops the processes and deletes what was created (but the namespace, which
+never finishes terminating without kube-controller-manager).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import ssl
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from confidential_pods.profiles import PROFILES, Profile
+from tests.e2e.harness import ControlPlane
+from tests.e2e.kube import JSON, ApiError, Kube
+from tests.e2e.processes import HarnessError, Process, free_port, wait_until
+from tests.manifests.building import BUILDS, MANIFESTS, KustomizeError, find_kustomize, kustomize_build
+
+NAMESPACE = "confidential-pods"
+SERVICE = "confidential-pods-webhook"
+TLS_SECRET = "confidential-pods-webhook-tls"
+WEBHOOK_CONFIGURATION = "confidential-pods"
+CERTS_ACCOUNT = "confidential-pods-certs"
+SCHEDULER_ACCOUNT = "confidential-scheduler"
+SCHEDULER_NAME = "confidential-scheduler"
+#: The aesmd sidecar image the e2e configuration sets (never pulled: there is no kubelet).
+AESM_SIDECAR_IMAGE = "registry.example.com/sgx/aesmd:2.25"
+#: The RuntimeClasses users install from manifests/runtimeclasses (the kustomization ships Kata only).
+RUNTIME_CLASS_FILES = ("kata.yaml", "runv.yaml")
+#: RBAC kinds of a build, in the order they must be created, with their REST collection.
+RBAC_COLLECTIONS = {
+    "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
+    "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+    "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+}
+WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+RUNTIME_CLASSES = "/apis/node.k8s.io/v1/runtimeclasses"
+START_TIMEOUT = 60.0
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """One kustomize build of manifests/ (``alibaba``, ``intel``, …) and what the harness takes from it."""
+
+    name: str
+    objects: list[Manifest]
+
+    @classmethod
+    def build(cls, name: str) -> Overlay:
+        kustomize = find_kustomize()
+        if kustomize is None:
+            raise HarnessError("kustomize not found; .ci/run installs it (see tests/manifests/building.py)")
+        try:
+            return cls(name=name, objects=kustomize_build(kustomize, BUILDS[name]))
+        except KustomizeError as exc:
+            raise HarnessError(str(exc)) from exc
+
+    def one(self, kind: str, name: str) -> Manifest:
+        """The object of ``kind`` named ``name`` (or ``name-<hash>`` for generated ConfigMaps)."""
+        found = [
+            o
+            for o in self.objects
+            if o["kind"] == kind
+            and (o["metadata"]["name"] == name or o["metadata"]["name"].startswith(name + "-"))
+        ]
+        if len(found) != 1:
+            raise HarnessError(f"overlay {self.name}: expected one {kind} {name}, found {len(found)}")
+        return found[0]
+
+    def settings(self) -> dict[str, Any]:
+        """The webhook/extender configuration of the build, with the e2e sidecar image set."""
+        config = yaml.safe_load(self.one("ConfigMap", "confidential-pods-config")["data"]["config.yaml"])
+        config["aesmSidecarImage"] = AESM_SIDECAR_IMAGE
+        return dict(config)
+
+    @property
+    def profile(self) -> Profile:
+        return PROFILES[str(self.settings()["profile"])]
+
+    def scheduler_config(self, extender_url: str) -> dict[str, Any]:
+        """The build's KubeSchedulerConfiguration, every extender's ``urlPrefix`` = ``extender_url``."""
+        config: dict[str, Any] = yaml.safe_load(
+            self.one("ConfigMap", "confidential-scheduler-config")["data"]["config.yaml"]
+        )
+        for extender in config.get("extenders", []):
+            extender["urlPrefix"] = extender_url
+        return config
+
+    def webhook_configuration(self, base_url: str) -> Manifest:
+        """The build's MutatingWebhookConfiguration, each ``clientConfig.service`` turned into ``url``."""
+        configuration = json.loads(
+            json.dumps(self.one("MutatingWebhookConfiguration", WEBHOOK_CONFIGURATION))
+        )
+        for webhook in configuration["webhooks"]:
+            service = webhook["clientConfig"].pop("service")
+            webhook["clientConfig"]["url"] = base_url + service.get("path", "/")
+        return dict(configuration)
+
+    def rbac(self) -> list[Manifest]:
+        """ServiceAccounts, Roles, ClusterRoles and their bindings, in creation order."""
+        order = list(RBAC_COLLECTIONS)
+        chosen = [o for o in self.objects if o["kind"] in RBAC_COLLECTIONS]
+        return sorted(chosen, key=lambda o: order.index(o["kind"]))
+
+
+def runtime_classes() -> list[Manifest]:
+    """The RuntimeClasses of manifests/runtimeclasses."""
+    found: list[Manifest] = []
+    for name in RUNTIME_CLASS_FILES:
+        found.extend(d for d in yaml.safe_load_all((MANIFESTS / "runtimeclasses" / name).read_text()) if d)
+    return found
+
+
+def collection_path(manifest: Manifest) -> str:
+    namespace = manifest["metadata"].get("namespace", NAMESPACE)
+    return RBAC_COLLECTIONS[manifest["kind"]].format(namespace=namespace)
+
+
+def apply(kube: Kube, collection: str, manifest: Mapping[str, Any]) -> JSON:
+    """Create ``manifest``, or replace the existing object of that name (PUT with its resourceVersion)."""
+    try:
+        return kube.create(collection, manifest)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+    path = f"{collection}/{manifest['metadata']['name']}"
+    current = kube.get(path)
+    body = json.loads(json.dumps(manifest))
+    body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+    return kube.request("PUT", path, body=body)
+
+
+def delete_quietly(kube: Kube, path: str) -> None:
+    try:
+        kube.delete(path)
+    except ApiError as exc:
+        if exc.status != 404:
+            raise
+
+
+def cli(*args: str) -> tuple[str, ...]:
+    """The ``confidential-pods`` command line, run with this interpreter."""
+    return (sys.executable, "-m", "confidential_pods", *args)
+
+
+def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run one ``confidential-pods`` command to completion; raise with its output if it fails."""
+    result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        raise HarnessError(
+            f"confidential-pods {' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus exposition text as ``{(sample name, sorted labels): value}``."""
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def sum_samples(text: str, name: str, **labels: str) -> float:
+    """The sum of every sample called ``name`` whose labels include ``labels``."""
+    wanted = set(labels.items())
+    return sum(
+        value
+        for (sample, sample_labels), value in metric_samples(text).items()
+        if sample == name and wanted <= set(sample_labels)
+    )
+
+
+@dataclass
+class Webhook:
+    """``confidential-pods webhook serve`` on 127.0.0.1 over TLS; restartable on the same port."""
+
+    cert_dir: Path
+    config: Path
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        args = cli(
+            "webhook",
+            "serve",
+            "--cert",
+            str(self.cert_dir / "tls.crt"),
+            "--key",
+            str(self.cert_dir / "tls.key"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--config",
+            str(self.config),
+        )
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        self.process = Process.start("webhook", args, self.log_dir, env=env)
+        process = self.process
+        wait_until(
+            self._ready,
+            timeout=START_TIMEOUT,
+            what=f"webhook /readyz at {self.url}",
+            alive=process.check_alive,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def _context(self) -> ssl.SSLContext:
+        # Trust what the apiserver trusts: the CA of `certs generate` (re-read: `certs rotate` may change it).
+        return ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt"))
+
+    def get(self, path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(self.url + path, context=self._context(), timeout=5) as response:
+            return response.status, response.read().decode()
+
+    def _ready(self) -> bool:
+        with contextlib.suppress(OSError):
+            return self.get("/readyz")[0] == 200
+        return False
+
+    def reviews(self, **labels: str) -> float:
+        """``confidential_pods_webhook_reviews_total`` summed over the samples matching ``labels``."""
+        return sum_samples(self.get("/metrics")[1], "confidential_pods_webhook_reviews_total", **labels)
+
+
+@dataclass
+class Extender:
+    """``confidential-pods extender serve`` on 127.0.0.1 (plain HTTP, as the sidecar listens on localhost)."""
+
+    kubeconfig: Path
+    config: Path
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    process: Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        args = cli(
+            "extender",
+            "serve",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--config",
+            str(self.config),
+        )
+        self.process = Process.start("extender", args, self.log_dir)
+        process = self.process
+        wait_until(
+            self._ready,
+            timeout=START_TIMEOUT,
+            what=f"extender /readyz at {self.url}",
+            alive=process.check_alive,
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def get(self, path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            return response.status, response.read().decode()
+
+    def _ready(self) -> bool:
+        with contextlib.suppress(OSError):
+            return self.get("/readyz")[0] == 200
+        return False
+
+    def requests(self, **labels: str) -> float:
+        """``confidential_pods_extender_requests_total`` summed over the samples matching ``labels``."""
+        return sum_samples(self.get("/metrics")[1], "confidential_pods_extender_requests_total", **labels)
+
+
+@dataclass
+class Installation:
+    """confidential-pods from one overlay, running against the control plane."""
+
+    overlay: Overlay
+    plane: ControlPlane
+    workdir: Path
+    webhook: Webhook
+    extender: Extender
+    scheduler: Process
+    created: list[str]
+
+    @property
+    def profile(self) -> Profile:
+        return self.overlay.profile
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.overlay.settings()
+
+    @property
+    def cert_dir(self) -> Path:
+        return self.webhook.cert_dir
+
+    def uninstall(self) -> None:
+        """Stop scheduler, extender and webhook; delete every object :func:`install` created."""
+        self.scheduler.stop()
+        self.extender.stop()
+        self.webhook.stop()
+        kube = self.plane.api.admin_client()
+        for path in reversed(self.created):
+            delete_quietly(kube, path)
+
+
+def wait_webhook_registered(kube: Kube, namespace: str, timeout: float = START_TIMEOUT) -> None:
+    """Wait until the apiserver calls the webhook: a dry-run create of an opted-in pod comes back mutated.
+
+    The apiserver picks up a new or changed MutatingWebhookConfiguration from an informer, a moment later.
+    """
+
+    def mutated() -> bool:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"probe-{uuid.uuid4().hex[:8]}",
+                "annotations": {"confidential-pods.io/confidential": "true"},
+            },
+            "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
+        }
+        try:
+            created = kube.request(
+                "POST", f"/api/v1/namespaces/{namespace}/pods", body=pod, params={"dryRun": "All"}
+            )
+        except ApiError:
+            return False
+        return "confidential-pods.io/status" in created["metadata"].get("annotations", {})
+
+    wait_until(mutated, timeout=timeout, what="the apiserver to call the webhook")
+
+
+@contextlib.contextmanager
+def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path) -> Iterator[Installation]:
+    """Install ``overlay_name`` on ``plane`` (see the module docstring); uninstall on the way out."""
+    overlay = Overlay.build(overlay_name)
+    api = plane.api
+    kube = api.admin_client()
+    created: list[str] = []
+    processes: list[Webhook | Extender | Process] = []
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.suppress(ApiError):  # exists from an earlier overlay: namespaces never go away here
+            kube.create(
+                "/api/v1/namespaces",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+            )
+        for manifest in overlay.rbac():
+            collection = collection_path(manifest)
+            apply(kube, collection, manifest)
+            created.append(f"{collection}/{manifest['metadata']['name']}")
+        for runtime_class in runtime_classes():
+            apply(kube, RUNTIME_CLASSES, runtime_class)
+            created.append(f"{RUNTIME_CLASSES}/{runtime_class['metadata']['name']}")
+
+        config = workdir / "config.yaml"
+        config.write_text(yaml.safe_dump(overlay.settings(), sort_keys=False))
+        cert_dir = workdir / "certs"
+        run_cli(
+            "certs",
+            "generate",
+            "--service",
+            SERVICE,
+            "--namespace",
+            NAMESPACE,
+            "--out",
+            str(cert_dir),
+            "--san",
+            "127.0.0.1",
+        )
+        webhook = Webhook(cert_dir=cert_dir, config=config, log_dir=log_dir)
+        processes.append(webhook)
+        webhook.start()
+
+        apply(kube, WEBHOOK_CONFIGURATIONS, overlay.webhook_configuration(webhook.url))
+        created.append(f"{WEBHOOK_CONFIGURATIONS}/{WEBHOOK_CONFIGURATION}")
+        created.append(f"/api/v1/namespaces/{NAMESPACE}/secrets/{TLS_SECRET}")
+        run_cli(
+            "certs",
+            "install",
+            "--secret",
+            TLS_SECRET,
+            "--webhook-config",
+            WEBHOOK_CONFIGURATION,
+            "--namespace",
+            NAMESPACE,
+            "--dir",
+            str(cert_dir),
+            "--no-ca-secret",
+            "--kubeconfig",
+            str(api.service_account_kubeconfig(NAMESPACE, CERTS_ACCOUNT)),
+        )
+        wait_webhook_registered(kube, "default")
+
+        scheduler_kubeconfig = api.service_account_kubeconfig(NAMESPACE, SCHEDULER_ACCOUNT)
+        extender = Extender(kubeconfig=scheduler_kubeconfig, config=config, log_dir=log_dir)
+        processes.append(extender)
+        extender.start()
+        scheduler = plane.start_scheduler(
+            overlay.scheduler_config(extender.url), name=SCHEDULER_NAME, kubeconfig=scheduler_kubeconfig
+        )
+        processes.append(scheduler)
+    except BaseException:
+        for process in reversed(processes):
+            process.stop()
+        for path in reversed(created):
+            with contextlib.suppress(ApiError, OSError):
+                delete_quietly(kube, path)
+        raise
+    installation = Installation(
+        overlay=overlay,
+        plane=plane,
+        workdir=workdir,
+        webhook=webhook,
+        extender=extender,
+        scheduler=scheduler,
+        created=created,
+    )
+    try:
+        yield installation
+    finally:
+        installation.uninstall()
