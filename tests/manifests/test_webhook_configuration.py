@@ -89,7 +89,7 @@ def test_two_entries_as_specified(built: dict[str, list[Manifest]], name: str) -
         "operator": "In",
         "values": ["enabled"],
     }
-    assert "matchConditions" not in by_namespace
+    assert [c["name"] for c in by_namespace["matchConditions"]] == ["not-opted-out"]
     assert by_pod["namespaceSelector"]["matchExpressions"][0] == {
         "key": "confidential-pods.io/injection",
         "operator": "NotIn",
@@ -152,11 +152,26 @@ EXPECTED_CONDITION = (
 )
 
 
-def test_match_condition_text(built: dict[str, list[Manifest]]) -> None:
+#: The namespace entry's condition: everything but an explicit opt-out is sent.
+EXPECTED_NAMESPACE_CONDITION = (
+    "!has(object.metadata.annotations) || "
+    "!('confidential-pods.io/confidential' in object.metadata.annotations) || "
+    "object.metadata.annotations['confidential-pods.io/confidential'] != 'false'"
+)
+
+
+@pytest.mark.parametrize(
+    ("entry_name", "expected"),
+    [
+        ("pod.confidential-pods.io", EXPECTED_CONDITION),
+        ("namespace.confidential-pods.io", EXPECTED_NAMESPACE_CONDITION),
+    ],
+)
+def test_match_condition_text(built: dict[str, list[Manifest]], entry_name: str, expected: str) -> None:
     """Checked without a CEL library too: exactly the documented expression."""
-    entry = _entries(_configuration(built, "base"))["pod.confidential-pods.io"]
+    entry = _entries(_configuration(built, "base"))[entry_name]
     (condition,) = entry["matchConditions"]
-    assert " ".join(condition["expression"].split()) == EXPECTED_CONDITION
+    assert " ".join(condition["expression"].split()) == expected
 
 
 def _pod(annotations: dict[str, str] | None, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -185,12 +200,38 @@ def _pod(annotations: dict[str, str] | None, labels: dict[str, str] | None = Non
 def test_match_condition_passes_only_pods_annotated_true(
     built: dict[str, list[Manifest]], pod: dict[str, Any], sent: bool
 ) -> None:
+    assert _evaluate(built, "pod.confidential-pods.io", pod) is sent
+
+
+@pytest.mark.parametrize(
+    ("pod", "sent"),
+    [
+        (_pod({CONFIDENTIAL: "false"}), False),
+        (_pod({CONFIDENTIAL: "false", "other": "x"}), False),
+        (_pod({CONFIDENTIAL: "true"}), True),
+        (_pod({CONFIDENTIAL: "True"}), True),  # sent, and refused by the webhook with a message
+        (_pod({CONFIDENTIAL: "False"}), True),
+        (_pod({CONFIDENTIAL: ""}), True),
+        (_pod({"confidential-pods.io/epc": "64Mi"}), True),
+        (_pod({}), True),
+        (_pod(None), True),
+        (_pod(None, labels={CONFIDENTIAL: "false"}), True),
+    ],
+)
+def test_namespace_match_condition_leaves_out_only_opt_outs(
+    built: dict[str, list[Manifest]], pod: dict[str, Any], sent: bool
+) -> None:
+    assert _evaluate(built, "namespace.confidential-pods.io", pod) is sent
+
+
+def _evaluate(built: dict[str, list[Manifest]], entry_name: str, pod: dict[str, Any]) -> bool:
+    """The entry's one matchCondition evaluated on ``pod`` (a CREATE request)."""
     celpy = pytest.importorskip("celpy", reason="pip install cel-python to evaluate the CEL matchCondition")
-    entry = _entries(_configuration(built, "base"))["pod.confidential-pods.io"]
+    entry = _entries(_configuration(built, "base"))[entry_name]
     (condition,) = entry["matchConditions"]
     environment = celpy.Environment()
     program = environment.program(environment.compile(condition["expression"]))
     request = {"operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}}
     result = program.evaluate({"object": celpy.json_to_cel(pod), "request": celpy.json_to_cel(request)})
-    assert bool(result) is sent
     assert isinstance(result, celpy.celtypes.BoolType), "a matchCondition must evaluate to bool"
+    return bool(result)
