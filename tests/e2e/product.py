@@ -41,7 +41,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from confidential_pods.profiles import PROFILES, Profile
-from tests.e2e.harness import ControlPlane
+from tests.e2e.harness import ApiServer, ControlPlane
 from tests.e2e.kube import JSON, ApiError, Kube
 from tests.e2e.processes import HarnessError, Process, free_port, wait_until
 from tests.manifests.building import BUILDS, MANIFESTS, KustomizeError, find_kustomize, kustomize_build
@@ -359,6 +359,11 @@ class Installation:
             delete_quietly(kube, path)
 
 
+def certs_kubeconfig(api: ApiServer) -> Path:
+    """A kubeconfig of the ServiceAccount the certs Job and CronJob run as (the manifests' certs RBAC)."""
+    return api.service_account_kubeconfig(NAMESPACE, CERTS_ACCOUNT)
+
+
 def wait_webhook_registered(kube: Kube, namespace: str, timeout: float = START_TIMEOUT) -> None:
     """Wait until the apiserver calls the webhook: a dry-run create of an opted-in pod comes back mutated.
 
@@ -431,6 +436,8 @@ def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path
         apply(kube, WEBHOOK_CONFIGURATIONS, overlay.webhook_configuration(webhook.url))
         created.append(f"{WEBHOOK_CONFIGURATIONS}/{WEBHOOK_CONFIGURATION}")
         created.append(f"/api/v1/namespaces/{NAMESPACE}/secrets/{TLS_SECRET}")
+        created.append(f"/api/v1/namespaces/{NAMESPACE}/secrets/{TLS_SECRET}-ca")
+        # With the CA Secret, as the install Job leaves it: `certs rotate` (the CronJob) needs the CA key.
         run_cli(
             "certs",
             "install",
@@ -442,9 +449,8 @@ def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path
             NAMESPACE,
             "--dir",
             str(cert_dir),
-            "--no-ca-secret",
             "--kubeconfig",
-            str(api.service_account_kubeconfig(NAMESPACE, CERTS_ACCOUNT)),
+            str(certs_kubeconfig(api)),
         )
         wait_webhook_registered(kube, "default")
 
