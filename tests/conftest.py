@@ -1,12 +1,16 @@
-"""Only the ``--e2e`` option, here because pytest reads options from initial conftests only.
+"""The ``--e2e`` option (here because pytest reads options from initial conftests only), and the CI rule
+that a skip is a failure where e2e is required.
 
-Here it is known in every run (``python -m pytest --e2e`` included), so e2e tests outside tests/e2e can use
-it too. Gating and fixtures live in tests/e2e/conftest.py; docs/e2e.md says how to build and run.
+Gating lives in tests/e2e/gate.py, fixtures in tests/e2e/conftest.py; docs/e2e.md says how to build and run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
+
 import pytest
+
+from tests.e2e.gate import REQUIRE_ENV, required
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -14,5 +18,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--e2e",
         action="store_true",
         default=False,
-        help="run the e2e tests against a real control plane (build it first: tests/e2e/build.sh)",
+        help="require the e2e tests (fail instead of skipping without tests/e2e/build.sh; any skip fails)",
     )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Where e2e is required (CI), a skipped test is a failed test: CI must never pass without running it."""
+    report = yield
+    if report.skipped and not hasattr(report, "wasxfail") and required(item.config):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"skipped, and skips fail where e2e is required ({REQUIRE_ENV}=require or --e2e): {reason}"
+        )
+    return report

@@ -1,8 +1,8 @@
 """`certs rotate`/`certs install` against a real kube-apiserver, as a ServiceAccount holding exactly the RBAC
 of docs/certificates.md (so least privilege is proven, not assumed).
 
-Runs with ``--e2e`` (the control plane of tests/e2e, built by tests/e2e/build.sh); otherwise skipped here and
-deselected in a whole-suite run.
+An e2e test: runs once the control plane of tests/e2e is built (tests/e2e/build.sh); skips without it, fails
+without it where e2e is required (tests/e2e/gate.py).
 """
 
 from __future__ import annotations
@@ -110,13 +110,14 @@ def rbac(kube: Any) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if not request.config.getoption("e2e", default=False):
-        pytest.skip("needs a real kube-apiserver: tests/e2e/build.sh, then pytest --e2e")
-    from tests.e2e.harness import Binaries, ControlPlane
+    from tests.e2e import gate
+
+    binaries = gate.binaries(request.config)  # skips (fails in CI) without tests/e2e/build.sh
+    from tests.e2e.harness import ControlPlane
     from tests.e2e.kube import create_namespace, ensure_service_account
 
     work = tmp_path_factory.mktemp("apiserver")
-    with ControlPlane.run(Binaries.locate(), work, work / "logs") as plane:
+    with ControlPlane.run(binaries, work, work / "logs") as plane:
         api = plane.api
         kube = api.admin_client()
         create_namespace(kube, NAMESPACE)

@@ -1,12 +1,8 @@
 """Fixtures for the e2e suite: a real etcd + kube-apiserver + kube-scheduler for the whole session.
 
-The e2e tests (``@pytest.mark.e2e``) run only with ``--e2e``:
-
-    tests/e2e/build.sh && python -m pytest tests/e2e --e2e
-
-Without it they are deselected (reported as "deselected", never as skips), also those elsewhere in tests/
-(the option is registered in tests/conftest.py). With it, missing binaries are a
-failure that says to run tests/e2e/build.sh. Process logs go to ``$E2E_LOG_DIR`` or
+The e2e tests (``@pytest.mark.e2e``) run in every ``python -m pytest`` once the control plane is built
+(``tests/e2e/build.sh``); without it they skip with a message saying what to install, or fail when e2e is
+required (``.ci/run``; see tests/e2e/gate.py). Process logs go to ``$E2E_LOG_DIR`` or
 ``.cache/e2e-logs/<time>/``; the directory is kept when an e2e test fails (its path is added to the failure
 report) and removed otherwise.
 """
@@ -23,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import REPO_ROOT, Binaries, BinariesMissingError, ControlPlane
+from tests.e2e import gate
+from tests.e2e.harness import REPO_ROOT, ControlPlane
 from tests.e2e.kube import JSON, ApiError, Kube, create_namespace, create_node, delete_pod
 from tests.e2e.processes import HarnessError, Process
 from tests.e2e.product import Installation, install
@@ -31,16 +28,6 @@ from tests.e2e.product import Installation, install
 LOG_DIR_ENV = "E2E_LOG_DIR"
 _failed_key = pytest.StashKey[bool]()
 _log_dir_key = pytest.StashKey[Path]()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The option itself is registered in tests/conftest.py (pytest reads options from initial conftests).
-    if config.getoption("e2e", default=False):
-        return
-    deselected = [item for item in items if item.get_closest_marker("e2e") is not None]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if item.get_closest_marker("e2e") is None]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -76,14 +63,8 @@ def e2e_log_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest, e2e_log_dir: Path) -> Iterator[ControlPlane]:
-    """etcd + kube-apiserver for the session (fails, never skips, when the binaries are not built)."""
-    try:
-        binaries: Binaries | None = Binaries.locate()
-        missing = ""
-    except BinariesMissingError as exc:
-        binaries, missing = None, str(exc)
-    if binaries is None:
-        pytest.fail(missing, pytrace=False)
+    """etcd + kube-apiserver for the session (skips, or fails when required, without the binaries)."""
+    binaries = gate.binaries(request.config)
     with tempfile.TemporaryDirectory(prefix="e2e-controlplane-") as workdir:
         try:
             with ControlPlane.run(binaries, Path(workdir), e2e_log_dir) as plane:

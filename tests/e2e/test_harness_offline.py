@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.e2e import pki
+from tests.e2e.gate import REQUIRE_ENV
 from tests.e2e.harness import (
     BIN_DIR_ENV,
     MODULE_DIR,
@@ -37,12 +38,15 @@ from tests.e2e.processes import HarnessError, Process, StartupError
 SMOKE = "tests/e2e/test_controlplane_smoke.py"
 
 
-def run_pytest(*args: str, bin_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, BIN_DIR_ENV: str(bin_dir)}
+def run_pytest(
+    *args: str, bin_dir: Path, env: dict[str, str] | None = None, target: str = SMOKE
+) -> subprocess.CompletedProcess[str]:
+    """pytest in a subprocess, as a developer runs it: e2e not required unless ``env``/``args`` say so."""
+    base = {k: v for k, v in os.environ.items() if k != REQUIRE_ENV}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", SMOKE, "-q", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", target, "-q", "-rs", "-p", "no:cacheprovider", *args],
         cwd=REPO_ROOT,
-        env=env,
+        env={**base, BIN_DIR_ENV: str(bin_dir), **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -50,20 +54,43 @@ def run_pytest(*args: str, bin_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_e2e_tests_are_deselected_not_skipped_without_the_option(tmp_path: Path) -> None:
+def test_e2e_tests_skip_with_a_build_hint_when_binaries_are_missing(tmp_path: Path) -> None:
     result = run_pytest(bin_dir=tmp_path)
-    assert result.returncode == pytest.ExitCode.NO_TESTS_COLLECTED, result.stdout
-    assert re.search(r"\b[1-9]\d* deselected\b", result.stdout), result.stdout
-    assert "skipped" not in result.stdout
-    assert "passed" not in result.stdout
-
-
-def test_e2e_tests_fail_with_a_build_hint_when_binaries_are_missing(tmp_path: Path) -> None:
-    result = run_pytest("--e2e", bin_dir=tmp_path)
-    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert result.returncode == pytest.ExitCode.OK, result.stdout
+    assert re.search(r"\b[1-9]\d* skipped\b", result.stdout), result.stdout
     assert f"control-plane binaries missing in {tmp_path}" in result.stdout
     assert "run tests/e2e/build.sh" in result.stdout
+    assert "passed" not in result.stdout and "failed" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "env"), [(("--e2e",), {}), ((), {REQUIRE_ENV: "require"})], ids=["option", "environment"]
+)
+def test_e2e_tests_fail_where_required_when_binaries_are_missing(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+) -> None:
+    result = run_pytest(*args, bin_dir=tmp_path, env=env)
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert f"control-plane binaries missing in {tmp_path}" in result.stdout
+    assert "e2e is required here" in result.stdout
     assert "skipped" not in result.stdout
+
+
+def test_any_skip_fails_where_e2e_is_required(tmp_path: Path) -> None:
+    """tests/conftest.py's rule, on a test file of its own (the conftest loaded as a plugin)."""
+    (tmp_path / "test_skips.py").write_text(
+        "import pytest\n\n"
+        "def test_skips():\n    pytest.skip('no cel-python')\n\n"
+        "@pytest.mark.xfail(reason='known')\ndef test_xfails():\n    assert False\n"
+    )
+    target = str(tmp_path / "test_skips.py")
+    relaxed = run_pytest("-p", "tests.conftest", bin_dir=tmp_path, target=target)
+    assert relaxed.returncode == pytest.ExitCode.OK, relaxed.stdout
+    assert "1 skipped, 1 xfailed" in relaxed.stdout
+    strict = run_pytest("-p", "tests.conftest", bin_dir=tmp_path, target=target, env={REQUIRE_ENV: "require"})
+    assert strict.returncode == pytest.ExitCode.TESTS_FAILED, strict.stdout
+    assert "skips fail where e2e is required" in strict.stdout and "no cel-python" in strict.stdout
+    assert "1 failed, 1 xfailed" in strict.stdout
 
 
 def test_binaries_locate_names_what_is_missing(tmp_path: Path) -> None:
@@ -192,3 +219,32 @@ def test_stop_terminates_a_running_process(tmp_path: Path) -> None:
     assert not sleeper.alive
     assert sleeper.popen.returncode == -signal.SIGTERM
     sleeper.stop()  # idempotent
+
+
+# --- tests/e2e/gate.py: run, skip or fail ---
+
+
+def test_e2e_is_required_by_the_environment_or_the_option(
+    monkeypatch: pytest.MonkeyPatch, pytestconfig: pytest.Config
+) -> None:
+    from tests.e2e import gate
+
+    monkeypatch.delenv(gate.REQUIRE_ENV, raising=False)
+    assert gate.required(pytestconfig) is bool(pytestconfig.getoption("e2e"))
+    monkeypatch.setenv(gate.REQUIRE_ENV, "require")
+    assert gate.required(pytestconfig) is True
+    monkeypatch.setenv(gate.REQUIRE_ENV, "yes")
+    assert gate.required(pytestconfig) is bool(pytestconfig.getoption("e2e"))
+
+
+def test_missing_binaries_say_what_to_install_or_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.e2e import gate
+    from tests.e2e.harness import BinariesMissingError
+
+    missing = BinariesMissingError("control-plane binaries missing in /x: etcd; run tests/e2e/build.sh")
+    monkeypatch.setattr(gate.shutil, "which", lambda name: None)
+    without_go = gate.missing_reason(missing)
+    assert "install Go 1.26" in without_go and "tests/e2e/build.sh" in without_go
+    monkeypatch.setattr(gate.shutil, "which", lambda name: f"/usr/local/go/bin/{name}")
+    with_go = gate.missing_reason(missing)
+    assert "install Go" not in with_go and "run tests/e2e/build.sh" in with_go

@@ -1,9 +1,10 @@
 """The ledger feed against a real kube-apiserver (the tests/e2e control plane, built by tests/e2e/build.sh).
 
-Runs with ``--e2e``; otherwise skipped here and deselected in a whole-suite run. The apiserver runs without
-its watch cache and compacts etcd every 2 s, so that a watch resumed from an old resourceVersion gets the
-real ``ERROR`` 410 ("The resourceVersion for the provided watch is too old.") instead of a replay from the
-cache: the relist path is exercised against the real thing, not only against tests/extender/fakeapi.py.
+An e2e test (tests/e2e/gate.py: runs once tests/e2e/build.sh has built the control plane). The apiserver
+runs without its watch cache and compacts etcd every 2 s, so that a watch resumed from an old
+resourceVersion gets the real ``ERROR`` 410 ("The resourceVersion for the provided watch is too old.")
+instead of a replay from the cache: the relist path is exercised against the real thing, not only
+against tests/extender/fakeapi.py.
 """
 
 from __future__ import annotations
@@ -73,13 +74,14 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    if not request.config.getoption("e2e", default=False):
-        pytest.skip("needs a real kube-apiserver: tests/e2e/build.sh, then pytest --e2e")
-    from tests.e2e.harness import Binaries, ControlPlane
+    from tests.e2e import gate
+
+    binaries = gate.binaries(request.config)  # skips (fails in CI) without tests/e2e/build.sh
+    from tests.e2e.harness import ControlPlane
 
     work = tmp_path_factory.mktemp("watch-apiserver")
     args = ["--watch-cache=false", "--etcd-compaction-interval=2s"]
-    with ControlPlane.run(Binaries.locate(), work, Path(work / "logs"), apiserver_args=args) as plane:
+    with ControlPlane.run(binaries, work, Path(work / "logs"), apiserver_args=args) as plane:
         yield Cluster(plane)
 
 

@@ -1,6 +1,7 @@
 """The real kube-scheduler loads each KubeSchedulerConfiguration (strict decoding, defaulting,
 validation) — when the e2e control plane has been built (tests/e2e/build.sh); without the binary
-this check is skipped and the field-by-field checks of test_scheduler.py stand alone."""
+this check is skipped (failed where e2e is required, tests/e2e/gate.py) and the field-by-field checks of
+test_scheduler.py stand alone."""
 
 from __future__ import annotations
 
@@ -22,10 +23,17 @@ def _binary() -> Path | None:
     return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
-def _load(configuration: dict[str, object], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def kube_scheduler(request: pytest.FixtureRequest) -> Path:
     binary = _binary()
     if binary is None:
-        pytest.skip("no kube-scheduler binary: run tests/e2e/build.sh to build the e2e control plane")
+        from tests.e2e import gate
+
+        binary = gate.binaries(request.config).kube_scheduler  # skips here (fails in CI) without the build
+    return binary
+
+
+def _load(binary: Path, configuration: dict[str, object], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     source = tmp_path / "config.yaml"
     source.write_text(yaml.safe_dump(configuration), encoding="utf-8")
     # --write-config-to: decode, default and validate the configuration, write it out, exit.
@@ -46,10 +54,10 @@ def _load(configuration: dict[str, object], tmp_path: Path) -> subprocess.Comple
 
 @pytest.mark.parametrize("name", INSTALLS)
 def test_kube_scheduler_accepts_the_configuration(
-    built: dict[str, list[Manifest]], name: str, tmp_path: Path
+    built: dict[str, list[Manifest]], name: str, tmp_path: Path, kube_scheduler: Path
 ) -> None:
     configuration = scheduler_configuration(built[name])
-    result = _load(configuration, tmp_path)
+    result = _load(kube_scheduler, configuration, tmp_path)
     assert result.returncode == 0, result.stderr
     effective = yaml.safe_load((tmp_path / "out.yaml").read_text(encoding="utf-8"))
     # What kube-scheduler will run with: our extender as written (false booleans are omitempty).
@@ -60,10 +68,12 @@ def test_kube_scheduler_accepts_the_configuration(
     assert effective["leaderElection"]["resourceName"] == "confidential-scheduler"
 
 
-def test_kube_scheduler_refuses_a_misspelt_field(built: dict[str, list[Manifest]], tmp_path: Path) -> None:
+def test_kube_scheduler_refuses_a_misspelt_field(
+    built: dict[str, list[Manifest]], tmp_path: Path, kube_scheduler: Path
+) -> None:
     configuration = scheduler_configuration(built["base"])
     extender = configuration["extenders"][0]
     extender["nodeCachecapable"] = extender.pop("nodeCacheCapable")
-    result = _load(configuration, tmp_path)
+    result = _load(kube_scheduler, configuration, tmp_path)
     assert result.returncode != 0
     assert 'unknown field \\"extenders[0].nodeCachecapable\\"' in result.stderr
