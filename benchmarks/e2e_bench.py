@@ -1,0 +1,732 @@
+"""End to end on the e2e control plane: confidential pods through the extender against a plain scheduler.
+
+One run (issue 5, "Benchmark (not a test)"):
+
+* starts etcd + kube-apiserver (``tests/e2e/harness.py``), installs one overlay of manifests/ with
+  ``tests/e2e/product.py`` (RBAC, our webhook registered by URL, our extender watching the apiserver, and
+  kube-scheduler ``confidential-scheduler`` with the overlay's KubeSchedulerConfiguration), and starts a
+  second kube-scheduler with the default profile (``default-scheduler``, no extender). Both schedulers
+  run, and watch every pod, through both phases;
+* creates ``--nodes`` Ready Nodes with room (EPC, cpu, memory, pods) for twice their share of the pods;
+* **phase a, with the extender**: ``--pods`` pods annotated ``confidential-pods.io/confidential: "true"``
+  are created in a namespace the webhook serves; it mutates them (EPC, AESM, RuntimeClass,
+  ``schedulerName: confidential-scheduler``) and confidential-scheduler places them with the extender's
+  filter, prioritize and bind;
+* all of them are deleted (grace period 0) and the run waits until the extender's ledger is empty again,
+  so both phases see the same empty nodes;
+* **phase b, without the extender**: the same pods, as stored after the webhook (a dry-run create of a
+  phase-a pod, with the webhook's status annotation dropped and ``schedulerName: default-scheduler``), in
+  a namespace labelled ``confidential-pods.io/injection=disabled`` (the webhook is never called);
+  default-scheduler places them (NodeResourcesFit checks EPC itself).
+
+Both phases: the watch is open before the first create; pods are created by the same ``--threads``
+client threads (one kept-alive HTTPS connection each) while the schedulers run; pods/s = pods / (first
+create -> the watch shows the last pod bound). Reported beside it: creation time and rate, the ratio
+with/without, the apiserver's webhook admission latency
+(``apiserver_admission_webhook_admission_duration_seconds``, delta over phase a) and pod-create latency in
+both phases, our webhook's and extender's own histograms, extender requests by verb, and the CPU each
+process used in each phase.
+
+    python benchmarks/e2e_bench.py                        # 1,000 pods on 100 nodes, alibaba overlay
+    python benchmarks/e2e_bench.py --pods 200 --nodes 20 --json
+
+Needs the binaries of ``tests/e2e/build.sh`` and kustomize (docs/e2e.md). Not a test: no assertion on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import math
+import os
+import re
+import shutil
+import ssl
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from confidential_pods.quantities import parse_decimal  # noqa: E402
+from tests.e2e.harness import ApiServer, Binaries, ControlPlane  # noqa: E402
+from tests.e2e.kube import JSON, Kube, create_namespace, create_node  # noqa: E402
+from tests.e2e.processes import Process, wait_until  # noqa: E402
+from tests.e2e.product import Installation, install  # noqa: E402
+
+CONFIDENTIAL = "confidential-pods.io/confidential"
+STATUS = "confidential-pods.io/status"
+INJECTION = "confidential-pods.io/injection"
+WEBHOOK_NAME = "pod.confidential-pods.io"
+DEFAULT_SCHEDULER = "default-scheduler"
+APP_IMAGE = "registry.example.com/enclave-app:1"
+#: Headroom on every Node: room for this many times its even share of the pods.
+HEADROOM = 2
+BIND_TIMEOUT = 900.0
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def parse_metrics(text: str) -> Samples:
+    """Prometheus exposition text as ``{(sample name, sorted labels): value}``."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """One Prometheus histogram (summed over the label sets that matched): cumulative buckets."""
+
+    buckets: tuple[tuple[float, float], ...]  # (upper bound, cumulative count), sorted, +Inf last
+    count: float
+    total: float
+
+    @classmethod
+    def read(cls, samples: Samples, metric: str, labels: Mapping[str, str] | None = None) -> Histogram:
+        wanted = set((labels or {}).items())
+        buckets: dict[float, float] = {}
+        count = total = 0.0
+        for (sample, sample_labels), value in samples.items():
+            if not wanted <= set(sample_labels):
+                continue
+            if sample == f"{metric}_bucket":
+                le = float(dict(sample_labels)["le"])
+                buckets[le] = buckets.get(le, 0.0) + value
+            elif sample == f"{metric}_count":
+                count += value
+            elif sample == f"{metric}_sum":
+                total += value
+        return cls(buckets=tuple(sorted(buckets.items())), count=count, total=total)
+
+    def minus(self, before: Histogram) -> Histogram:
+        earlier = dict(before.buckets)
+        return Histogram(
+            buckets=tuple((le, n - earlier.get(le, 0.0)) for le, n in self.buckets),
+            count=self.count - before.count,
+            total=self.total - before.total,
+        )
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else math.nan
+
+    def quantile(self, q: float) -> float:
+        """Estimated like PromQL's histogram_quantile: linear within the bucket the rank falls in."""
+        if not self.count or not self.buckets:
+            return math.nan
+        rank = q * self.count
+        lower, below = 0.0, 0.0
+        for le, cumulative in self.buckets:
+            if cumulative >= rank:
+                if math.isinf(le):
+                    return lower  # beyond the last finite bound: the bound is all we know
+                inside = cumulative - below
+                return lower + (le - lower) * ((rank - below) / inside if inside else 0.0)
+            lower, below = le, cumulative
+        return lower
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "count": self.count,
+            "mean_ms": self.mean * 1000,
+            "p50_ms": self.quantile(0.5) * 1000,
+            "p99_ms": self.quantile(0.99) * 1000,
+        }
+
+
+def counter(samples: Samples, name: str, **labels: str) -> float:
+    wanted = set(labels.items())
+    return sum(v for (s, sl), v in samples.items() if s == name and wanted <= set(sl))
+
+
+# ------------------------------------------------------------------ kube-scheduler's -v=3 log
+
+_KLOG = re.compile(r"^[IWE](\d{4} \d\d:\d\d:\d\d\.\d{6})\s")
+_POD = re.compile(r'pod="([^"/]+)/([^"]+)"')
+
+
+def scheduler_log_stats(text: str, namespace: str) -> dict[str, float]:
+    """Where one scheduler's time went for the pods of ``namespace``, from the lines it logs at -v=3.
+
+    ``cycle_ms``: mean time between two "Attempting to schedule pod" (the scheduling cycle is serial, so
+    while the queue is never empty this is the cost of one cycle); ``queue_wait_s``: from the pod's add
+    event to its attempt; ``attempt_to_bound_ms``: the binding cycle (asynchronous); ``throttled``: the
+    scheduler's own client waited on its rate limiter (clientConnection qps/burst) before a
+    binding or an event (events go through a second client of the same limits, asynchronously).
+    """
+    added: dict[str, float] = {}
+    attempted: dict[str, float] = {}
+    bound: dict[str, float] = {}
+    throttled_binds = throttled_events = 0
+    for line in text.splitlines():
+        if "client-side throttling" in line:
+            throttled_binds += f"/namespaces/{namespace}/pods/" in line and '/binding"' in line
+            throttled_events += f"/namespaces/{namespace}/events" in line
+            continue
+        stamp, pod = _KLOG.match(line), _POD.search(line)
+        if stamp is None or pod is None or pod.group(1) != namespace:
+            continue
+        when = datetime.strptime(stamp.group(1), "%m%d %H:%M:%S.%f").timestamp()
+        if '"Add event for unscheduled pod"' in line:
+            added.setdefault(pod.group(2), when)
+        elif '"Attempting to schedule pod"' in line:
+            attempted.setdefault(pod.group(2), when)
+        elif '"Successfully bound pod to node"' in line:
+            bound[pod.group(2)] = when
+    if not attempted or not bound:
+        return {}
+    attempts = sorted(attempted.values())
+    waits = sorted(attempted[p] - added[p] for p in attempted if p in added)
+    binding = sorted(bound[p] - attempted[p] for p in bound if p in attempted)
+    return {
+        "attempts": len(attempts),
+        "attempts_span_s": attempts[-1] - attempts[0],
+        "cycle_ms": 1000 * (attempts[-1] - attempts[0]) / max(len(attempts) - 1, 1),
+        "queue_wait_p50_s": waits[len(waits) // 2] if waits else math.nan,
+        "queue_wait_max_s": waits[-1] if waits else math.nan,
+        "attempt_to_bound_p50_ms": 1000 * binding[len(binding) // 2],
+        "attempt_to_bound_max_ms": 1000 * binding[-1],
+        "throttled_binds": throttled_binds,
+        "throttled_events": throttled_events,
+    }
+
+
+# ------------------------------------------------------------------ processes' CPU
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # fields[0] is the state (field 3): utime and stime are fields 14 and 15.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found.extend(int(c) for c in task.read_text().split())
+    return found
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of ``pid`` and its live descendants (gunicorn workers)."""
+    return _cpu_seconds(pid) + sum(tree_cpu(child) for child in _children(pid))
+
+
+def cpu_snapshot(processes: Mapping[str, int]) -> dict[str, float]:
+    snapshot = {name: tree_cpu(pid) for name, pid in processes.items()}
+    own = os.times()
+    snapshot["benchmark client"] = own.user + own.system
+    return snapshot
+
+
+def say(message: str) -> None:
+    """Progress, on stderr (stdout carries the figures, or the JSON document with --json)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# ------------------------------------------------------------------ HTTP
+
+
+def ssl_context(api: ApiServer) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(api.ca.files.cert))
+    context.load_cert_chain(str(api.admin.cert), str(api.admin.key))
+    return context
+
+
+class Connections:
+    """One kept-alive HTTPS connection to the apiserver per thread (the admin's client certificate)."""
+
+    def __init__(self, api: ApiServer) -> None:
+        parsed = urllib.parse.urlsplit(api.url)
+        self.host, self.port = str(parsed.hostname), int(parsed.port or 443)
+        self.context = ssl_context(api)
+        self.local = threading.local()
+        self.all: list[http.client.HTTPSConnection] = []
+        self.lock = threading.Lock()
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        conn: http.client.HTTPSConnection | None = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=60)
+            self.local.conn = conn
+            with self.lock:
+                self.all.append(conn)
+        payload = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "application/json"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        conn.request(method, path, body=payload, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        for conn in self.all:
+            conn.close()
+
+
+class BindWatch:
+    """A watch on one namespace's pods, opened before the first create: when each pod is first bound."""
+
+    def __init__(self, api: ApiServer, kube: Kube, namespace: str, expected: int) -> None:
+        self.expected = expected
+        self.bound: dict[str, float] = {}
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        version = kube.get(f"/api/v1/namespaces/{namespace}/pods")["metadata"]["resourceVersion"]
+        parsed = urllib.parse.urlsplit(api.url)
+        self.conn = http.client.HTTPSConnection(
+            str(parsed.hostname), parsed.port, context=ssl_context(api), timeout=BIND_TIMEOUT
+        )
+        query = urllib.parse.urlencode(
+            {"watch": "1", "resourceVersion": version, "timeoutSeconds": str(int(BIND_TIMEOUT))}
+        )
+        self.conn.request("GET", f"/api/v1/namespaces/{namespace}/pods?{query}")
+        self.response = self.conn.getresponse()  # headers arrive once the watch is established
+        if self.response.status != 200:
+            raise RuntimeError(f"watch {namespace}: HTTP {self.response.status}: {self.response.read()!r}")
+        self.thread = threading.Thread(target=self._read, name=f"watch-{namespace}", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.response:
+                event = json.loads(line)
+                if event["type"] == "ERROR":
+                    raise RuntimeError(f"watch error: {event['object']}")
+                pod = event["object"]
+                name = pod["metadata"]["name"]
+                if pod["spec"].get("nodeName") and name not in self.bound:
+                    self.bound[name] = time.monotonic()
+                    if len(self.bound) >= self.expected:
+                        break
+        except BaseException as exc:  # reported by wait()
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def wait(self, timeout: float) -> None:
+        self.done.wait(timeout)
+        self.conn.close()
+        if self.error is not None and len(self.bound) < self.expected:
+            raise RuntimeError(f"watch failed after {len(self.bound)} bound pods") from self.error
+
+
+# ------------------------------------------------------------------ pods and nodes
+
+
+def confidential_pod(name: str) -> JSON:
+    """What a user writes: an app pod opted in by annotation (the webhook adds the rest)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": {CONFIDENTIAL: "true"}},
+        "spec": {"containers": [{"name": "app", "image": APP_IMAGE}]},
+    }
+
+
+def plain_pod(name: str, mutated: JSON) -> JSON:
+    """The stored form of a mutated pod, for default-scheduler: status annotation dropped, same spec."""
+    annotations = {k: v for k, v in mutated["metadata"].get("annotations", {}).items() if k != STATUS}
+    spec = json.loads(json.dumps(mutated["spec"]))
+    spec.pop("nodeName", None)
+    spec["schedulerName"] = DEFAULT_SCHEDULER
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def pod_requests(pod: JSON) -> dict[str, Decimal]:
+    """An upper bound of what the pod asks of a node: every container's and init container's requests,
+    plus the RuntimeClass overhead (init containers summed, not maxed: the aesmd sidecar is a native one)."""
+    total: dict[str, Decimal] = {}
+    spec = pod["spec"]
+    for each in [*spec.get("containers", []), *spec.get("initContainers", [])]:
+        for resource, amount in each.get("resources", {}).get("requests", {}).items():
+            total[resource] = total.get(resource, Decimal(0)) + parse_decimal(amount)
+    for resource, amount in spec.get("overhead", {}).items():
+        total[resource] = total.get(resource, Decimal(0)) + parse_decimal(amount)
+    return total
+
+
+def node_allocatable(pod: JSON, slots: int) -> dict[str, str]:
+    """Room for ``slots`` such pods (at least the harness's cpu 8 / memory 32Gi / pods 110)."""
+    minimum = {"cpu": Decimal(8), "memory": parse_decimal("32Gi"), "pods": Decimal(110)}
+    wanted = {resource: amount * slots for resource, amount in pod_requests(pod).items()}
+    wanted["pods"] = Decimal(slots)
+    allocatable: dict[str, str] = {}
+    for resource in {*minimum, *wanted}:
+        amount = max(wanted.get(resource, Decimal(0)), minimum.get(resource, Decimal(0)))
+        allocatable[resource] = (
+            f"{math.ceil(amount * 1000)}m" if resource == "cpu" else str(math.ceil(amount))
+        )
+    return allocatable
+
+
+# ------------------------------------------------------------------ phases
+
+
+@dataclass
+class Phase:
+    """One phase's figures; times in seconds from the first create."""
+
+    name: str
+    pods: int
+    bound: int = 0
+    creation_s: float = math.nan
+    last_bound_s: float = math.nan
+    p50_bound_s: float = math.nan
+    create_errors: int = 0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    loadavg_before: str = ""
+    loadavg_after: str = ""
+
+    @property
+    def pods_per_s(self) -> float:
+        return self.pods / self.last_bound_s if self.bound == self.pods else math.nan
+
+    @property
+    def creates_per_s(self) -> float:
+        return self.pods / self.creation_s
+
+
+def run_phase(
+    name: str,
+    api: ApiServer,
+    kube: Kube,
+    namespace: str,
+    bodies: Sequence[JSON],
+    threads: int,
+    processes: Mapping[str, int],
+) -> Phase:
+    """Create ``bodies`` with ``threads`` client threads; wait until the watch has seen every pod bound."""
+    phase = Phase(name=name, pods=len(bodies), loadavg_before=loadavg())
+    connections = Connections(api)
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    errors: list[str] = []
+
+    def create(body: JSON) -> None:
+        status, raw = connections.request("POST", path, body)
+        if status != 201:
+            errors.append(f"{status}: {raw[:300]!r}")
+
+    watch = BindWatch(api, kube, namespace, expected=len(bodies))
+    cpu_before = cpu_snapshot(processes)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        start = time.monotonic()
+        list(pool.map(create, bodies))
+        phase.creation_s = time.monotonic() - start
+    connections.close()
+    phase.create_errors = len(errors)
+    if errors:
+        print(f"  {len(errors)} creates failed, first: {errors[0]}", file=sys.stderr)
+    watch.wait(BIND_TIMEOUT)
+    cpu_after = cpu_snapshot(processes)
+    phase.cpu_s = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after}
+    times = sorted(t - start for t in watch.bound.values())
+    phase.bound = len(times)
+    if times:
+        phase.last_bound_s = times[-1]
+        phase.p50_bound_s = times[len(times) // 2]
+    phase.loadavg_after = loadavg()
+    return phase
+
+
+def delete_all(api: ApiServer, kube: Kube, namespace: str, threads: int) -> None:
+    """Delete every pod of ``namespace`` with grace period 0 and wait until none is left."""
+    names = [p["metadata"]["name"] for p in kube.get(f"/api/v1/namespaces/{namespace}/pods")["items"]]
+    connections = Connections(api)
+    body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+
+    def delete(name: str) -> None:
+        connections.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", body)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(delete, names))
+    connections.close()
+    wait_until(
+        lambda: not kube.get(f"/api/v1/namespaces/{namespace}/pods", {"limit": "1"})["items"],
+        timeout=120,
+        what=f"the pods of {namespace} to be deleted",
+    )
+
+
+def extender_gauge(installation: Installation, name: str) -> float:
+    return counter(parse_metrics(installation.extender.get("/metrics")[1]), name)
+
+
+# ------------------------------------------------------------------ the run
+
+
+def measure(args: argparse.Namespace, plane: ControlPlane, installation: Installation) -> dict[str, Any]:
+    api = plane.api
+    kube = api.admin_client()
+    qps = {"qps": args.default_scheduler_qps, "burst": 2 * args.default_scheduler_qps}
+    default_scheduler: Process = plane.start_scheduler(
+        {"clientConnection": qps} if args.default_scheduler_qps else None, name=DEFAULT_SCHEDULER
+    )
+    processes = {
+        "kube-apiserver": api.process.popen.pid,
+        "etcd": plane.etcd.process.popen.pid if plane.etcd else 0,
+        "confidential-scheduler": installation.scheduler.popen.pid,
+        "default-scheduler": default_scheduler.popen.pid,
+        "extender (gunicorn)": installation.extender.process.popen.pid
+        if installation.extender.process
+        else 0,
+        "webhook (gunicorn)": installation.webhook.process.popen.pid if installation.webhook.process else 0,
+    }
+    with_ns, without_ns = "bench-confidential", "bench-plain"
+    create_namespace(kube, with_ns)
+    create_namespace(kube, without_ns, labels={INJECTION: "disabled"})
+
+    # The stored form of one opted-in pod, as the webhook and the in-tree admission leave it.
+    template = kube.request(
+        "POST",
+        f"/api/v1/namespaces/{with_ns}/pods",
+        body=confidential_pod("template"),
+        params={"dryRun": "All"},
+    )
+    if STATUS not in template["metadata"].get("annotations", {}):
+        raise RuntimeError(f"the webhook did not mutate the template pod: {template['metadata']}")
+    slots = math.ceil(HEADROOM * args.pods / args.nodes)
+    allocatable = node_allocatable(template, slots)
+    labels = dict(template["spec"].get("nodeSelector", {}))  # the RuntimeClass's scheduling.nodeSelector
+    say(f"pod requests {dict(pod_requests(template))}, node allocatable {allocatable}, labels {labels}")
+    with ThreadPoolExecutor(max_workers=args.threads) as pool:
+        list(
+            pool.map(
+                lambda i: create_node(kube, f"node-{i:04d}", allocatable, labels=labels), range(args.nodes)
+            )
+        )
+    wait_until(
+        lambda: extender_gauge(installation, "confidential_pods_extender_ledger_nodes") >= args.nodes,
+        timeout=60,
+        what="the extender's ledger to hold every node",
+    )
+    time.sleep(2)  # the schedulers' informers see the nodes a moment later
+
+    apiserver_before = parse_metrics(kube.get_text("/metrics"))
+    webhook_before = parse_metrics(installation.webhook.get("/metrics")[1])
+    extender_before = parse_metrics(installation.extender.get("/metrics")[1])
+    say(f"phase a: {args.pods} confidential pods through confidential-scheduler + extender ...")
+    with_extender = run_phase(
+        "with extender",
+        api,
+        kube,
+        with_ns,
+        [confidential_pod(f"pod-{i:05d}") for i in range(args.pods)],
+        args.threads,
+        processes,
+    )
+    apiserver_a = parse_metrics(kube.get_text("/metrics"))
+    webhook_after = parse_metrics(installation.webhook.get("/metrics")[1])
+    extender_after = parse_metrics(installation.extender.get("/metrics")[1])
+
+    stored = kube.get(f"/api/v1/namespaces/{with_ns}/pods/pod-00000")
+    if stored["spec"].get("schedulerName") != installation.settings["schedulerName"]:
+        raise RuntimeError(
+            f"phase a pod not for confidential-scheduler: {stored['spec'].get('schedulerName')}"
+        )
+    delete_all(api, kube, with_ns, args.threads)
+    wait_until(
+        lambda: (
+            extender_gauge(installation, "confidential_pods_extender_ledger_pods") == 0
+            and extender_gauge(installation, "confidential_pods_extender_ledger_reservations") == 0
+        ),
+        timeout=120,
+        what="the extender's ledger to be empty",
+    )
+    time.sleep(2)  # and the schedulers' caches
+
+    apiserver_b0 = parse_metrics(kube.get_text("/metrics"))
+    say(f"phase b: the same {args.pods} pods through default-scheduler ...")
+    without_extender = run_phase(
+        "without extender",
+        api,
+        kube,
+        without_ns,
+        [plain_pod(f"pod-{i:05d}", template) for i in range(args.pods)],
+        args.threads,
+        processes,
+    )
+    apiserver_b = parse_metrics(kube.get_text("/metrics"))
+    extender_b = parse_metrics(installation.extender.get("/metrics")[1])
+
+    admission = "apiserver_admission_webhook_admission_duration_seconds"
+    requests = "apiserver_request_duration_seconds"
+    pod_create = {"verb": "POST", "resource": "pods", "subresource": ""}
+    extender_latency = "confidential_pods_extender_request_duration_seconds"
+    extender_requests = "confidential_pods_extender_requests_total"
+    verbs = ("filter", "prioritize", "bind")
+    ratio = with_extender.pods_per_s / without_extender.pods_per_s
+    return {
+        "pods": args.pods,
+        "nodes": args.nodes,
+        "overlay": args.overlay,
+        "threads": args.threads,
+        "default_scheduler_qps": args.default_scheduler_qps or "default (50, burst 100)",
+        "node_allocatable": allocatable,
+        "phases": [
+            {**asdict(p), "pods_per_s": p.pods_per_s, "creates_per_s": p.creates_per_s}
+            for p in (with_extender, without_extender)
+        ],
+        "ratio_with_over_without": ratio,
+        "webhook_admission_apiserver": Histogram.read(apiserver_a, admission, {"name": WEBHOOK_NAME})
+        .minus(Histogram.read(apiserver_before, admission, {"name": WEBHOOK_NAME}))
+        .summary(),
+        "pod_create_apiserver": {
+            "with extender": Histogram.read(apiserver_a, requests, pod_create)
+            .minus(Histogram.read(apiserver_before, requests, pod_create))
+            .summary(),
+            "without extender": Histogram.read(apiserver_b, requests, pod_create)
+            .minus(Histogram.read(apiserver_b0, requests, pod_create))
+            .summary(),
+        },
+        "webhook_review_own": Histogram.read(
+            webhook_after, "confidential_pods_webhook_review_duration_seconds"
+        )
+        .minus(Histogram.read(webhook_before, "confidential_pods_webhook_review_duration_seconds"))
+        .summary(),
+        "extender_requests_phase_a": {
+            verb: counter(extender_after, extender_requests, verb=verb)
+            - counter(extender_before, extender_requests, verb=verb)
+            for verb in verbs
+        },
+        "extender_requests_phase_b": {
+            verb: counter(extender_b, extender_requests, verb=verb)
+            - counter(extender_after, extender_requests, verb=verb)
+            for verb in verbs
+        },
+        "scheduler_log": {
+            "with extender": scheduler_log_stats(installation.scheduler.log_text(), with_ns),
+            "without extender": scheduler_log_stats(default_scheduler.log_text(), without_ns),
+        },
+        "extender_latency_phase_a": {
+            verb: Histogram.read(extender_after, extender_latency, {"verb": verb})
+            .minus(Histogram.read(extender_before, extender_latency, {"verb": verb}))
+            .summary()
+            for verb in verbs
+        },
+    }
+
+
+def report(result: Mapping[str, Any]) -> None:
+    print(
+        f"\n{result['pods']} pods on {result['nodes']} nodes, overlay {result['overlay']}, "
+        f"{result['threads']} client threads, {os.cpu_count()} CPUs"
+    )
+    header = ("phase", "pods/s", "last bound", "p50 bound", "create", "creates/s")
+    print(f"{header[0]:<18}" + "".join(f"{h:>11}" for h in header[1:]) + "  loadavg")
+    for p in result["phases"]:
+        print(
+            f"{p['name']:<18}{p['pods_per_s']:>11.1f}{p['last_bound_s']:>10.1f}s{p['p50_bound_s']:>10.1f}s"
+            f"{p['creation_s']:>10.1f}s{p['creates_per_s']:>11.1f}"
+            f"  {p['loadavg_before']} -> {p['loadavg_after']}"
+            + (
+                f"  ({p['bound']}/{p['pods']} bound, {p['create_errors']} create errors)"
+                if p["bound"] < p["pods"]
+                else ""
+            )
+        )
+    print(f"ratio with/without: {result['ratio_with_over_without']:.2f} (goal >= 0.8)")
+
+    def line(label: str, s: Mapping[str, float]) -> None:
+        print(
+            f"  {label:<44} n={s['count']:>6.0f}  mean {s['mean_ms']:7.2f} ms  "
+            f"p50 ~{s['p50_ms']:7.2f} ms  p99 ~{s['p99_ms']:7.2f} ms"
+        )
+
+    print("latency (p50/p99 interpolated within histogram buckets):")
+    line(f"apiserver -> webhook {WEBHOOK_NAME}", result["webhook_admission_apiserver"])
+    line("webhook's own review duration", result["webhook_review_own"])
+    for phase, s in result["pod_create_apiserver"].items():
+        line(f"apiserver pod create, {phase}", s)
+    for verb, s in result["extender_latency_phase_a"].items():
+        line(f"extender {verb}", s)
+    print(f"extender requests, phase a: {result['extender_requests_phase_a']}")
+    print(f"extender requests, phase b: {result['extender_requests_phase_b']}")
+    for phase, stats in result["scheduler_log"].items():
+        print(
+            f"scheduler log, {phase}: "
+            + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items())
+        )
+    print("CPU seconds per process, phase a / phase b:")
+    a, b = (p["cpu_s"] for p in result["phases"])
+    for name in a:
+        print(f"  {name:<24}{a[name]:>8.1f}{b.get(name, 0.0):>8.1f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--overlay", default="alibaba", help="overlay of manifests/ (alibaba, intel)")
+    parser.add_argument("--threads", type=int, default=8, help="client threads creating pods")
+    parser.add_argument(
+        "--default-scheduler-qps",
+        type=float,
+        default=0,
+        help="clientConnection qps of default-scheduler (burst twice it); default: kube-scheduler's 50/100",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the process logs also on success")
+    args = parser.parse_args(argv)
+
+    binaries = Binaries.locate()
+    log_dir = Path(tempfile.mkdtemp(prefix="e2e-bench-logs-"))
+    ok = False
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="e2e-bench-") as workdir,
+            ControlPlane.run(binaries, Path(workdir) / "plane", log_dir) as plane,
+            install(plane, args.overlay, Path(workdir) / "install", log_dir) as installation,
+        ):
+            result = measure(args, plane, installation)
+        result["loadavg_end"] = loadavg()
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            report(result)
+        ok = True
+    finally:
+        if ok and not args.keep_logs:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        else:
+            print(f"process logs kept in {log_dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
