@@ -385,7 +385,7 @@ def node_allocatable(pod: JSON, slots: int) -> dict[str, str]:
     wanted = {resource: amount * slots for resource, amount in pod_requests(pod).items()}
     wanted["pods"] = Decimal(slots)
     allocatable: dict[str, str] = {}
-    for resource in {*minimum, *wanted}:
+    for resource in sorted({*minimum, *wanted}):
         amount = max(wanted.get(resource, Decimal(0)), minimum.get(resource, Decimal(0)))
         allocatable[resource] = (
             f"{math.ceil(amount * 1000)}m" if resource == "cpu" else str(math.ceil(amount))
