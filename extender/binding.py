@@ -1,9 +1,10 @@
-"""Bind: re-check fit under the ledger lock, create the Binding, reserve the EPC.
+"""Bind: re-check fit and reserve the EPC under the ledger lock, then create the Binding.
 
 ``bind_pod`` holds ``ledger.lock`` from the fit check until the reservation is recorded, so two
 binds (and the watch) cannot interleave: concurrent binds never overcommit a node. The Binding is
-created by a :class:`Binder` — the API server (:class:`ApiBinder`) or memory for snapshot mode
-and ``simulate`` (:class:`MemoryBinder`).
+created after the lock is released (a failed one withdraws the reservation), so the API server's
+round trip does not hold up filter calls. The Binding is created by a :class:`Binder` — the API
+server (:class:`ApiBinder`) or memory for snapshot mode and ``simulate`` (:class:`MemoryBinder`).
 
 The bind request names the pod but carries no resources, so the pod's EPC comes from the last
 filter call for that pod (:class:`PendingPods`, bounded), else from the binder (the API server, or
@@ -115,16 +116,17 @@ def pod_epc_for_bind(
 def bind_pod(
     request: BindRequest, epc: int, *, ledger: EpcLedger, binder: Binder, profile: Profile, now: float
 ) -> BindOutcome:
-    """Check fit, bind and reserve as one step under ``ledger.lock``. Nothing is reserved on refusal."""
+    """Check fit and reserve as one step under ``ledger.lock``, then bind; withdraw the reservation on failure.
+
+    The Binding is created outside the lock, so filter and prioritize calls for the next pods do not wait
+    for the API server's round trip; the reservation, taken before, keeps every concurrent bind and filter
+    from counting that EPC as free (kube-scheduler's "assume" step). Nothing stays reserved on refusal.
+    """
     with ledger.lock:
         verdict = unfit_reason(epc, ledger.usage(request.node), profile.epc_resource)
         if verdict is not None:
             return BindOutcome(error=f"node {request.node}: {verdict[0]}", epc=epc)
-        try:
-            binder.bind(request)
-        except BindRefused as exc:
-            who = f"{request.pod_namespace}/{request.pod_name}"
-            return BindOutcome(error=f"binding {who} failed: {exc}", epc=epc)
+        previous = ledger.reservation(request.pod_uid)  # an earlier bind of this pod (refused below)
         if epc > 0:
             ledger.reserve(
                 PodEpc(
@@ -136,7 +138,17 @@ def bind_pod(
                 ),
                 now,
             )
-        return BindOutcome(error="", epc=epc)
+    try:
+        binder.bind(request)
+    except BindRefused as exc:
+        with ledger.lock:
+            if epc > 0:
+                ledger.unreserve(request.pod_uid)
+            if previous is not None:
+                ledger.reserve(previous.pod, previous.since)
+        who = f"{request.pod_namespace}/{request.pod_name}"
+        return BindOutcome(error=f"binding {who} failed: {exc}", epc=epc)
+    return BindOutcome(error="", epc=epc)
 
 
 class MemoryBinder:
