@@ -249,9 +249,6 @@ def test_batch_lands_only_where_epc_is_free(
     current = wait_pods(kube, namespace, settled, "6 pods bound and the other 2 refused for EPC")
     placed = bound(current)
     assert len(placed) == 6, placed
-    import json
-
-    print("MF", json.dumps(current[sorted(placed)[0]]["metadata"]["managedFields"], indent=1))  # TEMP
     assert sorted(placed.values()) == sorted(big * 3), placed
     # Why each node was refused, as kube-scheduler tells the user (one line per reason, with a node count):
     # the full SGX nodes and the small one by our extender; the node without SGX by our extender on alibaba,
