@@ -118,8 +118,9 @@ def make_node(kube: Kube) -> Iterator[Callable[..., JSON]]:
                 raise
 
 
-#: The overlays of manifests/ the product tests run against, one after the other (each a resource profile).
-OVERLAYS = ("alibaba", "intel")
+#: The overlays of manifests/ the product tests run against, one after the other: one per resource profile
+#: the manifests ship (alibaba: ACK with runV; intel: Intel's device plugin; azure: AKS confidential nodes).
+OVERLAYS = ("alibaba", "intel", "azure")
 
 
 @pytest.fixture(scope="session", params=OVERLAYS)

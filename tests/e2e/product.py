@@ -13,8 +13,8 @@ in a cluster, except that our two components run as local processes instead of c
   by ``confidential-pods certs install``;
 - the configuration is the build's ConfigMap (``config.yaml``), plus an ``aesmSidecarImage`` (what the
   overlays ask an operator to set for sandboxed pods);
-- kube-scheduler runs the build's KubeSchedulerConfiguration with the extender's ``urlPrefix`` pointed at
-  the local extender (``confidential-pods extender serve``, watching the apiserver);
+- kube-scheduler runs the build's KubeSchedulerConfiguration and container flags, with the extender's
+  ``urlPrefix`` pointed at the local extender (``confidential-pods extender serve``, watching the apiserver);
 - the RuntimeClasses of manifests/runtimeclasses (``kata-qemu``, ``kata-clh``, ``runv``) are created, so
   the RuntimeClass admission plugin sets their overhead.
 
@@ -119,6 +119,14 @@ class Overlay:
         for extender in config.get("extenders", []):
             extender["urlPrefix"] = extender_url
         return config
+
+    def scheduler_flags(self) -> list[str]:
+        """The build's kube-scheduler container flags but ``--config`` (the harness writes its own)."""
+        deployment = self.one("Deployment", SCHEDULER_NAME)
+        (container,) = [
+            c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "kube-scheduler"
+        ]
+        return [arg for arg in container["command"][1:] if not arg.startswith("--config=")]
 
     def webhook_configuration(self, base_url: str) -> Manifest:
         """The build's MutatingWebhookConfiguration, each ``clientConfig.service`` turned into ``url``."""
@@ -459,7 +467,10 @@ def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path
         processes.append(extender)
         extender.start()
         scheduler = plane.start_scheduler(
-            overlay.scheduler_config(extender.url), name=SCHEDULER_NAME, kubeconfig=scheduler_kubeconfig
+            overlay.scheduler_config(extender.url),
+            name=SCHEDULER_NAME,
+            kubeconfig=scheduler_kubeconfig,
+            extra_args=overlay.scheduler_flags(),
         )
         processes.append(scheduler)
     except BaseException:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -242,9 +243,9 @@ def test_missing_binaries_say_what_to_install_or_run(monkeypatch: pytest.MonkeyP
     from tests.e2e.harness import BinariesMissingError
 
     missing = BinariesMissingError("control-plane binaries missing in /x: etcd; run tests/e2e/build.sh")
-    monkeypatch.setattr(gate.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     without_go = gate.missing_reason(missing)
     assert "install Go 1.26" in without_go and "tests/e2e/build.sh" in without_go
-    monkeypatch.setattr(gate.shutil, "which", lambda name: f"/usr/local/go/bin/{name}")
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/local/go/bin/{name}")
     with_go = gate.missing_reason(missing)
     assert "install Go" not in with_go and "run tests/e2e/build.sh" in with_go

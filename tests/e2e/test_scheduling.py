@@ -1,6 +1,6 @@
 """Scheduling through the real kube-scheduler and our extender: placement by free EPC, never overcommitted.
 
-Every test runs once per overlay of manifests/ (the ``installation`` fixture: alibaba, intel): the
+Every test runs once per overlay of manifests/ (the ``installation`` fixture: alibaba, intel, azure): the
 ``confidential-scheduler`` kube-scheduler runs the overlay's KubeSchedulerConfiguration, whose extender
 (filter, prioritize, bind) is ``confidential-pods extender serve`` watching the apiserver
 (tests/e2e/product.py).
@@ -41,9 +41,9 @@ REASON = "insufficient SGX EPC"
 POD_EPC = 64
 #: EPC the webhook adds per pod for the aesmd sidecar, MiB: alibaba's overlay sets runtimeClass runv (a
 #: sandbox) and aesmSidecarEPC 8Mi; intel's runs on the host (runtimeClass none) with no sidecar.
-SIDECAR_EPC = {"alibaba": 8, "intel": 0}
+SIDECAR_EPC = {"alibaba": 8, "azure": 0, "intel": 0}
 #: What one pod holds on its node, MiB, written out: 64 + 8 on alibaba, 64 on intel.
-EFFECTIVE = {"alibaba": 72, "intel": 64}
+EFFECTIVE = {"alibaba": 72, "azure": 64, "intel": 64}
 #: The label of runv's RuntimeClass scheduling.nodeSelector (manifests/runtimeclasses/runv.yaml): alibaba's
 #: pods only go to such nodes. Every node here carries it, so EPC alone decides (intel ignores it).
 SANDBOX_LABELS = {"alibabacloud.com/sandboxed-container": "Sandboxed-Container.runv"}
@@ -255,6 +255,7 @@ def test_batch_lands_only_where_epc_is_free(
     # and on intel already by kube-scheduler itself (it has no sgx.intel.com/enclave to give).
     no_sgx = {
         "alibaba": f"1 node has no SGX EPC ({profile.epc_resource})",
+        "azure": f"1 node has no SGX EPC ({profile.epc_resource})",
         "intel": "1 Insufficient sgx.intel.com/enclave",
     }[profile.name]
     reasons = [
@@ -288,7 +289,7 @@ def test_pod_too_large_for_every_node_stays_pending_with_our_reason(
     nodes = [sgx_node(capacity) for _ in range(2)]
     before = binds(installation)
     # 1Gi asked; alibaba adds the sidecar's 8Mi. Both are far above the nodes' 252Mi / 224Mi.
-    asked = {"alibaba": "1032Mi", "intel": "1Gi"}[profile.name]
+    asked = {"alibaba": "1032Mi", "azure": "1Gi", "intel": "1Gi"}[profile.name]
     create_batch(installation, pods, ["huge"], epc_mib=1024)
 
     expected = f"{REASON}: pod requests {asked}, node has only {capacity}Mi in total"

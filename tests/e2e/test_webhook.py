@@ -1,7 +1,7 @@
 """The webhook on a real kube-apiserver: what is stored, who is (never) sent, what the client sees.
 
-Every test runs once per overlay of manifests/ (the ``installation`` fixture: alibaba, intel), with the
-MutatingWebhookConfiguration, RBAC and configuration of that build (tests/e2e/product.py).
+Every test runs once per overlay of manifests/ (the ``installation`` fixture: one per resource profile),
+with the MutatingWebhookConfiguration, RBAC and configuration of that build (tests/e2e/product.py).
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ INJECTION = "confidential-pods.io/injection"
 #: our own code): 128Mi of EPC for the app, 8Mi for the aesmd sidecar.
 APP_RESOURCES = {
     "alibaba": {"alibabacloud.com/sgx_epc_MiB": "128"},
+    "azure": {"kubernetes.azure.com/sgx_epc_mem_in_MiB": "128"},
     "intel": {"sgx.intel.com/epc": "128Mi", "sgx.intel.com/enclave": "1"},
 }
 SIDECAR_RESOURCES = {
     "alibaba": {"alibabacloud.com/sgx_epc_MiB": "8"},
+    "azure": {"kubernetes.azure.com/sgx_epc_mem_in_MiB": "8"},
     "intel": {"sgx.intel.com/epc": "8Mi", "sgx.intel.com/enclave": "1"},
 }
-DEFAULT_EPC_RESOURCES = {  # defaultEPC: 64Mi in both overlays
+DEFAULT_EPC_RESOURCES = {  # defaultEPC: 64Mi in every overlay
     "alibaba": {"alibabacloud.com/sgx_epc_MiB": "64"},
+    "azure": {"kubernetes.azure.com/sgx_epc_mem_in_MiB": "64"},
     "intel": {"sgx.intel.com/epc": "64Mi", "sgx.intel.com/enclave": "1"},
 }
 

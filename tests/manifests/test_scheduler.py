@@ -23,6 +23,12 @@ def scheduler_configuration(objects: list[Manifest]) -> dict[str, Any]:
     return loaded
 
 
+def scheduler_flags(objects: list[Manifest]) -> list[str]:
+    """The kube-scheduler container's flags other than ``--config`` (which points into the ConfigMap)."""
+    command: list[str] = _container(objects, "kube-scheduler")["command"]
+    return [arg for arg in command[1:] if not arg.startswith("--config=")]
+
+
 def _pod_spec(objects: list[Manifest]) -> dict[str, Any]:
     spec: dict[str, Any] = find(objects, "Deployment", "confidential-scheduler")["spec"]["template"]["spec"]
     return spec
@@ -127,7 +133,10 @@ def test_scheduler_pod(built: dict[str, list[Manifest]], name: str) -> None:
     match = re.fullmatch(r"registry\.k8s\.io/kube-scheduler:v1\.(\d+)\.(\d+)", scheduler["image"])
     assert match and int(match.group(1)) >= 33, scheduler["image"]
     assert scheduler["command"][0] == "/usr/local/bin/kube-scheduler"
-    config_path = _flags(scheduler["command"])["config"]
+    flags = _flags(scheduler["command"])
+    config_path = flags["config"]
+    # Bounds how long a pod refused from an out-of-date ledger waits for a retry (docs/extender.md).
+    assert flags["pod-max-in-unschedulable-pods-duration"] == "60s"
     (mount,) = [m for m in scheduler["volumeMounts"] if config_path.startswith(m["mountPath"] + "/")]
     (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     config_map = find(objects, "ConfigMap", "confidential-scheduler-config")

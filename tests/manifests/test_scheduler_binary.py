@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.manifests.building import INSTALLS, REPO, Manifest
-from tests.manifests.test_scheduler import scheduler_configuration
+from tests.manifests.test_scheduler import scheduler_configuration, scheduler_flags
 
 
 def _binary() -> Path | None:
@@ -33,7 +33,9 @@ def kube_scheduler(request: pytest.FixtureRequest) -> Path:
     return binary
 
 
-def _load(binary: Path, configuration: dict[str, object], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _load(
+    binary: Path, configuration: dict[str, object], tmp_path: Path, flags: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     source = tmp_path / "config.yaml"
     source.write_text(yaml.safe_dump(configuration), encoding="utf-8")
     # --write-config-to: decode, default and validate the configuration, write it out, exit.
@@ -44,6 +46,7 @@ def _load(binary: Path, configuration: dict[str, object], tmp_path: Path) -> sub
             f"--config={source}",
             "--master=http://127.0.0.1:1",
             f"--write-config-to={tmp_path / 'out.yaml'}",
+            *(flags or []),
         ],
         capture_output=True,
         text=True,
@@ -57,7 +60,8 @@ def test_kube_scheduler_accepts_the_configuration(
     built: dict[str, list[Manifest]], name: str, tmp_path: Path, kube_scheduler: Path
 ) -> None:
     configuration = scheduler_configuration(built[name])
-    result = _load(kube_scheduler, configuration, tmp_path)
+    # With the container's other flags: the binary must know every one of them (deprecated ones included).
+    result = _load(kube_scheduler, configuration, tmp_path, scheduler_flags(built[name]))
     assert result.returncode == 0, result.stderr
     effective = yaml.safe_load((tmp_path / "out.yaml").read_text(encoding="utf-8"))
     # What kube-scheduler will run with: our extender as written (false booleans are omitempty).
