@@ -116,7 +116,7 @@ def pod_epc_for_bind(
 def bind_pod(
     request: BindRequest, epc: int, *, ledger: EpcLedger, binder: Binder, profile: Profile, now: float
 ) -> BindOutcome:
-    """Check fit and reserve as one step under ``ledger.lock``, then bind; withdraw the reservation on failure.
+    """Check fit and reserve in one step under ``ledger.lock``, then bind; on refusal, unreserve.
 
     The Binding is created outside the lock, so filter and prioritize calls for the next pods do not wait
     for the API server's round trip; the reservation, taken before, keeps every concurrent bind and filter

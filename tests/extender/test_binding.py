@@ -114,7 +114,7 @@ def test_refused_binding_withdraws_its_reservation_and_keeps_an_earlier_one() ->
     class RefusingBinder(MemoryBinder):
         def bind(self, request: BindRequest) -> None:
             if request.pod_uid == "refused":
-                raise BindRefused("pods \"x\" not found")
+                raise BindRefused('pods "x" not found')
             super().bind(request)
 
     ledger = EpcLedger()
