@@ -138,11 +138,12 @@ def create_app(
         if isinstance(epc, str):
             error = epc
         else:
-            with ledger.lock:
-                expire()
-                error = bind_pod(
-                    bind_request, epc, ledger=ledger, binder=binder, profile=profile, now=clock()
-                ).error
+            expire()
+            # bind_pod takes the ledger lock for the fit check and the reservation only, not for the API
+            # call: filter and prioritize for the next pods must not wait for this pod's round trip.
+            error = bind_pod(
+                bind_request, epc, ledger=ledger, binder=binder, profile=profile, now=clock()
+            ).error
         who = f"{bind_request.pod_namespace}/{bind_request.pod_name}"
         if error:
             logger.info("refused to bind %s to %s: %s", who, bind_request.node, error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from extender.app import MAX_BODY, create_app
 from extender.binding import MemoryBinder, PendingPods
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
+from extender.wire import BindRequest
 from tests.extender import scheduler_json as sj
 
 NAMES = ["sgx-a", "sgx-b", "plain", "tiny"]
@@ -222,6 +224,42 @@ def test_bind_refused_when_it_no_longer_fits(
     }
     assert binder.bindings == {}
     assert ledger.usage("sgx-a").reserved == 0  # type: ignore[union-attr]
+
+
+def test_filter_and_prioritize_are_answered_while_a_bind_waits_for_the_api(
+    ledger: EpcLedger, ready: Ready, clock: Clock
+) -> None:
+    """The Binding's API round trip happens outside the ledger lock; its reservation is already counted."""
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowApi(MemoryBinder):
+        def bind(self, request: BindRequest) -> None:
+            entered.set()
+            assert release.wait(10)
+            super().bind(request)
+
+    binder = SlowApi()
+    first, second = sj.pod(epc_mib=64, name="first"), sj.pod(epc_mib=64, name="second")
+    binding_client, other_client = (make_client(ledger, binder, ready, clock) for _ in range(2))
+    post(binding_client, "/filter", sj.args_with_names(first, NAMES))
+    answer: list[Any] = []
+    bind = threading.Thread(
+        target=lambda: answer.append(post(binding_client, "/bind", sj.binding_args(first, "sgx-a"))[1])
+    )
+    bind.start()
+    try:
+        assert entered.wait(10)
+        # With the first pod's bind in flight (its 64Mi reserved on sgx-a), the next pod fits nowhere.
+        _, filtered = post(other_client, "/filter", sj.args_with_names(second, NAMES))
+        assert filtered["NodeNames"] == []
+        assert "sgx-a" in filtered["FailedNodes"]
+        _, scores = post(other_client, "/prioritize", sj.args_with_names(second, NAMES))
+        assert {s["Host"]: s["Score"] for s in scores}["sgx-a"] == 0
+    finally:
+        release.set()
+        bind.join(10)
+    assert answer == [{"Error": ""}]
+    assert binder.bindings == {first["metadata"]["uid"]: "sgx-a"}
 
 
 def test_bind_refused_by_binder_reserves_nothing(client: FlaskClient, ledger: EpcLedger) -> None:
