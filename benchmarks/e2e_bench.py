@@ -49,7 +49,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -462,6 +462,73 @@ def run_phase(
     return phase
 
 
+@dataclass
+class HeldPhase:
+    """Scheduling only: every pod created while the scheduler was stopped, then the scheduler started.
+
+    Times in seconds from the scheduler's (re)start; ``first_bound_s`` is when it bound its first pod, so
+    ``pods_per_s`` — pods after the first over the span to the last — leaves its start-up out.
+    """
+
+    name: str
+    pods: int
+    bound: int = 0
+    creation_s: float = math.nan
+    start_s: float = math.nan
+    first_bound_s: float = math.nan
+    last_bound_s: float = math.nan
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    loadavg_before: str = ""
+    loadavg_after: str = ""
+
+    @property
+    def pods_per_s(self) -> float:
+        span = self.last_bound_s - self.first_bound_s
+        return (self.pods - 1) / span if self.bound == self.pods and span > 0 else math.nan
+
+
+def run_held_phase(
+    name: str,
+    api: ApiServer,
+    kube: Kube,
+    namespace: str,
+    bodies: Sequence[JSON],
+    threads: int,
+    scheduler: str,
+    processes: dict[str, int],
+    stop: Callable[[], None],
+    start: Callable[[], Process],
+) -> HeldPhase:
+    """``stop`` the scheduler, create ``bodies``, then ``start`` it and time it binding them all."""
+    phase = HeldPhase(name=name, pods=len(bodies), loadavg_before=loadavg())
+    stop()
+    connections = Connections(api)
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    created = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        statuses = list(pool.map(lambda body: connections.request("POST", path, body)[0], bodies))
+    phase.creation_s = time.monotonic() - created
+    connections.close()
+    if any(status != 201 for status in statuses):
+        raise RuntimeError(f"{name}: {sum(s != 201 for s in statuses)} creates failed")
+    watch = BindWatch(api, kube, namespace, expected=len(bodies))
+    time.sleep(2)  # the watch is open and every pod is stored and Pending
+    cpu_before = cpu_snapshot(processes)
+    begin = time.monotonic()
+    process = start()
+    phase.start_s = time.monotonic() - begin
+    processes[scheduler] = process.popen.pid
+    watch.wait(BIND_TIMEOUT)
+    cpu_after = cpu_snapshot(processes)
+    phase.cpu_s = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after}
+    times = sorted(t - begin for t in watch.bound.values())
+    phase.bound = len(times)
+    if times:
+        phase.first_bound_s, phase.last_bound_s = times[0], times[-1]
+    phase.loadavg_after = loadavg()
+    return phase
+
+
 def delete_all(api: ApiServer, kube: Kube, namespace: str, threads: int) -> None:
     """Delete every pod of ``namespace`` with grace period 0 and wait until none is left."""
     names = [p["metadata"]["name"] for p in kube.get(f"/api/v1/namespaces/{namespace}/pods")["items"]]
@@ -492,9 +559,8 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
     api = plane.api
     kube = api.admin_client()
     qps = {"qps": args.default_scheduler_qps, "burst": 2 * args.default_scheduler_qps}
-    default_scheduler: Process = plane.start_scheduler(
-        {"clientConnection": qps} if args.default_scheduler_qps else None, name=DEFAULT_SCHEDULER
-    )
+    default_config = {"clientConnection": qps} if args.default_scheduler_qps else None
+    default_scheduler: Process = plane.start_scheduler(default_config, name=DEFAULT_SCHEDULER)
     processes = {
         "kube-apiserver": api.process.popen.pid,
         "etcd": plane.etcd.process.popen.pid if plane.etcd else 0,
@@ -582,6 +648,50 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
     apiserver_b = parse_metrics(kube.get_text("/metrics"))
     extender_b = parse_metrics(installation.extender.get("/metrics")[1])
 
+    # Scheduling only (phases c and d): the same pods again, created while their scheduler is stopped, so
+    # the time from its start to the last bind is scheduling alone, without admission and creation.
+    delete_all(api, kube, without_ns, args.threads)
+    time.sleep(2)
+    say(f"phase c: {args.pods} confidential pods held, then confidential-scheduler + extender ...")
+    held_with = run_held_phase(
+        "with extender",
+        api,
+        kube,
+        with_ns,
+        [confidential_pod(f"held-{i:05d}") for i in range(args.pods)],
+        args.threads,
+        "confidential-scheduler",
+        processes,
+        installation.scheduler.stop,
+        installation.start_scheduler,
+    )
+    delete_all(api, kube, with_ns, args.threads)
+    wait_until(
+        lambda: extender_gauge(installation, "confidential_pods_extender_ledger_pods") == 0,
+        timeout=120,
+        what="the extender's ledger to be empty",
+    )
+    time.sleep(2)
+    say(f"phase d: the same {args.pods} pods held, then default-scheduler ...")
+    default_schedulers = [default_scheduler]
+
+    def start_default() -> Process:
+        default_schedulers.append(plane.start_scheduler(default_config, name=DEFAULT_SCHEDULER))
+        return default_schedulers[-1]
+
+    held_without = run_held_phase(
+        "without extender",
+        api,
+        kube,
+        without_ns,
+        [plain_pod(f"held-{i:05d}", template) for i in range(args.pods)],
+        args.threads,
+        "default-scheduler",
+        processes,
+        lambda: default_schedulers[-1].stop(),
+        start_default,
+    )
+
     admission = "apiserver_admission_webhook_admission_duration_seconds"
     requests = "apiserver_request_duration_seconds"
     pod_create = {"verb": "POST", "resource": "pods", "subresource": ""}
@@ -601,6 +711,8 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
             for p in (with_extender, without_extender)
         ],
         "ratio_with_over_without": ratio,
+        "scheduling_only": [{**asdict(p), "pods_per_s": p.pods_per_s} for p in (held_with, held_without)],
+        "scheduling_only_ratio": held_with.pods_per_s / held_without.pods_per_s,
         "webhook_admission_apiserver": Histogram.read(apiserver_a, admission, {"name": WEBHOOK_NAME})
         .minus(Histogram.read(apiserver_before, admission, {"name": WEBHOOK_NAME}))
         .summary(),
@@ -659,6 +771,16 @@ def report(result: Mapping[str, Any]) -> None:
             )
         )
     print(f"ratio with/without: {result['ratio_with_over_without']:.2f} (goal >= 0.8)")
+    print("scheduling only (pods created while the scheduler was stopped; times from its start):")
+    header = ("phase", "pods/s", "start", "first bound", "last bound", "create")
+    print(f"{header[0]:<18}" + "".join(f"{h:>12}" for h in header[1:]))
+    for p in result["scheduling_only"]:
+        print(
+            f"{p['name']:<18}{p['pods_per_s']:>12.1f}{p['start_s']:>11.1f}s{p['first_bound_s']:>11.1f}s"
+            f"{p['last_bound_s']:>11.1f}s{p['creation_s']:>11.1f}s"
+            + (f"  ({p['bound']}/{p['pods']} bound)" if p["bound"] < p["pods"] else "")
+        )
+    print(f"scheduling-only ratio with/without: {result['scheduling_only_ratio']:.2f} (goal >= 0.8)")
 
     def line(label: str, s: Mapping[str, float]) -> None:
         print(
@@ -680,10 +802,11 @@ def report(result: Mapping[str, Any]) -> None:
             f"scheduler log, {phase}: "
             + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items())
         )
-    print("CPU seconds per process, phase a / phase b:")
+    print("CPU seconds per process, phases a / b / c / d:")
     a, b = (p["cpu_s"] for p in result["phases"])
+    c, d = (p["cpu_s"] for p in result["scheduling_only"])
     for name in a:
-        print(f"  {name:<24}{a[name]:>8.1f}{b.get(name, 0.0):>8.1f}")
+        print(f"  {name:<24}" + "".join(f"{x.get(name, 0.0):>8.1f}" for x in (a, b, c, d)))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

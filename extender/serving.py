@@ -44,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 #: Idle keep-alive seconds: longer than Go's http.Transport idle timeout (90 s) used by kube-scheduler.
 KEEPALIVE_SECONDS = 95
-#: GIL switch interval of the worker (CPython default 0.005): see post_worker_init.
-SWITCH_INTERVAL_SECONDS = 0.0005
 GRACEFUL_TIMEOUT_SECONDS = 20
 
 
@@ -200,10 +198,6 @@ def gunicorn_options(
     key: str | None,
 ) -> dict[str, Any]:
     def post_worker_init(_worker: Any) -> None:
-        # kube-scheduler waits on every filter/prioritize answer, while the watch and the binds run Python
-        # in other threads of this worker: a request thread that wakes up waits for the GIL until the
-        # running thread's switch interval ends. 0.5 ms instead of CPython's 5 ms bounds that wait.
-        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         if feed is not None:
             feed.start()
 

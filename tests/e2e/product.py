@@ -343,6 +343,7 @@ class Installation:
     webhook: Webhook
     extender: Extender
     scheduler: Process
+    scheduler_kubeconfig: Path
     created: list[str]
 
     @property
@@ -357,6 +358,13 @@ class Installation:
     def cert_dir(self) -> Path:
         return self.webhook.cert_dir
 
+    def start_scheduler(self) -> Process:
+        """Start confidential-scheduler again as :func:`install` did (after ``scheduler.stop()``)."""
+        self.scheduler = start_confidential_scheduler(
+            self.plane, self.overlay, self.extender.url, self.scheduler_kubeconfig
+        )
+        return self.scheduler
+
     def uninstall(self) -> None:
         """Stop scheduler, extender and webhook; delete every object :func:`install` created."""
         self.scheduler.stop()
@@ -365,6 +373,18 @@ class Installation:
         kube = self.plane.api.admin_client()
         for path in reversed(self.created):
             delete_quietly(kube, path)
+
+
+def start_confidential_scheduler(
+    plane: ControlPlane, overlay: Overlay, extender_url: str, kubeconfig: Path
+) -> Process:
+    """kube-scheduler with the overlay's configuration and flags, its extender at ``extender_url``."""
+    return plane.start_scheduler(
+        overlay.scheduler_config(extender_url),
+        name=SCHEDULER_NAME,
+        kubeconfig=kubeconfig,
+        extra_args=overlay.scheduler_flags(),
+    )
 
 
 def certs_kubeconfig(api: ApiServer) -> Path:
@@ -466,12 +486,7 @@ def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path
         extender = Extender(kubeconfig=scheduler_kubeconfig, config=config, log_dir=log_dir)
         processes.append(extender)
         extender.start()
-        scheduler = plane.start_scheduler(
-            overlay.scheduler_config(extender.url),
-            name=SCHEDULER_NAME,
-            kubeconfig=scheduler_kubeconfig,
-            extra_args=overlay.scheduler_flags(),
-        )
+        scheduler = start_confidential_scheduler(plane, overlay, extender.url, scheduler_kubeconfig)
         processes.append(scheduler)
     except BaseException:
         for process in reversed(processes):
@@ -487,6 +502,7 @@ def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path
         webhook=webhook,
         extender=extender,
         scheduler=scheduler,
+        scheduler_kubeconfig=scheduler_kubeconfig,
         created=created,
     )
     try:
