@@ -614,6 +614,7 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
         args.threads,
         processes,
     )
+    scheduler_log_a = scheduler_log_stats(installation.scheduler.log_text(), with_ns)
     apiserver_a = parse_metrics(kube.get_text("/metrics"))
     webhook_after = parse_metrics(installation.webhook.get("/metrics")[1])
     extender_after = parse_metrics(installation.extender.get("/metrics")[1])
@@ -645,6 +646,7 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
         args.threads,
         processes,
     )
+    scheduler_log_b = scheduler_log_stats(default_scheduler.log_text(), without_ns)
     apiserver_b = parse_metrics(kube.get_text("/metrics"))
     extender_b = parse_metrics(installation.extender.get("/metrics")[1])
 
@@ -739,10 +741,7 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
             - counter(extender_after, extender_requests, verb=verb)
             for verb in verbs
         },
-        "scheduler_log": {
-            "with extender": scheduler_log_stats(installation.scheduler.log_text(), with_ns),
-            "without extender": scheduler_log_stats(default_scheduler.log_text(), without_ns),
-        },
+        "scheduler_log": {"with extender": scheduler_log_a, "without extender": scheduler_log_b},
         "extender_latency_phase_a": {
             verb: Histogram.read(extender_after, extender_latency, {"verb": verb})
             .minus(Histogram.read(extender_before, extender_latency, {"verb": verb}))
