@@ -136,11 +136,15 @@ def test_sandboxed_pod_gets_the_runtime_class_overhead(
 ) -> None:
     """The webhook sets a RuntimeClass; the in-tree RuntimeClass plugin, re-run after it, adds overhead."""
     profile = installation.profile.name
+    before = installation.webhook.reviews()
     stored = pods(
         app_pod(
             "kata", {CONFIDENTIAL: "true", EPC_ANNOTATION: "128Mi", RUNTIME_CLASS_ANNOTATION: "kata-qemu"}
         )
     )
+    # Called once: the in-tree plugins re-run after our patch, our webhook is not called again
+    # (reinvocationPolicy: Never; a second call could only see the status marker).
+    assert installation.webhook.reviews() == before + 1
     assert stored["spec"]["runtimeClassName"] == "kata-qemu"
     assert (
         stored["spec"]["overhead"]

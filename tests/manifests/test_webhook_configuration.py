@@ -71,7 +71,8 @@ def test_two_entries_as_specified(built: dict[str, list[Manifest]], name: str) -
         assert entry["rules"] == POD_CREATE_ONLY
         assert entry["sideEffects"] == "None"
         assert entry["admissionReviewVersions"] == ["v1"]
-        assert entry["reinvocationPolicy"] == "IfNeeded"
+        # A second call could only see the status marker and answer without a patch.
+        assert entry["reinvocationPolicy"] == "Never"
         assert entry["failurePolicy"] == "Fail"
         assert 1 <= entry["timeoutSeconds"] <= 5
         assert "objectSelector" not in entry
