@@ -19,10 +19,8 @@ and re-read when it changes on disk, as the webhook does (``confidential_pods.tl
 
 from __future__ import annotations
 
-import errno
 import gc
 import logging
-import socket
 import ssl
 import sys
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from typing import Any, Protocol
 
 from gunicorn.app.base import BaseApplication
 
+from confidential_pods.listening import ServingError, bind_listener
 from confidential_pods.settings import Settings
 from confidential_pods.tlscontext import ReloadingContext
 from extender.app import create_app
@@ -38,7 +37,6 @@ from extender.binding import ApiBinder, Binder, MemoryBinder
 from extender.ledger import EpcLedger
 from extender.metrics import ExtenderMetrics
 from extender.snapshot import SnapshotError, fill_ledger_from_facts, load_snapshot_facts
-from webhook.serving import ServingError
 
 logger = logging.getLogger(__name__)
 
@@ -155,21 +153,6 @@ def api_backend(kubeconfig: str | None, settings: Settings) -> Backend:
         feed=feed,
         description=f"API server {configuration.host}",
     )
-
-
-def bind_listener(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so that an unusable address is one clear error."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ServingError(f"cannot resolve --host {host}: {exc.strerror}") from None
-    family, _, _, _, address = infos[0]
-    try:
-        return socket.create_server(address, family=family, backlog=2048)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise ServingError(f"port {port} on {host} is already in use") from None
-        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 class ExtenderServer(BaseApplication):  # type: ignore[misc]

@@ -27,13 +27,11 @@ The thin I/O shell around :func:`webhook.app.create_app`:
 from __future__ import annotations
 
 import ctypes
-import errno
 import gc
 import logging
 import multiprocessing
 import os
 import shutil
-import socket
 import ssl
 import sys
 import tempfile
@@ -44,6 +42,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
+from confidential_pods.listening import ServingError, check_address
 from confidential_pods.settings import Settings
 from confidential_pods.tlscontext import CertificateError, ReloadingContext
 
@@ -58,36 +57,6 @@ GRACEFUL_TIMEOUT_SECONDS = 20
 #: Worker classes serve() accepts. ``sync`` exists for comparison in benchmarks only.
 WORKER_CLASSES = ("gthread", "sync")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
-
-class ServingError(Exception):
-    """The server cannot start: bad sizing or an unusable address (certificates: CertificateError)."""
-
-
-def check_address(host: str, port: int) -> str:
-    """Probe that ``host:port`` can be listened on; the gunicorn bind string for it.
-
-    The probe does not set SO_REUSEPORT, so it also fails when another server shares the port that way.
-    """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ServingError(f"cannot resolve --host {host}: {exc.strerror}") from None
-    family, _, _, _, address = infos[0]
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise ServingError(f"port {port} on {host} is already in use") from None
-        if exc.errno == errno.EACCES:
-            raise ServingError(f"not allowed to listen on port {port} on {host}") from None
-        if exc.errno == errno.EADDRNOTAVAIL:
-            raise ServingError(f"{host} is not an address of this machine") from None
-        raise ServingError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    ip = address[0]
-    return f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}"
 
 
 class DrainingArbiter(Arbiter):  # type: ignore[misc]
