@@ -19,7 +19,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from tests.commands import cli as command_line
+from tests.commands import webhook_serve
 from tests.webhook import samples
 
 SERVICE, NAMESPACE = "confidential-pods-webhook", "confidential-pods"
@@ -37,8 +38,7 @@ CONFIG = "aesm: host\nruntimeClass: none\n"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "confidential_pods", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(command_line(*args), capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -173,17 +173,7 @@ def webhook_server(tmp_path: Path) -> Iterator[tuple[Path, int, Path]]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     log = tmp_path / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "confidential_pods",
-        "webhook",
-        "serve",
-        "--cert",
-        str(certs / "tls.crt"),
-    ]
-    command += ["--key", str(certs / "tls.key"), "--host", "127.0.0.1", "--port", str(port)]
-    command += ["--workers", "2", "--threads", "4", "--config", str(config)]
+    command = webhook_serve(certs / "tls.crt", certs / "tls.key", port, config=config, workers=2, threads=4)
     env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
     env["TMPDIR"] = str(tmp_path)
     with log.open("wb") as sink:

@@ -29,7 +29,6 @@ import json
 import os
 import ssl
 import subprocess
-import sys
 import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
@@ -41,6 +40,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from confidential_pods.profiles import PROFILES, Profile
+from tests.commands import cli, extender_serve, webhook_serve
 from tests.e2e.harness import ApiServer, ControlPlane
 from tests.e2e.kube import JSON, ApiError, Kube
 from tests.e2e.processes import HarnessError, Process, free_port, wait_until
@@ -180,11 +180,6 @@ def delete_quietly(kube: Kube, path: str) -> None:
             raise
 
 
-def cli(*args: str) -> tuple[str, ...]:
-    """The ``confidential-pods`` command line, run with this interpreter."""
-    return (sys.executable, "-m", "confidential_pods", *args)
-
-
 def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run one ``confidential-pods`` command to completion; raise with its output if it fails."""
     result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=timeout, check=False)
@@ -229,19 +224,8 @@ class Webhook:
         return f"https://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        args = cli(
-            "webhook",
-            "serve",
-            "--cert",
-            str(self.cert_dir / "tls.crt"),
-            "--key",
-            str(self.cert_dir / "tls.key"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--config",
-            str(self.config),
+        args = webhook_serve(
+            self.cert_dir / "tls.crt", self.cert_dir / "tls.key", self.port, config=self.config
         )
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         self.process = Process.start("webhook", args, self.log_dir, env=env)
@@ -290,18 +274,7 @@ class Extender:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        args = cli(
-            "extender",
-            "serve",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--config",
-            str(self.config),
-        )
+        args = extender_serve(self.port, "--kubeconfig", str(self.kubeconfig), "--config", str(self.config))
         self.process = Process.start("extender", args, self.log_dir)
         process = self.process
         wait_until(

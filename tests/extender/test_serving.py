@@ -9,7 +9,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.commands import extender_serve
 from tests.extender import scheduler_json as sj
 from tests.webhook.tls import issue_serving_pair, make_authority
 
@@ -71,8 +71,7 @@ def cluster_file(tmp_path: Path) -> Path:
 def start(args: list[str], tmp_path: Path, context: ssl.SSLContext | None = None) -> Served:
     port = free_port()
     log = tmp_path / f"extender-{port}.log"
-    command = [sys.executable, "-m", "confidential_pods", "extender", "serve", "--host", "127.0.0.1",
-               "--port", str(port), "--threads", "4", *args]  # fmt: skip
+    command = extender_serve(port, "--threads", "4", *args)
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     served = Served(process=process, port=port, log=log, context=context)
@@ -218,16 +217,7 @@ def test_concurrent_binds_over_http_never_overcommit(served: Served) -> None:
 )
 def test_start_up_errors_are_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
     args = [str(cluster_file(tmp_path)) if a == "SNAP" else a for a in args]
-    command = [
-        sys.executable,
-        "-m",
-        "confidential_pods",
-        "extender",
-        "serve",
-        "--port",
-        str(free_port()),
-        *args,
-    ]
+    command = extender_serve(free_port(), *args, host=None)
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
@@ -238,8 +228,7 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        command = [sys.executable, "-m", "confidential_pods", "extender", "serve", "--host", "127.0.0.1",
-                   "--port", str(port), "--snapshot", str(cluster_file(tmp_path))]  # fmt: skip
+        command = extender_serve(port, "--snapshot", str(cluster_file(tmp_path)))
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr

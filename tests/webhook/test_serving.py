@@ -26,6 +26,7 @@ from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from confidential_pods import tlscontext
+from tests.commands import webhook_serve
 from tests.webhook import samples
 from tests.webhook.tls import Authority, ServingPair, issue_serving_pair, make_authority
 
@@ -188,27 +189,7 @@ def start_server(
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir(exist_ok=True)
     log = tmp_path / "server.log"
-    command = [
-        sys.executable,
-        "-m",
-        "confidential_pods",
-        "webhook",
-        "serve",
-        "--cert",
-        str(cert),
-        "--key",
-        str(key),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--config",
-        str(config),
-    ]
+    command = webhook_serve(cert, key, port, config=config, workers=workers, threads=threads)
     if drain_seconds is not None:
         command = [
             sys.executable,
@@ -507,21 +488,7 @@ def test_reloading_context_keeps_the_last_good_pair(tmp_path: Path, caplog: pyte
 
 
 def _serve_once(tmp_path: Path, cert: Path, key: Path, port: int) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "confidential_pods",
-        "webhook",
-        "serve",
-        "--cert",
-        str(cert),
-        "--key",
-        str(key),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command = webhook_serve(cert, key, port)
     return subprocess.run(command, capture_output=True, text=True, timeout=30, cwd=tmp_path)
 
 
