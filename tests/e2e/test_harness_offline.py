@@ -1,7 +1,7 @@
 """The harness's offline parts, in the default run: no Go, no binaries, no processes.
 
-How the e2e tests are gated (deselected without ``--e2e``, failing with a build hint when the binaries are
-missing), the Go module's pins, and the certificates and objects the harness hands to the apiserver.
+How the e2e tests are gated (skipped with a build hint when the binaries are missing, failed where e2e is
+required), the Go module's pins, and the certificates and objects the harness hands to the apiserver.
 """
 
 from __future__ import annotations
