@@ -141,11 +141,11 @@ def bind_pod(
     try:
         binder.bind(request)
     except BindRefused as exc:
-        with ledger.lock:
-            if epc > 0:
+        if epc > 0:  # take back this bind's reservation, and give back the one it replaced
+            with ledger.lock:
                 ledger.unreserve(request.pod_uid)
-            if previous is not None:
-                ledger.reserve(previous.pod, previous.since)
+                if previous is not None:
+                    ledger.reserve(previous.pod, previous.since)
         who = f"{request.pod_namespace}/{request.pod_name}"
         return BindOutcome(error=f"binding {who} failed: {exc}", epc=epc)
     return BindOutcome(error="", epc=epc)
