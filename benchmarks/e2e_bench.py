@@ -60,13 +60,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from confidential_pods.quantities import parse_decimal  # noqa: E402
 from tests.e2e.harness import ApiServer, Binaries, ControlPlane  # noqa: E402
 from tests.e2e.kube import JSON, Kube, create_namespace, create_node  # noqa: E402
 from tests.e2e.processes import Process, wait_until  # noqa: E402
-from tests.e2e.product import Installation, install  # noqa: E402
+from tests.e2e.product import Installation, Samples, install, metric_samples, sum_matching  # noqa: E402
 
 CONFIDENTIAL = "confidential-pods.io/confidential"
 STATUS = "confidential-pods.io/status"
@@ -78,19 +77,8 @@ APP_IMAGE = "registry.example.com/enclave-app:1"
 HEADROOM = 2
 BIND_TIMEOUT = 900.0
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
 
 # ------------------------------------------------------------------ metrics
-
-
-def parse_metrics(text: str) -> Samples:
-    """Prometheus exposition text as ``{(sample name, sorted labels): value}``."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
 
 
 @dataclass(frozen=True)
@@ -152,11 +140,6 @@ class Histogram:
             "p50_ms": self.quantile(0.5) * 1000,
             "p99_ms": self.quantile(0.99) * 1000,
         }
-
-
-def counter(samples: Samples, name: str, **labels: str) -> float:
-    wanted = set(labels.items())
-    return sum(v for (s, sl), v in samples.items() if s == name and wanted <= set(sl))
 
 
 # ------------------------------------------------------------------ kube-scheduler's -v=3 log
@@ -420,6 +403,36 @@ class Phase:
         return self.pods / self.creation_s
 
 
+def create_pods(
+    api: ApiServer, namespace: str, bodies: Sequence[JSON], threads: int
+) -> tuple[float, float, list[str]]:
+    """Create ``bodies`` from ``threads`` client threads (one kept-alive connection each).
+
+    Returns when the first create was sent (``time.monotonic()``), how long all took, and the failures.
+    """
+    connections = Connections(api)
+    path = f"/api/v1/namespaces/{namespace}/pods"
+    errors: list[str] = []
+
+    def create(body: JSON) -> None:
+        status, raw = connections.request("POST", path, body)
+        if status != 201:
+            errors.append(f"{status}: {raw[:300]!r}")
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        start = time.monotonic()
+        list(pool.map(create, bodies))
+        seconds = time.monotonic() - start
+    connections.close()
+    return start, seconds, errors
+
+
+def cpu_used(processes: Mapping[str, int], before: Mapping[str, float]) -> dict[str, float]:
+    """CPU seconds each process used since ``before`` (a :func:`cpu_snapshot`)."""
+    after = cpu_snapshot(processes)
+    return {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
+
+
 def run_phase(
     name: str,
     api: ApiServer,
@@ -431,28 +444,14 @@ def run_phase(
 ) -> Phase:
     """Create ``bodies`` with ``threads`` client threads; wait until the watch has seen every pod bound."""
     phase = Phase(name=name, pods=len(bodies), loadavg_before=loadavg())
-    connections = Connections(api)
-    path = f"/api/v1/namespaces/{namespace}/pods"
-    errors: list[str] = []
-
-    def create(body: JSON) -> None:
-        status, raw = connections.request("POST", path, body)
-        if status != 201:
-            errors.append(f"{status}: {raw[:300]!r}")
-
     watch = BindWatch(api, kube, namespace, expected=len(bodies))
     cpu_before = cpu_snapshot(processes)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        start = time.monotonic()
-        list(pool.map(create, bodies))
-        phase.creation_s = time.monotonic() - start
-    connections.close()
+    start, phase.creation_s, errors = create_pods(api, namespace, bodies, threads)
     phase.create_errors = len(errors)
     if errors:
         print(f"  {len(errors)} creates failed, first: {errors[0]}", file=sys.stderr)
     watch.wait(BIND_TIMEOUT)
-    cpu_after = cpu_snapshot(processes)
-    phase.cpu_s = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after}
+    phase.cpu_s = cpu_used(processes, cpu_before)
     times = sorted(t - start for t in watch.bound.values())
     phase.bound = len(times)
     if times:
@@ -502,15 +501,9 @@ def run_held_phase(
     """``stop`` the scheduler, create ``bodies``, then ``start`` it and time it binding them all."""
     phase = HeldPhase(name=name, pods=len(bodies), loadavg_before=loadavg())
     stop()
-    connections = Connections(api)
-    path = f"/api/v1/namespaces/{namespace}/pods"
-    created = time.monotonic()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        statuses = list(pool.map(lambda body: connections.request("POST", path, body)[0], bodies))
-    phase.creation_s = time.monotonic() - created
-    connections.close()
-    if any(status != 201 for status in statuses):
-        raise RuntimeError(f"{name}: {sum(s != 201 for s in statuses)} creates failed")
+    _, phase.creation_s, errors = create_pods(api, namespace, bodies, threads)
+    if errors:
+        raise RuntimeError(f"{name}: {len(errors)} creates failed, first: {errors[0]}")
     watch = BindWatch(api, kube, namespace, expected=len(bodies))
     time.sleep(2)  # the watch is open and every pod is stored and Pending
     cpu_before = cpu_snapshot(processes)
@@ -519,8 +512,7 @@ def run_held_phase(
     phase.start_s = time.monotonic() - begin
     processes[scheduler] = process.popen.pid
     watch.wait(BIND_TIMEOUT)
-    cpu_after = cpu_snapshot(processes)
-    phase.cpu_s = {k: round(cpu_after[k] - cpu_before.get(k, 0.0), 2) for k in cpu_after}
+    phase.cpu_s = cpu_used(processes, cpu_before)
     times = sorted(t - begin for t in watch.bound.values())
     phase.bound = len(times)
     if times:
@@ -549,7 +541,7 @@ def delete_all(api: ApiServer, kube: Kube, namespace: str, threads: int) -> None
 
 
 def extender_gauge(installation: Installation, name: str) -> float:
-    return counter(parse_metrics(installation.extender.get("/metrics")[1]), name)
+    return installation.extender.metric(name)
 
 
 # ------------------------------------------------------------------ the run
@@ -601,9 +593,9 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
     )
     time.sleep(2)  # the schedulers' informers see the nodes a moment later
 
-    apiserver_before = parse_metrics(kube.get_text("/metrics"))
-    webhook_before = parse_metrics(installation.webhook.get("/metrics")[1])
-    extender_before = parse_metrics(installation.extender.get("/metrics")[1])
+    apiserver_before = metric_samples(kube.get_text("/metrics"))
+    webhook_before = metric_samples(installation.webhook.get("/metrics")[1])
+    extender_before = metric_samples(installation.extender.get("/metrics")[1])
     say(f"phase a: {args.pods} confidential pods through confidential-scheduler + extender ...")
     with_extender = run_phase(
         "with extender",
@@ -615,9 +607,9 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
         processes,
     )
     scheduler_log_a = scheduler_log_stats(installation.scheduler.log_text(), with_ns)
-    apiserver_a = parse_metrics(kube.get_text("/metrics"))
-    webhook_after = parse_metrics(installation.webhook.get("/metrics")[1])
-    extender_after = parse_metrics(installation.extender.get("/metrics")[1])
+    apiserver_a = metric_samples(kube.get_text("/metrics"))
+    webhook_after = metric_samples(installation.webhook.get("/metrics")[1])
+    extender_after = metric_samples(installation.extender.get("/metrics")[1])
 
     stored = kube.get(f"/api/v1/namespaces/{with_ns}/pods/pod-00000")
     if stored["spec"].get("schedulerName") != installation.settings["schedulerName"]:
@@ -635,7 +627,7 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
     )
     time.sleep(2)  # and the schedulers' caches
 
-    apiserver_b0 = parse_metrics(kube.get_text("/metrics"))
+    apiserver_b0 = metric_samples(kube.get_text("/metrics"))
     say(f"phase b: the same {args.pods} pods through default-scheduler ...")
     without_extender = run_phase(
         "without extender",
@@ -647,8 +639,8 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
         processes,
     )
     scheduler_log_b = scheduler_log_stats(default_scheduler.log_text(), without_ns)
-    apiserver_b = parse_metrics(kube.get_text("/metrics"))
-    extender_b = parse_metrics(installation.extender.get("/metrics")[1])
+    apiserver_b = metric_samples(kube.get_text("/metrics"))
+    extender_b = metric_samples(installation.extender.get("/metrics")[1])
 
     # Scheduling only (phases c and d): the same pods again, created while their scheduler is stopped, so
     # the time from its start to the last bind is scheduling alone, without admission and creation.
@@ -732,13 +724,13 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
         .minus(Histogram.read(webhook_before, "confidential_pods_webhook_review_duration_seconds"))
         .summary(),
         "extender_requests_phase_a": {
-            verb: counter(extender_after, extender_requests, verb=verb)
-            - counter(extender_before, extender_requests, verb=verb)
+            verb: sum_matching(extender_after, extender_requests, verb=verb)
+            - sum_matching(extender_before, extender_requests, verb=verb)
             for verb in verbs
         },
         "extender_requests_phase_b": {
-            verb: counter(extender_b, extender_requests, verb=verb)
-            - counter(extender_after, extender_requests, verb=verb)
+            verb: sum_matching(extender_b, extender_requests, verb=verb)
+            - sum_matching(extender_after, extender_requests, verb=verb)
             for verb in verbs
         },
         "scheduler_log": {"with extender": scheduler_log_a, "without extender": scheduler_log_b},

@@ -43,3 +43,13 @@ def extender_serve(port: int, *args: str, host: str | None = "127.0.0.1") -> lis
     if host is not None:
         command += ["--host", host]
     return [*command, *args]
+
+
+def certs_generate(
+    out: Path, *, service: str, namespace: str, sans: tuple[str, ...] = ("127.0.0.1",)
+) -> list[str]:
+    """The arguments of ``confidential-pods certs generate`` for the webhook Service, plus ``sans``."""
+    args = ["certs", "generate", "--service", service, "--namespace", namespace, "--out", str(out)]
+    for san in sans:
+        args += ["--san", san]
+    return args

@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from tests.commands import certs_generate, webhook_serve
 from tests.commands import cli as command_line
-from tests.commands import webhook_serve
 from tests.webhook import samples
 
 SERVICE, NAMESPACE = "confidential-pods-webhook", "confidential-pods"
@@ -155,18 +155,7 @@ class Load:
 @pytest.fixture
 def webhook_server(tmp_path: Path) -> Iterator[tuple[Path, int, Path]]:
     certs = tmp_path / "certs"
-    cli(
-        "certs",
-        "generate",
-        "--service",
-        SERVICE,
-        "--namespace",
-        NAMESPACE,
-        "--out",
-        str(certs),
-        "--san",
-        "127.0.0.1",
-    )
+    cli(*certs_generate(certs, service=SERVICE, namespace=NAMESPACE))
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
     with socket.socket() as probe:

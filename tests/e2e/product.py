@@ -34,13 +34,13 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from confidential_pods.profiles import PROFILES, Profile
-from tests.commands import cli, extender_serve, webhook_serve
+from tests.commands import certs_generate, cli, extender_serve, webhook_serve
 from tests.e2e.harness import ApiServer, ControlPlane
 from tests.e2e.kube import JSON, ApiError, Kube
 from tests.e2e.processes import HarnessError, Process, free_port, wait_until
@@ -190,120 +190,125 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
     return result
 
 
-def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+#: Prometheus samples by ``(sample name, sorted labels)``.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def metric_samples(text: str) -> Samples:
     """Prometheus exposition text as ``{(sample name, sorted labels): value}``."""
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return samples
 
 
-def sum_samples(text: str, name: str, **labels: str) -> float:
+def sum_matching(samples: Samples, name: str, **labels: str) -> float:
     """The sum of every sample called ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
     return sum(
         value
-        for (sample, sample_labels), value in metric_samples(text).items()
+        for (sample, sample_labels), value in samples.items()
         if sample == name and wanted <= set(sample_labels)
     )
 
 
-@dataclass
-class Webhook:
-    """``confidential-pods webhook serve`` on 127.0.0.1 over TLS; restartable on the same port."""
+@dataclass(kw_only=True)
+class LocalServer:
+    """A ``confidential-pods`` server process on 127.0.0.1, ready once ``/readyz`` answers 200.
 
-    cert_dir: Path
-    config: Path
+    Restartable on the same port (``stop()`` then ``start()``); its log is ``<log_dir>/<name>.log``.
+    """
+
+    name: ClassVar[str]
+    scheme: ClassVar[str] = "http"
     log_dir: Path
     port: int = field(default_factory=free_port)
     process: Process | None = None
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str] | None:
+        """The process's environment (None: this one's)."""
+        return None
+
+    def context(self) -> ssl.SSLContext | None:
+        """What a client trusts to talk to the server (None: plain HTTP)."""
+        return None
 
     def start(self) -> None:
-        args = webhook_serve(
-            self.cert_dir / "tls.crt", self.cert_dir / "tls.key", self.port, config=self.config
-        )
-        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        self.process = Process.start("webhook", args, self.log_dir, env=env)
-        process = self.process
+        self.process = Process.start(self.name, self.command(), self.log_dir, env=self.environment())
         wait_until(
             self._ready,
             timeout=START_TIMEOUT,
-            what=f"webhook /readyz at {self.url}",
-            alive=process.check_alive,
+            what=f"{self.name} /readyz at {self.url}",
+            alive=self.process.check_alive,
         )
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
 
-    def _context(self) -> ssl.SSLContext:
+    def get(self, path: str) -> tuple[int, str]:
+        with urllib.request.urlopen(self.url + path, context=self.context(), timeout=5) as response:
+            return response.status, response.read().decode()
+
+    def _ready(self) -> bool:
+        with contextlib.suppress(OSError):
+            return self.get("/readyz")[0] == 200
+        return False
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Counter ``name`` of the server's ``/metrics``, summed over the samples matching ``labels``."""
+        return sum_matching(metric_samples(self.get("/metrics")[1]), name, **labels)
+
+
+@dataclass(kw_only=True)
+class Webhook(LocalServer):
+    """``confidential-pods webhook serve`` over TLS, with the certificates of ``cert_dir``."""
+
+    name: ClassVar[str] = "webhook"
+    scheme: ClassVar[str] = "https"
+    cert_dir: Path
+    config: Path
+
+    def command(self) -> list[str]:
+        return webhook_serve(
+            self.cert_dir / "tls.crt", self.cert_dir / "tls.key", self.port, config=self.config
+        )
+
+    def environment(self) -> dict[str, str]:
+        # Its own multiprocess metrics directory, not one a surrounding test run may have set.
+        return {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+
+    def context(self) -> ssl.SSLContext:
         # Trust what the apiserver trusts: the CA of `certs generate` (re-read: `certs rotate` may change it).
         return ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt"))
 
-    def get(self, path: str) -> tuple[int, str]:
-        with urllib.request.urlopen(self.url + path, context=self._context(), timeout=5) as response:
-            return response.status, response.read().decode()
-
-    def _ready(self) -> bool:
-        with contextlib.suppress(OSError):
-            return self.get("/readyz")[0] == 200
-        return False
-
     def reviews(self, **labels: str) -> float:
         """``confidential_pods_webhook_reviews_total`` summed over the samples matching ``labels``."""
-        return sum_samples(self.get("/metrics")[1], "confidential_pods_webhook_reviews_total", **labels)
+        return self.metric("confidential_pods_webhook_reviews_total", **labels)
 
 
-@dataclass
-class Extender:
-    """``confidential-pods extender serve`` on 127.0.0.1 (plain HTTP, as the sidecar listens on localhost)."""
+@dataclass(kw_only=True)
+class Extender(LocalServer):
+    """``confidential-pods extender serve`` watching the apiserver (plain HTTP: a sidecar on localhost)."""
 
+    name: ClassVar[str] = "extender"
     kubeconfig: Path
     config: Path
-    log_dir: Path
-    port: int = field(default_factory=free_port)
-    process: Process | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        args = extender_serve(self.port, "--kubeconfig", str(self.kubeconfig), "--config", str(self.config))
-        self.process = Process.start("extender", args, self.log_dir)
-        process = self.process
-        wait_until(
-            self._ready,
-            timeout=START_TIMEOUT,
-            what=f"extender /readyz at {self.url}",
-            alive=process.check_alive,
-        )
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def get(self, path: str) -> tuple[int, str]:
-        with urllib.request.urlopen(self.url + path, timeout=5) as response:
-            return response.status, response.read().decode()
-
-    def _ready(self) -> bool:
-        with contextlib.suppress(OSError):
-            return self.get("/readyz")[0] == 200
-        return False
+    def command(self) -> list[str]:
+        return extender_serve(self.port, "--kubeconfig", str(self.kubeconfig), "--config", str(self.config))
 
     def requests(self, **labels: str) -> float:
         """``confidential_pods_extender_requests_total`` summed over the samples matching ``labels``."""
-        return sum_samples(self.get("/metrics")[1], "confidential_pods_extender_requests_total", **labels)
+        return self.metric("confidential_pods_extender_requests_total", **labels)
 
 
 @dataclass
@@ -418,18 +423,7 @@ def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path
         config = workdir / "config.yaml"
         config.write_text(yaml.safe_dump(overlay.settings(), sort_keys=False))
         cert_dir = workdir / "certs"
-        run_cli(
-            "certs",
-            "generate",
-            "--service",
-            SERVICE,
-            "--namespace",
-            NAMESPACE,
-            "--out",
-            str(cert_dir),
-            "--san",
-            "127.0.0.1",
-        )
+        run_cli(*certs_generate(cert_dir, service=SERVICE, namespace=NAMESPACE))
         webhook = Webhook(cert_dir=cert_dir, config=config, log_dir=log_dir)
         processes.append(webhook)
         webhook.start()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import pytest
 
@@ -187,6 +187,20 @@ def wait_pods(
     return seen["pods"]
 
 
+def settled(
+    kube: Kube, namespace: str, names: Sequence[str], placed: int
+) -> Callable[[dict[str, JSON]], bool]:
+    """A :func:`wait_pods` condition: at least ``placed`` of ``names`` bound, each other one refused by us."""
+
+    def condition(current: dict[str, JSON]) -> bool:
+        on_nodes = bound(current)
+        return len(on_nodes) >= placed and all(
+            refused_by_us(kube, namespace, current[name]) for name in names if name not in on_nodes
+        )
+
+    return condition
+
+
 @pytest.fixture
 def sgx_node(installation: Installation, make_node: Callable[..., JSON]) -> Callable[[int | None], str]:
     """Factory: a Ready node with ``epc_mib`` MiB of the overlay's EPC (None: no SGX at all); its name."""
@@ -240,13 +254,9 @@ def test_batch_lands_only_where_epc_is_free(
     names = [f"batch-{i}" for i in range(8)]
     create_batch(installation, pods, names)
 
-    def settled(current: dict[str, JSON]) -> bool:
-        placed = bound(current)
-        return len(placed) >= 6 and all(
-            refused_by_us(kube, namespace, current[name]) for name in names if name not in placed
-        )
-
-    current = wait_pods(kube, namespace, settled, "6 pods bound and the other 2 refused for EPC")
+    current = wait_pods(
+        kube, namespace, settled(kube, namespace, names, 6), "6 pods bound and the other 2 refused for EPC"
+    )
     placed = bound(current)
     assert len(placed) == 6, placed
     assert sorted(placed.values()) == sorted(big * 3), placed
@@ -331,13 +341,9 @@ def test_deleting_pods_frees_epc_for_the_pending_pod(
     names = [f"fill-{i}" for i in range(4)]
     create_batch(installation, pods, names)
 
-    def three_bound_one_refused(current: dict[str, JSON]) -> bool:
-        placed = bound(current)
-        return len(placed) >= 3 and all(
-            refused_by_us(kube, namespace, current[n]) for n in names if n not in placed
-        )
-
-    current = wait_pods(kube, namespace, three_bound_one_refused, "3 pods bound and the 4th refused for EPC")
+    current = wait_pods(
+        kube, namespace, settled(kube, namespace, names, 3), "3 pods bound and the 4th refused for EPC"
+    )
     placed = bound(current)
     assert sorted(placed.values()) == [node] * 3, placed
     (waiting,) = set(names) - set(placed)
@@ -394,7 +400,7 @@ def test_extender_restart_mid_batch_loses_nothing_and_overcommits_nothing(
     create_batch(installation, pods, names[:3])
     wait_pods(kube, namespace, lambda c: len(bound(c)) >= 1, "a first pod bound before the restart")
 
-    # Extender.restart() is stop() + start(); the pods bound in between are read while it is down.
+    # Stopped, then started again: the pods bound in between are read while it is down.
     installation.extender.stop()
     bound_by_old = bound(namespace_pods(kube, namespace))
     create_batch(installation, pods, names[3:5])
