@@ -89,11 +89,24 @@ def default_scheduler(control_plane: ControlPlane) -> Iterator[Process]:
 
 
 @pytest.fixture
-def namespace(kube: Kube) -> str:
-    """A fresh namespace with its default ServiceAccount (namespaces never finish deleting here)."""
-    name = f"e2e-{uuid.uuid4().hex[:8]}"
-    create_namespace(kube, name)
-    return name
+def make_namespace(kube: Kube) -> Callable[..., str]:
+    """Factory ``make_namespace(labels=None)``: a fresh namespace with its default ServiceAccount, its name.
+
+    Namespaces never finish deleting here (no namespace controller), so every one has a new name.
+    """
+
+    def make(labels: dict[str, str] | None = None) -> str:
+        name = f"e2e-{uuid.uuid4().hex[:8]}"
+        create_namespace(kube, name, labels=labels)
+        return name
+
+    return make
+
+
+@pytest.fixture
+def namespace(make_namespace: Callable[..., str]) -> str:
+    """A fresh namespace for the test."""
+    return make_namespace()
 
 
 @pytest.fixture

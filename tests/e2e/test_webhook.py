@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.kube import JSON, ApiError, Kube, create_namespace
+from tests.e2e.kube import JSON, ApiError, Kube
 from tests.e2e.product import AESM_SIDECAR_IMAGE, Installation, wait_webhook_registered
 
 pytestmark = pytest.mark.e2e
@@ -164,11 +164,10 @@ def test_sandboxed_pod_gets_the_runtime_class_overhead(
 
 
 def test_enabled_namespace_injects_every_pod_but_the_opted_out(
-    installation: Installation, kube: Kube, pods: Callable[..., JSON]
+    installation: Installation, make_namespace: Callable[..., str], pods: Callable[..., JSON]
 ) -> None:
     profile = installation.profile.name
-    enabled = f"e2e-enabled-{profile}-{id(pods) % 10_000}"
-    create_namespace(kube, enabled, labels={INJECTION: "enabled"})
+    enabled = make_namespace({INJECTION: "enabled"})
     before = installation.webhook.reviews(endpoint="/mutate/namespace")
 
     plain = pods(app_pod("plain"), namespace=enabled)
@@ -192,11 +191,10 @@ def test_enabled_namespace_injects_every_pod_but_the_opted_out(
 
 
 def test_disabled_namespace_and_kube_system_are_never_sent(
-    installation: Installation, kube: Kube, namespace: str, pods: Callable[..., JSON]
+    installation: Installation, make_namespace: Callable[..., str], namespace: str, pods: Callable[..., JSON]
 ) -> None:
     """Proven with the webhook's own request counter: the apiserver never calls it for these pods."""
-    disabled = f"e2e-disabled-{installation.profile.name}-{id(pods) % 10_000}"
-    create_namespace(kube, disabled, labels={INJECTION: "disabled"})
+    disabled = make_namespace({INJECTION: "disabled"})
     before = installation.webhook.reviews()
 
     in_disabled = pods(app_pod("annotated", {CONFIDENTIAL: "true"}), namespace=disabled)
@@ -236,14 +234,15 @@ def test_bad_annotation_is_refused_with_our_message(
 
 
 def test_webhook_down_refuses_only_opted_in_pods(
-    installation: Installation, kube: Kube, namespace: str, pods: Callable[..., JSON]
+    installation: Installation,
+    kube: Kube,
+    make_namespace: Callable[..., str],
+    namespace: str,
+    pods: Callable[..., JSON],
 ) -> None:
     """failurePolicy Fail, scoped by namespaceSelector and matchConditions: only opted-in pods wait for us."""
-    profile = installation.profile.name
-    enabled = f"e2e-enabled-down-{profile}-{id(pods) % 10_000}"
-    disabled = f"e2e-disabled-down-{profile}-{id(pods) % 10_000}"
-    create_namespace(kube, enabled, labels={INJECTION: "enabled"})
-    create_namespace(kube, disabled, labels={INJECTION: "disabled"})
+    enabled = make_namespace({INJECTION: "enabled"})
+    disabled = make_namespace({INJECTION: "disabled"})
     installation.webhook.stop()
     try:
         refused: list[Any] = []
