@@ -20,13 +20,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from certs.errors import ClusterError, ObjectMissingError, PermissionDeniedError
-from certs.objects import (
-    MutatingWebhookConfiguration,
-    PatchOperation,
-    Secret,
-    new_secret,
-    secret_patch,
-)
+from certs.objects import MutatingWebhookConfiguration, Secret, new_secret, secret_patch
+from confidential_pods.wire import PatchOperation
 
 SECRETS = "secrets"
 WEBHOOK_CONFIGURATIONS = "mutatingwebhookconfigurations.admissionregistration.k8s.io"

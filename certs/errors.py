@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from confidential_pods.errors import ConfidentialPodsError
 
-class CertsError(Exception):
+
+class CertsError(ConfidentialPodsError):
     """Base of every error the certs commands report to the user (exit code 1, message on stderr)."""
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypedDict
 from cryptography import x509
 
 from certs.inspection import fingerprint
+from confidential_pods.wire import PatchOperation, pointer
 
 TLS_SECRET_TYPE = "kubernetes.io/tls"
 CA_SECRET_TYPE = "Opaque"
@@ -61,12 +62,6 @@ class MutatingWebhookConfiguration(TypedDict, total=False):
     webhooks: list[MutatingWebhook]
 
 
-class PatchOperation(TypedDict, total=False):
-    op: Literal["add", "replace", "test", "remove"]
-    path: str
-    value: Any
-
-
 def encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -79,11 +74,6 @@ def decode(value: str | None) -> bytes:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         return b""
-
-
-def pointer(token: str) -> str:
-    """One JSON Pointer reference token, escaped (RFC 6901)."""
-    return token.replace("~", "~0").replace("/", "~1")
 
 
 def secret_files(secret: Secret | None) -> dict[str, bytes]:
@@ -112,7 +102,7 @@ def secret_patch(secret: Secret, files: Mapping[str, bytes]) -> list[PatchOperat
         data = {}
     for key, value in sorted(files.items()):
         if decode(data.get(key)) != value:
-            operations.append({"op": "add", "path": f"/data/{pointer(key)}", "value": encode(value)})
+            operations.append({"op": "add", "path": pointer(["data", key]), "value": encode(value)})
     return operations
 
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from confidential_pods import __version__
-from confidential_pods.settings import ConfigError
+from confidential_pods.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:

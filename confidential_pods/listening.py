@@ -9,9 +9,7 @@ from __future__ import annotations
 import errno
 import socket
 
-
-class ServingError(Exception):
-    """A server cannot start: bad sizing, bad credentials or an unusable address."""
+from confidential_pods.errors import ServingError
 
 
 def resolve(host: str, port: int) -> tuple[socket.AddressFamily, tuple[str, int]]:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Literal
 
-from confidential_pods.quantities import MiB, format_bytes, parse_decimal
+from confidential_pods.quantities import MiB, format_bytes, parse_whole
 
 ProfileName = Literal["alibaba", "azure", "intel"]
 
@@ -42,8 +41,12 @@ class Profile:
         return str(units), rounded
 
     def parse_resource(self, value: object) -> int:
-        """A quantity of ``epc_resource`` (as found in a pod or a node) → bytes, rounded up."""
-        return math.ceil(parse_decimal(value) * Decimal(self.unit))
+        """A quantity of ``epc_resource`` (as found in a pod or a node) → bytes.
+
+        Extended resources are whole numbers (the API server refuses ``1.1``); so is this.
+        Raises :class:`~confidential_pods.quantities.QuantityError` naming the value otherwise.
+        """
+        return parse_whole(value) * self.unit
 
 
 PROFILES: dict[str, Profile] = {

@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import yaml
 
+from confidential_pods.errors import ConfigError, QuantityError
 from confidential_pods.profiles import PROFILES, Profile
-from confidential_pods.quantities import QuantityError, parse_bytes
+from confidential_pods.quantities import parse_bytes
 
 CONFIG_ENV = "CONFIDENTIAL_PODS_CONFIG"
 
@@ -28,10 +29,6 @@ SCORING_STRATEGIES: tuple[ScoringStrategy, ...] = ("LeastAllocated", "MostAlloca
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 _TOLERATION_OPERATORS = {"Exists", "Equal"}
 _TOLERATION_EFFECTS = {"", "NoSchedule", "PreferNoSchedule", "NoExecute"}
-
-
-class ConfigError(ValueError):
-    """The configuration file is unreadable or a key has an unusable value."""
 
 
 @dataclass(frozen=True)

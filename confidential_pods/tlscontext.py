@@ -24,14 +24,12 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
+from confidential_pods.errors import CertificateError
+
 logger = logging.getLogger(__name__)
 
 #: TLS 1.2 suites offered (TLS 1.3 suites are OpenSSL's defaults): forward secret, AEAD only.
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-
-
-class CertificateError(Exception):
-    """The certificate/key pair on disk cannot be served (unreadable, not PEM, not matching)."""
 
 
 @dataclass(frozen=True)

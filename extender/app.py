@@ -15,12 +15,13 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from confidential_pods.epc import effective_epc
 from confidential_pods.quantities import format_bytes
 from confidential_pods.settings import Settings
 from extender.binding import Binder, PendingPods, bind_pod, pod_epc_for_bind
 from extender.ledger import EpcLedger, NodeEpc
 from extender.metrics import ExtenderMetrics, Verb
-from extender.podepc import PodEpc, effective_epc, pod_uid
+from extender.podepc import PodEpc, pod_uid
 from extender.scheduling import NamesFilterOutcome, filter_names, score_names
 from extender.wire import (
     MalformedRequest,

@@ -20,15 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from confidential_pods.epc import effective_epc
+from confidential_pods.errors import BindRefused
 from confidential_pods.profiles import Profile
 from extender.ledger import EpcLedger
-from extender.podepc import PodEpc, effective_epc
+from extender.podepc import PodEpc
 from extender.scheduling import unfit_reason
 from extender.wire import BindRequest
-
-
-class BindRefused(Exception):
-    """The binder could not create the Binding (API error, pod gone, already bound)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,8 @@ from typing import Any, Protocol
 
 from gunicorn.app.base import BaseApplication
 
-from confidential_pods.listening import ServingError, bind_listener
+from confidential_pods.errors import ServingError
+from confidential_pods.listening import bind_listener
 from confidential_pods.settings import Settings
 from confidential_pods.tlscontext import ReloadingContext
 from extender.app import create_app

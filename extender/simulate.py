@@ -11,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
+from confidential_pods.epc import effective_epc
 from confidential_pods.quantities import format_bytes
 from confidential_pods.settings import ScoringStrategy, Settings
 from extender.binding import MemoryBinder, bind_pod
 from extender.ledger import EpcLedger, NodeEpc
-from extender.podepc import PodEpc, effective_epc, pod_uid
+from extender.podepc import PodEpc, pod_uid
 from extender.scheduling import best_node, filter_nodes, score_nodes
 from extender.snapshot import Snapshot, fill_ledger, parse_snapshot
 from extender.wire import BindRequest

@@ -24,15 +24,17 @@ from typing import Any, Literal
 
 import yaml
 
+from confidential_pods.epc import node_capacity
+from confidential_pods.errors import MalformedInput
 from confidential_pods.profiles import Profile
 from extender.binding import KnownPod
 from extender.ledger import EpcLedger
-from extender.podepc import PodEpc, node_capacity, pod_facts
+from extender.podepc import PodEpc, pod_facts
 
 _LIST_KINDS = {"List", "NodeList", "PodList"}
 
 
-class SnapshotError(ValueError):
+class SnapshotError(MalformedInput):
     """A snapshot file cannot be read or holds something that is not a Node, Pod or list of them."""
 
 

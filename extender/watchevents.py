@@ -15,9 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict, TypeGuard
 
+from confidential_pods.epc import node_capacity
 from confidential_pods.profiles import Profile
 from extender.ledger import EpcLedger
-from extender.podepc import PodEpc, node_capacity, pod_facts, pod_uid
+from extender.podepc import PodEpc, pod_facts, pod_uid
 
 Kind = Literal["Node", "Pod"]
 KINDS: tuple[Kind, ...] = ("Node", "Pod")

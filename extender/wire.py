@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypedDict
 
+from confidential_pods.errors import MalformedInput
+
 #: Highest score an extender may give (``MaxExtenderPriority``).
 MAX_EXTENDER_PRIORITY = 10
 #: Lowest score (``MinExtenderPriority``).
@@ -57,7 +59,7 @@ class ExtenderBindingResult(TypedDict):
     Error: str
 
 
-class MalformedRequest(ValueError):
+class MalformedRequest(MalformedInput):
     """The body is not the extender request the endpoint expects: answered with HTTP 400."""
 
 

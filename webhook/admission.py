@@ -31,20 +31,13 @@ def admit(
 ) -> Decision:
     """Answer one admission request. ``namespace_opted_in`` is true on ``/mutate/namespace``."""
     uid = request["uid"]
-    skip = _not_ours(request, settings)
-    if skip:
-        return Decision(build_review(api_version=api_version, uid=uid), "skipped")
-    pod = request.get("object")
-    if not isinstance(pod, Mapping):
-        review = build_review(
-            api_version=api_version,
-            uid=uid,
-            allowed=False,
-            code=400,
-            message="request.object is not a Pod object",
-        )
+    problem = _malformed_field(request)
+    if problem is not None:
+        review = build_review(api_version=api_version, uid=uid, allowed=False, code=400, message=problem)
         return Decision(review, "malformed")
-    mutation = mutate(pod, namespace_opted_in=namespace_opted_in, settings=settings)
+    if _not_ours(request, settings):
+        return Decision(build_review(api_version=api_version, uid=uid), "skipped")
+    mutation = mutate(request["object"], namespace_opted_in=namespace_opted_in, settings=settings)
     review = build_review(
         api_version=api_version,
         uid=uid,
@@ -56,15 +49,48 @@ def admit(
     return Decision(review, mutation.outcome, mutation)
 
 
+#: Fields of the AdmissionRequest read to decide whether it is ours, with their JSON types.
+_REQUEST_FIELDS: tuple[tuple[str, type, str], ...] = (
+    ("kind", dict, "an object"),
+    ("operation", str, "a string"),
+    ("subResource", str, "a string"),
+    ("namespace", str, "a string"),
+)
+
+
+def _malformed_field(request: AdmissionRequest) -> str | None:
+    """Why the request cannot be read (a field of the wrong JSON type), naming the field; else None."""
+    fields: Mapping[str, Any] = request
+    for name, kind, described in _REQUEST_FIELDS:
+        value = fields.get(name)
+        if value is not None and type(value) is not kind:
+            return f"request.{name} must be {described}"
+    for name in ("group", "version", "kind"):
+        value = (fields.get("kind") or {}).get(name)
+        if value is not None and type(value) is not str:
+            return f"request.kind.{name} must be a string"
+    if type(fields.get("object")) is not dict and _is_pod_create(fields):
+        return "request.object is not a Pod object"
+    return None
+
+
+def _is_pod_create(request: Mapping[str, Any]) -> bool:
+    kind = request.get("kind") or {}
+    return (
+        kind.get("kind") == "Pod"
+        and kind.get("group", "") == ""
+        and not request.get("subResource")
+        and request.get("operation") == "CREATE"
+    )
+
+
 def _not_ours(request: AdmissionRequest, settings: Settings) -> bool:
-    kind: Any = request.get("kind")
-    if not isinstance(kind, Mapping) or kind.get("kind") != "Pod" or kind.get("group", "") != "":
-        return True
-    if request.get("subResource") or request.get("operation") != "CREATE":
+    if not _is_pod_create(request):
         return True
     namespace = request.get("namespace")
     if not namespace:
-        obj: Any = request.get("object")
-        metadata = obj.get("metadata") if isinstance(obj, Mapping) else None
-        namespace = metadata.get("namespace") if isinstance(metadata, Mapping) else None
+        metadata = request["object"].get("metadata")
+        namespace = metadata.get("namespace") if type(metadata) is dict else None
+    if type(namespace) is not str:
+        return False  # no namespace to judge by: the policy reads the pod (and refuses what it must)
     return namespace in SYSTEM_NAMESPACES or namespace == settings.own_namespace

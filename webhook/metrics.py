@@ -1,50 +1,42 @@
-"""Prometheus metrics of the webhook.
+"""Prometheus metrics of the webhook: reviews by endpoint and outcome, and their latency.
 
-Under gunicorn every worker is a process; with ``PROMETHEUS_MULTIPROC_DIR`` set (the serving
-shell sets it before workers start) values are kept in files there and ``/metrics`` aggregates
-all workers through ``MultiProcessCollector``.
+One :class:`WebhookMetrics` per app (its own registry). Under gunicorn the serving layer has switched
+prometheus_client to multiprocess mode before the app is built, so ``/metrics`` shows every worker.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client import Counter, Histogram
+
+from confidential_pods.endpoints import AppMetrics
 
 Outcome = Literal["mutated", "unchanged", "skipped", "denied", "malformed", "error"]
 
-REVIEWS = Counter(
-    "confidential_pods_webhook_reviews",
-    "Admission reviews answered, by endpoint and outcome "
-    "(mutated, unchanged, skipped, denied, malformed, error).",
-    ["endpoint", "outcome"],
-)
-LATENCY = Histogram(
-    "confidential_pods_webhook_review_duration_seconds",
-    "Time to answer one admission review, from body received to response built.",
-    ["endpoint"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-)
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
-def observe(endpoint: str, outcome: Outcome, seconds: float) -> None:
-    REVIEWS.labels(endpoint=endpoint, outcome=outcome).inc()
-    LATENCY.labels(endpoint=endpoint).observe(seconds)
+class WebhookMetrics(AppMetrics):
+    """The webhook's counters and histogram, in the app's own registry."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.reviews = Counter(
+            "confidential_pods_webhook_reviews",
+            "Admission reviews answered, by endpoint and outcome "
+            "(mutated, unchanged, skipped, denied, malformed, error).",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "confidential_pods_webhook_review_duration_seconds",
+            "Time to answer one admission review, from body received to response built.",
+            ["endpoint"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
 
-def render() -> tuple[bytes, str]:
-    """The exposition text for ``GET /metrics`` and its content type."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    def observe(self, endpoint: str, outcome: Outcome, seconds: float) -> None:
+        self.reviews.labels(endpoint=endpoint, outcome=outcome).inc()
+        self.latency.labels(endpoint=endpoint).observe(seconds)

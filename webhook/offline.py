@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import jsonpatch
 import yaml
 
+from confidential_pods.errors import Refused
 from confidential_pods.settings import Settings
 from webhook.policy import mutate
 
@@ -31,7 +32,7 @@ TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
 }
 
 
-class InjectRefused(Exception):
+class InjectRefused(Refused):
     """An object in the input is refused by the policy; the message names it and the reason."""
 
 

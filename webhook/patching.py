@@ -10,25 +10,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
+from confidential_pods.wire import PatchOperation, PathPart, escape, pointer
 
-class PatchOperation(TypedDict):
-    op: Literal["add", "replace"]
-    path: str
-    value: Any
-
-
-PathPart = str | int
-
-
-def escape(part: PathPart) -> str:
-    """Escape one JSON pointer reference token (RFC 6901: ``~`` → ``~0``, ``/`` → ``~1``)."""
-    return str(part).replace("~", "~0").replace("/", "~1")
-
-
-def pointer(parts: Sequence[PathPart]) -> str:
-    return "".join("/" + escape(part) for part in parts)
+__all__ = ["PatchBuilder", "PatchOperation", "PathPart", "escape", "pointer"]
 
 
 class PatchBuilder:

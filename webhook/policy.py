@@ -2,46 +2,35 @@
 
 ``mutate(pod, namespace_opted_in=..., settings=...)`` takes the raw Pod JSON and returns a
 :class:`Mutation` (RFC 6902 operations plus warnings, or a denial). No IO, no flask, no logging.
-The user contract (annotation names and values) is documented in docs/annotations.md.
+It reads in three steps — the annotations (:mod:`webhook.annotations`), the pod's shape
+(:mod:`webhook.podview`), the decisions (:mod:`webhook.plan`) — and then writes the patch.
+The user contract is documented in docs/annotations.md.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from confidential_pods.quantities import QuantityError, format_bytes, parse_bytes
-from confidential_pods.settings import AESM_MODES, AesmMode, Settings
-from webhook.patching import PatchBuilder, PatchOperation, PathPart
-
-PREFIX = "confidential-pods.io/"
-CONFIDENTIAL = PREFIX + "confidential"
-INJECTION_LABEL = PREFIX + "injection"
-EPC = PREFIX + "epc"
-EPC_CONTAINER = PREFIX + "epc."
-CONTAINERS = PREFIX + "containers"
-RUNTIME_CLASS = PREFIX + "runtime-class"
-AESM = PREFIX + "aesm"
-STATUS = PREFIX + "status"
-KNOWN_ANNOTATIONS = frozenset({CONFIDENTIAL, EPC, CONTAINERS, RUNTIME_CLASS, AESM, STATUS})
+from confidential_pods.epc import effective_epc
+from confidential_pods.errors import QuantityError
+from confidential_pods.quantities import format_bytes, parse_whole
+from confidential_pods.settings import AesmMode, Settings
+from webhook import contract
+from webhook.contract import EPC_CONTAINER, STATUS
+from webhook.patching import PatchBuilder, PatchOperation
+from webhook.plan import AESM_SIDECAR, Plan, make_plan
+from webhook.podview import ContainerRef, PodRefused, read_annotations, read_pod
 
 AESM_VOLUME = "aesmd-socket"
 AESM_MOUNT_PATH = "/var/run/aesmd"
 AESM_ENV = "SGX_AESM_ADDR"
-AESM_SIDECAR = "aesmd"
-
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_HOST_NAMESPACES = ("hostNetwork", "hostPID", "hostIPC")
 
 Outcome = Literal["mutated", "unchanged", "skipped", "denied"]
-ContainerField = Literal["containers", "initContainers"]
 
-
-class PodRefused(Exception):
-    """The pod asks for something that cannot be granted; the message is shown to the user."""
+__all__ = ["STATUS", "Mutation", "PodRefused", "mutate"]
 
 
 @dataclass(frozen=True)
@@ -58,32 +47,6 @@ class Mutation:
         return self.outcome != "denied"
 
 
-@dataclass(frozen=True)
-class ContainerRef:
-    """Where a container sits in the pod spec."""
-
-    field: ContainerField
-    index: int
-    name: str
-
-    @property
-    def path(self) -> list[PathPart]:
-        return ["spec", self.field, self.index]
-
-
-@dataclass(frozen=True)
-class EnclaveRequest:
-    """What the annotations ask for, validated against the pod."""
-
-    containers: tuple[ContainerRef, ...]
-    default_epc: int
-    overrides: Mapping[str, int]
-    runtime_class: str | None
-    runtime_class_annotated: bool
-    aesm: AesmMode | None
-    warnings: tuple[str, ...] = field(default=())
-
-
 def mutate(pod: Mapping[str, Any], *, namespace_opted_in: bool, settings: Settings) -> Mutation:
     """Decide what to inject into ``pod`` (raw Pod JSON as the apiserver sends it)."""
     try:
@@ -93,262 +56,147 @@ def mutate(pod: Mapping[str, Any], *, namespace_opted_in: bool, settings: Settin
 
 
 def _mutate(pod: Mapping[str, Any], namespace_opted_in: bool, settings: Settings) -> Mutation:
-    metadata = _mapping(pod.get("metadata"), "metadata")
-    annotations = _annotations(metadata)
-    choice = annotations.get(CONFIDENTIAL)
-    if choice is not None and choice not in ("true", "false"):
-        raise PodRefused(f'annotation {CONFIDENTIAL}={choice!r} is not valid: use "true" or "false"')
-    if choice != "true" and not (namespace_opted_in and choice != "false"):
-        reason = "opted out" if choice == "false" else "not opted in"
-        return Mutation("skipped", message=f"pod is {reason}")
-    if STATUS in annotations:
+    skip = contract.opt_in(read_annotations(pod), namespace_opted_in=namespace_opted_in)
+    if skip is not None:
+        return Mutation("skipped", message=skip)
+    view = read_pod(pod)
+    if STATUS in view.annotations:
         return Mutation("unchanged", message=f"already injected ({STATUS} present)")
-
-    spec = _mapping(pod.get("spec"), "spec")
-    request = _read_request(annotations, spec, settings)
+    plan = make_plan(view, contract.read(view.annotations, settings), settings)
     builder = PatchBuilder(pod)
-    warnings = list(request.warnings)
-    profile = settings.profile
-    resource = profile.epc_resource
-
-    # Runtime: keep the user's RuntimeClass; otherwise set the chosen sandbox class.
-    existing_class = spec.get("runtimeClassName") or None
-    if existing_class is not None and not isinstance(existing_class, str):
-        raise PodRefused("spec.runtimeClassName must be a string")
-    runtime_class = existing_class or request.runtime_class
-    if existing_class and request.runtime_class_annotated and request.runtime_class != existing_class:
-        warnings.append(
-            f"pod already names RuntimeClass {existing_class}; "
-            f"{RUNTIME_CLASS}={request.runtime_class} not applied"
-        )
-    sandboxed = settings.is_sandbox(runtime_class) or (
-        request.runtime_class_annotated
-        and runtime_class is not None
-        and runtime_class == request.runtime_class
-    )
-    if sandboxed:
-        _check_sandboxable(spec, runtime_class)
-
-    aesm = request.aesm
-    if aesm is None:
-        aesm = "sidecar" if sandboxed else settings.aesm
-    elif aesm == "host" and sandboxed:
-        raise PodRefused(
-            f"{AESM}=host cannot work in the sandboxed RuntimeClass {runtime_class}: the host's AESM socket "
-            f'does not reach into the pod\'s VM; use "sidecar" or "none"'
-        )
-    add_sidecar = aesm == "sidecar" and _find_container(spec, AESM_SIDECAR) is None
-    if add_sidecar and not settings.aesm_sidecar_image:
-        why = f"the pod is sandboxed by RuntimeClass {runtime_class}" if sandboxed else f"{AESM}=sidecar"
-        raise PodRefused(
-            f"an aesmd sidecar is needed ({why}) but the webhook has no aesmSidecarImage configured; "
-            f'ask the cluster operator to set aesmSidecarImage, or annotate {AESM}: "none"'
-        )
-
-    # EPC of each enclave container: keep a value the container already sets.
-    epc_by_container: dict[str, int] = {}
-    for ref in request.containers:
-        amount = _inject_epc(builder, ref, request, settings, warnings)
-        epc_by_container[ref.name] = amount
-    total = sum(epc_by_container.values())
-    if add_sidecar:
-        total += profile.to_units(settings.aesm_sidecar_epc)[0] * profile.unit
-    if total > settings.max_epc_per_pod:
-        detail = ", ".join(f"{name} {format_bytes(n)}" for name, n in epc_by_container.items())
-        if add_sidecar:
-            detail += f", aesmd sidecar {format_bytes(settings.aesm_sidecar_epc)}"
-        raise PodRefused(
-            f"pod asks for {format_bytes(total)} of SGX EPC in total ({detail}); "
-            f"the maximum per pod is {format_bytes(settings.max_epc_per_pod)} (maxEPCPerPod)"
-        )
-
-    if aesm != "none":
-        _inject_aesm_socket(builder, request.containers, aesm, settings)
-    if existing_class is None and runtime_class is not None:
-        builder.set_key(["spec"], "runtimeClassName", runtime_class)
-    if settings.scheduler_name and spec.get("schedulerName") in (None, "", "default-scheduler"):
+    warnings = list(plan.warnings)
+    epc = {ref.name: _inject_epc(builder, ref, plan, settings, warnings) for ref in plan.enclaves}
+    if plan.aesm != "none":
+        _inject_aesm_socket(builder, plan.enclaves, plan.aesm, settings)
+    if plan.runtime.write:
+        builder.set_key(["spec"], "runtimeClassName", plan.runtime.runtime_class)
+    if settings.scheduler_name and view.spec.get("schedulerName") in (None, "", "default-scheduler"):
         builder.set_key(["spec"], "schedulerName", settings.scheduler_name)
     _inject_tolerations(builder, settings)
-    if profile.epc_pod_annotation and profile.epc_pod_annotation not in annotations:
-        builder.set_key(["metadata", "annotations"], profile.epc_pod_annotation, format_bytes(total))
-    if add_sidecar:
-        # Last: inserting at the front of initContainers shifts the indexes used above.
+    if plan.add_sidecar:
+        # After every container edit: inserting at the front of initContainers shifts their indexes.
         builder.insert(["spec", "initContainers"], 0, _aesm_sidecar(settings))
-
+    total = _total_epc(builder, plan, epc, settings)
+    _set_pod_epc_annotation(builder, view.annotations, total, settings, warnings)
     status = {
-        "profile": profile.name,
-        "resource": resource,
+        "profile": settings.profile.name,
+        "resource": settings.profile.epc_resource,
         "epc": format_bytes(total),
         "epcBytes": total,
-        "containers": list(epc_by_container),
-        "runtimeClass": runtime_class,
-        "aesm": aesm,
+        "containers": list(epc),
+        "runtimeClass": plan.runtime.runtime_class,
+        "aesm": plan.aesm,
     }
     builder.set_key(["metadata", "annotations"], STATUS, json.dumps(status, separators=(",", ":")))
     return Mutation("mutated", patch=tuple(builder.operations), warnings=tuple(warnings))
 
 
-def _read_request(
-    annotations: Mapping[str, str], spec: Mapping[str, Any], settings: Settings
-) -> EnclaveRequest:
-    refs = _container_refs(spec)
-    warnings: list[str] = []
-
-    if CONTAINERS in annotations:
-        names = list(dict.fromkeys(n.strip() for n in annotations[CONTAINERS].split(",") if n.strip()))
-        if not names:
-            raise PodRefused(f"annotation {CONTAINERS} is empty: name at least one container")
-        missing = [n for n in names if n not in refs]
-        if missing:
-            raise PodRefused(
-                f"annotation {CONTAINERS} names {', '.join(missing)}, which the pod does not have "
-                f"(containers: {_names(refs, 'containers')}; "
-                f"init containers: {_names(refs, 'initContainers')})"
-            )
-        enclave = tuple(refs[n] for n in names)
-    else:
-        enclave = tuple(ref for ref in refs.values() if ref.field == "containers")
-
-    default_epc = settings.default_epc
-    if EPC in annotations:
-        default_epc = _epc_amount(EPC, annotations[EPC], settings)
-    overrides: dict[str, int] = {}
-    enclave_names = {ref.name for ref in enclave}
-    for key, value in annotations.items():
-        if key.startswith(EPC_CONTAINER):
-            name = key[len(EPC_CONTAINER) :]
-            if name not in refs:
-                raise PodRefused(f"annotation {key} names container {name!r}, which the pod does not have")
-            if name not in enclave_names:
-                raise PodRefused(
-                    f"annotation {key} sets EPC for {name}, which is not an enclave container; "
-                    f"list it in {CONTAINERS}"
-                )
-            overrides[name] = _epc_amount(key, value, settings)
-        elif key.startswith(PREFIX) and key not in KNOWN_ANNOTATIONS:
-            warnings.append(f"unknown annotation {key} ignored")
-
-    runtime_class = settings.runtime_class
-    annotated = RUNTIME_CLASS in annotations
-    if annotated:
-        value = annotations[RUNTIME_CLASS]
-        if value == "none":
-            runtime_class = None
-        elif len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
-            raise PodRefused(
-                f"annotation {RUNTIME_CLASS}={value!r} is not a RuntimeClass name (a DNS subdomain) or none"
-            )
-        else:
-            runtime_class = value
-
-    aesm: AesmMode | None = None
-    if AESM in annotations:
-        value = annotations[AESM]
-        if value not in AESM_MODES:
-            raise PodRefused(f"annotation {AESM}={value!r} is not valid: use one of {', '.join(AESM_MODES)}")
-        aesm = value
-    return EnclaveRequest(
-        containers=enclave,
-        default_epc=default_epc,
-        overrides=overrides,
-        runtime_class=runtime_class,
-        runtime_class_annotated=annotated,
-        aesm=aesm,
-        warnings=tuple(warnings),
-    )
-
-
-def _epc_amount(key: str, value: str, settings: Settings) -> int:
-    limit = format_bytes(settings.max_epc_per_pod)
-    try:
-        amount = parse_bytes(value)
-    except QuantityError:
-        raise PodRefused(
-            f"annotation {key}={value!r} is not a Kubernetes quantity: "
-            f"use a size such as 64Mi (at most {limit} per pod)"
-        ) from None
-    if amount <= 0:
-        raise PodRefused(
-            f"annotation {key}={value!r} must be a positive size such as 64Mi (at most {limit} per pod)"
-        )
-    if amount > settings.max_epc_per_pod:
-        raise PodRefused(f"annotation {key}={value!r} is more than the maximum of {limit} of SGX EPC per pod")
-    return amount
-
-
 def _inject_epc(
-    builder: PatchBuilder,
-    ref: ContainerRef,
-    request: EnclaveRequest,
-    settings: Settings,
-    warnings: list[str],
+    builder: PatchBuilder, ref: ContainerRef, plan: Plan, settings: Settings, warnings: list[str]
 ) -> int:
     """Put the EPC resource into requests and limits of one container; return its EPC in bytes."""
     profile = settings.profile
     resource = profile.epc_resource
-    container = builder.get(ref.path)
-    resources = _mapping(container.get("resources"), f"container {ref.name}: resources")
-    requests = _mapping(resources.get("requests"), f"container {ref.name}: resources.requests")
-    limits = _mapping(resources.get("limits"), f"container {ref.name}: resources.limits")
-    path = [*ref.path, "resources"]
 
-    if resource in requests or resource in limits:
-        amounts = {
-            side: _container_amount(ref, resource, values[resource], settings)
-            for side, values in (("request", requests), ("limit", limits))
-            if resource in values
-        }
-        if len(set(amounts.values())) > 1:
-            raise PodRefused(
-                f"container {ref.name}: {resource} request {requests[resource]} differs from limit "
-                f"{limits[resource]}; extended resources need request = limit"
-            )
-        value = limits.get(resource, requests.get(resource))
-        amount = next(iter(amounts.values()))
-        if ref.name in request.overrides and request.overrides[ref.name] != amount:
+    def amount(value: object) -> int:
+        bytes_ = profile.parse_resource(value)
+        if bytes_ <= 0:
+            raise QuantityError(f"{value!r} must be positive for an enclave container")
+        return bytes_
+
+    present = _complete_pair(builder, ref, resource, amount)
+    if present is not None:
+        value, epc = present
+        override = plan.overrides.get(ref.name)
+        if override is not None and override != epc:
             warnings.append(
                 f"container {ref.name} already sets {resource}={value}; {EPC_CONTAINER}{ref.name} ignored"
             )
-        for side, values in (("requests", requests), ("limits", limits)):
-            if resource not in values:
-                builder.set_key([*path, side], resource, value)
     else:
-        wanted = request.overrides.get(ref.name, request.default_epc)
+        wanted = plan.wanted[ref.name]
         value, rounded = profile.resource_value(wanted)
-        units, _ = profile.to_units(wanted)
-        amount = units * profile.unit
+        epc = profile.to_units(wanted)[0] * profile.unit
         if rounded:
             warnings.append(
-                f"container {ref.name}: EPC {format_bytes(wanted)} rounded up to {format_bytes(amount)} "
+                f"container {ref.name}: EPC {format_bytes(wanted)} rounded up to {format_bytes(epc)} "
                 f"({resource} counts whole MiB)"
             )
         for side in ("requests", "limits"):
-            builder.set_key([*path, side], resource, value)
+            builder.set_key([*ref.path, "resources", side], resource, value)
+    if (
+        profile.enclave_resource
+        and _complete_pair(builder, ref, profile.enclave_resource, parse_whole) is None
+    ):
+        for side in ("requests", "limits"):
+            builder.set_key([*ref.path, "resources", side], profile.enclave_resource, "1")
+    return epc
 
-    if profile.enclave_resource:
-        for side, values in (("requests", requests), ("limits", limits)):
-            if profile.enclave_resource not in values:
-                builder.set_key([*path, side], profile.enclave_resource, "1")
-    return amount
 
-
-def _container_amount(ref: ContainerRef, resource: str, value: object, settings: Settings) -> int:
-    try:
-        amount = settings.profile.parse_resource(value)
-    except QuantityError:
-        raise PodRefused(f"container {ref.name}: {resource}={value!r} is not a Kubernetes quantity") from None
-    if amount <= 0:
+def _complete_pair(
+    builder: PatchBuilder, ref: ContainerRef, resource: str, read: Callable[[object], int]
+) -> tuple[object, int] | None:
+    """A resource the container sets itself: request and limit must agree (Kubernetes requires it of
+    extended resources); a missing side is completed from the other. Returns (value, amount) or None."""
+    resources = builder.get([*ref.path, "resources"]) or {}
+    sides = {side: (resources.get(side) or {}).get(resource) for side in ("requests", "limits")}
+    given = {side: value for side, value in sides.items() if value is not None}
+    if not given:
+        return None
+    amounts = {}
+    for side, value in given.items():
+        try:
+            amounts[side] = read(value)
+        except QuantityError as exc:
+            raise PodRefused(f"container {ref.name}: {resource} {side[:-1]} {exc}") from None
+    if len(set(amounts.values())) > 1:
         raise PodRefused(
-            f"container {ref.name}: {resource}={value!r} must be positive for an enclave container"
+            f"container {ref.name}: {resource} request {given['requests']} differs from limit "
+            f"{given['limits']}; extended resources need request = limit"
         )
-    return amount
+    value = given.get("limits", given.get("requests"))
+    for side in ("requests", "limits"):
+        if side not in given:
+            builder.set_key([*ref.path, "resources", side], resource, value)
+    return value, next(iter(amounts.values()))
+
+
+def _total_epc(builder: PatchBuilder, plan: Plan, epc: Mapping[str, int], settings: Settings) -> int:
+    """The mutated pod's effective EPC request, as the scheduler counts it; refused above maxEPCPerPod."""
+    unreadable: list[str] = []
+    total = effective_epc(builder.document, settings.profile, unreadable)
+    if unreadable:
+        raise PodRefused(f"unreadable SGX EPC request: {unreadable[0]}")
+    if total > settings.max_epc_per_pod:
+        detail = ", ".join(f"{name} {format_bytes(n)}" for name, n in epc.items())
+        if plan.add_sidecar:
+            detail += f", aesmd sidecar {format_bytes(settings.aesm_sidecar_epc)}"
+        raise PodRefused(
+            f"pod asks for {format_bytes(total)} of SGX EPC in total ({detail}); "
+            f"the maximum per pod is {format_bytes(settings.max_epc_per_pod)} (maxEPCPerPod)"
+        )
+    return total
+
+
+def _set_pod_epc_annotation(
+    builder: PatchBuilder, existing: Mapping[str, str], total: int, settings: Settings, warnings: list[str]
+) -> None:
+    """The profile's pod-level EPC annotation (Kata sizes the VM's EPC from it): the webhook owns it."""
+    key = settings.profile.epc_pod_annotation
+    if key is None:
+        return
+    value = format_bytes(total)
+    if existing.get(key) == value:
+        return
+    if key in existing:
+        warnings.append(f"annotation {key}={existing[key][:40]} replaced by {value}, the pod's total EPC")
+    builder.set_key(["metadata", "annotations"], key, value)
 
 
 def _inject_aesm_socket(
     builder: PatchBuilder, containers: tuple[ContainerRef, ...], mode: AesmMode, settings: Settings
 ) -> None:
     volumes = builder.get(["spec", "volumes"]) or []
-    if not any(isinstance(v, Mapping) and v.get("name") == AESM_VOLUME for v in volumes):
+    if not any(v.get("name") == AESM_VOLUME for v in volumes):
         if mode == "host":
             volume: dict[str, Any] = {
                 "name": AESM_VOLUME,
@@ -358,19 +206,12 @@ def _inject_aesm_socket(
             volume = {"name": AESM_VOLUME, "emptyDir": {"medium": "Memory"}}
         builder.append(["spec", "volumes"], volume)
     for ref in containers:
-        _mount_socket(builder, ref)
-        env = _list(builder.get([*ref.path, "env"]), f"container {ref.name}: env")
-        if not any(isinstance(e, Mapping) and e.get("name") == AESM_ENV for e in env):
+        mounts = builder.get([*ref.path, "volumeMounts"]) or []
+        if not any(m.get("name") == AESM_VOLUME or m.get("mountPath") == AESM_MOUNT_PATH for m in mounts):
+            builder.append([*ref.path, "volumeMounts"], {"name": AESM_VOLUME, "mountPath": AESM_MOUNT_PATH})
+        env = builder.get([*ref.path, "env"]) or []
+        if not any(e.get("name") == AESM_ENV for e in env):
             builder.append([*ref.path, "env"], {"name": AESM_ENV, "value": "1"})
-
-
-def _mount_socket(builder: PatchBuilder, ref: ContainerRef) -> None:
-    mounts = _list(builder.get([*ref.path, "volumeMounts"]), f"container {ref.name}: volumeMounts")
-    if not any(
-        isinstance(m, Mapping) and (m.get("name") == AESM_VOLUME or m.get("mountPath") == AESM_MOUNT_PATH)
-        for m in mounts
-    ):
-        builder.append([*ref.path, "volumeMounts"], {"name": AESM_VOLUME, "mountPath": AESM_MOUNT_PATH})
 
 
 def _aesm_sidecar(settings: Settings) -> dict[str, Any]:
@@ -390,9 +231,9 @@ def _aesm_sidecar(settings: Settings) -> dict[str, Any]:
 
 def _inject_tolerations(builder: PatchBuilder, settings: Settings) -> None:
     for toleration in settings.tolerations:
-        present = _list(builder.get(["spec", "tolerations"]), "spec.tolerations")
+        present = builder.get(["spec", "tolerations"]) or []
         wanted = _normal_toleration(toleration)
-        if not any(isinstance(t, Mapping) and _normal_toleration(t) == wanted for t in present):
+        if not any(_normal_toleration(t) == wanted for t in present):
             builder.append(["spec", "tolerations"], dict(toleration))
 
 
@@ -404,73 +245,3 @@ def _normal_toleration(toleration: Mapping[str, Any]) -> tuple[Any, ...]:
         toleration.get("effect") or "",
         toleration.get("tolerationSeconds"),
     )
-
-
-def _check_sandboxable(spec: Mapping[str, Any], runtime_class: str | None) -> None:
-    host = [name for name in _HOST_NAMESPACES if spec.get(name) is True]
-    privileged = [
-        str(c.get("name"))
-        for key in ("initContainers", "containers")
-        for c in _list(spec.get(key), f"spec.{key}")
-        if isinstance(c, Mapping)
-        and isinstance(c.get("securityContext"), Mapping)
-        and c["securityContext"].get("privileged") is True
-    ]
-    problems = [f"{name}: true" for name in host] + [f"privileged container {name}" for name in privileged]
-    if problems:
-        raise PodRefused(
-            f"pod would run in the sandboxed RuntimeClass {runtime_class}, which cannot run "
-            f"{', '.join(problems)} (Kata and runV run the pod in a VM); remove them, or annotate "
-            f"{RUNTIME_CLASS}: none to run without a sandbox"
-        )
-
-
-def _container_refs(spec: Mapping[str, Any]) -> dict[str, ContainerRef]:
-    refs: dict[str, ContainerRef] = {}
-    fields: tuple[ContainerField, ...] = ("initContainers", "containers")
-    for key in fields:
-        for index, container in enumerate(_list(spec.get(key), f"spec.{key}")):
-            where = f"spec.{key}[{index}]"
-            container = _mapping(container, where)
-            name = container.get("name")
-            if not isinstance(name, str) or not name:
-                raise PodRefused(f"{where}.name must be a non-empty string")
-            refs[name] = ContainerRef(key, index, name)
-    if not any(ref.field == "containers" for ref in refs.values()):
-        raise PodRefused("spec.containers must list at least one container")
-    return refs
-
-
-def _find_container(spec: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
-    for key in ("initContainers", "containers"):
-        for container in _list(spec.get(key), f"spec.{key}"):
-            if isinstance(container, Mapping) and container.get("name") == name:
-                return container
-    return None
-
-
-def _names(refs: Mapping[str, ContainerRef], kind: ContainerField) -> str:
-    return ", ".join(ref.name for ref in refs.values() if ref.field == kind) or "none"
-
-
-def _annotations(metadata: Mapping[str, Any]) -> Mapping[str, str]:
-    annotations = _mapping(metadata.get("annotations"), "metadata.annotations")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
-        raise PodRefused("metadata.annotations must map strings to strings")
-    return annotations
-
-
-def _mapping(value: object, where: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise PodRefused(f"{where} must be an object")
-    return value
-
-
-def _list(value: object, where: str) -> list[Any]:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise PodRefused(f"{where} must be a list")
-    return value

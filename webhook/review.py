@@ -7,7 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal, TypedDict
 
-from webhook.patching import PatchOperation
+from confidential_pods.errors import MalformedInput
+from confidential_pods.wire import PatchOperation, Status, decode_json
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 ApiVersion = Literal["admission.k8s.io/v1", "admission.k8s.io/v1beta1"]
@@ -44,12 +45,6 @@ class AdmissionRequest(TypedDict, total=False):
     options: Any
 
 
-class Status(TypedDict, total=False):
-    code: int
-    message: str
-    reason: str
-
-
 class AdmissionResponse(TypedDict, total=False):
     uid: str
     allowed: bool
@@ -67,16 +62,16 @@ class AdmissionReview(TypedDict, total=False):
     response: AdmissionResponse
 
 
-class MalformedReview(ValueError):
+class MalformedReview(MalformedInput):
     """The body is not an AdmissionReview we can answer (no JSON, no request, no uid): HTTP 400."""
 
 
 def parse_review(body: bytes) -> tuple[ApiVersion, AdmissionRequest]:
     """Decode an AdmissionReview body into its apiVersion and request."""
     try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedReview(f"body is not JSON: {exc}") from None
+        review = decode_json(body)
+    except MalformedInput as exc:
+        raise MalformedReview(str(exc)) from None
     if not isinstance(review, dict):
         raise MalformedReview("body is not a JSON object")
     api_version = review.get("apiVersion", API_VERSIONS[0])

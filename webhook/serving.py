@@ -42,9 +42,10 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
-from confidential_pods.listening import ServingError, check_address
+from confidential_pods.errors import CertificateError, ServingError
+from confidential_pods.listening import check_address
 from confidential_pods.settings import Settings
-from confidential_pods.tlscontext import CertificateError, ReloadingContext
+from confidential_pods.tlscontext import ReloadingContext
 
 logger = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from confidential_pods.epc import effective_epc, node_capacity
 from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import MiB
-from extender.podepc import PodEpc, effective_epc, node_capacity, pod_facts
+from extender.podepc import PodEpc, pod_facts
 
 ALIBABA = PROFILES["alibaba"]
 INTEL = PROFILES["intel"]

@@ -1,0 +1,124 @@
+"""What both flask apps share: JSON answers, bounded request bodies, probes, metrics and HTTP errors.
+
+:func:`probes` is the blueprint of ``/healthz``, ``/readyz`` and ``/metrics``; :func:`handle_http_errors`
+answers routing errors and oversized bodies in the app's own JSON error shape (the webhook's
+``{"error", "code"}``, the extender's ``{"Error"}`` as Go extenders answer); :func:`read_body` reads a
+request body with the app's size limit applied to chunked bodies too; :class:`AppMetrics` is the base
+of each app's metrics, kept in a registry of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+#: Where prometheus_client's multiprocess mode keeps its files (set by the serving layer alone).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_CHUNK = 64 * 1024
+
+ErrorPayload = Callable[[str, int], dict[str, Any]]
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    """Compact JSON, ``application/json``."""
+    return Response(json.dumps(payload, separators=(",", ":")), status=status, mimetype="application/json")
+
+
+def read_body() -> bytes:
+    """The request body, at most the app's ``MAX_CONTENT_LENGTH`` bytes; 413 beyond, chunked or not.
+
+    werkzeug applies the limit to a ``Content-Length`` itself, but cuts a chunked body off at the limit
+    and hands back the first part (which then fails as "not JSON"); read here, a chunked body over
+    the limit is a :class:`~werkzeug.exceptions.RequestEntityTooLarge` like any other.
+    """
+    limit: int = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None or not request.environ.get("wsgi.input_terminated"):
+        return request.get_data(cache=False)  # the Content-Length is checked against the limit
+    stream = request.environ["wsgi.input"]  # the server ends it at the last chunk: safe to read
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := stream.read(min(_CHUNK, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise RequestEntityTooLarge()
+    return b"".join(chunks)
+
+
+def probes(ready: Callable[[], bool], metrics: AppMetrics, not_ready: str = "") -> Blueprint:
+    """``/healthz`` (the process answers), ``/readyz`` (``ready()``) and ``/metrics`` (``metrics``)."""
+    blueprint = Blueprint("probes", __name__)
+
+    @blueprint.get("/healthz")
+    def healthz() -> Response:
+        return json_response({"status": "ok"})
+
+    @blueprint.get("/readyz")
+    def readyz() -> Response:
+        if ready():
+            return json_response({"status": "ready"})
+        body = {"status": "not ready", "reason": not_ready} if not_ready else {"status": "not ready"}
+        return json_response(body, 503)
+
+    @blueprint.get("/metrics")
+    def prometheus_metrics() -> Response:
+        data, content_type = metrics.render()
+        return Response(data, status=200, content_type=content_type)
+
+    return blueprint
+
+
+def handle_http_errors(
+    app: Flask, payload: ErrorPayload, on_too_large: Callable[[], None] = lambda: None
+) -> None:
+    """Answer werkzeug's HTTP errors (404, 405, 413 …) as JSON built by ``payload(message, code)``."""
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        code = error.code or 400
+        if code < 400:  # routing redirects keep their Location header
+            return error.get_response()  # type: ignore[return-value]
+        if code == 413:
+            on_too_large()
+            return json_response(
+                payload(f"body larger than {app.config['MAX_CONTENT_LENGTH']} bytes", 413), 413
+            )
+        return json_response(payload(error.description or error.name, code), code)
+
+
+class AppMetrics:
+    """The metrics of one app, in a registry of its own (tests build many apps in one process).
+
+    Under gunicorn with several worker processes the serving layer switches prometheus_client to its
+    multiprocess mode before any app is built; :meth:`render` then aggregates every worker's counters
+    and histograms from their files, plus the collectors registered with :meth:`register_live`
+    (read from this process's memory at scrape time).
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._live: list[Collector] = []
+
+    def register_live(self, collector: Collector) -> None:
+        """A collector that reads live state at scrape time (not a counter of this process)."""
+        self.registry.register(collector)
+        self._live.append(collector)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text for ``GET /metrics`` and its content type."""
+        if not os.environ.get(MULTIPROC_ENV):
+            return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        for collector in self._live:
+            registry.register(collector)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
