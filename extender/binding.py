@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confidential_pods.epc import effective_epc
+from confidential_pods.epc import effective_epc, mapping
 from confidential_pods.errors import BindRefused
 from confidential_pods.profiles import Profile
 from extender.ledger import EpcLedger
@@ -31,24 +31,38 @@ from extender.wire import BindRequest
 
 @dataclass(frozen=True, slots=True)
 class KnownPod:
-    """What a bind needs of a pod it was not asked to filter: its UID ("" when unknown) and EPC (bytes)."""
+    """What a bind needs of a pod it was not asked to filter: its UID ("" when unknown), EPC (bytes),
+    the node it is already assigned to ("" when pending) and why its EPC cannot be read ("" when it can)."""
 
     uid: str
     epc: int
+    node: str = ""
+    unreadable: str = ""
 
     @classmethod
-    def of(cls, pod: Mapping[str, Any], profile: Profile, epc: int | None = None) -> KnownPod:
-        """From the pod's raw JSON: ``metadata.uid`` as it is there, and its effective EPC.
-
-        ``epc``: the pod's effective EPC when the caller has already computed it.
-        """
-        metadata = pod.get("metadata")
-        uid = metadata.get("uid") if isinstance(metadata, Mapping) else None
-        return cls(uid=str(uid) if uid else "", epc=effective_epc(pod, profile) if epc is None else epc)
+    def of(cls, pod: Mapping[str, Any], profile: Profile) -> KnownPod:
+        """From the pod's raw JSON: ``metadata.uid`` as it is there, its effective EPC and its node."""
+        metadata = mapping(pod.get("metadata"))
+        uid = metadata.get("uid")
+        unreadable: list[str] = []
+        epc = effective_epc(pod, profile, unreadable)
+        node = mapping(pod.get("spec")).get("nodeName")
+        return cls(
+            uid=str(uid) if uid else "",
+            epc=epc,
+            node=node if isinstance(node, str) else "",
+            unreadable=unreadable[0] if unreadable else "",
+        )
 
 
 class Binder(Protocol):
-    """Creates Bindings and finds pods the extender was not asked to filter."""
+    """Creates Bindings and finds pods the extender was not asked to filter.
+
+    ``final``: a bind is final at once (memory: snapshot mode, ``simulate``) — the pod then holds its EPC
+    as used; otherwise (the API server) it is a reservation until the watch shows the pod.
+    """
+
+    final: bool
 
     def bind(self, request: BindRequest) -> None:
         """Bind the pod to ``request.node``; raise :class:`BindRefused` with a reason when that fails."""
@@ -108,6 +122,9 @@ def pod_epc_for_bind(
         return f"pod {request.pod_namespace}/{request.pod_name} not found"
     if pod.uid and pod.uid != request.pod_uid:
         return f"pod {request.pod_namespace}/{request.pod_name} has UID {pod.uid}, not {request.pod_uid}"
+    if pod.unreadable:
+        who = f"{request.pod_namespace}/{request.pod_name}"
+        return f"pod {who}: SGX EPC request cannot be read: {pod.unreadable}"
     return pod.epc
 
 
@@ -126,16 +143,7 @@ def bind_pod(
             return BindOutcome(error=f"node {request.node}: {verdict[0]}", epc=epc)
         previous = ledger.reservation(request.pod_uid)  # an earlier bind of this pod (refused below)
         if epc > 0:
-            ledger.reserve(
-                PodEpc(
-                    uid=request.pod_uid,
-                    namespace=request.pod_namespace,
-                    name=request.pod_name,
-                    node=request.node,
-                    epc=epc,
-                ),
-                now,
-            )
+            ledger.reserve(_pod_epc(request, epc), now)
     try:
         binder.bind(request)
     except BindRefused as exc:
@@ -146,16 +154,28 @@ def bind_pod(
                     ledger.reserve(previous.pod, previous.since)
         who = f"{request.pod_namespace}/{request.pod_name}"
         return BindOutcome(error=f"binding {who} failed: {exc}", epc=epc)
+    if binder.final and epc > 0:  # nothing will confirm it: the reservation becomes use now
+        ledger.set_pod(_pod_epc(request, epc))
     return BindOutcome(error="", epc=epc)
 
 
-class MemoryBinder:
-    """Binds in memory only (snapshot mode, ``simulate``): remembers where each pod went.
+def _pod_epc(request: BindRequest, epc: int) -> PodEpc:
+    return PodEpc(
+        uid=request.pod_uid,
+        namespace=request.pod_namespace,
+        name=request.pod_name,
+        node=request.node,
+        epc=epc,
+    )
 
-    The snapshot's pods by ``namespace/name`` are used when a bind comes for a pod that was never
-    filtered: ``pods`` as raw JSON, or ``known`` as just their UID and EPC (``extender serve
-    --snapshot`` keeps only that: 50,000 parsed pods would cost over a gigabyte). A pod is bound at
-    most once.
+
+class MemoryBinder:
+    """Binds in memory only (snapshot mode, ``simulate``): a bind is final, and remembered.
+
+    The snapshot's pods by ``namespace/name`` answer a bind for a pod that was never filtered: ``pods``
+    as raw JSON, or ``known`` as just their UID, EPC and node (``extender serve --snapshot`` keeps only
+    that: 50,000 parsed pods would cost over a gigabyte). A pod is bound at most once, and a pod the
+    snapshot shows assigned to a node is already bound.
     """
 
     def __init__(
@@ -163,14 +183,20 @@ class MemoryBinder:
         pods: Mapping[str, Mapping[str, Any]] | None = None,
         *,
         known: Mapping[str, KnownPod] | None = None,
+        final: bool = True,
     ) -> None:
+        #: False makes it stand in for the API server in tests: binds stay reservations until confirmed.
+        self.final = final
         self._pods = dict(pods or {})
         self._known = dict(known or {})
         self._lock = threading.Lock()
         self.bindings: dict[str, str] = {}
 
     def bind(self, request: BindRequest) -> None:
+        assigned = self._assigned_node(f"{request.pod_namespace}/{request.pod_name}")
         with self._lock:
+            if assigned:
+                raise BindRefused(f"pod is already bound to {assigned}")
             if request.pod_uid in self.bindings:
                 raise BindRefused(f"pod is already bound to {self.bindings[request.pod_uid]}")
             self.bindings[request.pod_uid] = request.node
@@ -183,6 +209,13 @@ class MemoryBinder:
         pod = self._pods.get(key)
         return KnownPod.of(pod, profile) if pod is not None else None
 
+    def _assigned_node(self, key: str) -> str:
+        known = self._known.get(key)
+        if known is not None:
+            return known.node
+        node = mapping(mapping(self._pods.get(key)).get("spec")).get("nodeName")
+        return node if isinstance(node, str) else ""
+
 
 class ApiBinder:
     """Creates ``pods/binding`` through the API server with the official client.
@@ -191,6 +224,8 @@ class ApiBinder:
     model cannot deserialize the API server's answer (it has no ``target``), and pods must not be
     round-tripped through the typed models.
     """
+
+    final = False
 
     def __init__(self, api_client: Any, timeout: float = 10.0) -> None:
         from kubernetes import client

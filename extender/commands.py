@@ -37,6 +37,9 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         description="Run the extender's filter/prioritize/bind over Nodes and Pods from files. Pods with "
         "spec.nodeName hold EPC; the others are placed in file order. With no files, a built-in "
         "example cluster is used.",
+        epilog="exit codes: 0 report printed (unschedulable pods included); 2 a file could not be read "
+        "or parsed (not UTF-8, not YAML/JSON, YAML aliases, nesting deeper than 100 levels, objects that "
+        "are not Nodes or Pods) or the configuration is unusable",
     )
     simulate.add_argument("--nodes", help="file with Nodes (and possibly Pods): v1 List or multi-doc YAML")
     simulate.add_argument("--pods", help="file with Pods (and possibly Nodes)")
@@ -62,22 +65,22 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from extender.simulate import example_snapshot, render, simulate
-    from extender.snapshot import Snapshot, SnapshotError, load_snapshot
+    from extender.simulate import example_facts, render, simulate
+    from extender.snapshot import SnapshotError, SnapshotFacts, load_snapshot_facts
 
     settings = load_settings(args.config)
     try:
         if args.nodes is None and args.pods is None:
-            snapshot = example_snapshot()
+            facts = example_facts(settings)
             print("Built-in example cluster (pass --nodes/--pods for your own)\n")
         else:
-            snapshot = Snapshot()
+            facts = SnapshotFacts()
             for path in (args.nodes, args.pods):
                 if path is not None:
-                    snapshot = snapshot + load_snapshot(path)
+                    facts = facts + load_snapshot_facts(path, settings.profile, keep_pending=True)
     except SnapshotError as exc:
         print(f"confidential-pods simulate: {exc}", file=sys.stderr)
         return 2
-    result = simulate(snapshot, settings, args.strategy)
+    result = simulate(facts, settings, args.strategy)
     sys.stdout.write(render(result))
     return 0

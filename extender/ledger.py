@@ -2,7 +2,7 @@
 
 Pure and thread-safe, no IO: the watch (``watching.py``) and the snapshot loader feed it, the HTTP
 handlers read it. Every method takes :attr:`EpcLedger.lock`, an ``RLock`` that is public so that a
-bind can hold it across "check fit, call the API, reserve" (see ``binding.py``).
+bind can check the fit and reserve in one step (``binding.py``; the API call comes after, outside it).
 
 Invariants (checked by the tests): ``used(node)`` is the sum of the EPC of the pods on the node and is
 never negative; ``free = capacity - used - reserved``; a reservation disappears as soon as the watch
@@ -24,22 +24,23 @@ T = TypeVar("T")
 
 
 class NodeUsage(NamedTuple):
-    """EPC accounting of one node, in bytes. ``capacity`` is None for a node without EPC.
+    """EPC accounting of one node, in bytes. ``capacity`` and ``free`` are None for a node without EPC.
 
-    A named tuple, not a dataclass: a filter over 5,000 nodes builds 5,000 of them per request.
+    A named tuple, not a dataclass: the ledger keeps one per node and rebuilds it on every change.
+    ``free`` (capacity - used - reserved, negative when overcommitted) is computed here and only here,
+    by :func:`usage_of`; filter, score, bind, metrics and inspection read it.
     """
 
     name: str
     capacity: int | None
     used: int
     reserved: int
+    free: int | None
 
-    @property
-    def free(self) -> int | None:
-        """capacity - used - reserved (negative when the node is overcommitted); None without EPC."""
-        if self.capacity is None:
-            return None
-        return self.capacity - self.used - self.reserved
+
+def usage_of(name: str, capacity: int | None, used: int, reserved: int) -> NodeUsage:
+    """A node's accounting, with its free EPC."""
+    return NodeUsage(name, capacity, used, reserved, None if capacity is None else capacity - used - reserved)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,12 +162,6 @@ class EpcLedger:
         with self.lock:
             return self._usage.get(name)
 
-    def usages(self, names: Iterable[str]) -> list[tuple[str, NodeUsage | None]]:
-        """(name, accounting) for many nodes under one lock: one consistent view for a filter call."""
-        with self.lock:
-            get = self._usage.get
-            return [(name, get(name)) for name in names]
-
     def with_usages(self, read: Callable[[Mapping[str, NodeUsage]], T]) -> T:
         """``read(accounting of every known node by name)`` under the lock; returns what it returns.
 
@@ -266,7 +261,7 @@ class EpcLedger:
 
     def _refresh(self, name: str) -> None:
         if name in self._capacity:
-            self._usage[name] = NodeUsage(
+            self._usage[name] = usage_of(
                 name, self._capacity[name], self._used.get(name, 0), self._reserved.get(name, 0)
             )
 

@@ -1,7 +1,8 @@
-"""Prometheus metrics of the extender: per-verb latency and outcomes, ledger sizes, EPC per node.
+"""Prometheus metrics of the extender: per-verb latency and outcomes, ledger sizes, EPC per node, the feed.
 
-Each app gets its own registry (one process serves one ledger; tests build many apps). Ledger
-figures are read at scrape time by a custom collector, so they are never stale.
+Each app gets its own registry (:class:`~confidential_pods.endpoints.AppMetrics`: one process serves
+one ledger; tests build many apps). Ledger figures are read at scrape time by a custom collector, so
+they are never stale. The watch feed's counters (:class:`FeedMetrics`) go into the same registry.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from confidential_pods.endpoints import AppMetrics
 from extender.ledger import EpcLedger
+from extender.watchevents import EVENT_TYPES, KINDS
 
 Verb = Literal["filter", "prioritize", "bind"]
 Outcome = Literal["ok", "refused", "malformed"]
@@ -43,14 +46,12 @@ class LedgerCollector(Collector):
             reservations = ledger.reservation_count()
             for name in ledger.nodes():
                 usage = ledger.usage(name)
-                if usage is None or usage.capacity is None:
+                if usage is None or usage.capacity is None or usage.free is None:
                     continue
-                free = usage.free
-                assert free is not None
                 per_node["capacity"].add_metric([name], usage.capacity)
                 per_node["used"].add_metric([name], usage.used)
                 per_node["reserved"].add_metric([name], usage.reserved)
-                per_node["free"].add_metric([name], free)
+                per_node["free"].add_metric([name], usage.free)
         yield GaugeMetricFamily("confidential_pods_extender_ledger_nodes", "Nodes in the EPC ledger.", nodes)
         yield GaugeMetricFamily(
             "confidential_pods_extender_ledger_pods", "Pods holding EPC in the ledger.", pods
@@ -63,11 +64,11 @@ class LedgerCollector(Collector):
         yield from per_node.values()
 
 
-class ExtenderMetrics:
+class ExtenderMetrics(AppMetrics):
     """The metrics of one extender app, in their own registry."""
 
     def __init__(self, ledger: EpcLedger) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__()
         self.requests = Counter(
             "confidential_pods_extender_requests",
             "Extender requests answered, by verb and outcome (ok, refused, malformed).",
@@ -86,12 +87,43 @@ class ExtenderMetrics:
             "Reservations dropped because the watch never showed the bound pod in time.",
             registry=self.registry,
         )
-        self.registry.register(LedgerCollector(ledger))
+        self.register_live(LedgerCollector(ledger))
+
+    def count_expired(self, uids: list[str]) -> None:
+        self.expired.inc(len(uids))
 
     def observe(self, verb: Verb, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(verb=verb, outcome=outcome).inc()
         self.latency.labels(verb=verb).observe(seconds)
 
-    def render(self) -> tuple[bytes, str]:
-        """The exposition text for ``GET /metrics`` and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+class FeedMetrics:
+    """Counters of the watch feed. Pass the extender's registry so that ``/metrics`` shows them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.events = Counter(
+            "confidential_pods_extender_watch_events",
+            "Watch events applied to the EPC ledger, by resource kind and event type.",
+            ["kind", "type"],
+            registry=registry,
+        )
+        self.relists = Counter(
+            "confidential_pods_extender_watch_relists",
+            "Full lists that replaced a kind's state in the ledger (initial, 410 Gone, repeated failures).",
+            ["kind", "reason"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "confidential_pods_extender_watch_errors",
+            "Failed lists and watches (API errors, dropped connections, error events), by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.unreadable = Counter(
+            "confidential_pods_extender_unreadable_objects",
+            "Listed or watched objects with an EPC quantity that cannot be read (counted as no EPC).",
+            ["kind"],
+            registry=registry,
+        )
+        # Children resolved once: labels() per event would cost more than applying the event.
+        self.event_children = {(k, t): self.events.labels(kind=k, type=t) for k in KINDS for t in EVENT_TYPES}

@@ -28,12 +28,15 @@ class PodEpc:
     epc: int
 
 
-def pod_facts(pod: Mapping[str, Any], profile: Profile, unreadable: list[str] | None = None) -> PodEpc | None:
+def pod_facts(
+    pod: Mapping[str, Any], profile: Profile, unreadable: list[str] | None = None, *, epc: int | None = None
+) -> PodEpc | None:
     """The ledger entry for a pod, or None when the pod holds no EPC on any node.
 
     None when the pod is not assigned (no ``spec.nodeName``), has finished (phase Succeeded or
     Failed) or requests no EPC. A quantity that cannot be read counts 0 and is described in
-    ``unreadable`` (see :func:`~confidential_pods.epc.effective_epc`).
+    ``unreadable`` (see :func:`~confidential_pods.epc.effective_epc`). ``epc``: the pod's effective
+    EPC when the caller has already computed it.
 
     A terminating pod (``metadata.deletionTimestamp`` set) still counts until it is deleted or
     reaches a final phase: its enclave holds the EPC until its containers stop, kubelet's admission
@@ -49,7 +52,8 @@ def pod_facts(pod: Mapping[str, Any], profile: Profile, unreadable: list[str] | 
         return None
     if mapping(pod.get("status")).get("phase") in TERMINAL_PHASES:
         return None
-    epc = effective_epc(pod, profile, unreadable)
+    if epc is None:
+        epc = effective_epc(pod, profile, unreadable)
     if epc <= 0:
         return None
     namespace = str(metadata.get("namespace") or "")

@@ -2,17 +2,14 @@
 
 Input is the pod's effective EPC (bytes), the names kube-scheduler asks about and the accounting of
 every known node (``EpcLedger.with_usages``: one consistent view; a name missing from it is a node
-the ledger does not know); output is plain data.
-
-:func:`filter_names` and :func:`score_names` are what the HTTP verbs call: one loop over the names,
-in the order asked, with one dictionary lookup per name and nothing built per passing node
-(kube-scheduler may ask about 5,000 nodes per scheduling cycle). :func:`filter_nodes` and
-:func:`score_nodes` take ``(name, accounting)`` pairs (``EpcLedger.usages``) and run the same code.
+the ledger does not know); output is plain data. One loop over the names, in the order asked, with
+one dictionary lookup per name and nothing built per passing node (kube-scheduler may ask about
+5,000 nodes per scheduling cycle).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from confidential_pods.quantities import format_bytes
@@ -20,28 +17,13 @@ from confidential_pods.settings import ScoringStrategy
 from extender.ledger import NodeUsage
 from extender.wire import MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY
 
-#: (node name, its accounting or None when unknown), as ``EpcLedger.usages`` returns them.
-NodeView = tuple[str, NodeUsage | None]
-
-
-@dataclass(frozen=True)
-class FilterOutcome:
-    """Which nodes passed, and why the others did not.
-
-    ``failed`` nodes might fit after preemption (running pods hold the EPC); ``unresolvable`` ones
-    cannot fit whatever is evicted (no EPC, too little in total, unknown to the ledger).
-    """
-
-    passed: frozenset[str]
-    failed: dict[str, str] = field(default_factory=dict)
-    unresolvable: dict[str, str] = field(default_factory=dict)
-
 
 @dataclass(frozen=True, slots=True)
 class NamesFilterOutcome:
-    """:class:`FilterOutcome` with the passing names in the order asked (duplicates kept).
+    """Which nodes passed, in the order asked (duplicates kept), and why the others did not.
 
-    That order is the order of the ``NodeNames`` answer, so the answer needs no second pass.
+    ``failed`` nodes might fit after preemption (running pods hold the EPC); ``unresolvable`` ones
+    cannot fit whatever is evicted (no EPC, too little in total, unknown to the ledger).
     """
 
     passed: tuple[str, ...]
@@ -113,8 +95,8 @@ def filter_names(
     for name in names:  # one loop, no call per passing node: kube-scheduler may ask about 5,000
         usage = get(name)
         if usage is not None:
-            _, capacity, used, reserved = usage
-            if capacity is not None and capacity - used - reserved >= pod_epc:
+            free = usage.free
+            if free is not None and free >= pod_epc:
                 keep(name)  # the common case, without building a verdict
                 continue
         verdict = _unfit_reason(pod_epc, usage, resource, text)
@@ -125,25 +107,6 @@ def filter_names(
         else:
             failed[name] = verdict[0]
     return NamesFilterOutcome(passed=tuple(passed), failed=failed, unresolvable=unresolvable)
-
-
-def filter_nodes(pod_epc: int, nodes: Iterable[NodeView], resource: str) -> FilterOutcome:
-    """:func:`filter_names` over ``(name, accounting)`` pairs from one ledger view; ``passed`` as a set."""
-    names, usages = _split(nodes)
-    outcome = filter_names(pod_epc, names, usages, resource)
-    return FilterOutcome(
-        passed=frozenset(outcome.passed), failed=outcome.failed, unresolvable=outcome.unresolvable
-    )
-
-
-def node_score(pod_epc: int, usage: NodeUsage | None, strategy: ScoringStrategy) -> int:
-    """0..10 for one node, like the NodeResourcesFit strategies with the pod placed on the node.
-
-    ``LeastAllocated``: share of EPC still free after placement (spreads). ``MostAllocated``: share in
-    use after placement (bin-packs). 0 when the pod does not fit, the node has no EPC, or the pod
-    needs no EPC (the extender has no opinion then).
-    """
-    return score_nodes(pod_epc, [("", usage)], strategy)[0][1]
 
 
 def score_names(
@@ -164,39 +127,11 @@ def score_names(
         if usage is None:
             append(MIN_EXTENDER_PRIORITY)
             continue
-        _, capacity, used, reserved = usage
-        if not capacity:
-            append(MIN_EXTENDER_PRIORITY)
-            continue
-        requested = used + reserved + pod_epc
-        if requested > capacity:
+        _, capacity, _, _, free = usage
+        if not capacity or free is None or free < pod_epc:
             append(MIN_EXTENDER_PRIORITY)
         elif most:
-            append(requested * MAX_EXTENDER_PRIORITY // capacity)
+            append((capacity - free + pod_epc) * MAX_EXTENDER_PRIORITY // capacity)
         else:
-            append((capacity - requested) * MAX_EXTENDER_PRIORITY // capacity)
+            append((free - pod_epc) * MAX_EXTENDER_PRIORITY // capacity)
     return scores
-
-
-def score_nodes(pod_epc: int, nodes: Iterable[NodeView], strategy: ScoringStrategy) -> list[tuple[str, int]]:
-    """(node, score) for each node asked, in the order asked: :func:`score_names` over pairs."""
-    names, usages = _split(nodes)
-    return list(zip(names, score_names(pod_epc, names, usages, strategy), strict=True))
-
-
-def best_node(scores: Iterable[tuple[str, int]], eligible: Iterable[str]) -> str | None:
-    """The eligible node with the highest score, ties broken by node name; None when none is eligible."""
-    allowed = set(eligible)
-    ranked = sorted((-score, name) for name, score in scores if name in allowed)
-    return ranked[0][1] if ranked else None
-
-
-def _split(nodes: Iterable[NodeView]) -> tuple[list[str], dict[str, NodeUsage]]:
-    """Names in order and the known nodes' accounting, from the pairs of one ledger view."""
-    names: list[str] = []
-    usages: dict[str, NodeUsage] = {}
-    for name, usage in nodes:
-        names.append(name)
-        if usage is not None:
-            usages[name] = usage
-    return names, usages

@@ -101,6 +101,8 @@ def snapshot_backend(path: str, settings: Settings) -> Backend:
     the parsed file: at 5,000 nodes and 50,000 pods the parsed objects would take gigabytes.
     """
     facts = load_snapshot_facts(path, settings.profile)
+    for problem in facts.unreadable:
+        logger.warning("snapshot %s: counted as no EPC: %s", path, problem)
     ledger = EpcLedger()
     fill_ledger_from_facts(ledger, facts)
     binder = MemoryBinder(known=facts.pods)
@@ -145,6 +147,7 @@ def api_backend(kubeconfig: str | None, settings: Settings) -> Backend:
         settings.profile,
         reservation_ttl=settings.reservation_ttl_seconds,
         registry=metrics.registry,
+        on_expired=metrics.count_expired,
     )
     return Backend(
         ledger=ledger,

@@ -1,15 +1,14 @@
 """Snapshot files: Nodes and Pods from a v1 List or multi-document YAML/JSON, for clusterless use.
 
-``extender serve --snapshot`` fills the ledger from one (:func:`load_snapshot_facts`: only the
-facts are kept, not the parsed objects); ``simulate`` reads them whole for its cluster
-(:func:`load_snapshot`). Assigned pods (``spec.nodeName`` set) are running pods that hold EPC; the
-others are pending pods waiting to be placed (by ``simulate``, or bound through ``/bind`` in
-snapshot mode).
+One loader for ``extender serve --snapshot`` and ``simulate``: the file is read by the kit's
+document reader (:mod:`confidential_pods.documents`: JSON first, libyaml, no aliases, bounded nesting)
+and reduced at once to its facts (:class:`SnapshotFacts`): node capacities, the pods holding EPC, and
+every pod's UID, EPC and node for a bind. The parsed objects are not kept (at 5,000 nodes and 50,000
+pods they would take gigabytes). Assigned pods (``spec.nodeName`` set) are running pods that hold
+EPC; the others are pending pods waiting to be placed (by ``simulate``, or bound through ``/bind``).
 
-A file whose text starts with ``{`` or ``[`` is read with ``json.loads`` first (``kubectl get -o
-json``: 27 MB for 5,000 nodes and 50,000 pods parse in well under a second, where the pure-Python
-YAML parser takes over a minute); anything else, or JSON that does not parse, with YAML's C
-``CSafeLoader`` when PyYAML was built with libyaml, else its ``SafeLoader``.
+A quantity that cannot be read (a node's allocatable, a pod's request) counts as no EPC and is listed
+in :attr:`SnapshotFacts.unreadable`, which both commands report.
 """
 
 from __future__ import annotations
@@ -17,13 +16,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from confidential_pods.documents import load_documents, printable, read_text
 from confidential_pods.epc import node_capacity
 from confidential_pods.errors import MalformedInput
 from confidential_pods.profiles import Profile
@@ -38,51 +35,63 @@ class SnapshotError(MalformedInput):
     """A snapshot file cannot be read or holds something that is not a Node, Pod or list of them."""
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """The Nodes and Pods of a snapshot, as raw Kubernetes JSON, in file order."""
-
-    nodes: tuple[dict[str, Any], ...] = ()
-    pods: tuple[dict[str, Any], ...] = ()
-
-    def __add__(self, other: Snapshot) -> Snapshot:
-        return Snapshot(nodes=self.nodes + other.nodes, pods=self.pods + other.pods)
-
-    @property
-    def pending_pods(self) -> tuple[dict[str, Any], ...]:
-        """Pods not yet assigned to a node, in file order."""
-        return tuple(p for p in self.pods if not (p.get("spec") or {}).get("nodeName"))
-
-    def pods_by_name(self) -> dict[str, dict[str, Any]]:
-        """Pods keyed ``namespace/name`` (namespace ``default`` when unset)."""
-        return {f"{_namespace(p)}/{_name(p)}": p for p in self.pods}
-
-
-@dataclass(frozen=True)
+@dataclass
 class SnapshotFacts:
-    """What serving a snapshot keeps of it: the ledger's content and what a bind may need.
+    """What a snapshot is reduced to: the ledger's content and what a bind or a placement needs.
 
     ``capacities``: EPC of every node (None without EPC). ``assigned``: the ledger entries of the pods
-    holding EPC. ``pods``: every pod's UID and EPC by ``namespace/name`` (for a bind of a pod that was
-    never filtered, see ``MemoryBinder``).
+    holding EPC. ``pods``: every pod's UID, EPC and node by ``namespace/name``, in file order (a pod
+    with no node is pending). ``unreadable``: quantities that could not be read, with where they were.
     """
 
     capacities: dict[str, int | None] = field(default_factory=dict)
     assigned: list[PodEpc] = field(default_factory=list)
     pods: dict[str, KnownPod] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+    #: The pending pods as raw JSON, in file order: kept only when asked (``simulate`` places them).
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+    def __add__(self, other: SnapshotFacts) -> SnapshotFacts:
+        return SnapshotFacts(
+            capacities={**self.capacities, **other.capacities},
+            assigned=self.assigned + other.assigned,
+            pods={**self.pods, **other.pods},
+            unreadable=self.unreadable + other.unreadable,
+            pending=self.pending + other.pending,
+        )
 
 
-def parse_snapshot(text: str, source: str = "snapshot") -> Snapshot:
-    """Parse multi-document YAML (JSON is YAML) of Nodes, Pods and v1 Lists of them."""
-    nodes: list[dict[str, Any]] = []
-    pods: list[dict[str, Any]] = []
-    for kind, obj in _kubernetes_objects(_documents(text, source), source):
-        (nodes if kind == "Node" else pods).append(obj)
-    return Snapshot(nodes=tuple(nodes), pods=tuple(pods))
+def snapshot_facts(
+    text: str, profile: Profile, source: str = "snapshot", *, keep_pending: bool = False
+) -> SnapshotFacts:
+    """Parse a snapshot's text (JSON or multi-document YAML) and keep only its facts (and, with
+    ``keep_pending``, the pending pods as they are)."""
+    try:
+        documents = load_documents(text, source)
+    except MalformedInput as exc:
+        raise SnapshotError(str(exc)) from None
+    return facts_of(_kubernetes_objects(documents, source), profile, keep_pending=keep_pending)
 
 
-def snapshot_facts(text: str, profile: Profile, source: str = "snapshot") -> SnapshotFacts:
-    """Parse a snapshot like :func:`parse_snapshot` and keep only its facts (see :class:`SnapshotFacts`).
+def load_snapshot_facts(
+    path: str | os.PathLike[str], profile: Profile, *, keep_pending: bool = False
+) -> SnapshotFacts:
+    """Read a snapshot file and keep only its facts (:func:`snapshot_facts`)."""
+    name = os.fspath(path)
+    try:
+        text = read_text(name, "snapshot")
+    except MalformedInput as exc:
+        raise SnapshotError(str(exc)) from None
+    return snapshot_facts(text, profile, name, keep_pending=keep_pending)
+
+
+def facts_of(
+    objects: Iterable[tuple[Literal["Node", "Pod"], dict[str, Any]]],
+    profile: Profile,
+    *,
+    keep_pending: bool = False,
+) -> SnapshotFacts:
+    """Reduce checked Nodes and Pods to their facts.
 
     The facts are first written down as one compact JSON text while the parsed objects are freed,
     then read back: the objects kept are then allocated after the parsed file is gone. Kept directly,
@@ -90,76 +99,43 @@ def snapshot_facts(text: str, profile: Profile, source: str = "snapshot") -> Sna
     the parse used (measured: 200 MB instead of about 100 MB of RSS at 50,000 pods).
     """
     nodes: list[tuple[str, int | None]] = []
-    pods: list[tuple[str, str, str, int, tuple[str, str, int] | None]] = []
-    for kind, obj in _kubernetes_objects(_documents(text, source), source):
+    pods: list[tuple[str, str, str, int, str, str, tuple[str, str, int] | None]] = []
+    unreadable: list[str] = []
+    pending: list[dict[str, Any]] = []
+    for kind, obj in objects:
         if kind == "Node":
-            nodes.append((_name(obj), node_capacity(obj, profile)))
+            found: list[str] = []
+            nodes.append((_name(obj), node_capacity(obj, profile, found)))
+            unreadable.extend(f"Node {printable(_name(obj))} {problem}" for problem in found)
             continue
-        held = pod_facts(obj, profile)
-        known = KnownPod.of(obj, profile, None if held is None else held.epc)  # EPC computed once
+        known = KnownPod.of(obj, profile)
+        held = pod_facts(obj, profile, epc=known.epc)  # the EPC counted once
         row = None if held is None else (held.uid, held.node, held.epc)
-        pods.append((_namespace(obj), _name(obj), known.uid, known.epc, row))
+        pods.append((_namespace(obj), _name(obj), known.uid, known.epc, known.node, known.unreadable, row))
+        if known.unreadable:
+            unreadable.append(f"Pod {printable(_namespace(obj))}/{printable(_name(obj))} {known.unreadable}")
+        if keep_pending and not known.node:
+            pending.append(obj)
     packed = json.dumps([nodes, pods], separators=(",", ":"))
     del nodes, pods
     packed_nodes, packed_pods = json.loads(packed)
     del packed
-    facts = SnapshotFacts(capacities=dict(packed_nodes))
+    facts = SnapshotFacts(capacities=dict(packed_nodes), unreadable=unreadable, pending=pending)
     intern = sys.intern  # 50,000 pods share a few namespaces and 5,000 node names
-    for namespace, name, uid, epc, held_row in packed_pods:
+    for namespace, name, uid, epc, node, problem, held_row in packed_pods:
         namespace = intern(namespace)
-        facts.pods[f"{namespace}/{name}"] = KnownPod(uid=uid, epc=epc)
+        facts.pods[f"{namespace}/{name}"] = KnownPod(uid=uid, epc=epc, node=intern(node), unreadable=problem)
         if held_row is not None:
-            held_uid, node, held_epc = held_row
+            held_uid, held_node, held_epc = held_row
             facts.assigned.append(
-                PodEpc(uid=held_uid, namespace=namespace, name=name, node=intern(node), epc=held_epc)
+                PodEpc(uid=held_uid, namespace=namespace, name=name, node=intern(held_node), epc=held_epc)
             )
     return facts
-
-
-def load_snapshot(path: str | os.PathLike[str]) -> Snapshot:
-    """Read and parse a snapshot file."""
-    return parse_snapshot(_read(path), os.fspath(path))
-
-
-def load_snapshot_facts(path: str | os.PathLike[str], profile: Profile) -> SnapshotFacts:
-    """Read a snapshot file and keep only its facts (:func:`snapshot_facts`)."""
-    return snapshot_facts(_read(path), profile, os.fspath(path))
 
 
 def fill_ledger_from_facts(ledger: EpcLedger, facts: SnapshotFacts) -> None:
     """Replace the ledger's content with the snapshot's nodes and assigned pods."""
     ledger.replace(facts.capacities, facts.assigned)
-
-
-def fill_ledger(ledger: EpcLedger, snapshot: Snapshot, profile: Profile) -> None:
-    """Replace the ledger's content with the snapshot's nodes and assigned pods."""
-    capacities = {_name(node): node_capacity(node, profile) for node in snapshot.nodes}
-    facts = (pod_facts(pod, profile) for pod in snapshot.pods)
-    ledger.replace(capacities, (f for f in facts if f is not None))
-
-
-def _read(path: str | os.PathLike[str]) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SnapshotError(f"cannot read snapshot {os.fspath(path)}: {exc.strerror}") from None
-
-
-#: libyaml's loader when PyYAML has it (about 3x faster), else the pure-Python one; both are "safe".
-_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _documents(text: str, source: str) -> list[object]:
-    """The documents of a snapshot: one JSON value, else every document of a YAML stream."""
-    if text.lstrip()[:1] in ("{", "["):
-        try:
-            return [json.loads(text)]
-        except ValueError:
-            pass  # YAML flow style, several documents, or broken: YAML decides and names the error
-    try:
-        return list(yaml.load_all(text, Loader=_YAML_LOADER))
-    except yaml.YAMLError as exc:
-        raise SnapshotError(f"{source} is not valid YAML or JSON: {exc}") from None
 
 
 def _kubernetes_objects(
@@ -172,26 +148,30 @@ def _kubernetes_objects(
     """
     for index in range(len(documents)):
         document, documents[index] = documents[index], None
-        for where, obj in _objects(document, index, source):
+        for where, obj in _objects(document, index, printable(source)):
             kind = obj.get("kind")
-            if kind == "Node":
-                if not isinstance(obj.get("metadata"), dict) or not obj["metadata"].get("name"):
-                    raise SnapshotError(f"{where}: Node without metadata.name")
-                yield "Node", obj
-            elif kind == "Pod":
-                if not isinstance(obj.get("metadata"), dict) or not obj["metadata"].get("name"):
-                    raise SnapshotError(f"{where}: Pod without metadata.name")
-                if not isinstance(obj.get("spec"), dict):
-                    raise SnapshotError(f"{where}: Pod {obj['metadata']['name']} without spec")
-                obj["metadata"].setdefault("namespace", "default")
-                yield "Pod", obj
-            else:
-                raise SnapshotError(f"{where}: kind {kind!r} is not Node, Pod or a List of them")
+            if kind not in ("Node", "Pod"):
+                shown = printable(repr(kind))[:60]
+                raise SnapshotError(f"{where}: kind {shown} is not Node, Pod or a List of them")
+            yield kind, _checked(kind, obj, where)
+
+
+def _checked(kind: Literal["Node", "Pod"], obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """A Node or Pod with a name (and a namespace defaulted), and a spec for a Pod."""
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(name, str) or not name:
+        raise SnapshotError(f"{where}: {kind} without metadata.name")
+    if not isinstance(metadata.get("namespace", ""), str):
+        raise SnapshotError(f"{where}: {kind} {printable(name)}: metadata.namespace is not a string")
+    if kind == "Pod":
+        if not isinstance(obj.get("spec"), dict):
+            raise SnapshotError(f"{where}: Pod {printable(name)} without spec")
+        metadata.setdefault("namespace", "default")
+    return obj
 
 
 def _objects(document: object, index: int, source: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    if document is None:
-        return
     where = f"{source} document {index + 1}"
     if not isinstance(document, dict):
         raise SnapshotError(f"{where}: not a Kubernetes object")

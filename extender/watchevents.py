@@ -35,21 +35,16 @@ class WatchEvent(TypedDict):
     object: dict[str, Any]
 
 
-class Status(TypedDict, total=False):
-    """The ``object`` of an ERROR event (``metav1.Status``)."""
-
-    kind: str
-    status: str
-    message: str
-    reason: str
-    code: int
-
-
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """The event was applied (or was a bookmark). Resume from ``resource_version`` (None: unchanged)."""
+    """The event was applied (or was a bookmark). Resume from ``resource_version`` (None: unchanged).
+
+    ``unreadable``: the object carried a quantity that could not be read (counted as no EPC), said
+    with the object's name; the shell logs it and counts it. The feed goes on either way.
+    """
 
     resource_version: str | None
+    unreadable: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +85,15 @@ def is_gone(status: Mapping[str, Any]) -> bool:
     return status.get("code") == GONE or status.get("reason") in ("Expired", "Gone")
 
 
-def compact_pod_facts(pod: Mapping[str, Any], profile: Profile) -> PodEpc | None:
+def compact_pod_facts(
+    pod: Mapping[str, Any], profile: Profile, unreadable: list[str] | None = None
+) -> PodEpc | None:
     """:func:`~extender.podepc.pod_facts` with the node and namespace names interned.
 
     Decoded JSON gives every pod its own copy of both strings; interned, 150,000 pods share the few
     thousand distinct ones (about 20 MB less at that size).
     """
-    facts = pod_facts(pod, profile)
+    facts = pod_facts(pod, profile, unreadable)
     return None if facts is None else _interned(facts)
 
 
@@ -107,12 +104,25 @@ def _interned(facts: PodEpc) -> PodEpc:
     return PodEpc(uid=facts.uid, namespace=namespace, name=facts.name, node=node, epc=facts.epc)
 
 
-def node_entry(node: Mapping[str, Any], profile: Profile) -> tuple[str, int | None] | None:
+def node_entry(
+    node: Mapping[str, Any], profile: Profile, unreadable: list[str] | None = None
+) -> tuple[str, int | None] | None:
     """(name, EPC capacity or None) of a Node object; None when it has no name."""
     name = _mapping(node.get("metadata")).get("name")
     if not isinstance(name, str) or not name:
         return None
-    return name, node_capacity(node, profile)
+    return name, node_capacity(node, profile, unreadable)
+
+
+def describe(kind: Kind, obj: Mapping[str, Any], problems: list[str]) -> str:
+    """One line for an object with unreadable quantities: ``Pod ns/name spec...: '1e99' is ...``."""
+    if not problems:
+        return ""
+    metadata = _mapping(obj.get("metadata"))
+    name = (
+        f"{metadata.get('namespace')}/{metadata.get('name')}" if kind == "Pod" else str(metadata.get("name"))
+    )
+    return f"{kind} {name[:300]} {problems[0]}"
 
 
 def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) -> Outcome:
@@ -134,26 +144,27 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
     version = resource_version(obj)
     if kind_of_event == "BOOKMARK" or kind_of_event not in EVENT_TYPES:
         return Applied(version)
+    problems: list[str] = []
     if kind == "Node":
-        entry = node_entry(obj, profile)
+        entry = node_entry(obj, profile, problems)
         if entry is not None:
             if kind_of_event == "DELETED":
                 ledger.remove_node(entry[0])
             else:
                 ledger.set_node(*entry)
-        return Applied(version)
-    facts = None if kind_of_event == "DELETED" else pod_facts(obj, profile)
+        return Applied(version, describe(kind, obj, problems))
+    facts = None if kind_of_event == "DELETED" else pod_facts(obj, profile, problems)
     if facts is not None:
         with ledger.lock:
             if ledger.pod(facts.uid) == facts and ledger.reservation(facts.uid) is None:
-                return Applied(version)  # a status update: nothing the ledger keeps has changed
+                return Applied(version, describe(kind, obj, problems))  # nothing the ledger keeps changed
             ledger.set_pod(_interned(facts))
     else:
         uid = pod_uid(obj)
         with ledger.lock:
             ledger.remove_pod(uid)
             ledger.unreserve(uid)
-    return Applied(version)
+    return Applied(version, describe(kind, obj, problems))
 
 
 def replace_nodes(ledger: EpcLedger, nodes: Mapping[str, int | None]) -> None:

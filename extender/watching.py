@@ -46,14 +46,14 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 from urllib3.exceptions import HTTPError
 
 from confidential_pods.profiles import Profile
 from extender.ledger import EpcLedger
+from extender.metrics import FeedMetrics
 from extender.podepc import PodEpc, pod_uid
 from extender.watchevents import (
-    EVENT_TYPES,
     GONE,
     KINDS,
     Applied,
@@ -62,6 +62,7 @@ from extender.watchevents import (
     apply_event,
     backoff_delay,
     compact_pod_facts,
+    describe,
     node_entry,
     replace_nodes,
     replace_pods,
@@ -76,35 +77,6 @@ ASSIGNED_PODS = "spec.nodeName!="
 QUICK_END_SECONDS = 1.0
 #: Items per list page (client-go's reflector uses 500 as well).
 PAGE_SIZE = 500
-
-
-# --- metrics -------------------------------------------------------------------------------------
-
-
-class FeedMetrics:
-    """Counters of the feed. Pass the extender's registry so that ``/metrics`` shows them."""
-
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.events = Counter(
-            "confidential_pods_extender_watch_events",
-            "Watch events applied to the EPC ledger, by resource kind and event type.",
-            ["kind", "type"],
-            registry=registry,
-        )
-        self.relists = Counter(
-            "confidential_pods_extender_watch_relists",
-            "Full lists that replaced a kind's state in the ledger (initial, 410 Gone, repeated failures).",
-            ["kind", "reason"],
-            registry=registry,
-        )
-        self.errors = Counter(
-            "confidential_pods_extender_watch_errors",
-            "Failed lists and watches (API errors, dropped connections, error events), by kind.",
-            ["kind"],
-            registry=registry,
-        )
-        # Children resolved once: labels() per event would cost more than applying the event.
-        self.event_children = {(k, t): self.events.labels(kind=k, type=t) for k in KINDS for t in EVENT_TYPES}
 
 
 # --- the shell ------------------------------------------------------------------------------------
@@ -294,12 +266,15 @@ class LedgerFeed:
                 raise ValueError(f"{kind} list response is not a JSON object")
             for obj in page.get("items") or ():
                 items += 1
+                problems: list[str] = []
                 if kind == "Node":
-                    entry = node_entry(obj, profile)
+                    entry = node_entry(obj, profile, problems)
                     if entry is not None:
                         nodes[entry[0]] = entry[1]
+                    self._report_unreadable(kind, describe(kind, obj, problems))
                     continue
-                facts = compact_pod_facts(obj, profile)
+                facts = compact_pod_facts(obj, profile, problems)
+                self._report_unreadable(kind, describe(kind, obj, problems))
                 if facts is not None:
                     # A relist holds the old ledger and the new list at once: reuse unchanged entries.
                     known = ledger.pod(facts.uid)
@@ -355,6 +330,8 @@ class LedgerFeed:
                 outcome = apply_event(ledger, kind, event, profile)
                 if isinstance(outcome, Applied):
                     applied += 1
+                    if outcome.unreadable:
+                        self._report_unreadable(kind, outcome.unreadable)
                     counter = counters.get((kind, event["type"]))
                     if counter is not None:
                         counter.inc()
@@ -370,6 +347,12 @@ class LedgerFeed:
                 self._open.pop(kind, None)
             _close(response)
         return applied
+
+    def _report_unreadable(self, kind: Kind, description: str) -> None:
+        """An object with a quantity that cannot be read: counted as no EPC, logged and counted here."""
+        if description:
+            self.metrics.unreadable.labels(kind=kind).inc()
+            logger.warning("counted as no EPC: %s", description)
 
     # --- reservations ----------------------------------------------------------------------------
 

@@ -10,9 +10,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from confidential_pods.errors import MalformedInput
+from confidential_pods.wire import decode_json, depth_exceeds
 
 #: Highest score an extender may give (``MaxExtenderPriority``).
 MAX_EXTENDER_PRIORITY = 10
@@ -48,7 +49,7 @@ class HostPriority(TypedDict):
     Score: int
 
 
-class ExtenderBindingArgs(TypedDict):
+class ExtenderBindingArgs(TypedDict, total=False):
     PodName: str
     PodNamespace: str
     PodUID: str
@@ -87,19 +88,43 @@ class BindRequest:
     node: str
 
 
-def _decode(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"body is not JSON: {exc}") from None
+#: Deepest nesting accepted in the Node objects echoed back in Nodes mode (a Node nests about 8 deep).
+MAX_NODE_DEPTH = 64
+
+T = TypeVar("T")
+
+
+def go_struct(data: object, struct: type[T], name: str) -> T:
+    """A JSON object read as Go's ``encoding/json`` reads it into a struct without json tags.
+
+    The extender structs have no tags, so Go matches the object's keys to the field names exactly
+    first and then case-insensitively (``{"pod": …}`` sets ``Pod``); a later key for the same field
+    wins; unknown keys are ignored. A Go extender accepts all of that, and so does this one. The field
+    names are the keys of the ``TypedDict`` ``struct``.
+    """
     if not isinstance(data, dict):
-        raise MalformedRequest("body must be a JSON object")
-    return data
+        raise MalformedRequest(f"{name} must be a JSON object")
+    names = frozenset(struct.__annotations__)
+    folded = {field.casefold(): field for field in names}
+    fields: dict[str, Any] = {}
+    for key, value in data.items():
+        field = key if key in names else folded.get(key.casefold())
+        if field is not None:
+            fields[field] = value
+    return fields  # type: ignore[return-value]
+
+
+def _decode(body: bytes, struct: type[T], name: str) -> T:
+    try:
+        data = decode_json(body)
+    except MalformedInput as exc:
+        raise MalformedRequest(str(exc)) from None
+    return go_struct(data, struct, name)
 
 
 def parse_extender_args(body: bytes) -> Candidates:
     """Decode an ``ExtenderArgs`` body. ``Nodes`` (when not null) wins over ``NodeNames``."""
-    data = _decode(body)
+    data = _decode(body, ExtenderArgs, "ExtenderArgs")
     pod = data.get("Pod")
     if not isinstance(pod, dict):
         raise MalformedRequest("ExtenderArgs.Pod must be a Pod object")
@@ -113,6 +138,8 @@ def parse_extender_args(body: bytes) -> Candidates:
         items = node_list.get("items") or []
         if not isinstance(items, list):
             raise MalformedRequest("ExtenderArgs.Nodes.items must be a list of Nodes")
+        if depth_exceeds(node_list, MAX_NODE_DEPTH):  # echoed back: json.dumps must not recurse out
+            raise MalformedRequest(f"ExtenderArgs.Nodes nests deeper than {MAX_NODE_DEPTH} levels")
         names = []
         for index, item in enumerate(items):
             metadata = item.get("metadata") if isinstance(item, dict) else None
@@ -131,7 +158,7 @@ def parse_extender_args(body: bytes) -> Candidates:
 
 def parse_binding_args(body: bytes) -> BindRequest:
     """Decode an ``ExtenderBindingArgs`` body; every field is a required non-empty string."""
-    data = _decode(body)
+    data = _decode(body, ExtenderBindingArgs, "ExtenderBindingArgs")
     values = {}
     for key in ("PodName", "PodNamespace", "PodUID", "Node"):
         value = data.get(key)
@@ -254,7 +281,8 @@ _SCORE_TAILS = {score: f"{score}}}" for score in range(MIN_EXTENDER_PRIORITY, MA
 
 
 def _host_priority(name: str, score: int) -> str:
-    return json.dumps({"Host": name, "Score": score}, separators=(",", ":"))
+    entry: HostPriority = {"Host": name, "Score": score}
+    return json.dumps(entry, separators=(",", ":"))
 
 
 def error_filter_result(message: str) -> ExtenderFilterResult:

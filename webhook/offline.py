@@ -8,15 +8,15 @@ with the object and the reason, and nothing is written.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import jsonpatch
 import yaml
 
-from confidential_pods.errors import Refused
+from confidential_pods.documents import load_documents, printable, read_text
+from confidential_pods.errors import MalformedInput, Refused
 from confidential_pods.settings import Settings
 from webhook.policy import mutate
 
@@ -79,35 +79,31 @@ def _describe(obj: dict[str, Any]) -> str:
     return f"{obj.get('kind')}/{namespace + '/' if namespace else ''}{name}"
 
 
-def _read(source: str) -> Iterator[Any]:
-    stream: TextIO = sys.stdin if source == "-" else Path(source).open(encoding="utf-8")  # noqa: SIM115
-    try:
-        yield from (doc for doc in yaml.safe_load_all(stream) if doc is not None)
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
-
-
 def run(settings: Settings, *, source: str, output: str | None, namespace_opted_in: bool) -> int:
-    """The command's shell: read, inject, write; errors to stderr with a non-zero exit code."""
+    """The command's shell: read, inject, write; one line on stderr and an exit code on failure.
+
+    Exit codes: 0 written; 1 an object was refused (nothing written); 2 the input could not be read
+    or parsed (not a file, not UTF-8, not YAML/JSON, YAML aliases, nesting too deep).
+    """
     try:
-        documents = list(_read(source))
-    except OSError as exc:
-        print(f"confidential-pods inject: cannot read {source}: {exc.strerror}", file=sys.stderr)
-        return 2
-    except yaml.YAMLError as exc:
-        print(f"confidential-pods inject: {source} is not valid YAML: {exc}", file=sys.stderr)
+        documents = load_documents(read_text(source), "stdin" if source == "-" else source)
+    except MalformedInput as exc:
+        print(f"confidential-pods inject: {exc}", file=sys.stderr)
         return 2
     try:
         injected = inject_documents(documents, settings, namespace_opted_in=namespace_opted_in)
     except InjectRefused as refusal:
-        print(f"confidential-pods inject: refused {refusal}", file=sys.stderr)
+        print(f"confidential-pods inject: refused {printable(str(refusal))}", file=sys.stderr)
         return 1
     for warning in injected.warnings:
-        print(f"Warning: {warning}", file=sys.stderr)
-    text = yaml.safe_dump_all(injected.documents, sort_keys=False, default_flow_style=False)
+        print(f"Warning: {printable(warning)}", file=sys.stderr)
+    text = yaml.dump_all(injected.documents, Dumper=_DUMPER, sort_keys=False, default_flow_style=False)
     if output:
         Path(output).write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
     return 0
+
+
+#: libyaml's emitter when PyYAML has it (the reader uses libyaml's parser too).
+_DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)

@@ -51,7 +51,8 @@ def ledger() -> EpcLedger:
 
 @pytest.fixture
 def binder() -> MemoryBinder:
-    return MemoryBinder()
+    # Stands in for the API server: a bind is a reservation until the watch shows the pod.
+    return MemoryBinder(final=False)
 
 
 @pytest.fixture
@@ -132,7 +133,7 @@ def test_filter_counts_other_profiles_resource() -> None:
     settings = settings_from_mapping({"profile": "intel"})
     ledger = EpcLedger()
     ledger.set_node("n", 64 * MiB)
-    client = make_client(ledger, MemoryBinder(), Ready(), Clock(), settings)
+    client = make_client(ledger, MemoryBinder(final=False), Ready(), Clock(), settings)
     the_pod = sj.pod(epc_mib=0)
     the_pod["spec"]["containers"][0]["resources"]["limits"]["sgx.intel.com/epc"] = "128Mi"
     _, result = post(client, "/filter", sj.args_with_names(the_pod, ["n"]))
@@ -276,7 +277,7 @@ def test_bind_of_unfiltered_pod_reads_it_from_the_binder(
     ledger: EpcLedger, ready: Ready, clock: Clock
 ) -> None:
     the_pod = sj.pod(epc_mib=32)
-    binder = MemoryBinder({f"payments/{the_pod['metadata']['name']}": the_pod})
+    binder = MemoryBinder({f"payments/{the_pod['metadata']['name']}": the_pod}, final=False)
     client = make_client(ledger, binder, ready, clock)
     assert post(client, "/bind", sj.binding_args(the_pod, "sgx-b"))[1] == {"Error": ""}
     assert ledger.usage("sgx-b").reserved == 32 * MiB  # type: ignore[union-attr]
@@ -288,7 +289,7 @@ def test_bind_of_unfiltered_pod_reads_it_from_the_binder(
 
 def test_bind_with_mismatched_uid_is_refused(ledger: EpcLedger, ready: Ready, clock: Clock) -> None:
     the_pod = sj.pod(epc_mib=32)
-    binder = MemoryBinder({f"payments/{the_pod['metadata']['name']}": the_pod})
+    binder = MemoryBinder({f"payments/{the_pod['metadata']['name']}": the_pod}, final=False)
     client = make_client(ledger, binder, ready, clock)
     args = {**sj.binding_args(the_pod, "sgx-a"), "PodUID": "recreated"}
     assert "has UID" in post(client, "/bind", args)[1]["Error"]

@@ -26,7 +26,7 @@ class SlowBinder(MemoryBinder):
     """Takes a while to bind, like a real API call, so binds overlap if nothing serializes them."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(final=False)  # as the API server: a bind is a reservation until confirmed
         self.in_flight = 0
         self.max_in_flight = 0
         self._count_lock = threading.Lock()
@@ -119,7 +119,7 @@ def test_refused_binding_withdraws_its_reservation_and_keeps_an_earlier_one() ->
 
     ledger = EpcLedger()
     ledger.set_node("n", 100 * MiB)
-    binder = RefusingBinder()
+    binder = RefusingBinder(final=False)  # as the API server: reservations until confirmed
     first = BindRequest(pod_name="p", pod_namespace="ns", pod_uid="u", node="n")
     assert bind_pod(first, 30 * MiB, ledger=ledger, binder=binder, profile=PROFILE, now=1.0).bound
     refused = BindRequest(pod_name="x", pod_namespace="ns", pod_uid="refused", node="n")

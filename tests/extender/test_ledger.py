@@ -141,13 +141,17 @@ def test_lock_is_reentrant_and_shared() -> None:
     assert ledger.pod("2") is not None
 
 
-def test_usages_is_usage_for_many_names() -> None:
+def test_with_usages_is_usage_for_every_known_node() -> None:
     ledger = EpcLedger()
     ledger.set_node("a", 100)
     ledger.set_node("plain", None)
     ledger.set_pod(p("1", "a", 30))
     ledger.reserve(p("2", "a", 5), now=0)
     names = ["a", "ghost", "plain", "a"]
-    assert ledger.usages(names) == [(name, ledger.usage(name)) for name in names]
-    usage = ledger.usages(["a"])[0][1]
+    assert ledger.with_usages(lambda usages: [usages.get(n) for n in names]) == [
+        ledger.usage(n) for n in names
+    ]
+    usage = ledger.usage("a")
     assert usage is not None and (usage.capacity, usage.used, usage.reserved, usage.free) == (100, 30, 5, 65)
+    plain = ledger.usage("plain")
+    assert plain is not None and (plain.capacity, plain.free) == (None, None)

@@ -1,4 +1,4 @@
-"""filter_nodes / score_nodes: the decisions, table-driven over a small ledger."""
+"""filter_names / score_names: the decisions, table-driven over a small ledger."""
 
 from __future__ import annotations
 
@@ -7,9 +7,19 @@ import pytest
 from confidential_pods.quantities import MiB
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
-from extender.scheduling import best_node, filter_nodes, node_score, score_nodes
+from extender.scheduling import NamesFilterOutcome, filter_names, score_names
 
 RES = "alibabacloud.com/sgx_epc_MiB"
+
+
+def filter_on(ledger: EpcLedger, pod_epc: int, names: list[str]) -> NamesFilterOutcome:
+    return ledger.with_usages(lambda usages: filter_names(pod_epc, names, usages, RES))
+
+
+def scores_on(ledger: EpcLedger, pod_epc: int, names: list[str], strategy: str) -> dict[str, int]:
+    scores = ledger.with_usages(lambda usages: score_names(pod_epc, names, usages, strategy))  # type: ignore[arg-type]
+    assert len(scores) == len(names)
+    return dict(zip(names, scores, strict=True))
 
 
 @pytest.fixture
@@ -25,8 +35,8 @@ def ledger() -> EpcLedger:
 
 
 def test_filter_splits_nodes_with_actionable_reasons(ledger: EpcLedger) -> None:
-    outcome = filter_nodes(64 * MiB, ledger.usages(["roomy", "tight", "plain", "tiny", "ghost"]), RES)
-    assert outcome.passed == {"roomy"}
+    outcome = filter_on(ledger, 64 * MiB, ["roomy", "tight", "plain", "tiny", "ghost"])
+    assert outcome.passed == ("roomy",)
     assert outcome.failed == {"tight": "insufficient SGX EPC: pod requests 64Mi, node has 32Mi free of 93Mi"}
     assert outcome.unresolvable == {
         "plain": f"node has no SGX EPC ({RES})",
@@ -36,15 +46,15 @@ def test_filter_splits_nodes_with_actionable_reasons(ledger: EpcLedger) -> None:
 
 
 def test_reservations_count_against_free(ledger: EpcLedger) -> None:
-    assert filter_nodes(32 * MiB, ledger.usages(["tight"]), RES).passed == {"tight"}
-    assert filter_nodes(33 * MiB, ledger.usages(["tight"]), RES).passed == frozenset()
+    assert filter_on(ledger, 32 * MiB, ["tight"]).passed == ("tight",)
+    assert filter_on(ledger, 33 * MiB, ["tight"]).passed == ()
     ledger.unreserve("u2")
-    assert filter_nodes(53 * MiB, ledger.usages(["tight"]), RES).passed == {"tight"}
+    assert filter_on(ledger, 53 * MiB, ["tight"]).passed == ("tight",)
 
 
 def test_pod_without_epc_passes_every_node(ledger: EpcLedger) -> None:
-    outcome = filter_nodes(0, ledger.usages(["roomy", "plain", "ghost"]), RES)
-    assert outcome.passed == {"roomy", "plain", "ghost"}
+    outcome = filter_on(ledger, 0, ["roomy", "plain", "ghost"])
+    assert outcome.passed == ("roomy", "plain", "ghost")
     assert not outcome.failed and not outcome.unresolvable
 
 
@@ -52,7 +62,7 @@ def test_overcommitted_node_reports_zero_free() -> None:
     ledger = EpcLedger()
     ledger.set_node("n", 10 * MiB)
     ledger.set_pod(PodEpc("u", "ns", "p", "n", 12 * MiB))
-    outcome = filter_nodes(MiB, ledger.usages(["n"]), RES)
+    outcome = filter_on(ledger, MiB, ["n"])
     assert outcome.failed == {"n": "insufficient SGX EPC: pod requests 1Mi, node has 0 free of 10Mi"}
 
 
@@ -74,23 +84,13 @@ def test_node_score(capacity: int, used: int, pod: int, least: int, most: int) -
     ledger.set_node("n", capacity * MiB)
     if used:
         ledger.set_pod(PodEpc("u", "ns", "p", "n", used * MiB))
-    usage = ledger.usage("n")
-    assert node_score(pod * MiB, usage, "LeastAllocated") == least
-    assert node_score(pod * MiB, usage, "MostAllocated") == most
+    assert scores_on(ledger, pod * MiB, ["n"], "LeastAllocated") == {"n": least}
+    assert scores_on(ledger, pod * MiB, ["n"], "MostAllocated") == {"n": most}
 
 
-def test_score_nodes_one_entry_per_node_in_order(ledger: EpcLedger) -> None:
-    scores = score_nodes(
-        16 * MiB, ledger.usages(["tiny", "plain", "roomy", "ghost", "tight"]), "LeastAllocated"
-    )
-    assert [name for name, _ in scores] == ["tiny", "plain", "roomy", "ghost", "tight"]
-    assert dict(scores) == {"tiny": 5, "plain": 0, "roomy": 8, "ghost": 0, "tight": 1}
-    packed = dict(score_nodes(16 * MiB, ledger.usages(["tiny", "roomy", "tight"]), "MostAllocated"))
+def test_scores_one_entry_per_node_in_order(ledger: EpcLedger) -> None:
+    names = ["tiny", "plain", "roomy", "ghost", "tight"]
+    scores = ledger.with_usages(lambda usages: score_names(16 * MiB, names, usages, "LeastAllocated"))
+    assert scores == [5, 0, 8, 0, 1]
+    packed = scores_on(ledger, 16 * MiB, ["tiny", "roomy", "tight"], "MostAllocated")
     assert packed == {"tiny": 5, "roomy": 1, "tight": 8}
-
-
-def test_best_node_highest_score_then_name() -> None:
-    scores = [("b", 5), ("a", 5), ("c", 7), ("d", 9)]
-    assert best_node(scores, {"a", "b", "c"}) == "c"
-    assert best_node(scores, {"a", "b"}) == "a"
-    assert best_node(scores, set()) is None

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from confidential_pods.cli import main
+from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import MiB
 from confidential_pods.settings import Settings
-from extender.simulate import example_snapshot, render, simulate
-from extender.snapshot import Snapshot
+from extender.simulate import example_facts, render, simulate
+from extender.snapshot import SnapshotFacts, snapshot_facts
 from tests.extender import scheduler_json as sj
 
 
-def small_cluster() -> Snapshot:
-    return Snapshot(
+def cluster(nodes: tuple[dict[str, Any], ...] = (), pods: tuple[dict[str, Any], ...] = ()) -> SnapshotFacts:
+    """A snapshot's facts (pending pods kept, as simulate reads files) from Node and Pod objects."""
+    items = [{"kind": "Node", **node} for node in nodes] + [{"kind": "Pod", **pod} for pod in pods]
+    text = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    return snapshot_facts(text, PROFILES["alibaba"], keep_pending=True)
+
+
+def small_cluster() -> SnapshotFacts:
+    return cluster(
         nodes=(sj.node("b-node", 100), sj.node("a-node", 100), sj.node("plain", None)),
         pods=(
             sj.pod("running", epc_mib=40, node_name="b-node", phase="Running"),
@@ -58,7 +68,7 @@ def test_most_allocated_packs() -> None:
 
 
 def test_ties_break_by_node_name() -> None:
-    snapshot = Snapshot(nodes=(sj.node("zeta", 64), sj.node("alpha", 64)), pods=(sj.pod("p", epc_mib=8),))
+    snapshot = cluster(nodes=(sj.node("zeta", 64), sj.node("alpha", 64)), pods=(sj.pod("p", epc_mib=8),))
     assert simulate(snapshot, Settings()).placements[0].node == "alpha"
 
 
@@ -73,8 +83,8 @@ def test_report_shows_table_bars_and_reasons() -> None:
 
 
 def test_example_cluster_is_realistic() -> None:
-    snapshot = example_snapshot()
-    assert len(snapshot.nodes) >= 4 and len(snapshot.pods) >= 15
+    snapshot = example_facts(Settings())
+    assert len(snapshot.capacities) >= 4 and len(snapshot.pods) >= 15
     result = simulate(snapshot, Settings())
     assert any(p.node for p in result.placements)
     assert [p.name for p in result.placements if p.unschedulable] == ["trainer-large-0"]
@@ -107,6 +117,6 @@ def test_cli_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_report_without_nodes() -> None:
-    report = render(simulate(Snapshot(pods=(sj.pod("lonely", epc_mib=16),)), Settings()))
+    report = render(simulate(cluster(pods=(sj.pod("lonely", epc_mib=16),)), Settings()))
     assert "(no nodes in the snapshot)" in report
     assert "payments/lonely requests 16Mi:\n    no nodes in the snapshot" in report

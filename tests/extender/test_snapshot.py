@@ -10,7 +10,7 @@ import pytest
 from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import MiB
 from extender.ledger import EpcLedger
-from extender.snapshot import Snapshot, SnapshotError, fill_ledger, load_snapshot, parse_snapshot
+from extender.snapshot import SnapshotError, fill_ledger_from_facts, load_snapshot_facts, snapshot_facts
 from tests.extender import scheduler_json as sj
 
 PROFILE = PROFILES["alibaba"]
@@ -28,11 +28,11 @@ def test_v1_list_json() -> None:
             ],
         }
     )
-    snapshot = parse_snapshot(text)
-    assert [n["metadata"]["name"] for n in snapshot.nodes] == ["a"]
-    assert [p["metadata"]["name"] for p in snapshot.pending_pods] == ["wait"]
+    snapshot = snapshot_facts(text, PROFILE, keep_pending=True)
+    assert list(snapshot.capacities) == ["a"]
+    assert [p["metadata"]["name"] for p in snapshot.pending] == ["wait"]
     ledger = EpcLedger()
-    fill_ledger(ledger, snapshot, PROFILE)
+    fill_ledger_from_facts(ledger, snapshot)
     usage = ledger.usage("a")
     assert usage is not None and (usage.capacity, usage.used) == (93 * MiB, 30 * MiB)
 
@@ -53,11 +53,10 @@ spec:
   nodeName: n1
   containers: [{name: c, resources: {limits: {alibabacloud.com/sgx_epc_MiB: "16"}}}]
 """
-    snapshot = parse_snapshot(text)
-    assert snapshot.pods[0]["metadata"]["namespace"] == "default"
-    assert snapshot.pods_by_name().keys() == {"default/p"}
+    snapshot = snapshot_facts(text, PROFILE)
+    assert snapshot.pods.keys() == {"default/p"}
     ledger = EpcLedger()
-    fill_ledger(ledger, snapshot, PROFILE)
+    fill_ledger_from_facts(ledger, snapshot)
     assert ledger.usage("n1").used == 16 * MiB  # type: ignore[union-attr]
     assert ledger.pod("default/p") is not None  # no uid in the file: namespace/name
 
@@ -76,15 +75,16 @@ spec:
 )
 def test_bad_snapshots_name_the_problem(text: str, message: str) -> None:
     with pytest.raises(SnapshotError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        parse_snapshot(text, "f.yaml")
+        snapshot_facts(text, PROFILE, "f.yaml")
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SnapshotError, match="cannot read snapshot"):
-        load_snapshot(tmp_path / "missing.yaml")
+        load_snapshot_facts(tmp_path / "missing.yaml", PROFILE)
 
 
 def test_snapshots_add_up() -> None:
-    one = Snapshot(nodes=(sj.node("a", 1),))
-    two = Snapshot(pods=(sj.pod(),))
-    assert (one + two).nodes == one.nodes and (one + two).pods == two.pods
+    one = snapshot_facts(json.dumps({"kind": "Node", **sj.node("a", 1)}), PROFILE)
+    two = snapshot_facts(json.dumps({"kind": "Pod", **sj.pod()}), PROFILE, keep_pending=True)
+    both = one + two
+    assert both.capacities == one.capacities and both.pods == two.pods and both.pending == two.pending

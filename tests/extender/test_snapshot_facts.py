@@ -11,21 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
+from confidential_pods.epc import node_capacity
 from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import MiB
 from confidential_pods.settings import Settings
 from extender.app import create_app
 from extender.binding import KnownPod, MemoryBinder, PendingPods, pod_epc_for_bind
 from extender.ledger import EpcLedger
+from extender.podepc import pod_facts
 from extender.serving import snapshot_backend
-from extender.snapshot import (
-    SnapshotError,
-    fill_ledger,
-    fill_ledger_from_facts,
-    load_snapshot_facts,
-    parse_snapshot,
-    snapshot_facts,
-)
+from extender.snapshot import SnapshotError, fill_ledger_from_facts, load_snapshot_facts, snapshot_facts
 from extender.wire import BindRequest
 from tests.extender import scheduler_json as sj
 
@@ -71,23 +66,51 @@ def ledger_state(ledger: EpcLedger) -> dict[str, Any]:
     }
 
 
+def objects_of(text: str) -> list[dict[str, Any]]:
+    """The test's own reading of a snapshot: PyYAML's safe loader, lists flattened, namespace defaulted."""
+    objects = []
+    for document in yaml.safe_load_all(text):
+        if document is None:
+            continue
+        for obj in (
+            document.get("items") or []
+            if document.get("kind") in ("List", "NodeList", "PodList")
+            else [document]
+        ):
+            if obj.get("kind") == "Pod":
+                obj["metadata"].setdefault("namespace", "default")
+            objects.append(obj)
+    return objects
+
+
+def pods_by_name(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        f"{o['metadata']['namespace']}/{o['metadata']['name']}": o for o in objects if o.get("kind") == "Pod"
+    }
+
+
 @pytest.mark.parametrize(("text"), [t for _, t in texts()], ids=[i for i, _ in texts()])
 def test_facts_are_what_the_whole_parse_gives(text: str) -> None:
-    whole = parse_snapshot(text)
+    objects = objects_of(text)
     expected = EpcLedger()
-    fill_ledger(expected, whole, PROFILE)
+    held = [pod_facts(o, PROFILE) for o in objects if o.get("kind") == "Pod"]
+    expected.replace(
+        {o["metadata"]["name"]: node_capacity(o, PROFILE) for o in objects if o.get("kind") == "Node"},
+        [h for h in held if h is not None],
+    )
     facts = snapshot_facts(text, PROFILE)
     ledger = EpcLedger()
     fill_ledger_from_facts(ledger, facts)
     assert ledger_state(ledger) == ledger_state(expected)
-    assert facts.pods == {key: KnownPod.of(pod, PROFILE) for key, pod in whole.pods_by_name().items()}
+    assert facts.pods == {key: KnownPod.of(pod, PROFILE) for key, pod in pods_by_name(objects).items()}
     for uid in {p.uid for p in facts.assigned}:
         assert ledger.pod(uid) == expected.pod(uid)
 
 
 def test_json_is_read_as_json_and_the_same_as_yaml_reads_it() -> None:
     text = json.dumps({"kind": "List", "items": DOCS})
-    assert parse_snapshot(text) == parse_snapshot(yaml.safe_dump_all(DOCS))
+    as_json = snapshot_facts(text, PROFILE, keep_pending=True)
+    assert as_json == snapshot_facts(yaml.safe_dump_all(DOCS), PROFILE, keep_pending=True)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +126,6 @@ def test_json_is_read_as_json_and_the_same_as_yaml_reads_it() -> None:
 )
 def test_text_starting_like_json_falls_back_to_yaml(text: str, nodes: list[str]) -> None:
     assert list(snapshot_facts(text, PROFILE).capacities) == nodes
-    assert [n["metadata"]["name"] for n in parse_snapshot(text).nodes] == nodes
 
 
 @pytest.mark.parametrize(
@@ -154,8 +176,10 @@ def test_snapshot_backend_binds_a_pod_it_never_filtered(tmp_path: Path) -> None:
     wait = next(d for d in DOCS if d["metadata"]["name"] == "wait")
     answer = client.post("/bind", json=sj.binding_args(wait, "b")).get_json()
     assert answer == {"Error": ""}
-    reservation = backend.ledger.reservation(wait["metadata"]["uid"])
-    assert reservation is not None and reservation.pod.epc == 16 * MiB
+    # In snapshot mode nothing confirms a bind: it is final, the pod holds its EPC (no reservation to expire).
+    assert backend.ledger.reservation(wait["metadata"]["uid"]) is None
+    bound = backend.ledger.pod(wait["metadata"]["uid"])
+    assert bound is not None and (bound.node, bound.epc) == ("b", 16 * MiB)
     ghost = sj.pod("ghost", epc_mib=16)
     assert client.post("/bind", json=sj.binding_args(ghost, "b")).get_json() == {
         "Error": "pod payments/ghost not found"

@@ -1,0 +1,152 @@
+"""The extender's verbs: parsed arguments and the ledger in, an answer and an outcome out.
+
+One method per verb on :class:`Verbs`, which holds what every verb works on (the ledger, the binder,
+the settings, the EPC of pods seen by filter for the bind that follows). No flask and no HTTP: the
+HTTP app (``app.py``) and ``simulate`` call the same methods with the same parsed arguments
+(``wire.Candidates``, ``wire.BindRequest``), so what ``simulate`` shows is what kube-scheduler gets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from confidential_pods.epc import effective_epc
+from confidential_pods.settings import Settings
+from extender.binding import Binder, PendingPods, bind_pod, pod_epc_for_bind
+from extender.ledger import EpcLedger
+from extender.podepc import pod_uid
+from extender.scheduling import filter_names, score_names
+from extender.wire import (
+    BindRequest,
+    Candidates,
+    PrioritizeWriter,
+    error_filter_result,
+    filter_result_in_order,
+)
+
+logger = logging.getLogger(__name__)
+
+Outcome = Literal["ok", "refused", "malformed"]
+VerbName = Literal["filter", "prioritize", "bind"]
+
+NOT_READY = "confidential-pods extender is not ready: the EPC ledger has not listed nodes and pods yet"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A verb's answer: the JSON body (or its text, already encoded), the outcome for the metrics."""
+
+    body: Any
+    outcome: Outcome = "ok"
+    status: int = 200
+
+
+class Verbs:
+    """filter, prioritize and bind over one ledger (thread-safe: the ledger has the only lock)."""
+
+    def __init__(
+        self,
+        ledger: EpcLedger,
+        settings: Settings,
+        binder: Binder,
+        *,
+        pending: PendingPods | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_expired: Callable[[list[str]], object] = lambda uids: None,
+    ) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.binder = binder
+        self.pending = pending if pending is not None else PendingPods()
+        self.clock = clock
+        self.on_expired = on_expired
+        self._writer = PrioritizeWriter()
+
+    # --- the verbs ----------------------------------------------------------------------------------
+
+    def filter(self, candidates: Candidates) -> Answer:
+        """Keep the nodes with enough free EPC; say why for the others (``ExtenderFilterResult``)."""
+        epc, unreadable = self._pod_epc(candidates)
+        if unreadable:
+            reason = f"pod's SGX EPC request cannot be read: {unreadable}"
+            answer = filter_result_in_order(candidates, (), {}, dict.fromkeys(candidates.names, reason))
+            return Answer(answer, "refused")
+        names = candidates.names
+        if epc > 0:
+            self.expire()
+            resource = self.settings.profile.epc_resource
+            # One lock acquisition, one consistent view, one loop over the names.
+            outcome = self.ledger.with_usages(lambda usages: filter_names(epc, names, usages, resource))
+        else:
+            outcome = filter_names(0, names, {}, "")
+        return Answer(
+            filter_result_in_order(candidates, outcome.passed, outcome.failed, outcome.unresolvable)
+        )
+
+    def prioritize(self, candidates: Candidates) -> Answer:
+        """Score each node 0..10 by the configured strategy (``[HostPriority]``, as JSON text)."""
+        epc, unreadable = self._pod_epc(candidates)
+        names = candidates.names
+        strategy = self.settings.scoring_strategy
+        if epc > 0 and not unreadable:
+            scores = self.ledger.with_usages(lambda usages: score_names(epc, names, usages, strategy))
+        else:
+            scores = score_names(0, names, {}, strategy)
+        return Answer(self._writer.write(names, scores))
+
+    def bind(self, request: BindRequest) -> Answer:
+        """Re-check the fit, reserve, create the Binding (``ExtenderBindingResult``)."""
+        epc = pod_epc_for_bind(request, self.pending, self.binder, self.settings.profile)
+        if isinstance(epc, str):
+            error = epc
+        else:
+            self.expire()
+            # The ledger lock covers the fit check and the reservation only, not the API call:
+            # filter and prioritize for the next pods must not wait for this pod's round trip.
+            error = bind_pod(
+                request,
+                epc,
+                ledger=self.ledger,
+                binder=self.binder,
+                profile=self.settings.profile,
+                now=self.clock(),
+            ).error
+        who = f"{request.pod_namespace}/{request.pod_name}"
+        if error:
+            logger.info("refused to bind %s to %s: %s", who, request.node, error)
+        else:
+            logger.debug("bound %s to %s", who, request.node)
+        return Answer({"Error": error}, "refused" if error else "ok")
+
+    @staticmethod
+    def not_ready(verb: VerbName) -> Answer:
+        """What each verb answers before the ledger's first full list."""
+        if verb == "filter":  # kube-scheduler fails this scheduling attempt and retries
+            return Answer(error_filter_result(NOT_READY), "refused")
+        if verb == "prioritize":  # kube-scheduler ignores a failing prioritize and scores in-tree
+            return Answer({"Error": NOT_READY}, "refused", 503)
+        return Answer({"Error": NOT_READY}, "refused")
+
+    # --- shared steps -------------------------------------------------------------------------------
+
+    def expire(self) -> None:
+        """Drop reservations the watch never confirmed within ``reservationTTLSeconds``."""
+        expired = self.ledger.expire_reservations(self.clock(), self.settings.reservation_ttl_seconds)
+        if expired:
+            logger.warning(
+                "dropped %d reservation(s) the watch never confirmed: %s", len(expired), expired[:10]
+            )
+            self.on_expired(expired)
+
+    def _pod_epc(self, candidates: Candidates) -> tuple[int, str]:
+        """The pod's effective EPC, remembered for its bind; and the first unreadable quantity, if any."""
+        unreadable: list[str] = []
+        epc = effective_epc(candidates.pod, self.settings.profile, unreadable)
+        if unreadable:
+            return 0, unreadable[0]
+        self.pending.remember(pod_uid(candidates.pod), epc)
+        return epc, ""
