@@ -8,19 +8,18 @@ goes through the client's models). Errors become :class:`ObjectMissingError` (40
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from certs.errors import ClusterError, ObjectMissingError, PermissionDeniedError
 from certs.objects import MutatingWebhookConfiguration, Secret, new_secret, secret_patch
+from confidential_pods import kube
 from confidential_pods.wire import PatchOperation
 
 SECRETS = "secrets"
@@ -34,23 +33,10 @@ REQUEST_TIMEOUT = 30
 
 def connect(kubeconfig: str | None) -> client.ApiClient:
     """An API client from ``kubeconfig``, else the in-cluster ServiceAccount, else ``$KUBECONFIG``/~/.kube."""
-    configuration = client.Configuration()
     try:
-        if kubeconfig:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration
-            )
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-        else:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-    except (ConfigException, OSError) as exc:
-        raise ClusterError(f"no usable Kubernetes credentials: {exc}") from exc
-    return client.ApiClient(configuration)
+        return kube.api_client(kubeconfig)
+    except kube.CredentialsError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def default_namespace() -> str:
@@ -59,17 +45,6 @@ def default_namespace() -> str:
         return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or DEFAULT_NAMESPACE
     except OSError:
         return DEFAULT_NAMESPACE
-
-
-def _status_message(exc: ApiException) -> str:
-    body = exc.body
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    try:
-        message = json.loads(body or "").get("message")
-    except (ValueError, AttributeError):
-        message = None
-    return str(message or body or exc.reason or "no details")
 
 
 @dataclass(frozen=True)
@@ -99,7 +74,7 @@ class Cluster:
             response = request()
             return json.loads(response.data)
         except ApiException as exc:
-            detail = _status_message(exc)
+            detail = kube.status_message(exc)
             if exc.status == 403:
                 scope = f" in namespace {call.namespace}" if call.namespace else " (cluster-scoped)"
                 raise PermissionDeniedError(

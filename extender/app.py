@@ -55,8 +55,11 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     pending: PendingPods | None = None,
     metrics: ExtenderMetrics | None = None,
+    draining: Callable[[], bool] = lambda: False,
 ) -> Flask:
-    """Build the extender app over one ledger. ``ready`` backs ``/readyz`` and gates the verbs.
+    """Build the extender app over one ledger. ``ready`` (the ledger has been listed) gates the verbs
+    and backs ``/readyz``; ``draining`` (the serving layer's SIGTERM drain) fails ``/readyz`` only: the
+    verbs kube-scheduler still sends while the Service's endpoints catch up are answered.
 
     ``metrics`` lets the caller register more collectors (the watch feed's) in the same registry.
     """
@@ -100,7 +103,7 @@ def create_app(
             return json_response({"Error": f"node {node_name} is not in the EPC ledger"}, 404)
         return json_response(node_json(node))
 
-    app.register_blueprint(probes(ready, metrics, NOT_READY))
+    app.register_blueprint(probes(lambda: ready() and not draining(), metrics, NOT_READY))
     handle_http_errors(app, lambda message, code: {"Error": message})
     return app
 

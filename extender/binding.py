@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from confidential_pods import kube
 from confidential_pods.epc import effective_epc, mapping
 from confidential_pods.errors import BindRefused
 from confidential_pods.profiles import Profile
@@ -284,12 +285,5 @@ class ApiBinder:
 
 
 def _api_message(exc: Any) -> str:
-    """The ``Status.message`` of an API error, else its HTTP status and reason."""
-    try:
-        status = json.loads(exc.body)
-        message = status.get("message")
-        if isinstance(message, str) and message:
-            return f"{message} (HTTP {exc.status})"
-    except (TypeError, ValueError, AttributeError):
-        pass
-    return f"HTTP {exc.status} {exc.reason}"
+    """An API error for a bind's refusal: the Status message and the HTTP status."""
+    return f"{kube.status_message(exc)} (HTTP {exc.status})"

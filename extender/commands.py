@@ -27,6 +27,18 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     serve.add_argument("--threads", type=int, default=8, help="threads of the single worker (default 8)")
     serve.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    serve.add_argument(
+        "--max-body",
+        type=int,
+        default=None,
+        help="largest request body in bytes, chunked or not (default 128 MiB: 5,000 whole Nodes fit)",
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="after SIGTERM, answer /readyz with 503 for this long while still serving verbs (default 0)",
+    )
     serve.add_argument("--cert", help="serving certificate (PEM) to serve HTTPS; re-read when it changes")
     serve.add_argument("--key", help="private key of --cert (PEM)")
     serve.set_defaults(handler=_serve)
@@ -61,6 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         cert=args.cert,
         key=args.key,
+        max_body=args.max_body,
+        drain_seconds=args.drain_seconds,
     )
 
 

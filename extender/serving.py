@@ -1,4 +1,4 @@
-"""``confidential-pods extender serve``: the extender app under gunicorn, one worker with threads.
+"""``confidential-pods extender serve``: the extender app under the shared serving layer, one worker.
 
 **One worker process.** The EPC ledger, its reservations and the watch that feeds it live in the
 memory of one process. With several worker processes each would hold its own ledger: a bind would
@@ -10,29 +10,28 @@ keeps up with kube-scheduler, which calls the extender once per verb per schedul
 
 **Feed.** ``--snapshot F`` fills the ledger from a file and binds in memory. Otherwise the ledger is
 fed by :class:`extender.watching.LedgerFeed` (list then watch of nodes and assigned pods) from
-``--kubeconfig F`` or the in-cluster service account, and binds go to the API server. The feed
-thread is started inside the worker after gunicorn forks it (threads do not survive a fork).
+``--kubeconfig F``, the in-cluster ServiceAccount or the default kubeconfig (:mod:`confidential_pods.kube`),
+and binds go to the API server. The feed thread is started inside the worker after gunicorn forks it
+(threads do not survive a fork).
 
 **TLS** is optional (kube-scheduler's ``enableHTTPS``): with ``--cert``/``--key`` the pair is served
-and re-read when it changes on disk, as the webhook does (``confidential_pods.tlscontext.ReloadingContext``).
+and re-read when it changes on disk. TLS, SIGTERM drain and exit codes are the shared serving layer's
+(:mod:`confidential_pods.serving`), as for the webhook.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import ssl
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from gunicorn.app.base import BaseApplication
-
+from confidential_pods import kube, serving
 from confidential_pods.errors import ServingError
 from confidential_pods.listening import bind_listener
 from confidential_pods.settings import Settings
-from confidential_pods.tlscontext import ReloadingContext
 from extender.app import create_app
 from extender.binding import ApiBinder, Binder, MemoryBinder
 from extender.ledger import EpcLedger
@@ -40,10 +39,6 @@ from extender.metrics import ExtenderMetrics
 from extender.snapshot import SnapshotError, fill_ledger_from_facts, load_snapshot_facts
 
 logger = logging.getLogger(__name__)
-
-#: Idle keep-alive seconds: longer than Go's http.Transport idle timeout (90 s) used by kube-scheduler.
-KEEPALIVE_SECONDS = 95
-GRACEFUL_TIMEOUT_SECONDS = 20
 
 
 class Feed(Protocol):
@@ -120,23 +115,13 @@ def snapshot_backend(path: str, settings: Settings) -> Backend:
 
 def api_backend(kubeconfig: str | None, settings: Settings) -> Backend:
     """Ledger fed by list+watch from the API server; binds create ``pods/binding``."""
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
-    configuration = client.Configuration()
-    try:
-        if kubeconfig:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration
-            )
-        else:
-            config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=configuration
-            )
-    except (ConfigException, OSError) as exc:
-        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster service account"
-        raise ServingError(f"cannot load API server credentials from {where}: {exc}") from None
     from extender.watching import LedgerFeed
+
+    try:
+        configuration = kube.configuration(kubeconfig)
+    except kube.CredentialsError as exc:
+        raise ServingError(str(exc)) from None
+    from kubernetes import client
 
     api_client = client.ApiClient(configuration)
     ledger = EpcLedger()
@@ -159,64 +144,6 @@ def api_backend(kubeconfig: str | None, settings: Settings) -> Backend:
     )
 
 
-class ExtenderServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn configured in code (no gunicorn config file or command line is read)."""
-
-    def __init__(self, application: Any, options: dict[str, Any]) -> None:
-        self._application = application
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for name, value in self._options.items():
-            self.cfg.set(name, value)
-
-    def load(self) -> Any:
-        return self._application
-
-
-def gunicorn_options(
-    *,
-    listener_fd: int,
-    threads: int,
-    feed: Feed | None,
-    tls: ReloadingContext | None,
-    cert: str | None,
-    key: str | None,
-) -> dict[str, Any]:
-    def post_worker_init(_worker: Any) -> None:
-        if feed is not None:
-            feed.start()
-
-    def worker_exit(_server: Any, _worker: Any) -> None:
-        if feed is not None:
-            feed.stop()
-
-    options: dict[str, Any] = {
-        "bind": [f"fd://{listener_fd}"],
-        "worker_class": "gthread",
-        "workers": 1,
-        "threads": threads,
-        "keepalive": KEEPALIVE_SECONDS,
-        "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
-        "post_worker_init": post_worker_init,
-        "worker_exit": worker_exit,
-        "preload_app": True,
-        "control_socket_disable": True,
-        "proc_name": "confidential-pods-extender",
-        "loglevel": logging.getLevelName(logging.getLogger().getEffectiveLevel()).lower(),
-        "errorlog": "-",
-        "accesslog": None,
-    }
-    if tls is not None:
-
-        def ssl_context(_config: Any, _default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-            return tls.context()
-
-        options.update(certfile=cert, keyfile=key, ssl_context=ssl_context)
-    return options
-
-
 def serve(
     settings: Settings,
     *,
@@ -227,24 +154,24 @@ def serve(
     threads: int,
     cert: str | None,
     key: str | None,
+    max_body: int | None = None,
+    drain_seconds: float = 0.0,
 ) -> int:
     """Serve the extender until SIGTERM/SIGINT; start-up errors print one line and return 1."""
+    spec = serving.Serving(
+        name="extender", bind=[], workers=1, threads=threads, drain_seconds=drain_seconds, cert=cert, key=key
+    )
     try:
-        if threads < 1:
-            raise ServingError("--threads must be at least 1")
-        if (cert is None) != (key is None):
-            raise ServingError("--cert and --key go together")
-        tls = ReloadingContext(cert, key) if cert is not None and key is not None else None
+        serving.check_sizing(spec)
+        if max_body is not None and max_body < 1024:
+            raise ServingError("--max-body must be at least 1024 bytes")
+        tls = serving.load_tls(spec)
         try:
             backend = snapshot_backend(snapshot, settings) if snapshot else api_backend(kubeconfig, settings)
         except SnapshotError as exc:
             raise ServingError(str(exc)) from None
-        listener = bind_listener(host, port)
-        application = create_app(
-            backend.ledger, settings, backend.binder, backend.ready, metrics=backend.metrics
-        )
-        options = gunicorn_options(
-            listener_fd=listener.detach(), threads=threads, feed=backend.feed, tls=tls, cert=cert, key=key
+        spec = replace(
+            spec, bind=[f"fd://{bind_listener(host, port).detach()}"], hooks=_feed_hooks(backend.feed)
         )
         logger.info(
             "extender serving %s on %s://%s:%d (1 worker x %d threads), profile %s, scoring %s",
@@ -256,11 +183,35 @@ def serve(
             settings.profile.name,
             settings.scoring_strategy,
         )
-        try:
-            ExtenderServer(application, options).run()
-        except SystemExit as exc:  # gunicorn's arbiter leaves through sys.exit
-            return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        return 0
+        return serving.run(spec, lambda draining: _app(backend, settings, draining, max_body), tls=tls)
     except ServingError as exc:
         print(f"confidential-pods extender serve: {exc}", file=sys.stderr)
         return 1
+
+
+def _app(backend: Backend, settings: Settings, not_draining: Callable[[], bool], max_body: int | None) -> Any:
+    app = create_app(
+        backend.ledger,
+        settings,
+        backend.binder,
+        backend.ready,
+        metrics=backend.metrics,
+        draining=lambda: not not_draining(),
+    )
+    if max_body is not None:
+        app.config["MAX_CONTENT_LENGTH"] = max_body
+    return app
+
+
+def _feed_hooks(feed: Feed | None) -> dict[str, Any]:
+    """Start the feed in the worker after the fork (threads do not survive one); stop it as it exits."""
+    if feed is None:
+        return {}
+
+    def post_worker_init(_worker: Any) -> None:
+        feed.start()
+
+    def worker_exit(_server: Any, _worker: Any) -> None:
+        feed.stop()
+
+    return {"post_worker_init": post_worker_init, "worker_exit": worker_exit}

@@ -67,8 +67,7 @@ def epc_amount(key: str, value: str, settings: Settings) -> int:
         amount = parse_bytes(value)
     except QuantityError as exc:
         raise PodRefused(
-            f"annotation {key}={shown(value)} is not a size: {exc}; use a size such as 64Mi "
-            f"(at most {limit} per pod)"
+            f"annotation {key}={exc}; use a size such as 64Mi (at most {limit} per pod)"
         ) from None
     if amount <= 0:
         raise PodRefused(

@@ -259,3 +259,50 @@ def test_freeze_when_ready_freezes_once_after_ready() -> None:
         assert ready() is False
     finally:
         gc.unfreeze()
+
+
+def test_chunked_body_over_the_limit_is_413(tmp_path: Path) -> None:
+    from tests.webhook.test_serving import post_chunked
+
+    served = start(["--snapshot", str(cluster_file(tmp_path)), "--max-body", "65536"], tmp_path)
+    try:
+        conn = served.connection()
+        try:
+            big = json.dumps(sj.args_with_names(sj.pod(), ["sgx-a"] * 20_000)).encode()
+            assert len(big) > 65536
+            status, answer = post_chunked(conn, "/filter", big)
+        finally:
+            conn.close()
+        assert status == 413 and b"body larger than 65536 bytes" in answer
+        conn = served.connection()
+        try:
+            status, answer = post_chunked(
+                conn, "/filter", json.dumps(sj.args_with_names(sj.pod(), ["sgx-a"])).encode()
+            )
+        finally:
+            conn.close()
+        assert status == 200 and json.loads(answer)["NodeNames"] == ["sgx-a"]
+    finally:
+        assert stop(served) == 0, served.log.read_text()
+
+
+def test_drain_period_fails_readiness_but_keeps_answering_verbs(tmp_path: Path) -> None:
+    served = start(["--snapshot", str(cluster_file(tmp_path)), "--drain-seconds", "3"], tmp_path)
+    conn = served.connection()
+    try:
+        assert served.call(conn, "GET", "/readyz")[0] == 200
+        served.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2
+        while served.call(conn, "GET", "/readyz")[0] != 503:
+            assert time.monotonic() < deadline, "/readyz still succeeds after SIGTERM"
+            time.sleep(0.05)
+        # Not ready for new traffic, yet the verbs kube-scheduler still sends are answered.
+        status, filtered = served.call(
+            conn, "POST", "/filter", sj.args_with_names(sj.pod(epc_mib=8), ["sgx-a"])
+        )
+        assert (status, filtered["NodeNames"]) == (200, ["sgx-a"])
+    finally:
+        conn.close()
+    assert served.process.wait(timeout=30) == 0
+    log = served.log.read_text()
+    assert "/readyz now fails; serving 3.0 s more before stopping" in log and "Traceback" not in log

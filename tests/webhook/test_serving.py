@@ -557,3 +557,43 @@ def test_drain_period_fails_readiness_but_keeps_serving(tmp_path: Path, ca: Auth
     log = server.log.read_text()
     assert "/readyz now fails; serving 3.0 s more before stopping" in log
     assert "Traceback" not in log
+
+
+# ---------------------------------------------------------------- hostile bodies
+
+
+def post_chunked(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, bytes]:
+    """POST with Transfer-Encoding: chunked (no Content-Length), 64 KiB per chunk."""
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    conn.request("POST", path, body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def test_chunked_body_over_the_limit_is_413_not_truncated(server: Server) -> None:
+    # Cut off at 3 MiB, the start of this body is valid JSON up to a point: a truncated read answered 400.
+    review = json.dumps(confidential_review()).encode()
+    body = review[:-1] + b',"padding":"' + b"x" * (3 * 1024 * 1024) + b'"}'
+    conn = server.connection()
+    try:
+        status, answer = post_chunked(conn, "/mutate", body)
+    finally:
+        conn.close()
+    assert status == 413 and b"larger than" in answer
+    conn = server.connection()
+    try:
+        status, answer = post_chunked(conn, "/mutate", json.dumps(confidential_review()).encode())
+    finally:
+        conn.close()
+    assert status == 200 and json.loads(answer)["response"]["allowed"] is True
+
+
+def test_deeply_nested_body_is_400_over_tls(server: Server) -> None:
+    conn = server.connection()
+    try:
+        conn.request("POST", "/mutate", body=b"[" * 100_000, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        status, answer = response.status, response.read()
+    finally:
+        conn.close()
+    assert status == 400 and b"nested too deeply" in answer
