@@ -16,6 +16,7 @@ from extender.binding import MemoryBinder
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
 from extender.wire import parse_extender_args
+from tests import fuzzing
 from tests.extender import scheduler_json as sj
 
 LEDGER = EpcLedger()
@@ -161,3 +162,30 @@ def test_inspect_any_node_name(name: str) -> None:
     assert response.is_json
     if response.status_code == 200 and name in ("sgx-a", "sgx-b", "plain"):
         assert response.get_json()["name"] == name
+
+
+# --- hostile shapes (tests/fuzzing.py); benchmarks/fuzz_soak.py runs these for 10,000+ cases ---------
+
+HOSTILE = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@HOSTILE
+@given(pod=fuzzing.poisoned(sj.pod(epc_mib=16), sj.RESOURCE), node_names=st.lists(names, max_size=4))
+def test_poisoned_pods(pod: dict[str, Any], node_names: list[str]) -> None:
+    body = json.dumps({"Pod": pod, "NodeNames": node_names, "Nodes": None}).encode()
+    for path in ("/filter", "/prioritize"):
+        check(path, body)
+
+
+@HOSTILE
+@given(
+    depth=st.integers(500, 200_000),
+    closed=st.booleans(),
+    kind=st.sampled_from(["list", "dict"]),
+    path=st.sampled_from(["/filter", "/prioritize", "/bind"]),
+)
+def test_deep_bodies(depth: int, closed: bool, kind: str, path: str) -> None:
+    from tests.webhook.test_fuzz import deep_body
+
+    status, answer = check(path, deep_body(depth, closed, kind))
+    assert status == 400 and "nested too deeply" in answer["Error"]

@@ -11,6 +11,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from confidential_pods.settings import settings_from_mapping
+from tests import fuzzing
+from tests.webhook.samples import realistic_pod
 from webhook.app import create_app
 
 APP = create_app(
@@ -208,3 +210,42 @@ def test_arbitrary_bodies(body: bytes) -> None:
     if answer.status_code == 200:
         sent = json.loads(body)
         assert answer.get_json()["response"]["uid"] == sent["request"]["uid"]
+
+
+# --- hostile shapes (tests/fuzzing.py); benchmarks/fuzz_soak.py runs these for 10,000+ cases ---------
+
+ALI = "alibabacloud.com/sgx_epc_MiB"
+HOSTILE = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+def poisoned_review(pod: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1",
+            "kind": POD_KIND,
+            "operation": "CREATE",
+            "namespace": "shop",
+            "object": pod,
+        },
+    }
+
+
+@HOSTILE
+@given(pod=fuzzing.poisoned(realistic_pod(), ALI), endpoint=st.sampled_from(["/mutate", "/mutate/namespace"]))
+def test_poisoned_pods(pod: dict[str, Any], endpoint: str) -> None:
+    review = poisoned_review(pod)
+    _check(endpoint, json.dumps(review).encode(), review)
+
+
+def deep_body(depth: int, closed: bool, kind: str) -> bytes:
+    opening, closing = ("[", "]") if kind == "list" else ('{"a":', "}")
+    return (opening * depth + ("1" + closing * depth if closed else "")).encode()
+
+
+@HOSTILE
+@given(depth=st.integers(500, 200_000), closed=st.booleans(), kind=st.sampled_from(["list", "dict"]))
+def test_deep_bodies(depth: int, closed: bool, kind: str) -> None:
+    answer = APP.post("/mutate", data=deep_body(depth, closed, kind), content_type="application/json")
+    assert answer.status_code == 400 and isinstance(answer.get_json()["error"], str)
