@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from certs.authority import (
     DEFAULT_CA_DAYS,
@@ -139,27 +140,8 @@ def plan_rotation(
     moves to the new CA in two phases like any CA rotation.
     """
     notes: list[str] = []
-    authority = material.authority
-    if authority is None and adopt:
-        authority = issue_authority(now=now, days=lifetimes.ca_days)
-        notes.append(f"no CA key found: new CA {_describe(authority)}")
-    if authority is None:
-        raise MaterialError("no CA key: run `confidential-pods certs generate` (and `certs install`) first")
-    if not is_authority(authority.certificate) or not same_public_key(authority.certificate, authority.key):
-        raise MaterialError("the CA certificate and key are not a usable CA pair")
-
-    bundle = list(unique(material.bundle))
-    for ca in [ca for ca in bundle if is_expired(ca, now)]:
-        bundle.remove(ca)
-        notes.append(
-            f"pruned expired CA {ca.subject.rfc4514_string()} (expired {ca.not_valid_after_utc:%Y-%m-%d} UTC)"
-        )
-    if not any(fingerprint(ca) == fingerprint(authority.certificate) for ca in bundle) and not is_expired(
-        authority.certificate, now
-    ):
-        bundle.append(authority.certificate)
-        notes.append("added the signing CA to the bundle")
-
+    authority = _signing_authority(material, now=now, lifetimes=lifetimes, adopt=adopt, notes=notes)
+    bundle = _trusted_bundle(material, authority, now=now, notes=notes)
     serving = material.serving
     in_progress = serving is not None and not issued_by(serving.certificate, authority.certificate)
     ca_problem = authority_problem(authority, now, lifetimes.renew_before)
@@ -177,26 +159,11 @@ def plan_rotation(
         if serving is None:
             raise MaterialError("no serving certificate to renew: pass --service and --namespace")
         names = san_names(serving.certificate)
-
-    broken = (
-        serving is None
-        or is_expired(serving.certificate, now)
-        or issuer_in(serving.certificate, [ca for ca in bundle if not is_expired(ca, now)]) is None
-    )
-    reason: str | None
-    if serving is None or broken:
-        reason = "the current serving certificate is missing, expired or untrusted"
-    else:
-        reason = serving_problem(serving, bundle, names, now, lifetimes.renew_before)
-        if reason is None and force:
-            reason = "--force"
-        if reason is None and not issued_by(serving.certificate, authority.certificate):
-            reason = "switching to the new CA"
+    broken, reason = _serving_reason(serving, authority, bundle, names, now, lifetimes, force)
     if reason is None:
         assert serving is not None
         notes.append(f"serving certificate is fine ({_describe(serving)})")
         return Plan(Material(tuple(bundle), authority, serving), tuple(notes))
-
     if broken or fingerprint(authority.certificate) in published:
         serving = issue_serving(authority, names, now=now, days=lifetimes.serving_days)
         notes.append(f"new serving certificate ({reason}): {_describe(serving)}")
@@ -206,3 +173,58 @@ def plan_rotation(
         "run `certs rotate` again after this run's bundle is installed"
     )
     return Plan(Material(tuple(bundle), authority, serving), tuple(notes), pending=True)
+
+
+def _signing_authority(
+    material: Material, *, now: datetime, lifetimes: Lifetimes, adopt: bool, notes: list[str]
+) -> KeyPair:
+    """The CA pair that signs: the material's, or (``adopt``) a new one; refused when unusable."""
+    authority = material.authority
+    if authority is None and adopt:
+        authority = issue_authority(now=now, days=lifetimes.ca_days)
+        notes.append(f"no CA key found: new CA {_describe(authority)}")
+    if authority is None:
+        raise MaterialError("no CA key: run `confidential-pods certs generate` (and `certs install`) first")
+    if not is_authority(authority.certificate) or not same_public_key(authority.certificate, authority.key):
+        raise MaterialError("the CA certificate and key are not a usable CA pair")
+    return authority
+
+
+def _trusted_bundle(material: Material, authority: KeyPair, *, now: datetime, notes: list[str]) -> list[Any]:
+    """The CA bundle without expired CAs, with the signing CA in it."""
+    bundle = list(unique(material.bundle))
+    for ca in [ca for ca in bundle if is_expired(ca, now)]:
+        bundle.remove(ca)
+        notes.append(
+            f"pruned expired CA {ca.subject.rfc4514_string()} (expired {ca.not_valid_after_utc:%Y-%m-%d} UTC)"
+        )
+    signing = authority.certificate
+    if not any(fingerprint(ca) == fingerprint(signing) for ca in bundle) and not is_expired(signing, now):
+        bundle.append(signing)
+        notes.append("added the signing CA to the bundle")
+    return bundle
+
+
+def _serving_reason(
+    serving: KeyPair | None,
+    authority: KeyPair,
+    bundle: list[Any],
+    names: Sequence[str],
+    now: datetime,
+    lifetimes: Lifetimes,
+    force: bool,
+) -> tuple[bool, str | None]:
+    """(whether the serving certificate is unusable now, why it must be reissued — None: it is fine)."""
+    broken = (
+        serving is None
+        or is_expired(serving.certificate, now)
+        or issuer_in(serving.certificate, [ca for ca in bundle if not is_expired(ca, now)]) is None
+    )
+    if serving is None or broken:
+        return True, "the current serving certificate is missing, expired or untrusted"
+    reason = serving_problem(serving, bundle, names, now, lifetimes.renew_before)
+    if reason is None and force:
+        reason = "--force"
+    if reason is None and not issued_by(serving.certificate, authority.certificate):
+        reason = "switching to the new CA"
+    return False, reason

@@ -22,23 +22,12 @@ the ledger reports it (see docs/extender.md, "Unreadable quantities").
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from confidential_pods.errors import QuantityError
 from confidential_pods.profiles import Profile
-
-
-def mapping(value: object) -> Mapping[str, Any]:
-    """``value`` when it is a JSON object, else an empty one (lenient reading of raw JSON)."""
-    if type(value) is dict:  # decoded JSON: skip the slower ABC check
-        return value
-    return value if isinstance(value, Mapping) else {}
-
-
-def sequence(value: object) -> Iterable[Any]:
-    """``value`` when it is a JSON array, else an empty one."""
-    return value if isinstance(value, list | tuple) else ()
+from confidential_pods.wire import mapping, sequence
 
 
 def _amount(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from confidential_pods.quantities import MiB, format_bytes, parse_whole
 
@@ -27,6 +27,11 @@ class Profile:
     enclave_resource: str | None = None
     #: Pod annotation that carries the pod's total EPC (Kata sizes the VM's EPC from it), if any.
     epc_pod_annotation: str | None = None
+    #: Extended resource that gives a container ``/dev/sgx_provision`` (DCAP quoting), or None where the
+    #: device plugin passes it with the EPC resource: Alibaba's plugin mounts every SGX device of the node
+    #: into a container that requests EPC (AliyunContainerService/sgx-device-plugin, device_plugin.go
+    #: ``Allocate``); AKS offers one resource, and in-process quoting works with it (docs/attestation.md).
+    provision_resource: str | None = None
 
     def to_units(self, amount: int) -> tuple[int, bool]:
         """Bytes → whole resource units, rounding a partial unit up. Returns (units, rounded)."""
@@ -49,16 +54,21 @@ class Profile:
         return parse_whole(value) * self.unit
 
 
-PROFILES: dict[str, Profile] = {
-    "alibaba": Profile(name="alibaba", epc_resource="alibabacloud.com/sgx_epc_MiB", unit=MiB),
-    "azure": Profile(name="azure", epc_resource="kubernetes.azure.com/sgx_epc_mem_in_MiB", unit=MiB),
-    "intel": Profile(
+_ALL = (
+    Profile(name="alibaba", epc_resource="alibabacloud.com/sgx_epc_MiB", unit=MiB),
+    Profile(name="azure", epc_resource="kubernetes.azure.com/sgx_epc_mem_in_MiB", unit=MiB),
+    Profile(
         name="intel",
         epc_resource="sgx.intel.com/epc",
         unit=1,
         enclave_resource="sgx.intel.com/enclave",
         epc_pod_annotation="sgx.intel.com/epc",
+        provision_resource="sgx.intel.com/provision",
     ),
-}
+)
+#: The profiles by name. ``ProfileName`` lists the same names for the type checker (checked below).
+PROFILES: dict[str, Profile] = {profile.name: profile for profile in _ALL}
+
+assert set(PROFILES) == set(get_args(ProfileName)), "ProfileName and the profiles must name the same set"
 
 __all__ = ["PROFILES", "Profile", "ProfileName", "format_bytes"]

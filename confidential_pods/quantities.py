@@ -178,6 +178,16 @@ def parse_decimal(value: object) -> Decimal:
     return Decimal(parse_nanos(value)).scaleb(-9)
 
 
+def format_binary(amount: int) -> str:
+    """Bytes with a binary suffix always (``Ki`` at least), rounded up to whole KiB: for consumers that
+    read nothing else, such as Kata's ``sgx.intel.com/epc`` annotation (EPC is page-granular anyway)."""
+    kib = -(-amount // 1024)
+    for suffix, size in (("Ti", 1024**3), ("Gi", 1024**2), ("Mi", 1024)):
+        if kib % size == 0 and kib:
+            return f"{kib // size}{suffix}"
+    return f"{kib}Ki"
+
+
 def format_bytes(amount: int) -> str:
     """Render bytes the way a user writes EPC: ``64Mi``, ``1Gi``, ``1536Ki``; plain bytes otherwise.
 

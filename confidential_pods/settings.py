@@ -1,22 +1,24 @@
 """The configuration file shared by the webhook and the extender.
 
-One YAML mapping with camelCase keys (``--config FILE`` or ``$CONFIDENTIAL_PODS_CONFIG``).
-Every key is optional; docs/configuration.md lists them with their defaults. A bad value
-fails at start with a :class:`ConfigError` naming the key.
+One YAML mapping with camelCase keys (``--config FILE`` or ``$CONFIDENTIAL_PODS_CONFIG``). Every key is
+optional. :data:`KEYS` is the contract, one row per key (name → reader → field of :class:`Settings`):
+the set of known keys, the reading loop and docs/configuration.md follow it. A bad value fails at start
+with a :class:`~confidential_pods.errors.ConfigError` naming the key.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 
 from confidential_pods.errors import ConfigError, QuantityError
 from confidential_pods.profiles import PROFILES, Profile
+from confidential_pods.qcnl import Dcap, read_dcap
 from confidential_pods.quantities import parse_bytes
 
 CONFIG_ENV = "CONFIDENTIAL_PODS_CONFIG"
@@ -25,6 +27,9 @@ AesmMode = Literal["host", "sidecar", "none"]
 AESM_MODES: tuple[AesmMode, ...] = ("host", "sidecar", "none")
 ScoringStrategy = Literal["LeastAllocated", "MostAllocated"]
 SCORING_STRATEGIES: tuple[ScoringStrategy, ...] = ("LeastAllocated", "MostAllocated")
+#: How a confidential pod produces DCAP quotes: through the AESM socket, its own quote library, or not.
+QuoteMode = Literal["aesmd", "in-process", "none"]
+QUOTE_MODES: tuple[QuoteMode, ...] = ("aesmd", "in-process", "none")
 
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 _TOLERATION_OPERATORS = {"Exists", "Equal"}
@@ -54,6 +59,12 @@ class Settings:
     scoring_strategy: ScoringStrategy = "LeastAllocated"
     #: Seconds a bind's EPC reservation waits for the watch to show the pod before it is dropped.
     reservation_ttl_seconds: int = 60
+    #: Quoting of pods that do not say (``confidential-pods.io/quote``).
+    quote: QuoteMode = "aesmd"
+    #: The quote library's PCCS configuration (``sgx_default_qcnl.conf``) for containers that quote.
+    dcap: Dcap = field(default_factory=Dcap)
+    #: User the injected aesmd sidecar runs as (0: root, which Pod Security "restricted" refuses).
+    aesm_sidecar_user: int = 1000
 
     def is_sandbox(self, runtime_class: str | None) -> bool:
         """Whether a pod with this RuntimeClass runs inside a VM sandbox (Kata, runV)."""
@@ -62,22 +73,132 @@ class Settings:
         return runtime_class in self.sandbox_runtime_classes or runtime_class == self.runtime_class
 
 
-KNOWN_KEYS = {
-    "profile",
-    "defaultEPC",
-    "maxEPCPerPod",
-    "runtimeClass",
-    "sandboxRuntimeClasses",
-    "aesm",
-    "aesmHostPath",
-    "aesmSidecarImage",
-    "aesmSidecarEPC",
-    "schedulerName",
-    "tolerations",
-    "ownNamespace",
-    "scoringStrategy",
-    "reservationTTLSeconds",
-}
+# --- readers: (key, value) → the field's value, or ConfigError naming the key ---------------------------
+
+Reader = Callable[[str, object], Any]
+
+
+def _string(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")
+    return value
+
+
+def _one_of(choices: tuple[str, ...] | Mapping[str, Any]) -> Reader:
+    def read(key: str, value: object) -> Any:
+        text = _string(key, value)
+        if text not in choices:
+            raise ConfigError(f"{key}: {text!r} is not one of {', '.join(sorted(choices))}")
+        return choices[text] if isinstance(choices, Mapping) else text
+
+    return read
+
+
+def _optional_name(key: str, value: object) -> str | None:
+    """A string where ``none``, ``""`` or null mean unset."""
+    if value is None or value in ("", "none"):
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: must be a string, got {value!r}")
+    return value
+
+
+def _names(key: str, value: object) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise ConfigError(f"{key}: must be a list of RuntimeClass names")
+    return frozenset(value)
+
+
+def _absolute_path(key: str, value: object) -> str:
+    path = _string(key, value)
+    if not path.startswith("/"):
+        raise ConfigError(f"{key}: {path!r} must be an absolute path")
+    return path
+
+
+def _amount(key: str, value: object) -> int:
+    try:
+        amount = parse_bytes(value)
+    except QuantityError as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+    if amount <= 0:
+        raise ConfigError(f"{key}: must be a positive quantity such as 64Mi, got {value!r}")
+    return amount
+
+
+def _user_id(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
+        raise ConfigError(f"{key}: must be a user id (a whole number, 0 for root), got {value!r}")
+    return value
+
+
+def _positive_int(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key}: must be a positive whole number, got {value!r}")
+    return value
+
+
+def _tolerations(key: str, value: object) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key}: must be a list of Kubernetes tolerations")
+    return tuple(_toleration(f"{key}[{index}]", item) for index, item in enumerate(value))
+
+
+def _toleration(where: str, item: object) -> Mapping[str, Any]:
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"{where}: must be a mapping")
+    unknown = set(item) - _TOLERATION_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+    operator = item.get("operator", "Equal")
+    if operator not in _TOLERATION_OPERATORS:
+        raise ConfigError(f"{where}.operator: {operator!r} is not Exists or Equal")
+    if item.get("effect", "") not in _TOLERATION_EFFECTS:
+        raise ConfigError(f"{where}.effect: {item.get('effect')!r} is not a taint effect")
+    if operator == "Exists" and item.get("value"):
+        raise ConfigError(f"{where}.value: must be empty when operator is Exists")
+    if "tolerationSeconds" in item and not isinstance(item["tolerationSeconds"], int):
+        raise ConfigError(f"{where}.tolerationSeconds: must be an integer")
+    for text_key in ("key", "value"):
+        if text_key in item and not isinstance(item[text_key], str):
+            raise ConfigError(f"{where}.{text_key}: must be a string")
+    return dict(item)
+
+
+# --- the contract -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """One configuration key: its camelCase name, how its value is read, the Settings field it sets."""
+
+    name: str
+    read: Reader
+    field: str
+
+
+KEYS: Final = (
+    Key("profile", _one_of(PROFILES), "profile"),
+    Key("defaultEPC", _amount, "default_epc"),
+    Key("maxEPCPerPod", _amount, "max_epc_per_pod"),
+    Key("runtimeClass", _optional_name, "runtime_class"),
+    Key("sandboxRuntimeClasses", _names, "sandbox_runtime_classes"),
+    Key("aesm", _one_of(AESM_MODES), "aesm"),
+    Key("aesmHostPath", _absolute_path, "aesm_host_path"),
+    Key("aesmSidecarImage", _optional_name, "aesm_sidecar_image"),
+    Key("aesmSidecarEPC", _amount, "aesm_sidecar_epc"),
+    Key("schedulerName", _optional_name, "scheduler_name"),
+    Key("tolerations", _tolerations, "tolerations"),
+    Key("ownNamespace", _string, "own_namespace"),
+    Key("scoringStrategy", _one_of(SCORING_STRATEGIES), "scoring_strategy"),
+    Key("reservationTTLSeconds", _positive_int, "reservation_ttl_seconds"),
+    Key("quote", _one_of(QUOTE_MODES), "quote"),
+    Key("dcap", read_dcap, "dcap"),
+    Key("aesmSidecarUser", _user_id, "aesm_sidecar_user"),
+)
+KNOWN_KEYS: Final = frozenset(key.name for key in KEYS)
+
+assert {key.field for key in KEYS} <= {f.name for f in fields(Settings)}
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -88,11 +209,12 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         return Settings()
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {os.fspath(path)}: {exc.strerror}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read configuration file {os.fspath(path)}: {why}") from exc
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, RecursionError) as exc:
         raise ConfigError(f"configuration file {os.fspath(path)} is not valid YAML: {exc}") from exc
     if data is None:
         data = {}
@@ -107,111 +229,14 @@ def settings_from_mapping(data: object) -> Settings:
     if unknown:
         known = ", ".join(sorted(KNOWN_KEYS))
         raise ConfigError(f"unknown configuration key(s) {', '.join(unknown)}; known keys: {known}")
-    defaults = Settings()
-
-    profile_name = _string(data, "profile", defaults.profile.name)
-    if profile_name not in PROFILES:
-        raise ConfigError(f"profile: {profile_name!r} is not one of {', '.join(sorted(PROFILES))}")
-
-    runtime_class = _optional_name(data, "runtimeClass", defaults.runtime_class)
-    sandbox = data.get("sandboxRuntimeClasses", sorted(defaults.sandbox_runtime_classes))
-    if not isinstance(sandbox, list) or not all(isinstance(s, str) and s for s in sandbox):
-        raise ConfigError("sandboxRuntimeClasses: must be a list of RuntimeClass names")
-
-    aesm = _string(data, "aesm", defaults.aesm)
-    if aesm not in AESM_MODES:
-        raise ConfigError(f"aesm: {aesm!r} is not one of {', '.join(AESM_MODES)}")
-    strategy = _string(data, "scoringStrategy", defaults.scoring_strategy)
-    if strategy not in SCORING_STRATEGIES:
-        raise ConfigError(f"scoringStrategy: {strategy!r} is not one of {', '.join(SCORING_STRATEGIES)}")
-
-    aesm_host_path = _string(data, "aesmHostPath", defaults.aesm_host_path)
-    if not aesm_host_path.startswith("/"):
-        raise ConfigError(f"aesmHostPath: {aesm_host_path!r} must be an absolute path")
-
-    default_epc = _amount(data, "defaultEPC", defaults.default_epc)
-    max_epc = _amount(data, "maxEPCPerPod", defaults.max_epc_per_pod)
-    if default_epc > max_epc:
-        raise ConfigError("defaultEPC: must not be larger than maxEPCPerPod")
-
-    return Settings(
-        profile=PROFILES[profile_name],
-        default_epc=default_epc,
-        max_epc_per_pod=max_epc,
-        runtime_class=runtime_class,
-        sandbox_runtime_classes=frozenset(sandbox),
-        aesm=aesm,
-        aesm_host_path=aesm_host_path,
-        aesm_sidecar_image=_optional_name(data, "aesmSidecarImage", None),
-        aesm_sidecar_epc=_amount(data, "aesmSidecarEPC", defaults.aesm_sidecar_epc),
-        scheduler_name=_optional_name(data, "schedulerName", None),
-        tolerations=_tolerations(data.get("tolerations", [])),
-        own_namespace=_string(data, "ownNamespace", defaults.own_namespace),
-        scoring_strategy=strategy,
-        reservation_ttl_seconds=_positive_int(
-            data, "reservationTTLSeconds", defaults.reservation_ttl_seconds
-        ),
+    settings = replace(
+        Settings(), **{key.field: key.read(key.name, data[key.name]) for key in KEYS if key.name in data}
     )
-
-
-def _string(data: Mapping[str, Any], key: str, default: str) -> str:
-    value = data.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")
-    return value
-
-
-def _positive_int(data: Mapping[str, Any], key: str, default: int) -> int:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}: must be a positive whole number, got {value!r}")
-    return value
-
-
-def _optional_name(data: Mapping[str, Any], key: str, default: str | None) -> str | None:
-    """A string where ``none``, ``""`` or null mean unset."""
-    value = data.get(key, default)
-    if value is None or value in ("", "none"):
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}: must be a string, got {value!r}")
-    return value
-
-
-def _amount(data: Mapping[str, Any], key: str, default: int) -> int:
-    if key not in data:
-        return default
-    try:
-        amount = parse_bytes(data[key])
-    except QuantityError as exc:
-        raise ConfigError(f"{key}: {exc}") from exc
-    if amount <= 0:
-        raise ConfigError(f"{key}: must be a positive quantity such as 64Mi, got {data[key]!r}")
-    return amount
-
-
-def _tolerations(value: object) -> tuple[Mapping[str, Any], ...]:
-    if not isinstance(value, list):
-        raise ConfigError("tolerations: must be a list of Kubernetes tolerations")
-    result = []
-    for index, item in enumerate(value):
-        where = f"tolerations[{index}]"
-        if not isinstance(item, Mapping):
-            raise ConfigError(f"{where}: must be a mapping")
-        unknown = set(item) - _TOLERATION_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
-        operator = item.get("operator", "Equal")
-        if operator not in _TOLERATION_OPERATORS:
-            raise ConfigError(f"{where}.operator: {operator!r} is not Exists or Equal")
-        if item.get("effect", "") not in _TOLERATION_EFFECTS:
-            raise ConfigError(f"{where}.effect: {item.get('effect')!r} is not a taint effect")
-        if operator == "Exists" and item.get("value"):
-            raise ConfigError(f"{where}.value: must be empty when operator is Exists")
-        if "tolerationSeconds" in item and not isinstance(item["tolerationSeconds"], int):
-            raise ConfigError(f"{where}.tolerationSeconds: must be an integer")
-        for text_key in ("key", "value"):
-            if text_key in item and not isinstance(item[text_key], str):
-                raise ConfigError(f"{where}.{text_key}: must be a string")
-        result.append(dict(item))
-    return tuple(result)
+    if settings.default_epc > settings.max_epc_per_pod:
+        raise ConfigError("defaultEPC: must not be larger than maxEPCPerPod")
+    if settings.quote == "in-process" and not settings.dcap.configured:
+        raise ConfigError(
+            "dcap.pccsUrl: required when quote is in-process (every enclave container quotes with it); "
+            "set the PCCS of your cluster (docs/attestation.md)"
+        )
+    return settings

@@ -7,7 +7,7 @@ once: the webhook, the extender and the certs commands import it.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypedDict
 
 from confidential_pods.errors import MalformedInput
@@ -42,6 +42,18 @@ def escape(part: PathPart) -> str:
 def pointer(parts: Sequence[PathPart]) -> str:
     """The JSON pointer of a path: ``["metadata", "annotations", "a/b"]`` → ``/metadata/annotations/a~1b``."""
     return "".join("/" + escape(part) for part in parts)
+
+
+def mapping(value: object) -> Mapping[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (lenient reading of raw JSON)."""
+    if type(value) is dict:  # decoded JSON: skip the slower ABC check
+        return value
+    return value if isinstance(value, Mapping) else {}
+
+
+def sequence(value: object) -> Iterable[Any]:
+    """``value`` when it is a JSON array, else an empty one."""
+    return value if isinstance(value, list | tuple) else ()
 
 
 def decode_json(body: bytes | str, what: str = "body") -> Any:

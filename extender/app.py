@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response
+from flask import Blueprint, Flask, Response
 
 from confidential_pods.endpoints import handle_http_errors, json_response, probes, read_body
 from confidential_pods.quantities import format_bytes
@@ -83,26 +83,7 @@ def create_app(
             f"/{route.verb}", route.verb, _handler(route, verbs, ready, metrics), methods=["POST"]
         )
 
-    @app.get("/inspect")
-    def inspect_all() -> Response:
-        with ledger.lock:
-            nodes = [n for n in (ledger.node(name) for name in ledger.nodes()) if n is not None]
-            summary = {
-                "resource": settings.profile.epc_resource,
-                "ready": ready(),
-                "nodeCount": ledger.node_count(),
-                "podCount": ledger.pod_count(),
-                "reservationCount": ledger.reservation_count(),
-            }
-        return json_response({**summary, "nodes": [node_json(n) for n in nodes]})
-
-    @app.get("/inspect/<node_name>")
-    def inspect_node(node_name: str) -> Response:
-        node = ledger.node(node_name)
-        if node is None:
-            return json_response({"Error": f"node {node_name} is not in the EPC ledger"}, 404)
-        return json_response(node_json(node))
-
+    app.register_blueprint(_inspection(ledger, settings, ready))
     app.register_blueprint(probes(lambda: ready() and not draining(), metrics, NOT_READY))
     handle_http_errors(app, lambda message, code: {"Error": message})
     return app
@@ -131,6 +112,33 @@ def _handler(
         return response
 
     return handle
+
+
+def _inspection(ledger: EpcLedger, settings: Settings, ready: Callable[[], bool]) -> Blueprint:
+    """``/inspect`` (every node) and ``/inspect/<node>``: the ledger as JSON, for operators."""
+    blueprint = Blueprint("inspection", __name__)
+
+    @blueprint.get("/inspect")
+    def inspect_all() -> Response:
+        with ledger.lock:
+            nodes = [n for n in (ledger.node(name) for name in ledger.nodes()) if n is not None]
+            summary = {
+                "resource": settings.profile.epc_resource,
+                "ready": ready(),
+                "nodeCount": ledger.node_count(),
+                "podCount": ledger.pod_count(),
+                "reservationCount": ledger.reservation_count(),
+            }
+        return json_response({**summary, "nodes": [node_json(n) for n in nodes]})
+
+    @blueprint.get("/inspect/<node_name>")
+    def inspect_node(node_name: str) -> Response:
+        node = ledger.node(node_name)
+        if node is None:
+            return json_response({"Error": f"node {node_name} is not in the EPC ledger"}, 404)
+        return json_response(node_json(node))
+
+    return blueprint
 
 
 def node_json(node: NodeEpc) -> dict[str, Any]:

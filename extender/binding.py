@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confidential_pods import kube
-from confidential_pods.epc import effective_epc, mapping
+from confidential_pods.epc import effective_epc
 from confidential_pods.errors import BindRefused
 from confidential_pods.profiles import Profile
+from confidential_pods.wire import mapping
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
 from extender.scheduling import unfit_reason

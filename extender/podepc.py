@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confidential_pods.epc import effective_epc, mapping
+from confidential_pods.epc import effective_epc
 from confidential_pods.profiles import Profile
+from confidential_pods.wire import mapping
 
 #: Pod phases after which a pod holds no resources on its node.
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypedDict, TypeGuard
 
 from confidential_pods.epc import node_capacity
 from confidential_pods.profiles import Profile
+from confidential_pods.wire import mapping
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc, pod_facts, pod_uid
 
@@ -64,19 +65,13 @@ class Failed:
 Outcome = Applied | Relist | Failed
 
 
-def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+def _ismapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     return type(value) is dict or isinstance(value, Mapping)  # decoded JSON: skip the slower ABC check
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    if type(value) is dict:  # decoded JSON: skip the slower ABC check
-        return value
-    return value if isinstance(value, Mapping) else {}
 
 
 def resource_version(obj: Mapping[str, Any]) -> str | None:
     """``metadata.resourceVersion`` of an object (or list), None when absent or empty."""
-    version = _mapping(obj.get("metadata")).get("resourceVersion")
+    version = mapping(obj.get("metadata")).get("resourceVersion")
     return version if isinstance(version, str) and version else None
 
 
@@ -108,7 +103,7 @@ def node_entry(
     node: Mapping[str, Any], profile: Profile, unreadable: list[str] | None = None
 ) -> tuple[str, int | None] | None:
     """(name, EPC capacity or None) of a Node object; None when it has no name."""
-    name = _mapping(node.get("metadata")).get("name")
+    name = mapping(node.get("metadata")).get("name")
     if not isinstance(name, str) or not name:
         return None
     return name, node_capacity(node, profile, unreadable)
@@ -118,7 +113,7 @@ def describe(kind: Kind, obj: Mapping[str, Any], problems: list[str]) -> str:
     """One line for an object with unreadable quantities: ``Pod ns/name spec...: '1e99' is ...``."""
     if not problems:
         return ""
-    metadata = _mapping(obj.get("metadata"))
+    metadata = mapping(obj.get("metadata"))
     name = (
         f"{metadata.get('namespace')}/{metadata.get('name')}" if kind == "Pod" else str(metadata.get("name"))
     )
@@ -132,11 +127,11 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
     (finished) is removed and its reservation, if any, withdrawn: the watch has seen it. DELETED
     removes. BOOKMARK only advances the resourceVersion. Unknown types are skipped.
     """
-    if not _is_mapping(event):
+    if not _ismapping(event):
         return Failed("watch line is not a JSON object")
     kind_of_event = event.get("type")
     obj = event.get("object")
-    if not isinstance(kind_of_event, str) or not _is_mapping(obj):
+    if not isinstance(kind_of_event, str) or not _ismapping(obj):
         return Failed("watch event without type or object")
     if kind_of_event == "ERROR":
         message = f"{obj.get('code', '?')} {obj.get('reason', '')}: {obj.get('message', '')}".strip()

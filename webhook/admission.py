@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from confidential_pods.settings import Settings
 from webhook.metrics import Outcome
+from webhook.plan import PodSecurityLevel
 from webhook.policy import Mutation, mutate
 from webhook.review import AdmissionRequest, AdmissionReview, ApiVersion, build_review
 
@@ -28,8 +29,10 @@ def admit(
     *,
     namespace_opted_in: bool,
     settings: Settings,
+    namespace_level: Callable[[str], PodSecurityLevel | None] | None = None,
 ) -> Decision:
-    """Answer one admission request. ``namespace_opted_in`` is true on ``/mutate/namespace``."""
+    """Answer one admission request. ``namespace_opted_in`` is true on ``/mutate/namespace``;
+    ``namespace_level`` tells the Pod Security level a namespace enforces, when it can be known."""
     uid = request["uid"]
     problem = _malformed_field(request)
     if problem is not None:
@@ -37,7 +40,11 @@ def admit(
         return Decision(review, "malformed")
     if _not_ours(request, settings):
         return Decision(build_review(api_version=api_version, uid=uid), "skipped")
-    mutation = mutate(request["object"], namespace_opted_in=namespace_opted_in, settings=settings)
+    namespace = _namespace(request)
+    level = namespace_level(namespace) if namespace_level is not None and namespace else None
+    mutation = mutate(
+        request["object"], namespace_opted_in=namespace_opted_in, settings=settings, namespace_level=level
+    )
     review = build_review(
         api_version=api_version,
         uid=uid,
@@ -87,10 +94,14 @@ def _is_pod_create(request: Mapping[str, Any]) -> bool:
 def _not_ours(request: AdmissionRequest, settings: Settings) -> bool:
     if not _is_pod_create(request):
         return True
+    namespace = _namespace(request)
+    return namespace in SYSTEM_NAMESPACES or namespace == settings.own_namespace
+
+
+def _namespace(request: AdmissionRequest) -> str:
+    """The pod's namespace: the request's, else the object's ("" when neither is a string)."""
     namespace = request.get("namespace")
     if not namespace:
         metadata = request["object"].get("metadata")
         namespace = metadata.get("namespace") if type(metadata) is dict else None
-    if type(namespace) is not str:
-        return False  # no namespace to judge by: the policy reads the pod (and refuses what it must)
-    return namespace in SYSTEM_NAMESPACES or namespace == settings.own_namespace
+    return namespace if type(namespace) is str else ""

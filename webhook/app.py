@@ -13,6 +13,7 @@ from confidential_pods.endpoints import handle_http_errors, json_response, probe
 from confidential_pods.settings import Settings
 from webhook.admission import admit
 from webhook.metrics import WebhookMetrics
+from webhook.plan import PodSecurityLevel
 from webhook.review import MalformedReview, build_review, parse_review
 
 logger = logging.getLogger(__name__)
@@ -22,9 +23,14 @@ MAX_BODY = 3 * 1024 * 1024
 
 
 def create_app(
-    settings: Settings, *, ready: Callable[[], bool] = lambda: True, metrics: WebhookMetrics | None = None
+    settings: Settings,
+    *,
+    ready: Callable[[], bool] = lambda: True,
+    metrics: WebhookMetrics | None = None,
+    namespace_level: Callable[[str], PodSecurityLevel | None] | None = None,
 ) -> Flask:
-    """Build the webhook app. ``ready`` backs ``/readyz`` (the serving shell flips it while draining)."""
+    """Build the webhook app. ``ready`` backs ``/readyz`` (the serving shell flips it while draining);
+    ``namespace_level`` reads a namespace's Pod Security level (``webhook.namespaces``), if given."""
     app = Flask("confidential-pods-webhook")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     metrics = metrics if metrics is not None else WebhookMetrics()
@@ -39,7 +45,11 @@ def create_app(
             return json_response({"error": str(exc), "code": 400}, 400)
         try:
             decision = admit(
-                api_version, admission_request, namespace_opted_in=namespace_opted_in, settings=settings
+                api_version,
+                admission_request,
+                namespace_opted_in=namespace_opted_in,
+                settings=settings,
+                namespace_level=namespace_level,
             )
         except Exception:
             # A bug of ours, not the pod's: fail closed with a message the apiserver shows the user.

@@ -20,6 +20,17 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     serve.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
     serve.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
     serve.add_argument(
+        "--kubeconfig",
+        help="credentials to read namespaces' Pod Security levels (default: the in-cluster ServiceAccount, "
+        "when there is one; otherwise levels are not read)",
+    )
+    serve.add_argument(
+        "--no-namespace-lookup",
+        action="store_true",
+        help="never read namespaces (host-mode pods in baseline/restricted namespaces are then refused by "
+        "Pod Security admission itself, with its own message)",
+    )
+    serve.add_argument(
         "--drain-seconds",
         type=float,
         default=0.0,
@@ -60,6 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         drain_seconds=args.drain_seconds,
+        kubeconfig=args.kubeconfig,
+        namespace_lookup=not args.no_namespace_lookup,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from confidential_pods.errors import QuantityError, shown
 from confidential_pods.quantities import format_bytes, parse_bytes
-from confidential_pods.settings import AESM_MODES, AesmMode, Settings
+from confidential_pods.settings import AESM_MODES, QUOTE_MODES, AesmMode, QuoteMode, Settings
 from webhook.podview import PodRefused
 
 PREFIX: Final = "confidential-pods.io/"
@@ -26,7 +26,12 @@ EPC_CONTAINER: Final = PREFIX + "epc."
 CONTAINERS: Final = PREFIX + "containers"
 RUNTIME_CLASS: Final = PREFIX + "runtime-class"
 AESM: Final = PREFIX + "aesm"
+QUOTE: Final = PREFIX + "quote"
 STATUS: Final = PREFIX + "status"
+#: Written by the webhook: the quote library's configuration, read by a downward-API volume.
+QCNL: Final = PREFIX + "qcnl"
+#: Intel's own annotation (intel profile): a container's name (it quotes in-process) or ``aesmd``.
+INTEL_QUOTE_PROVIDER: Final = "sgx.intel.com/quote-provider"
 #: The value of RUNTIME_CLASS that asks for no RuntimeClass at all.
 NO_RUNTIME_CLASS: Final = "none"
 
@@ -41,7 +46,9 @@ class Annotated:
     containers: tuple[str, ...] | None = None
     runtime_class: str | None = None
     aesm: AesmMode | None = None
+    quote: QuoteMode | None = None
     status: str | None = None
+    qcnl: str | None = None
     #: ``epc.<container>`` overrides, by container name.
     epc_by_container: Mapping[str, int] = field(default_factory=dict)
     #: Keys under the prefix that the contract does not know (a warning each).
@@ -114,7 +121,9 @@ ANNOTATIONS: Final = (
     Annotation(CONTAINERS, "containers", _container_names),
     Annotation(RUNTIME_CLASS, "runtime_class", _runtime_class),
     Annotation(AESM, "aesm", _one_of(AESM_MODES)),
+    Annotation(QUOTE, "quote", _one_of(QUOTE_MODES)),
     Annotation(STATUS, "status", _marker),
+    Annotation(QCNL, "qcnl", _marker),
 )
 #: ``epc.<container>``: the EPC of one container, read like ``epc``.
 PER_CONTAINER_EPC: Final = Annotation(EPC_CONTAINER, "epc_by_container", epc_amount)

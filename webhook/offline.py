@@ -32,6 +32,14 @@ TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The webhook reads the namespace's Pod Security level and refuses this; offline, it can only warn.
+HOST_PATH_WARNING = (
+    "the host AESM socket is a hostPath volume: a namespace enforcing Pod Security baseline or "
+    'restricted refuses the pod (there, use confidential-pods.io/aesm: "sidecar" or '
+    'confidential-pods.io/quote: "in-process")'
+)
+
+
 class InjectRefused(Refused):
     """An object in the input is refused by the policy; the message names it and the reason."""
 
@@ -66,6 +74,8 @@ def _inject(doc: Any, settings: Settings, opted_in: bool, warnings: list[str]) -
     if not mutation.allowed:
         raise InjectRefused(f"{name}: {mutation.message}")
     warnings.extend(f"{name}: {warning}" for warning in mutation.warnings)
+    if mutation.aesm == "host":
+        warnings.append(f"{name}: {HOST_PATH_WARNING}")
     prefix = "".join(f"/{part}" for part in path)
     operations = [{**op, "path": prefix + op["path"]} for op in mutation.patch]
     return jsonpatch.apply_patch(doc, operations) if operations else doc

@@ -2,21 +2,38 @@
 
 :func:`make_plan` takes the checked pod (:class:`~webhook.podview.PodView`) and its parsed annotations
 and decides: which containers run enclaves and how much EPC each asks for, the RuntimeClass and
-whether the pod ends up in a VM sandbox, and where its AESM socket comes from. Everything that can be
-refused from the annotations and the pod's shape is refused here, with a message for the pod's author.
+whether the pod ends up in a VM sandbox, how the pod quotes (``confidential-pods.io/quote``, or Intel's
+``sgx.intel.com/quote-provider`` under the intel profile) and so which containers get the provisioning
+device and the quote library's configuration, and where its AESM socket comes from. Everything that can
+be refused from the annotations, the pod's shape and its namespace's Pod Security level is refused here,
+with a message for the pod's author.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
-from confidential_pods.settings import AesmMode, Settings
-from webhook.contract import AESM, CONTAINERS, EPC_CONTAINER, NO_RUNTIME_CLASS, RUNTIME_CLASS, Annotated
+from confidential_pods.settings import AesmMode, QuoteMode, Settings
+from webhook.contract import (
+    AESM,
+    CONTAINERS,
+    EPC_CONTAINER,
+    INTEL_QUOTE_PROVIDER,
+    NO_RUNTIME_CLASS,
+    QUOTE,
+    RUNTIME_CLASS,
+    Annotated,
+)
 from webhook.podview import ContainerRef, PodRefused, PodView
 
 #: Name of the injected AESM sidecar (and of a user's own, which is then kept).
 AESM_SIDECAR = "aesmd"
+#: Pod Security levels (``pod-security.kubernetes.io/enforce``) that forbid hostPath volumes.
+NO_HOST_PATH_LEVELS = frozenset({"baseline", "restricted"})
+
+PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,18 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class Quoting:
+    """How the pod quotes: the mode, the containers that quote themselves (provisioning device and the
+    quote library's configuration), and whether the webhook's QCNL file is given to them."""
+
+    mode: QuoteMode
+    quoters: tuple[ContainerRef, ...]
+    qcnl: bool
+    #: The mode came from Intel's ``sgx.intel.com/quote-provider`` (Intel's webhook's contract).
+    intel: bool = False
+
+
+@dataclass(frozen=True)
 class Plan:
     """The decisions for one pod; :mod:`webhook.policy` turns them into patch operations."""
 
@@ -38,19 +67,29 @@ class Plan:
     #: ``epc.<container>`` overrides (to warn when a container's own value wins).
     overrides: Mapping[str, int]
     runtime: Runtime
+    quoting: Quoting
     aesm: AesmMode
     add_sidecar: bool
     warnings: tuple[str, ...]
 
 
-def make_plan(view: PodView, annotated: Annotated, settings: Settings) -> Plan:
-    """Decide what ``view``'s pod gets; raise :class:`PodRefused` when it cannot be granted."""
+def make_plan(
+    view: PodView,
+    annotated: Annotated,
+    settings: Settings,
+    namespace_level: PodSecurityLevel | None = None,
+) -> Plan:
+    """Decide what ``view``'s pod gets; raise :class:`PodRefused` when it cannot be granted.
+
+    ``namespace_level``: the Pod Security level the pod's namespace enforces, when the webhook knows it.
+    """
     warnings = [f"unknown annotation {key} ignored" for key in annotated.unknown]
-    enclaves = _enclaves(view, annotated)
+    enclaves = _enclaves(view, annotated, settings)
     overrides = _overrides(view, annotated, enclaves)
     default = annotated.epc if annotated.epc is not None else settings.default_epc
     runtime = _runtime(view, annotated, settings, warnings)
-    aesm = _aesm(annotated, settings, runtime)
+    quoting = _quoting(view, annotated, settings, enclaves)
+    aesm = _aesm(view, annotated, settings, runtime, quoting, enclaves)
     add_sidecar = aesm == "sidecar" and AESM_SIDECAR not in view.containers
     if add_sidecar and not settings.aesm_sidecar_image:
         why = (
@@ -62,21 +101,36 @@ def make_plan(view: PodView, annotated: Annotated, settings: Settings) -> Plan:
             f"an aesmd sidecar is needed ({why}) but the webhook has no aesmSidecarImage configured; "
             f'ask the cluster operator to set aesmSidecarImage, or annotate {AESM}: "none"'
         )
+    if aesm == "host" and namespace_level in NO_HOST_PATH_LEVELS:
+        raise PodRefused(
+            f"the host's AESM socket is a hostPath volume, which this namespace's Pod Security level "
+            f'"{namespace_level}" forbids; annotate {AESM}: "sidecar" (an aesmd sidecar in the pod), '
+            f'{QUOTE}: "in-process" (the app quotes itself) or {AESM}: "none"'
+        )
     return Plan(
         enclaves=enclaves,
         wanted={ref.name: overrides.get(ref.name, default) for ref in enclaves},
         overrides=overrides,
         runtime=runtime,
+        quoting=quoting,
         aesm=aesm,
         add_sidecar=add_sidecar,
         warnings=tuple(warnings),
     )
 
 
-def _enclaves(view: PodView, annotated: Annotated) -> tuple[ContainerRef, ...]:
-    """The enclave containers: those the annotation names, else every app container."""
+def _enclaves(view: PodView, annotated: Annotated, settings: Settings) -> tuple[ContainerRef, ...]:
+    """The enclave containers: those the annotation names, else every app container.
+
+    Intel profile, as Intel's webhook does: when the pod does not name them and some app containers
+    already request ``sgx.intel.com/epc``, those are the enclave containers (and only those).
+    """
     if annotated.containers is None:
-        return tuple(ref for ref in view.containers.values() if ref.field == "containers")
+        apps = tuple(ref for ref in view.containers.values() if ref.field == "containers")
+        if settings.profile.name == "intel":
+            requesting = tuple(ref for ref in apps if settings.profile.epc_resource in ref.resources)
+            return requesting or apps
+        return apps
     missing = [name for name in annotated.containers if name not in view.containers]
     if missing:
         raise PodRefused(
@@ -115,9 +169,8 @@ def _runtime(view: PodView, annotated: Annotated, settings: Settings, warnings: 
     )
     if sandboxed:
         _check_sandboxable(view, runtime_class)
-    return Runtime(
-        runtime_class=runtime_class, write=existing is None and wanted is not None, sandboxed=sandboxed
-    )
+    write = existing is None and wanted is not None
+    return Runtime(runtime_class=runtime_class, write=write, sandboxed=sandboxed)
 
 
 def _check_sandboxable(view: PodView, runtime_class: str | None) -> None:
@@ -132,12 +185,49 @@ def _check_sandboxable(view: PodView, runtime_class: str | None) -> None:
         )
 
 
-def _aesm(annotated: Annotated, settings: Settings, runtime: Runtime) -> AesmMode:
-    if annotated.aesm is None:
-        return "sidecar" if runtime.sandboxed else settings.aesm
-    if annotated.aesm == "host" and runtime.sandboxed:
-        raise PodRefused(
-            f"{AESM}=host cannot work in the sandboxed RuntimeClass {runtime.runtime_class}: the host's AESM "
-            f'socket does not reach into the pod\'s VM; use "sidecar" or "none"'
-        )
-    return annotated.aesm
+def _quoting(
+    view: PodView, annotated: Annotated, settings: Settings, enclaves: tuple[ContainerRef, ...]
+) -> Quoting:
+    """Our annotation, else Intel's (intel profile), else the configured ``quote``."""
+    provider = view.annotations.get(INTEL_QUOTE_PROVIDER) if settings.profile.name == "intel" else None
+    configured = settings.dcap.configured
+    if annotated.quote is None and provider is not None:
+        # Intel's contract: the named container quotes in-process; "aesmd": the aesmd container does.
+        named = tuple(ref for ref in enclaves if ref.name == provider)
+        mode: QuoteMode = "aesmd" if provider == AESM_SIDECAR else ("in-process" if named else "none")
+        return Quoting(mode, named, qcnl=configured and bool(named), intel=True)
+    mode = annotated.quote if annotated.quote is not None else settings.quote
+    if mode == "in-process":
+        if not configured:
+            raise PodRefused(
+                f"{QUOTE}=in-process needs the quote library's PCCS configuration, which the webhook lacks "
+                f'(dcap.pccsUrl); ask the cluster operator to set it, or annotate {QUOTE}: "aesmd"'
+            )
+        return Quoting(mode, enclaves, qcnl=True)
+    own_aesmd = tuple(ref for ref in enclaves if ref.name == AESM_SIDECAR) if mode == "aesmd" else ()
+    return Quoting(mode, own_aesmd, qcnl=configured and bool(own_aesmd))
+
+
+def _aesm(
+    view: PodView,
+    annotated: Annotated,
+    settings: Settings,
+    runtime: Runtime,
+    quoting: Quoting,
+    enclaves: tuple[ContainerRef, ...],
+) -> AesmMode:
+    if annotated.aesm is not None:
+        if annotated.aesm == "host" and runtime.sandboxed:
+            raise PodRefused(
+                f"{AESM}=host cannot work in the sandboxed RuntimeClass {runtime.runtime_class}: the host's "
+                f'AESM socket does not reach into the pod\'s VM; use "sidecar" or "none"'
+            )
+        return annotated.aesm
+    if quoting.mode != "aesmd":
+        return "none"
+    if runtime.sandboxed:
+        return "sidecar"
+    if quoting.intel:  # Intel's webhook: an aesmd container with EPC next to other enclaves is a sidecar
+        others = [ref for ref in enclaves if ref.name != AESM_SIDECAR]
+        return "sidecar" if quoting.quoters and others else "host"
+    return settings.aesm

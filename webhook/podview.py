@@ -34,6 +34,8 @@ class ContainerRef:
     #: ``restartPolicy: Always`` on an init container: a native sidecar.
     sidecar: bool = False
     privileged: bool = False
+    #: Resource names in the container's requests or limits.
+    resources: frozenset[str] = frozenset()
 
     @property
     def path(self) -> list[str | int]:
@@ -122,8 +124,9 @@ def _container(field: ContainerField, index: int, container: Mapping[str, Any]) 
     if not isinstance(name, str) or not name:
         raise PodRefused(f"{where}.name must be a non-empty string")
     resources = _get(container, "resources", dict, f"{where}.resources") or {}
+    names: set[str] = set()
     for side in ("requests", "limits"):
-        _get(resources, side, dict, f"{where}.resources.{side}")
+        names.update(_get(resources, side, dict, f"{where}.resources.{side}") or {})
     for array in _CONTAINER_ARRAYS:
         _objects(container, array, f"{where}.{array}")
     _get(container, "restartPolicy", str, f"{where}.restartPolicy")
@@ -135,6 +138,7 @@ def _container(field: ContainerField, index: int, container: Mapping[str, Any]) 
         name=name,
         sidecar=field == "initContainers" and container.get("restartPolicy") == "Always",
         privileged=privileged is True,
+        resources=frozenset(names),
     )
 
 

@@ -14,19 +14,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from confidential_pods import qcnl
 from confidential_pods.epc import effective_epc
 from confidential_pods.errors import QuantityError
-from confidential_pods.quantities import format_bytes, parse_whole
+from confidential_pods.qcnl import QCNL_PATH
+from confidential_pods.quantities import format_binary, format_bytes, parse_whole
 from confidential_pods.settings import AesmMode, Settings
 from webhook import contract
-from webhook.contract import EPC_CONTAINER, STATUS
+from webhook.contract import EPC_CONTAINER, QCNL, STATUS
 from webhook.patching import PatchBuilder, PatchOperation
-from webhook.plan import AESM_SIDECAR, Plan, make_plan
+from webhook.plan import AESM_SIDECAR, Plan, PodSecurityLevel, make_plan
 from webhook.podview import ContainerRef, PodRefused, read_annotations, read_pod
 
 AESM_VOLUME = "aesmd-socket"
 AESM_MOUNT_PATH = "/var/run/aesmd"
 AESM_ENV = "SGX_AESM_ADDR"
+#: The downward-API volume that turns the QCNL annotation into a file, and the file's name in it.
+QCNL_VOLUME = "qcnl-config"
+QCNL_FILE = "sgx_default_qcnl.conf"
 
 Outcome = Literal["mutated", "unchanged", "skipped", "denied"]
 
@@ -41,31 +46,50 @@ class Mutation:
     patch: tuple[PatchOperation, ...] = ()
     warnings: tuple[str, ...] = ()
     message: str = ""
+    #: Where the pod's AESM socket comes from ("" unless mutated): ``host`` is a hostPath volume.
+    aesm: str = ""
 
     @property
     def allowed(self) -> bool:
         return self.outcome != "denied"
 
 
-def mutate(pod: Mapping[str, Any], *, namespace_opted_in: bool, settings: Settings) -> Mutation:
-    """Decide what to inject into ``pod`` (raw Pod JSON as the apiserver sends it)."""
+def mutate(
+    pod: Mapping[str, Any],
+    *,
+    namespace_opted_in: bool,
+    settings: Settings,
+    namespace_level: PodSecurityLevel | None = None,
+) -> Mutation:
+    """Decide what to inject into ``pod`` (raw Pod JSON as the apiserver sends it).
+
+    ``namespace_level``: the Pod Security level the namespace enforces, when the caller knows it.
+    """
     try:
-        return _mutate(pod, namespace_opted_in, settings)
+        return _mutate(pod, namespace_opted_in, settings, namespace_level)
     except PodRefused as refusal:
         return Mutation("denied", message=str(refusal))
 
 
-def _mutate(pod: Mapping[str, Any], namespace_opted_in: bool, settings: Settings) -> Mutation:
+def _mutate(
+    pod: Mapping[str, Any], namespace_opted_in: bool, settings: Settings, level: PodSecurityLevel | None
+) -> Mutation:
     skip = contract.opt_in(read_annotations(pod), namespace_opted_in=namespace_opted_in)
     if skip is not None:
         return Mutation("skipped", message=skip)
     view = read_pod(pod)
     if STATUS in view.annotations:
         return Mutation("unchanged", message=f"already injected ({STATUS} present)")
-    plan = make_plan(view, contract.read(view.annotations, settings), settings)
+    plan = make_plan(view, contract.read(view.annotations, settings), settings, level)
     builder = PatchBuilder(pod)
     warnings = list(plan.warnings)
     epc = {ref.name: _inject_epc(builder, ref, plan, settings, warnings) for ref in plan.enclaves}
+    provision = settings.profile.provision_resource
+    if provision is not None:
+        for ref in plan.quoting.quoters:
+            _complete_or_set(builder, ref, provision, "1")
+    if plan.quoting.qcnl:
+        _inject_qcnl(builder, plan.quoting.quoters, settings, warnings)
     if plan.aesm != "none":
         _inject_aesm_socket(builder, plan.enclaves, plan.aesm, settings)
     if plan.runtime.write:
@@ -75,7 +99,10 @@ def _mutate(pod: Mapping[str, Any], namespace_opted_in: bool, settings: Settings
     _inject_tolerations(builder, settings)
     if plan.add_sidecar:
         # After every container edit: inserting at the front of initContainers shifts their indexes.
-        builder.insert(["spec", "initContainers"], 0, _aesm_sidecar(settings))
+        sidecar_qcnl = plan.quoting.mode == "aesmd" and settings.dcap.configured
+        builder.insert(["spec", "initContainers"], 0, _aesm_sidecar(settings, qcnl=sidecar_qcnl))
+        if sidecar_qcnl:
+            _ensure_qcnl_source(builder, settings)
     total = _total_epc(builder, plan, epc, settings)
     _set_pod_epc_annotation(builder, view.annotations, total, settings, warnings)
     status = {
@@ -86,9 +113,10 @@ def _mutate(pod: Mapping[str, Any], namespace_opted_in: bool, settings: Settings
         "containers": list(epc),
         "runtimeClass": plan.runtime.runtime_class,
         "aesm": plan.aesm,
+        "quote": plan.quoting.mode,
     }
     builder.set_key(["metadata", "annotations"], STATUS, json.dumps(status, separators=(",", ":")))
-    return Mutation("mutated", patch=tuple(builder.operations), warnings=tuple(warnings))
+    return Mutation("mutated", patch=tuple(builder.operations), warnings=tuple(warnings), aesm=plan.aesm)
 
 
 def _inject_epc(
@@ -123,13 +151,17 @@ def _inject_epc(
             )
         for side in ("requests", "limits"):
             builder.set_key([*ref.path, "resources", side], resource, value)
-    if (
-        profile.enclave_resource
-        and _complete_pair(builder, ref, profile.enclave_resource, parse_whole) is None
-    ):
-        for side in ("requests", "limits"):
-            builder.set_key([*ref.path, "resources", side], profile.enclave_resource, "1")
+    if profile.enclave_resource:
+        _complete_or_set(builder, ref, profile.enclave_resource, "1")
     return epc
+
+
+def _complete_or_set(builder: PatchBuilder, ref: ContainerRef, resource: str, value: str) -> None:
+    """An extended resource the container needs (``sgx.intel.com/enclave``, ``…/provision``): its own
+    value when it sets one (request = limit), else ``value`` on both sides."""
+    if _complete_pair(builder, ref, resource, parse_whole) is None:
+        for side in ("requests", "limits"):
+            builder.set_key([*ref.path, "resources", side], resource, value)
 
 
 def _complete_pair(
@@ -184,7 +216,7 @@ def _set_pod_epc_annotation(
     key = settings.profile.epc_pod_annotation
     if key is None:
         return
-    value = format_bytes(total)
+    value = format_binary(total)  # Kata refuses anything but Ki, Mi, Gi … (pkg/oci/utils.go)
     if existing.get(key) == value:
         return
     if key in existing:
@@ -198,9 +230,10 @@ def _inject_aesm_socket(
     volumes = builder.get(["spec", "volumes"]) or []
     if not any(v.get("name") == AESM_VOLUME for v in volumes):
         if mode == "host":
+            # DirectoryOrCreate, as Intel's webhook: on a fresh node the aesmd pod may create it first.
             volume: dict[str, Any] = {
                 "name": AESM_VOLUME,
-                "hostPath": {"path": settings.aesm_host_path, "type": "Directory"},
+                "hostPath": {"path": settings.aesm_host_path, "type": "DirectoryOrCreate"},
             }
         else:
             volume = {"name": AESM_VOLUME, "emptyDir": {"medium": "Memory"}}
@@ -214,19 +247,93 @@ def _inject_aesm_socket(
             builder.append([*ref.path, "env"], {"name": AESM_ENV, "value": "1"})
 
 
-def _aesm_sidecar(settings: Settings) -> dict[str, Any]:
+def _aesm_sidecar(settings: Settings, *, qcnl: bool) -> dict[str, Any]:
+    """The injected aesmd: a native sidecar with its EPC, the devices it quotes with, and a securityContext
+    that passes Pod Security "restricted" (unless ``aesmSidecarUser`` is 0)."""
     profile = settings.profile
     value, _ = profile.resource_value(settings.aesm_sidecar_epc)
     resources = {profile.epc_resource: value}
-    if profile.enclave_resource:
-        resources[profile.enclave_resource] = "1"
+    for extra in (profile.enclave_resource, profile.provision_resource):
+        if extra:
+            resources[extra] = "1"
+    mounts: list[dict[str, Any]] = [{"name": AESM_VOLUME, "mountPath": AESM_MOUNT_PATH}]
+    if qcnl:
+        mounts.append(_qcnl_mount(QCNL_PATH))
     return {
         "name": AESM_SIDECAR,
         "image": settings.aesm_sidecar_image,
         "restartPolicy": "Always",
         "resources": {"requests": dict(resources), "limits": dict(resources)},
-        "volumeMounts": [{"name": AESM_VOLUME, "mountPath": AESM_MOUNT_PATH}],
+        "volumeMounts": mounts,
+        "securityContext": _restricted_security_context(settings.aesm_sidecar_user),
     }
+
+
+def _restricted_security_context(user: int) -> dict[str, Any]:
+    """What Pod Security "restricted" asks of a container (pod-security-admission policy/check_*.go)."""
+    context: dict[str, Any] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsUser": user,
+    }
+    if user:
+        context.update(runAsNonRoot=True, runAsGroup=user)
+    return context
+
+
+def _inject_qcnl(
+    builder: PatchBuilder, quoters: tuple[ContainerRef, ...], settings: Settings, warnings: list[str]
+) -> None:
+    """The quote library's configuration as a regular file where each quoting container's library reads it.
+
+    Nothing is created in the pod's namespace: the file's content is a pod annotation the webhook writes,
+    a downward-API volume makes it a file, and a ``subPath`` mount puts that file (a bind mount of the
+    resolved file, not the volume's ``..data`` symlink) at ``$QCNL_CONF_PATH`` when the container sets it
+    to an absolute path, else at ``/etc/sgx_default_qcnl.conf``. A container that already mounts something
+    at that path keeps it (with a warning).
+    """
+    _ensure_qcnl_source(builder, settings)
+    for ref in quoters:
+        target = _qcnl_target(builder.get([*ref.path, "env"]) or [])
+        mounts = builder.get([*ref.path, "volumeMounts"]) or []
+        if any(m.get("mountPath") == target for m in mounts):
+            if not any(m.get("name") == QCNL_VOLUME for m in mounts):
+                warnings.append(
+                    f"container {ref.name} mounts its own {target}: kept (the webhook's PCCS settings unused)"
+                )
+            continue
+        builder.append([*ref.path, "volumeMounts"], _qcnl_mount(target))
+
+
+def _ensure_qcnl_source(builder: PatchBuilder, settings: Settings) -> None:
+    """The QCNL annotation (owned by the webhook: set to the rendered file) and its downward-API volume."""
+    text = qcnl.render(settings.dcap)
+    if (builder.get(["metadata", "annotations"]) or {}).get(QCNL) != text:
+        builder.set_key(["metadata", "annotations"], QCNL, text)
+    volumes = builder.get(["spec", "volumes"]) or []
+    if not any(v.get("name") == QCNL_VOLUME for v in volumes):
+        field = f"metadata.annotations['{QCNL}']"
+        builder.append(
+            ["spec", "volumes"],
+            {
+                "name": QCNL_VOLUME,
+                "downwardAPI": {"items": [{"path": QCNL_FILE, "fieldRef": {"fieldPath": field}}]},
+            },
+        )
+
+
+def _qcnl_mount(path: str) -> dict[str, Any]:
+    return {"name": QCNL_VOLUME, "mountPath": path, "subPath": QCNL_FILE, "readOnly": True}
+
+
+def _qcnl_target(env: list[Mapping[str, Any]]) -> str:
+    """Where the container's quote library reads its configuration: ``$QCNL_CONF_PATH`` if set to a path."""
+    for variable in env:
+        value = variable.get("value")
+        if variable.get("name") == qcnl.QCNL_PATH_ENV and isinstance(value, str) and value.startswith("/"):
+            return value
+    return QCNL_PATH
 
 
 def _inject_tolerations(builder: PatchBuilder, settings: Settings) -> None:

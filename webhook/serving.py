@@ -14,16 +14,20 @@ What is the webhook's own (the rest is :mod:`confidential_pods.serving`):
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from confidential_pods import serving
+from confidential_pods import kube, serving
 from confidential_pods.errors import ServingError
 from confidential_pods.listening import check_address
 from confidential_pods.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 WORKER_CLASSES = serving.WORKER_CLASSES
 
@@ -39,10 +43,13 @@ def serve(
     threads: int,
     worker_class: str = "gthread",
     drain_seconds: float = 0.0,
+    kubeconfig: str | None = None,
+    namespace_lookup: bool = True,
 ) -> int:
     """Serve the webhook until SIGTERM/SIGINT; returns the exit code (start-up errors: 1, no traceback).
 
     ``drain_seconds``: after SIGTERM keep serving this long with ``/readyz`` failing, then stop.
+    ``kubeconfig``, ``namespace_lookup``: how namespaces' Pod Security levels are read (webhook.namespaces).
     """
     spec = serving.Serving(
         name="webhook",
@@ -73,13 +80,29 @@ def serve(
             worker_class,
             threads,
         )
-        return serving.run(spec, lambda ready: _app(settings, ready), tls=tls)
+        levels = _namespace_levels(kubeconfig) if namespace_lookup else None
+        return serving.run(spec, lambda ready: _app(settings, ready, levels), tls=tls)
     except ServingError as exc:
         print(f"confidential-pods webhook serve: {exc}", file=sys.stderr)
         return 1
 
 
-def _app(settings: Settings, ready: Any) -> Any:
+def _app(settings: Settings, ready: Any, levels: Any) -> Any:
     from webhook.app import create_app  # after the serving layer chose how metrics are kept
 
-    return create_app(settings, ready=ready)
+    return create_app(settings, ready=ready, namespace_level=levels)
+
+
+def _namespace_levels(kubeconfig: str | None) -> Any:
+    """The namespace lookup: with ``kubeconfig``, else in a pod with its ServiceAccount, else none."""
+    if kubeconfig is None and not (
+        os.environ.get("KUBERNETES_SERVICE_HOST") and SERVICE_ACCOUNT_TOKEN.exists()
+    ):
+        logger.info("no API server credentials: namespaces' Pod Security levels are not read")
+        return None
+    from webhook.namespaces import api_lookup
+
+    try:
+        return api_lookup(kube.api_client(kubeconfig))
+    except kube.CredentialsError as exc:
+        raise ServingError(str(exc)) from None

@@ -47,7 +47,8 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
             c0("volumeMounts"): [{"name": "aesmd-socket", "mountPath": "/var/run/aesmd"}],
             c0("env"): [{"name": "SGX_AESM_ADDR", "value": "1"}],
             "/spec/volumes": [
-                {"name": "aesmd-socket", "hostPath": {"path": "/var/run/aesmd", "type": "Directory"}}
+                # DirectoryOrCreate (the attestation issue): the aesmd pod may create it on a fresh node
+                {"name": "aesmd-socket", "hostPath": {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}}
             ],
             "/spec/runtimeClassName": ABSENT,
             "/spec/schedulerName": ABSENT,
@@ -536,7 +537,12 @@ def test_intel_sidecar_gets_enclave_and_epc() -> None:
     )
     result = jsonpatch.apply_patch(pod(annotations=CONFIDENTIAL), [dict(op) for op in mutation.patch])
     sidecar = result["spec"]["initContainers"][0]
-    assert sidecar["resources"]["limits"] == {"sgx.intel.com/epc": "8Mi", "sgx.intel.com/enclave": "1"}
+    # The sidecar quotes (quote: aesmd): it also gets the provisioning device (the attestation issue).
+    assert sidecar["resources"]["limits"] == {
+        "sgx.intel.com/epc": "8Mi",
+        "sgx.intel.com/enclave": "1",
+        "sgx.intel.com/provision": "1",
+    }
     # pod total carries the sidecar's EPC too (Kata sizes the VM's EPC from it)
     assert result["metadata"]["annotations"]["sgx.intel.com/epc"] == "72Mi"
     kubernetes_validate.validate(result, KUBERNETES_VERSION, strict=True)
