@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import Any
 
 from confidential_pods.settings import load_settings
@@ -57,6 +59,17 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     )
     inject.set_defaults(handler=_inject)
 
+    qcnl = subcommands.add_parser(
+        "qcnl",
+        help="write the quote library's sgx_default_qcnl.conf from the dcap configuration key",
+        description="Render the dcap key of the configuration as the JSON sgx_default_qcnl.conf that the "
+        "webhook gives quoting containers (the aesmd DaemonSet's init container runs this).",
+        epilog="exit codes: 0 written; 2 dcap.pccsUrl is not set, or the configuration is unusable",
+    )
+    qcnl.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    qcnl.add_argument("-o", "--output", help="write here instead of stdout")
+    qcnl.set_defaults(handler=_qcnl)
+
 
 def _serve(args: argparse.Namespace) -> int:
     from webhook import serving
@@ -86,3 +99,18 @@ def _inject(args: argparse.Namespace) -> int:
         output=args.output,
         namespace_opted_in=args.namespace_opted_in,
     )
+
+
+def _qcnl(args: argparse.Namespace) -> int:
+    from confidential_pods import qcnl
+
+    settings = load_settings(args.config)
+    if not settings.dcap.configured:
+        print("confidential-pods qcnl: dcap.pccsUrl is not set in the configuration", file=sys.stderr)
+        return 2
+    text = qcnl.render(settings.dcap) + "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -48,6 +48,9 @@ from tests.manifests.building import BUILDS, MANIFESTS, KustomizeError, find_kus
 
 NAMESPACE = "confidential-pods"
 SERVICE = "confidential-pods-webhook"
+WEBHOOK_ACCOUNT = "confidential-pods-webhook"
+#: The region an operator writes into the alibaba overlay's dcap.pccsUrl.
+REGION = "cn-hangzhou"
 TLS_SECRET = "confidential-pods-webhook-tls"
 WEBHOOK_CONFIGURATION = "confidential-pods"
 CERTS_ACCOUNT = "confidential-pods-certs"
@@ -102,10 +105,17 @@ class Overlay:
         return found[0]
 
     def settings(self) -> dict[str, Any]:
-        """The webhook/extender configuration of the build, with the e2e sidecar image set."""
-        config = yaml.safe_load(self.one("ConfigMap", "confidential-pods-config")["data"]["config.yaml"])
+        """The webhook/extender configuration of the build, with the e2e sidecar image set and, where the
+        overlay asks for it, the region an operator sets (the alibaba overlay's PCCS is per region)."""
+        text = self.one("ConfigMap", "confidential-pods-config")["data"]["config.yaml"]
+        config = yaml.safe_load(text.replace("<region>", REGION))
         config["aesmSidecarImage"] = AESM_SIDECAR_IMAGE
         return dict(config)
+
+    def webhook_reads_namespaces(self) -> bool:
+        """Whether the build gives the webhook a token (components/pod-security-lookup)."""
+        deployment = self.one("Deployment", "confidential-pods-webhook")
+        return bool(deployment["spec"]["template"]["spec"].get("automountServiceAccountToken"))
 
     @property
     def profile(self) -> Profile:
@@ -276,11 +286,16 @@ class Webhook(LocalServer):
     scheme: ClassVar[str] = "https"
     cert_dir: Path
     config: Path
+    #: The webhook ServiceAccount's credentials, when the build lets it read namespaces.
+    kubeconfig: Path | None = None
 
     def command(self) -> list[str]:
-        return webhook_serve(
+        command = webhook_serve(
             self.cert_dir / "tls.crt", self.cert_dir / "tls.key", self.port, config=self.config
         )
+        if self.kubeconfig is not None:
+            command += ["--kubeconfig", str(self.kubeconfig)]
+        return command
 
     def environment(self) -> dict[str, str]:
         # Its own multiprocess metrics directory, not one a surrounding test run may have set.
@@ -424,7 +439,12 @@ def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path
         config.write_text(yaml.safe_dump(overlay.settings(), sort_keys=False))
         cert_dir = workdir / "certs"
         run_cli(*certs_generate(cert_dir, service=SERVICE, namespace=NAMESPACE))
-        webhook = Webhook(cert_dir=cert_dir, config=config, log_dir=log_dir)
+        webhook_kubeconfig = (
+            api.service_account_kubeconfig(NAMESPACE, WEBHOOK_ACCOUNT)
+            if overlay.webhook_reads_namespaces()
+            else None
+        )
+        webhook = Webhook(cert_dir=cert_dir, config=config, log_dir=log_dir, kubeconfig=webhook_kubeconfig)
         processes.append(webhook)
         webhook.start()
 

@@ -29,10 +29,10 @@ APP_RESOURCES = {
     "azure": {"kubernetes.azure.com/sgx_epc_mem_in_MiB": "128"},
     "intel": {"sgx.intel.com/epc": "128Mi", "sgx.intel.com/enclave": "1"},
 }
-SIDECAR_RESOURCES = {
+SIDECAR_RESOURCES = {  # the sidecar quotes: intel's plugin gives /dev/sgx_provision by its own resource
     "alibaba": {"alibabacloud.com/sgx_epc_MiB": "8"},
     "azure": {"kubernetes.azure.com/sgx_epc_mem_in_MiB": "8"},
-    "intel": {"sgx.intel.com/epc": "8Mi", "sgx.intel.com/enclave": "1"},
+    "intel": {"sgx.intel.com/epc": "8Mi", "sgx.intel.com/enclave": "1", "sgx.intel.com/provision": "1"},
 }
 DEFAULT_EPC_RESOURCES = {  # defaultEPC: 64Mi in every overlay
     "alibaba": {"alibabacloud.com/sgx_epc_MiB": "64"},
@@ -107,7 +107,7 @@ def test_annotated_pod_is_stored_with_everything_injected(
         # Not sandboxed: the host's AESM socket, no RuntimeClass, no overhead.
         assert volume(stored, "aesmd-socket")["hostPath"] == {
             "path": settings["aesmHostPath"],
-            "type": "Directory",
+            "type": "DirectoryOrCreate",
         }
         assert "runtimeClassName" not in stored["spec"]
         assert "overhead" not in stored["spec"]

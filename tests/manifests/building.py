@@ -74,7 +74,11 @@ def find(objects: list[Manifest], kind: str, name: str | None = None) -> Manifes
         o
         for o in objects
         if o["kind"] == kind
-        and (name is None or o["metadata"]["name"] == name or o["metadata"]["name"].startswith(name + "-"))
+        and (
+            name is None
+            or o["metadata"]["name"] == name
+            or (kind == "ConfigMap" and _generated_from(o["metadata"]["name"], name))
+        )
     ]
     assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
     return matches[0]
@@ -91,3 +95,9 @@ def containers(obj: Manifest) -> Iterator[tuple[Manifest, Manifest]]:
     for key in ("initContainers", "containers"):
         for container in spec.get(key, []):
             yield spec, container
+
+
+def _generated_from(generated: str, name: str) -> bool:
+    """Whether ``generated`` is ``name`` plus the content hash configMapGenerator appends."""
+    base, _, suffix = generated.rpartition("-")
+    return base == name and len(suffix) == 10

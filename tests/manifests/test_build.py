@@ -186,6 +186,18 @@ OUR_CERTS = {
     ("Job", "confidential-pods-certs-install"),
     ("CronJob", "confidential-pods-certs-rotate"),
 }
+#: components/pod-security-lookup, in the cloud overlays: the webhook may read namespaces (get only).
+POD_SECURITY_LOOKUP = {
+    ("ClusterRole", "confidential-pods-webhook"),
+    ("ClusterRoleBinding", "confidential-pods-webhook"),
+}
+CLOUD_OVERLAYS = ("alibaba", "intel", "azure")
+#: components/aesmd, in the intel overlay: the AESM DaemonSet in a namespace of its own.
+AESMD = {
+    ("Namespace", "confidential-pods-aesmd"),
+    ("DaemonSet", "confidential-pods-aesmd"),
+    ("ConfigMap", "confidential-pods-aesmd-config"),
+}
 CERT_MANAGER = {
     ("Issuer", "confidential-pods-selfsigned"),
     ("Certificate", "confidential-pods-ca"),
@@ -204,6 +216,10 @@ def _identity(obj: Manifest) -> tuple[str, str]:
 @pytest.mark.parametrize("name", INSTALLS)
 def test_each_install_has_exactly_the_expected_objects(built: dict[str, list[Manifest]], name: str) -> None:
     expected = EXPECTED_OBJECTS | (CERT_MANAGER if name == "cert-manager" else OUR_CERTS)
+    if name in CLOUD_OVERLAYS:
+        expected |= POD_SECURITY_LOOKUP
+    if name == "intel":
+        expected |= AESMD
     identities = [_identity(o) for o in built[name]]
     assert len(identities) == len(set(identities)), "duplicate objects"
     assert set(identities) == expected
@@ -219,6 +235,8 @@ def test_namespaces_are_explicit(built: dict[str, list[Manifest]], name: str) ->
             assert namespace is None, obj["metadata"]["name"]
         elif obj["metadata"]["name"] == "confidential-scheduler-extension-apiserver-authentication-reader":
             assert namespace == "kube-system"
+        elif _identity(obj) in AESMD:
+            assert namespace == "confidential-pods-aesmd"
         else:
             assert namespace == "confidential-pods", f"{obj['kind']}/{obj['metadata']['name']}"
 
@@ -275,7 +293,14 @@ def test_webhook_deployment_is_highly_available(built: dict[str, list[Manifest]]
     assert port["containerPort"] == 8443 and service["spec"]["ports"][0]["targetPort"] == port["name"]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "https", "scheme": "HTTPS"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "https", "scheme": "HTTPS"}
-    assert spec["template"]["spec"]["automountServiceAccountToken"] is False
+    # A token only where the webhook may read namespaces' Pod Security levels (and nothing else).
+    assert spec["template"]["spec"]["automountServiceAccountToken"] is (name in CLOUD_OVERLAYS)
+    if name in CLOUD_OVERLAYS:
+        role = find(built[name], "ClusterRole", "confidential-pods-webhook")
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
+        bindings = [o for o in built[name] if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+        bound = [b for b in bindings if any(s["name"] == "confidential-pods-webhook" for s in b["subjects"])]
+        assert [b["roleRef"]["name"] for b in bound] == ["confidential-pods-webhook"]
 
 
 @pytest.mark.parametrize("overlay", ["alibaba", "intel", "azure"])
@@ -290,8 +315,47 @@ def test_cloud_overlay_with_cert_manager_component(kustomize: str, tmp_path: Pat
     )
     objects = kustomize_build(kustomize, tmp_path)
     identities = {_identity(o) for o in objects}
-    assert identities == EXPECTED_OBJECTS | CERT_MANAGER
+    assert identities == EXPECTED_OBJECTS | CERT_MANAGER | POD_SECURITY_LOOKUP | (
+        AESMD if overlay == "intel" else set()
+    )
     for obj in objects:
         validate(obj, VERSIONS[0])
     config = yaml.safe_load(find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"])
     assert config["profile"] == overlay
+
+
+def test_aesmd_component(built: dict[str, list[Manifest]]) -> None:
+    """The AESM DaemonSet (intel overlay): SGX nodes only, EPC + enclave + provision, the socket
+    directory created on a fresh node, the QCNL file as a regular file, probes on the socket."""
+    objects = built["intel"]
+    namespace = find(objects, "Namespace", "confidential-pods-aesmd")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    daemonset = find(objects, "DaemonSet", "confidential-pods-aesmd")
+    spec = daemonset["spec"]["template"]["spec"]
+    assert spec["priorityClassName"] == "system-node-critical"
+    term = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert (
+        term["nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == "intel.feature.node.kubernetes.io/sgx"
+    )
+    (aesmd,) = spec["containers"]
+    assert aesmd["image"] == "aesmd-image-required.invalid/aesmd:set-me"  # required: set it
+    wanted = {"sgx.intel.com/epc": "1Mi", "sgx.intel.com/enclave": "1", "sgx.intel.com/provision": "1"}
+    for side in ("requests", "limits"):
+        assert wanted.items() <= aesmd["resources"][side].items()
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["aesmd-socket"]["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
+    assert {
+        "name": "qcnl",
+        "mountPath": "/etc/sgx_default_qcnl.conf",
+        "subPath": "sgx_default_qcnl.conf",
+        "readOnly": True,
+    } in aesmd["volumeMounts"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert "test -S /var/run/aesmd/aesm.socket" in aesmd[probe]["exec"]["command"][-1]
+    (init,) = spec["initContainers"]
+    assert init["args"][:1] == ["qcnl"] and init["image"].startswith("ghcr.io/confidential-pods/")
+    config_map = volumes["config"]["configMap"]["name"]
+    generated = find(objects, "ConfigMap", "confidential-pods-aesmd-config")
+    assert config_map == generated["metadata"]["name"]
+    webhook_config = find(objects, "ConfigMap", "confidential-pods-config")
+    assert generated["data"]["config.yaml"] == webhook_config["data"]["config.yaml"]  # one source

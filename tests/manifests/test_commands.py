@@ -42,8 +42,9 @@ def _ours(objects: list[Manifest]) -> list[tuple[Manifest, dict[str, Any], dict[
 @pytest.mark.parametrize("name", INSTALLS)
 def test_arguments_parse(built: dict[str, list[Manifest]], name: str) -> None:
     ours = _ours(built[name])
-    # webhook and extender; plus the certs Job and CronJob unless cert-manager does that
-    assert len(ours) == (2 if name == "cert-manager" else 4)
+    # webhook and extender; plus the certs Job and CronJob unless cert-manager does that; plus the
+    # aesmd DaemonSet's qcnl init container (intel)
+    assert len(ours) == (2 if name == "cert-manager" else 4) + (name == "intel")
     for _, _, container in ours:
         assert "command" not in container, "the image's ENTRYPOINT is confidential-pods"
         args = _parse(container["args"])
@@ -54,18 +55,25 @@ def test_arguments_parse(built: dict[str, list[Manifest]], name: str) -> None:
 def test_config_and_tls_files_are_mounted(built: dict[str, list[Manifest]], name: str) -> None:
     objects = built[name]
     config_map = find(objects, "ConfigMap", "confidential-pods-config")["metadata"]["name"]
+    aesmd_config = {
+        o["metadata"]["name"]
+        for o in objects
+        if o["metadata"]["name"].startswith("confidential-pods-aesmd-config")
+    }
     checked = 0
-    for _, pod, container in _ours(objects):
+    for workload, pod, container in _ours(objects):
         args = _parse(container["args"])
         if getattr(args, "config", None):
             source = _source_of(args.config, pod, container)
-            assert source["configMap"]["name"] == config_map and source["key"] == "config.yaml"
+            # the aesmd DaemonSet (its own namespace) reads a copy generated from the same file
+            expected = aesmd_config if workload["kind"] == "DaemonSet" else {config_map}
+            assert source["configMap"]["name"] in expected and source["key"] == "config.yaml"
             checked += 1
         for attribute, key in (("cert", "tls.crt"), ("key", "tls.key")):
             if getattr(args, attribute, None):
                 source = _source_of(getattr(args, attribute), pod, container)
                 assert source["secret"]["secretName"] == TLS_SECRET and source["key"] == key
-    assert checked == 2  # webhook and extender
+    assert checked == 2 + (name == "intel")  # webhook and extender (and aesmd's qcnl)
 
 
 def test_webhook_serves_tls_on_8443(built: dict[str, list[Manifest]]) -> None:

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from confidential_pods.errors import ConfigError
 from confidential_pods.profiles import PROFILES
 from confidential_pods.settings import Settings, settings_from_mapping
 from tests.manifests.building import INSTALLS, MANIFESTS, PROFILE_OF, Manifest, find
@@ -20,17 +21,36 @@ from webhook.policy import mutate
 EXAMPLES = MANIFESTS / "examples"
 
 
+#: The region an operator sets in the alibaba overlay (its dcap.pccsUrl is required per region).
+REGION = "cn-hangzhou"
+
+
 def settings_of(objects: list[Manifest]) -> Settings:
     config_map = find(objects, "ConfigMap", "confidential-pods-config")
     assert set(config_map["data"]) == {"config.yaml"}
-    return settings_from_mapping(yaml.safe_load(config_map["data"]["config.yaml"]))
+    text = config_map["data"]["config.yaml"].replace("<region>", REGION)  # what the operator does
+    return settings_from_mapping(yaml.safe_load(text))
+
+
+def test_alibaba_overlay_requires_the_region(built: dict[str, list[Manifest]]) -> None:
+    text = find(built["alibaba"], "ConfigMap", "confidential-pods-config")["data"]["config.yaml"]
+    with pytest.raises(ConfigError, match=r"dcap.pccsUrl: .*placeholder \(<region>\)"):
+        settings_from_mapping(yaml.safe_load(text))
+    settings = settings_of(built["alibaba"])
+    assert settings.dcap.pccs_url == f"https://sgx-dcap-server.{REGION}.aliyuncs.com/sgx/certification/v4/"
+
+
+def test_azure_overlay_uses_azures_pccs_cache(built: dict[str, list[Manifest]]) -> None:
+    dcap = settings_of(built["azure"]).dcap
+    assert dcap.pccs_url == "https://global.acccache.azure.net/sgx/certification/v4/"
+    assert dcap.local_pck_url == "http://169.254.169.254/metadata/THIM/sgx/certification/v4/"
 
 
 @pytest.mark.parametrize("name", INSTALLS)
 def test_configuration_loads(built: dict[str, list[Manifest]], name: str) -> None:
     settings = settings_of(built[name])
     assert settings.profile == PROFILES[PROFILE_OF[name]]
-    assert settings.own_namespace == find(built[name], "Namespace")["metadata"]["name"]
+    assert settings.own_namespace == find(built[name], "Namespace", "confidential-pods")["metadata"]["name"]
     assert settings.scheduler_name == "confidential-scheduler"
 
 
