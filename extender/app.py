@@ -21,7 +21,7 @@ from extender.ledger import EpcLedger, NodeEpc
 from extender.metrics import ExtenderMetrics
 from extender.podepc import PodEpc
 from extender.verbs import NOT_READY, Answer, VerbName, Verbs
-from extender.wire import MalformedRequest, parse_binding_args, parse_extender_args
+from extender.wire import MalformedRequest, parse_binding_args, parse_extender_args, parse_preemption_args
 
 #: Largest request body accepted. Without nodeCacheCapable kube-scheduler sends whole Node objects
 #: (several KiB each): 5,000 nodes fit with room to spare.
@@ -43,6 +43,7 @@ ROUTES = (
     Route("filter", parse_extender_args, Verbs.filter),
     Route("prioritize", parse_extender_args, Verbs.prioritize),
     Route("bind", parse_binding_args, Verbs.bind),
+    Route("preempt", parse_preemption_args, Verbs.preempt),
 )
 
 
@@ -153,6 +154,7 @@ def node_json(node: NodeEpc) -> dict[str, Any]:
         "summary": _summary(node),
         "pods": [_pod_json(p) for p in node.pods],
         "reservations": [_pod_json(p) for p in node.reservations],
+        "nominated": [_pod_json(p) for p in node.nominated],
     }
 
 
@@ -166,4 +168,10 @@ def _summary(node: NodeEpc) -> str:
 
 
 def _pod_json(pod: PodEpc) -> dict[str, Any]:
-    return {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid, "epc": pod.epc}
+    return {
+        "namespace": pod.namespace,
+        "name": pod.name,
+        "uid": pod.uid,
+        "epc": pod.epc,
+        "priority": pod.priority,
+    }

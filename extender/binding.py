@@ -26,7 +26,7 @@ from confidential_pods.errors import BindRefused
 from confidential_pods.profiles import Profile
 from confidential_pods.wire import mapping
 from extender.ledger import EpcLedger
-from extender.podepc import PodEpc
+from extender.podepc import PodEpc, pod_priority
 from extender.scheduling import unfit_reason
 from extender.wire import BindRequest
 
@@ -40,6 +40,7 @@ class KnownPod:
     epc: int
     node: str = ""
     unreadable: str = ""
+    priority: int = 0
 
     @classmethod
     def of(cls, pod: Mapping[str, Any], profile: Profile) -> KnownPod:
@@ -54,6 +55,7 @@ class KnownPod:
             epc=epc,
             node=node if isinstance(node, str) else "",
             unreadable=unreadable[0] if unreadable else "",
+            priority=pod_priority(pod),
         )
 
 
@@ -86,21 +88,27 @@ class BindOutcome:
 
 
 class PendingPods:
-    """EPC of pods seen by filter/prioritize, by UID, for the bind that follows (bounded LRU)."""
+    """EPC and priority of pods seen by filter/prioritize, by UID, for the bind that follows (bounded LRU)."""
 
     def __init__(self, capacity: int = 10_000) -> None:
         self._capacity = capacity
-        self._epc: OrderedDict[str, int] = OrderedDict()
+        self._epc: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def remember(self, uid: str, epc: int) -> None:
+    def remember(self, uid: str, epc: int, priority: int = 0) -> None:
         with self._lock:
-            self._epc[uid] = epc
+            self._epc[uid] = (epc, priority)
             self._epc.move_to_end(uid)
             while len(self._epc) > self._capacity:
                 self._epc.popitem(last=False)
 
     def pop(self, uid: str) -> int | None:
+        """The pod's EPC, forgotten here (see :meth:`pop_pod` for its priority too)."""
+        found = self.pop_pod(uid)
+        return None if found is None else found[0]
+
+    def pop_pod(self, uid: str) -> tuple[int, int] | None:
+        """(EPC, priority) of the pod, forgotten here; None when unknown."""
         with self._lock:
             return self._epc.pop(uid, None)
 
@@ -113,9 +121,17 @@ def pod_epc_for_bind(
     request: BindRequest, pending: PendingPods, binder: Binder, profile: Profile
 ) -> int | str:
     """The EPC (bytes) of the pod to bind, or a reason why it cannot be known."""
-    epc = pending.pop(request.pod_uid)
-    if epc is not None:
-        return epc
+    found = pod_for_bind(request, pending, binder, profile)
+    return found if isinstance(found, str) else found[0]
+
+
+def pod_for_bind(
+    request: BindRequest, pending: PendingPods, binder: Binder, profile: Profile
+) -> tuple[int, int] | str:
+    """(EPC in bytes, priority) of the pod to bind, or a reason why they cannot be known."""
+    remembered = pending.pop_pod(request.pod_uid)
+    if remembered is not None:
+        return remembered
     try:
         pod = binder.find_pod(request.pod_namespace, request.pod_name, profile)
     except BindRefused as exc:
@@ -127,11 +143,18 @@ def pod_epc_for_bind(
     if pod.unreadable:
         who = f"{request.pod_namespace}/{request.pod_name}"
         return f"pod {who}: SGX EPC request cannot be read: {pod.unreadable}"
-    return pod.epc
+    return pod.epc, pod.priority
 
 
 def bind_pod(
-    request: BindRequest, epc: int, *, ledger: EpcLedger, binder: Binder, profile: Profile, now: float
+    request: BindRequest,
+    epc: int,
+    *,
+    ledger: EpcLedger,
+    binder: Binder,
+    profile: Profile,
+    now: float,
+    priority: int = 0,
 ) -> BindOutcome:
     """Check fit and reserve in one step under ``ledger.lock``, then bind; on refusal, unreserve.
 
@@ -140,12 +163,13 @@ def bind_pod(
     from counting that EPC as free (kube-scheduler's "assume" step). Nothing stays reserved on refusal.
     """
     with ledger.lock:
-        verdict = unfit_reason(epc, ledger.usage(request.node), profile.epc_resource)
+        held = ledger.held(request.node, request.pod_uid, priority)
+        verdict = unfit_reason(epc, ledger.usage(request.node), profile.epc_resource, held)
         if verdict is not None:
             return BindOutcome(error=f"node {request.node}: {verdict[0]}", epc=epc)
         previous = ledger.reservation(request.pod_uid)  # an earlier bind of this pod (refused below)
         if epc > 0:
-            ledger.reserve(_pod_epc(request, epc), now)
+            ledger.reserve(_pod_epc(request, epc, priority), now)
     try:
         binder.bind(request)
     except BindRefused as exc:
@@ -157,17 +181,18 @@ def bind_pod(
         who = f"{request.pod_namespace}/{request.pod_name}"
         return BindOutcome(error=f"binding {who} failed: {exc}", epc=epc)
     if binder.final and epc > 0:  # nothing will confirm it: the reservation becomes use now
-        ledger.set_pod(_pod_epc(request, epc))
+        ledger.set_pod(_pod_epc(request, epc, priority))
     return BindOutcome(error="", epc=epc)
 
 
-def _pod_epc(request: BindRequest, epc: int) -> PodEpc:
+def _pod_epc(request: BindRequest, epc: int, priority: int) -> PodEpc:
     return PodEpc(
         uid=request.pod_uid,
         namespace=request.pod_namespace,
         name=request.pod_name,
         node=request.node,
         epc=epc,
+        priority=priority,
     )
 
 

@@ -45,7 +45,8 @@ def usage_of(name: str, capacity: int | None, used: int, reserved: int) -> NodeU
 
 @dataclass(frozen=True, slots=True)
 class NodeEpc:
-    """A node's accounting plus the pods holding its EPC (watched pods and reservations)."""
+    """A node's accounting plus the pods holding its EPC (watched pods, reservations) and the pods
+    nominated to it by preemption (their EPC is held for them against pods of lower priority)."""
 
     name: str
     capacity: int | None
@@ -54,6 +55,7 @@ class NodeEpc:
     free: int | None
     pods: tuple[PodEpc, ...]
     reservations: tuple[PodEpc, ...]
+    nominated: tuple[PodEpc, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,9 @@ class EpcLedger:
         self._reserved: dict[str, int] = {}
         #: Accounting of each known node, rebuilt on every change to it: reads are one dict lookup.
         self._usage: dict[str, NodeUsage] = {}
+        #: Pods nominated to a node (``status.nominatedNodeName``, not bound yet), by uid and by node.
+        self._nominated: dict[str, PodEpc] = {}
+        self._nominated_on: dict[str, dict[str, PodEpc]] = {}
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -95,9 +100,11 @@ class EpcLedger:
     # --- pods ----------------------------------------------------------------------------------
 
     def set_pod(self, pod: PodEpc) -> None:
-        """Add or update a pod (by uid), moving it when its node changed; confirms its reservation."""
+        """Add or update a pod (by uid), moving it when its node changed; confirms its reservation
+        (and ends its nomination: it is bound)."""
         with self.lock:
             self._drop_reservation(pod.uid)
+            self._drop_nomination(pod.uid)
             self._remove(pod.uid)
             self._add(pod)
 
@@ -155,6 +162,51 @@ class EpcLedger:
                 self._drop_reservation(uid)
             return expired
 
+    # --- nominations ---------------------------------------------------------------------------
+
+    def nominate(self, pod: PodEpc) -> None:
+        """A pod preemption nominated to ``pod.node``: its EPC is held there for it (see :meth:`held`)."""
+        with self.lock:
+            self._drop_nomination(pod.uid)
+            if pod.uid in self._pods:
+                return  # already bound: it counts as used
+            self._nominated[pod.uid] = pod
+            self._nominated_on.setdefault(pod.node, {})[pod.uid] = pod
+
+    def withdraw_nomination(self, uid: str) -> None:
+        """The pod is no longer nominated (bound, deleted, or given up); unknown uids are ignored."""
+        with self.lock:
+            self._drop_nomination(uid)
+
+    def replace_nominations(self, pods: Iterable[PodEpc]) -> None:
+        """Make the nominations exactly ``pods`` (a fresh list), atomically."""
+        with self.lock:
+            self._nominated, self._nominated_on = {}, {}
+            for pod in pods:
+                self.nominate(pod)
+
+    def held(self, node: str, uid: str, priority: int) -> int:
+        """EPC on ``node`` held for nominated pods other than ``uid`` with priority ≥ ``priority``: a pod
+        may not take what preemption freed for a pod that matters as much or more (kube-scheduler's own
+        filters count nominated pods the same way)."""
+        with self.lock:
+            on_node = self._nominated_on.get(node)
+            if not on_node:
+                return 0
+            return sum(p.epc for p in on_node.values() if p.uid != uid and p.priority >= priority)
+
+    def holds(self, uid: str, priority: int) -> dict[str, int]:
+        """:meth:`held` of every node with nominations (usually none): one dict for a filter call."""
+        with self.lock:
+            if not self._nominated_on:
+                return {}
+            found = {node: self.held(node, uid, priority) for node in self._nominated_on}
+            return {node: amount for node, amount in found.items() if amount}
+
+    def nomination_count(self) -> int:
+        with self.lock:
+            return len(self._nominated)
+
     # --- queries -------------------------------------------------------------------------------
 
     def usage(self, name: str) -> NodeUsage | None:
@@ -183,6 +235,7 @@ class EpcLedger:
             reservations = tuple(
                 sorted((r.pod for r in self._reservations.values() if r.pod.node == name), key=_pod_order)
             )
+            nominated = tuple(sorted(self._nominated_on.get(name, {}).values(), key=_pod_order))
             return NodeEpc(
                 name=name,
                 capacity=usage.capacity,
@@ -191,6 +244,7 @@ class EpcLedger:
                 free=usage.free,
                 pods=pods,
                 reservations=reservations,
+                nominated=nominated,
             )
 
     def nodes(self) -> list[str]:
@@ -246,6 +300,14 @@ class EpcLedger:
         else:
             self._used[old.node] -= old.epc
         self._refresh(old.node)
+
+    def _drop_nomination(self, uid: str) -> None:
+        pod = self._nominated.pop(uid, None)
+        if pod is not None:
+            on_node = self._nominated_on[pod.node]
+            del on_node[uid]
+            if not on_node:
+                del self._nominated_on[pod.node]
 
     def _drop_reservation(self, uid: str) -> None:
         reservation = self._reservations.pop(uid, None)

@@ -16,9 +16,10 @@ from prometheus_client.registry import Collector
 
 from confidential_pods.endpoints import AppMetrics
 from extender.ledger import EpcLedger
+from extender.preemption import Refined
 from extender.watchevents import EVENT_TYPES, KINDS
 
-Verb = Literal["filter", "prioritize", "bind"]
+Verb = Literal["filter", "prioritize", "bind", "preempt"]
 Outcome = Literal["ok", "refused", "malformed"]
 
 _BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -44,6 +45,7 @@ class LedgerCollector(Collector):
             nodes = ledger.node_count()
             pods = ledger.pod_count()
             reservations = ledger.reservation_count()
+            nominations = ledger.nomination_count()
             for name in ledger.nodes():
                 usage = ledger.usage(name)
                 if usage is None or usage.capacity is None or usage.free is None:
@@ -60,6 +62,11 @@ class LedgerCollector(Collector):
             "confidential_pods_extender_ledger_reservations",
             "Binds not yet confirmed by the watch.",
             reservations,
+        )
+        yield GaugeMetricFamily(
+            "confidential_pods_extender_ledger_nominations",
+            "Pods nominated to a node by preemption, whose EPC is held for them.",
+            nominations,
         )
         yield from per_node.values()
 
@@ -87,10 +94,26 @@ class ExtenderMetrics(AppMetrics):
             "Reservations dropped because the watch never showed the bound pod in time.",
             registry=self.registry,
         )
+        self.preemption_nodes = Counter(
+            "confidential_pods_extender_preemption_nodes",
+            "Candidate nodes of preemption calls, by decision: kept (evicting frees enough EPC) or dropped.",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.preemption_victims_added = Counter(
+            "confidential_pods_extender_preemption_victims_added",
+            "Lower-priority pods the extender added to kube-scheduler's victims (its ledger knew more).",
+            registry=self.registry,
+        )
         self.register_live(LedgerCollector(ledger))
 
     def count_expired(self, uids: list[str]) -> None:
         self.expired.inc(len(uids))
+
+    def count_preemption(self, refined: Refined) -> None:
+        self.preemption_nodes.labels(decision="kept").inc(len(refined.kept))
+        self.preemption_nodes.labels(decision="dropped").inc(len(refined.dropped))
+        self.preemption_victims_added.inc(refined.added)
 
     def observe(self, verb: Verb, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(verb=verb, outcome=outcome).inc()

@@ -27,6 +27,8 @@ class PodEpc:
     name: str
     node: str
     epc: int
+    #: ``spec.priority`` (the Priority admission plugin sets it from the PriorityClass; 0 without one).
+    priority: int = 0
 
 
 def pod_facts(
@@ -59,7 +61,17 @@ def pod_facts(
         return None
     namespace = str(metadata.get("namespace") or "")
     name = str(metadata.get("name") or "")
-    return PodEpc(uid=pod_uid(pod), namespace=namespace, name=name, node=node, epc=epc)
+    return PodEpc(
+        uid=pod_uid(pod), namespace=namespace, name=name, node=node, epc=epc, priority=pod_priority(pod)
+    )
+
+
+def pod_priority(pod: Mapping[str, Any]) -> int:
+    """``spec.priority``, 0 when absent or not a whole number (what the scheduler assumes without one)."""
+    priority = mapping(pod.get("spec")).get("priority")
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 2**31:
+        return 0
+    return priority
 
 
 def pod_uid(pod: Mapping[str, Any]) -> str:

@@ -16,22 +16,25 @@ from typing import Any, Literal
 
 from confidential_pods.epc import effective_epc
 from confidential_pods.settings import Settings
-from extender.binding import Binder, PendingPods, bind_pod, pod_epc_for_bind
+from extender.binding import Binder, PendingPods, bind_pod, pod_for_bind
 from extender.ledger import EpcLedger
-from extender.podepc import pod_uid
-from extender.scheduling import filter_names, score_names
+from extender.podepc import pod_priority, pod_uid
+from extender.preemption import Preemptor, Refined, refine
+from extender.scheduling import filter_names, held_view, score_names
 from extender.wire import (
     BindRequest,
     Candidates,
+    PreemptionRequest,
     PrioritizeWriter,
     error_filter_result,
     filter_result_in_order,
+    preemption_result,
 )
 
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["ok", "refused", "malformed"]
-VerbName = Literal["filter", "prioritize", "bind"]
+VerbName = Literal["filter", "prioritize", "bind", "preempt"]
 
 NOT_READY = "confidential-pods extender is not ready: the EPC ledger has not listed nodes and pods yet"
 
@@ -57,6 +60,7 @@ class Verbs:
         pending: PendingPods | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_expired: Callable[[list[str]], object] = lambda uids: None,
+        on_preempt: Callable[[Refined], object] = lambda refined: None,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
@@ -64,13 +68,14 @@ class Verbs:
         self.pending = pending if pending is not None else PendingPods()
         self.clock = clock
         self.on_expired = on_expired
+        self.on_preempt = on_preempt
         self._writer = PrioritizeWriter()
 
     # --- the verbs ----------------------------------------------------------------------------------
 
     def filter(self, candidates: Candidates) -> Answer:
         """Keep the nodes with enough free EPC; say why for the others (``ExtenderFilterResult``)."""
-        epc, unreadable = self._pod_epc(candidates)
+        epc, priority, unreadable = self._pod_epc(candidates)
         if unreadable:
             reason = f"pod's SGX EPC request cannot be read: {unreadable}"
             answer = filter_result_in_order(candidates, (), {}, dict.fromkeys(candidates.names, reason))
@@ -79,8 +84,11 @@ class Verbs:
         if epc > 0:
             self.expire()
             resource = self.settings.profile.epc_resource
+            holds = self.ledger.holds(pod_uid(candidates.pod), priority)
             # One lock acquisition, one consistent view, one loop over the names.
-            outcome = self.ledger.with_usages(lambda usages: filter_names(epc, names, usages, resource))
+            outcome = self.ledger.with_usages(
+                lambda usages: filter_names(epc, names, held_view(usages, holds), resource)
+            )
         else:
             outcome = filter_names(0, names, {}, "")
         return Answer(
@@ -89,24 +97,28 @@ class Verbs:
 
     def prioritize(self, candidates: Candidates) -> Answer:
         """Score each node 0..10 by the configured strategy (``[HostPriority]``, as JSON text)."""
-        epc, unreadable = self._pod_epc(candidates)
+        epc, priority, unreadable = self._pod_epc(candidates)
         names = candidates.names
         strategy = self.settings.scoring_strategy
         if epc > 0 and not unreadable:
-            scores = self.ledger.with_usages(lambda usages: score_names(epc, names, usages, strategy))
+            holds = self.ledger.holds(pod_uid(candidates.pod), priority)
+            scores = self.ledger.with_usages(
+                lambda usages: score_names(epc, names, held_view(usages, holds), strategy)
+            )
         else:
             scores = score_names(0, names, {}, strategy)
         return Answer(self._writer.write(names, scores))
 
     def bind(self, request: BindRequest) -> Answer:
         """Re-check the fit, reserve, create the Binding (``ExtenderBindingResult``)."""
-        epc = pod_epc_for_bind(request, self.pending, self.binder, self.settings.profile)
-        if isinstance(epc, str):
-            error = epc
+        found = pod_for_bind(request, self.pending, self.binder, self.settings.profile)
+        if isinstance(found, str):
+            error = found
         else:
             self.expire()
             # The ledger lock covers the fit check and the reservation only, not the API call:
             # filter and prioritize for the next pods must not wait for this pod's round trip.
+            epc, priority = found
             error = bind_pod(
                 request,
                 epc,
@@ -114,6 +126,7 @@ class Verbs:
                 binder=self.binder,
                 profile=self.settings.profile,
                 now=self.clock(),
+                priority=priority,
             ).error
         who = f"{request.pod_namespace}/{request.pod_name}"
         if error:
@@ -122,12 +135,28 @@ class Verbs:
             logger.debug("bound %s to %s", who, request.node)
         return Answer({"Error": error}, "refused" if error else "ok")
 
+    def preempt(self, request: PreemptionRequest) -> Answer:
+        """Keep the candidate nodes where evicting frees enough EPC, adding lower-priority victims the
+        ledger knows when the scheduler's are not enough (``ExtenderPreemptionResult``; preemption.py)."""
+        unreadable: list[str] = []
+        epc = effective_epc(request.pod, self.settings.profile, unreadable)
+        if unreadable:  # the filter refused it on every node: nothing to free
+            return Answer(preemption_result({}), "refused")
+        preemptor = Preemptor(uid=pod_uid(request.pod), epc=epc, priority=pod_priority(request.pod))
+        with self.ledger.lock:
+            nodes = {name: self.ledger.node(name) for name in request.candidates}
+        refined = refine(preemptor, request.candidates, nodes)
+        self.on_preempt(refined)
+        if refined.dropped:
+            logger.info("preemption for %s: dropped %s", preemptor.uid, refined.dropped)
+        return Answer(preemption_result(refined.kept))
+
     @staticmethod
     def not_ready(verb: VerbName) -> Answer:
         """What each verb answers before the ledger's first full list."""
         if verb == "filter":  # kube-scheduler fails this scheduling attempt and retries
             return Answer(error_filter_result(NOT_READY), "refused")
-        if verb == "prioritize":  # kube-scheduler ignores a failing prioritize and scores in-tree
+        if verb in ("prioritize", "preempt"):  # kube-scheduler ignores a failing call to these
             return Answer({"Error": NOT_READY}, "refused", 503)
         return Answer({"Error": NOT_READY}, "refused")
 
@@ -142,11 +171,13 @@ class Verbs:
             )
             self.on_expired(expired)
 
-    def _pod_epc(self, candidates: Candidates) -> tuple[int, str]:
-        """The pod's effective EPC, remembered for its bind; and the first unreadable quantity, if any."""
+    def _pod_epc(self, candidates: Candidates) -> tuple[int, int, str]:
+        """The pod's effective EPC and priority, remembered for its bind; and the first unreadable
+        quantity, if any."""
         unreadable: list[str] = []
         epc = effective_epc(candidates.pod, self.settings.profile, unreadable)
+        priority = pod_priority(candidates.pod)
         if unreadable:
-            return 0, unreadable[0]
-        self.pending.remember(pod_uid(candidates.pod), epc)
-        return epc, ""
+            return 0, priority, unreadable[0]
+        self.pending.remember(pod_uid(candidates.pod), epc, priority)
+        return epc, priority, ""

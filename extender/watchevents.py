@@ -96,7 +96,9 @@ def _interned(facts: PodEpc) -> PodEpc:
     node, namespace = sys.intern(facts.node), sys.intern(facts.namespace)
     if node is facts.node and namespace is facts.namespace:
         return facts
-    return PodEpc(uid=facts.uid, namespace=namespace, name=facts.name, node=node, epc=facts.epc)
+    return PodEpc(
+        uid=facts.uid, namespace=namespace, name=facts.name, node=node, epc=facts.epc, priority=facts.priority
+    )
 
 
 def node_entry(

@@ -7,13 +7,14 @@ The Go structs have no json tags, so the JSON keys are the Go field names (``Pod
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypedDict, TypeVar
 
 from confidential_pods.errors import MalformedInput
 from confidential_pods.wire import decode_json, depth_exceeds
+from extender.preemption import Victims
 
 #: Highest score an extender may give (``MaxExtenderPriority``).
 MAX_EXTENDER_PRIORITY = 10
@@ -58,6 +59,34 @@ class ExtenderBindingArgs(TypedDict, total=False):
 
 class ExtenderBindingResult(TypedDict):
     Error: str
+
+
+class MetaPod(TypedDict, total=False):
+    UID: str
+
+
+class MetaVictims(TypedDict, total=False):
+    """Victims of one candidate node, by UID (``nodeCacheCapable``; the answer always uses this)."""
+
+    Pods: list[MetaPod]
+    NumPDBViolations: int
+
+
+class VictimPods(TypedDict, total=False):
+    """Victims of one candidate node as whole Pods (without ``nodeCacheCapable``)."""
+
+    Pods: list[dict[str, Any]]
+    NumPDBViolations: int
+
+
+class ExtenderPreemptionArgs(TypedDict, total=False):
+    Pod: dict[str, Any]
+    NodeNameToVictims: dict[str, VictimPods] | None
+    NodeNameToMetaVictims: dict[str, MetaVictims] | None
+
+
+class ExtenderPreemptionResult(TypedDict):
+    NodeNameToMetaVictims: dict[str, MetaVictims]
 
 
 class MalformedRequest(MalformedInput):
@@ -293,4 +322,73 @@ def error_filter_result(message: str) -> ExtenderFilterResult:
         "FailedNodes": {},
         "FailedAndUnresolvableNodes": {},
         "Error": message,
+    }
+
+
+@dataclass(frozen=True)
+class PreemptionRequest:
+    """A parsed ``ExtenderPreemptionArgs``: the preemptor, and per candidate node its victims' UIDs."""
+
+    pod: Mapping[str, Any]
+    candidates: Mapping[str, Victims]
+
+
+def parse_preemption_args(body: bytes) -> PreemptionRequest:
+    """Decode an ``ExtenderPreemptionArgs`` body in either mode (``NodeNameToMetaVictims`` wins).
+
+    Victims come as ``{"Pods": [{"UID": …}], "NumPDBViolations": n}`` with ``nodeCacheCapable``, else
+    as whole Pods, from which their ``metadata.uid`` is taken. Go field names match case-insensitively.
+    """
+    data = _decode(body, ExtenderPreemptionArgs, "ExtenderPreemptionArgs")
+    pod = data.get("Pod")
+    if not isinstance(pod, dict):
+        raise MalformedRequest("ExtenderPreemptionArgs.Pod must be a Pod object")
+    meta = data.get("NodeNameToMetaVictims")
+    whole = data.get("NodeNameToVictims")
+    if meta is not None:
+        return PreemptionRequest(pod, _victims_by_node(meta, "NodeNameToMetaVictims", MetaVictims, _meta_uid))
+    if whole is not None:
+        return PreemptionRequest(pod, _victims_by_node(whole, "NodeNameToVictims", VictimPods, _pod_uid))
+    raise MalformedRequest("ExtenderPreemptionArgs needs NodeNameToMetaVictims or NodeNameToVictims")
+
+
+def _victims_by_node(
+    value: object, where: str, struct: type[Any], uid_of: Callable[[object, str], str]
+) -> dict[str, Victims]:
+    if not isinstance(value, dict):
+        raise MalformedRequest(f"ExtenderPreemptionArgs.{where} must map node names to victims")
+    found: dict[str, Victims] = {}
+    for node, raw in value.items():
+        fields = go_struct(raw, struct, f"{where}[{node!r}]")
+        pods = fields.get("Pods") or []
+        violations = fields.get("NumPDBViolations") or 0
+        if not isinstance(pods, list) or isinstance(violations, bool) or not isinstance(violations, int):
+            raise MalformedRequest(f"ExtenderPreemptionArgs.{where}[{node!r}] has no list of Pods")
+        uids = tuple(uid_of(p, f"{where}[{node!r}].Pods[{i}]") for i, p in enumerate(pods))
+        found[node] = Victims(uids=uids, pdb_violations=violations)
+    return found
+
+
+def _meta_uid(value: object, where: str) -> str:
+    uid = go_struct(value, MetaPod, where).get("UID")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedRequest(f"ExtenderPreemptionArgs.{where}.UID must be a non-empty string")
+    return uid
+
+
+def _pod_uid(value: object, where: str) -> str:
+    metadata = value.get("metadata") if isinstance(value, dict) else None
+    uid = metadata.get("uid") if isinstance(metadata, dict) else None
+    if not isinstance(uid, str) or not uid:
+        raise MalformedRequest(f"ExtenderPreemptionArgs.{where} has no metadata.uid")
+    return uid
+
+
+def preemption_result(kept: Mapping[str, Victims]) -> ExtenderPreemptionResult:
+    """``ExtenderPreemptionResult``: the nodes kept, with their victims by UID."""
+    return {
+        "NodeNameToMetaVictims": {
+            node: {"Pods": [{"UID": uid} for uid in victims.uids], "NumPDBViolations": victims.pdb_violations}
+            for node, victims in kept.items()
+        }
     }

@@ -390,8 +390,12 @@ def test_inspect(client: FlaskClient, ledger: EpcLedger) -> None:
         "reserved": 2 * MiB,
         "free": 30 * MiB,
         "summary": "30Mi free of 93Mi (61Mi used, 2Mi reserved)",
-        "pods": [{"namespace": "ml", "name": "inference-0", "uid": "running-1", "epc": 61 * MiB}],
-        "reservations": [{"namespace": "kms", "name": "broker", "uid": "r1", "epc": 2 * MiB}],
+        "pods": [
+            {"namespace": "ml", "name": "inference-0", "uid": "running-1", "epc": 61 * MiB, "priority": 0}
+        ],
+        "reservations": [{"namespace": "kms", "name": "broker", "uid": "r1", "epc": 2 * MiB, "priority": 0}],
+        # pods nominated to the node by preemption (their EPC held for them): the preemption issue
+        "nominated": [],
     }
     assert client.get("/inspect/plain").get_json()["summary"] == "no SGX EPC"
     missing = client.get("/inspect/ghost")
