@@ -77,7 +77,8 @@ def create_app(
         binder,
         pending=pending,
         clock=clock,
-        on_expired=lambda uids: metrics.expired.inc(len(uids)),
+        on_expired=metrics.count_expired,
+        on_preempt=metrics.count_preemption,
     )
     for route in ROUTES:
         app.add_url_rule(

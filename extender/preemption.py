@@ -86,7 +86,7 @@ def _judge(preemptor: Preemptor, victims: Victims, node: NodeEpc | None) -> tupl
     free = node.free - held
     freed = sum(p.epc for p in node.pods if p.uid in proposed)
     if free + freed >= preemptor.epc:
-        return victims, 0
+        return (victims, 0) if victims.uids else "nothing to evict on the node"
     others = sorted(
         (p for p in node.pods if p.uid not in proposed and p.priority < preemptor.priority and p.epc > 0),
         key=_evict_first,
@@ -100,6 +100,8 @@ def _judge(preemptor: Preemptor, victims: Victims, node: NodeEpc | None) -> tupl
     if free + freed < preemptor.epc:
         return "evicting every pod of lower priority would not free enough SGX EPC"
     uids = victims.uids + tuple(p.uid for p in sorted(added, key=lambda p: -p.priority))
+    if not uids:  # kube-scheduler refuses a candidate without victims (an error unless ignorable)
+        return "nothing to evict on the node"
     return Victims(uids=uids, pdb_violations=victims.pdb_violations), len(added)
 
 
