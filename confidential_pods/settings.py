@@ -54,6 +54,9 @@ class Settings:
     aesm_sidecar_image: str | None = None
     aesm_sidecar_epc: int = 8 * 1024 * 1024
     scheduler_name: str | None = None
+    #: Scheduler (profile) for opted-in pods that may preempt (priority above 0, preemptionPolicy not
+    #: Never): a profile where kube-scheduler counts EPC itself, so that its preemption sees EPC.
+    preempting_scheduler_name: str | None = None
     tolerations: tuple[Mapping[str, Any], ...] = ()
     own_namespace: str = "confidential-pods"
     scoring_strategy: ScoringStrategy = "LeastAllocated"
@@ -188,6 +191,7 @@ KEYS: Final = (
     Key("aesmSidecarImage", _optional_name, "aesm_sidecar_image"),
     Key("aesmSidecarEPC", _amount, "aesm_sidecar_epc"),
     Key("schedulerName", _optional_name, "scheduler_name"),
+    Key("preemptingSchedulerName", _optional_name, "preempting_scheduler_name"),
     Key("tolerations", _tolerations, "tolerations"),
     Key("ownNamespace", _string, "own_namespace"),
     Key("scoringStrategy", _one_of(SCORING_STRATEGIES), "scoring_strategy"),

@@ -94,8 +94,9 @@ def _mutate(
         _inject_aesm_socket(builder, plan.enclaves, plan.aesm, settings)
     if plan.runtime.write:
         builder.set_key(["spec"], "runtimeClassName", plan.runtime.runtime_class)
-    if settings.scheduler_name and view.spec.get("schedulerName") in (None, "", "default-scheduler"):
-        builder.set_key(["spec"], "schedulerName", settings.scheduler_name)
+    scheduler = _scheduler_for(view.spec, settings)
+    if scheduler and view.spec.get("schedulerName") in (None, "", "default-scheduler"):
+        builder.set_key(["spec"], "schedulerName", scheduler)
     _inject_tolerations(builder, settings)
     if plan.add_sidecar:
         # After every container edit: inserting at the front of initContainers shifts their indexes.
@@ -117,6 +118,24 @@ def _mutate(
     }
     builder.set_key(["metadata", "annotations"], STATUS, json.dumps(status, separators=(",", ":")))
     return Mutation("mutated", patch=tuple(builder.operations), warnings=tuple(warnings), aesm=plan.aesm)
+
+
+def _scheduler_for(spec: Mapping[str, Any], settings: Settings) -> str | None:
+    """``preemptingSchedulerName`` for a pod that may preempt, else ``schedulerName``.
+
+    The Priority admission plugin has already resolved ``spec.priority`` from the PriorityClass when
+    mutating webhooks run (kube-apiserver's plugin order), so the webhook can route by it.
+    """
+    priority = spec.get("priority")
+    may_preempt = (
+        isinstance(priority, int)
+        and not isinstance(priority, bool)
+        and priority > 0
+        and spec.get("preemptionPolicy") != "Never"
+    )
+    if may_preempt and settings.preempting_scheduler_name:
+        return settings.preempting_scheduler_name
+    return settings.scheduler_name
 
 
 def _inject_epc(

@@ -78,7 +78,10 @@ def test_extender_settings(built: dict[str, list[Manifest]], name: str) -> None:
     configuration = scheduler_configuration(built[name])
     (extender,) = configuration["extenders"]
     resource = PROFILES[PROFILE_OF[name]].epc_resource
-    assert extender["managedResources"] == [{"name": resource, "ignoredByScheduler": True}]
+    # Not ignoredByScheduler (it would apply to every profile): the first profile ignores EPC in
+    # NodeResourcesFit itself, the preempting one counts it (the preemption issue, docs/extender.md).
+    assert extender["managedResources"] == [{"name": resource}]
+    assert extender["preemptVerb"] == "preempt"
     assert extender["filterVerb"] == "filter"
     assert extender["prioritizeVerb"] == "prioritize"
     assert extender["bindVerb"] == "bind"
@@ -98,14 +101,22 @@ def test_extender_settings(built: dict[str, list[Manifest]], name: str) -> None:
 def test_profile_and_leader_election(built: dict[str, list[Manifest]], name: str) -> None:
     objects = built[name]
     configuration = scheduler_configuration(objects)
-    (profile,) = configuration["profiles"]
+    profile, preempting = configuration["profiles"]
     # The extender sees only the nodes the filter plugins passed: let them pass every node, not a sample.
     assert configuration["percentageOfNodesToScore"] == 100
     webhook_config = yaml.safe_load(
         find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"]
     )
-    assert profile == {"schedulerName": "confidential-scheduler"}
+    resource = PROFILES[PROFILE_OF[name]].epc_resource
+    # EPC left to the extender (its message reaches the user) in the first profile; counted in-tree
+    # by the second, where pods that may preempt go (the webhook routes them by priority).
+    assert profile == {
+        "schedulerName": "confidential-scheduler",
+        "pluginConfig": [{"name": "NodeResourcesFit", "args": {"ignoredResources": [resource]}}],
+    }
+    assert preempting == {"schedulerName": "confidential-scheduler-preempting"}
     assert webhook_config["schedulerName"] == profile["schedulerName"]
+    assert webhook_config["preemptingSchedulerName"] == preempting["schedulerName"]
 
     election = configuration["leaderElection"]
     deployment = find(objects, "Deployment", "confidential-scheduler")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -68,7 +69,17 @@ def test_kube_scheduler_accepts_the_configuration(
     assert effective["extenders"] == [
         {k: v for k, v in e.items() if v is not False} for e in configuration["extenders"]
     ]
-    assert [p["schedulerName"] for p in effective["profiles"]] == ["confidential-scheduler"]
+    profiles = {p["schedulerName"]: p for p in effective["profiles"]}
+    assert list(profiles) == ["confidential-scheduler", "confidential-scheduler-preempting"]
+    resource = configuration["extenders"][0]["managedResources"][0]["name"]
+
+    def fit_args(profile: dict[str, Any]) -> dict[str, Any]:
+        (fit,) = [c["args"] for c in profile["pluginConfig"] if c["name"] == "NodeResourcesFit"]
+        return fit  # type: ignore[no-any-return]
+
+    # Effective NodeResourcesFit: EPC ignored (left to the extender) only in the first profile.
+    assert fit_args(profiles["confidential-scheduler"])["ignoredResources"] == [resource]
+    assert not fit_args(profiles["confidential-scheduler-preempting"]).get("ignoredResources")
     assert effective["leaderElection"]["resourceName"] == "confidential-scheduler"
 
 
