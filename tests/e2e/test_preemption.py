@@ -1,0 +1,244 @@
+"""EPC-aware preemption on the real kube-scheduler: a critical enclave evicts the fewest lower-priority ones.
+
+Every test runs once per overlay. PriorityClasses ``e2e-low`` (100) and ``e2e-high`` (1000); the webhook
+routes pods that may preempt to ``confidential-scheduler-preempting`` (NodeResourcesFit counts EPC there, so
+DefaultPreemption's dry run sees it), whose extender's ``preempt`` verb checks the candidates against its
+ledger. There is no kubelet: a background thread plays its part for the test's namespace — a pod that
+preemption deleted (``deletionTimestamp`` set) is removed as soon as it shows up, as a kubelet would after
+stopping its containers. Another thread samples every node's stored pods throughout: no node may ever hold
+more EPC than it has.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from confidential_pods.quantities import MiB
+from tests.e2e.kube import JSON, ApiError, Kube, delete_pod
+from tests.e2e.processes import wait_until
+from tests.e2e.product import Installation
+from tests.e2e.test_scheduling import (
+    EFFECTIVE,
+    POD_EPC,
+    SIDECAR_EPC,
+    TIMEOUT,
+    bound,
+    confidential_pod,
+    namespace_pods,
+    pod_epc,
+    sgx_node,
+    slots_capacity,
+)
+
+__all__ = ["sgx_node"]  # the fixture, shared with test_scheduling
+
+pytestmark = pytest.mark.e2e
+
+PREEMPTING = "confidential-scheduler-preempting"
+LOW, HIGH = "e2e-low", "e2e-high"
+
+
+@pytest.fixture(scope="module")
+def priority_classes(kube: Kube) -> None:
+    for name, value in ((LOW, 100), (HIGH, 1000)):
+        body = {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value,
+        }
+        try:
+            kube.create("/apis/scheduling.k8s.io/v1/priorityclasses", body)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+
+
+class Kubelet(threading.Thread):
+    """Removes the namespace's pods that were deleted gracefully (what a kubelet does when they stop)."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.namespace = kube, namespace
+        self.stopping = threading.Event()
+        self.removed: list[str] = []
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.2):
+            for name, pod in namespace_pods(self.kube, self.namespace).items():
+                if pod["metadata"].get("deletionTimestamp"):
+                    delete_pod(self.kube, self.namespace, name)
+                    self.removed.append(name)
+
+
+class Sampler(threading.Thread):
+    """Sums the EPC of every stored pod per node, every 0.2 s; remembers any node found overcommitted."""
+
+    def __init__(self, kube: Kube, installation: Installation, capacities: dict[str, int]) -> None:
+        super().__init__(daemon=True)
+        self.kube, self.profile, self.capacities = kube, installation.profile, capacities
+        self.stopping = threading.Event()
+        self.samples = 0
+        self.overcommitted: list[str] = []
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.2):
+            for node, capacity in self.capacities.items():
+                pods = self.kube.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})[
+                    "items"
+                ]
+                used = sum(pod_epc(p, self.profile) for p in pods)
+                if used > capacity * MiB:
+                    self.overcommitted.append(f"{node}: {used // MiB} of {capacity} MiB")
+            self.samples += 1
+
+
+@pytest.fixture
+def kubelet(kube: Kube, namespace: str) -> Iterator[Kubelet]:
+    thread = Kubelet(kube, namespace)
+    thread.start()
+    yield thread
+    thread.stopping.set()
+    thread.join(5)
+
+
+def with_priority(pod: JSON, priority_class: str, labels: dict[str, str] | None = None) -> JSON:
+    pod["spec"]["priorityClassName"] = priority_class
+    if labels:
+        pod["metadata"]["labels"] = labels
+    return pod
+
+
+def fill(
+    pods: Callable[..., JSON],
+    kube: Kube,
+    namespace: str,
+    names: list[str],
+    labels: dict[str, str] | None = None,
+) -> dict[str, str]:
+    for name in names:
+        stored = pods(with_priority(confidential_pod(name), LOW, labels))
+        assert stored["spec"]["schedulerName"] == PREEMPTING  # priority 100 may preempt: routed there
+    current = wait_until_bound(kube, namespace, names)
+    return {name: current[name] for name in names}
+
+
+def wait_until_bound(
+    kube: Kube, namespace: str, names: list[str], timeout: float = TIMEOUT
+) -> dict[str, str]:
+    seen: dict[str, dict[str, str]] = {}
+
+    def check() -> bool:
+        seen["bound"] = bound(namespace_pods(kube, namespace))
+        return all(name in seen["bound"] for name in names)
+
+    wait_until(check, timeout=timeout, what=f"{names} bound", interval=0.5)
+    return seen["bound"]
+
+
+def test_critical_enclave_evicts_the_fewest_lower_priority_enclaves(
+    installation: Installation,
+    kube: Kube,
+    namespace: str,
+    pods: Callable[..., JSON],
+    sgx_node: Callable[[int | None], str],
+    priority_classes: None,
+    kubelet: Kubelet,
+) -> None:
+    effective = EFFECTIVE[installation.profile.name]
+    capacity = slots_capacity(effective, 3)
+    nodes = [sgx_node(capacity), sgx_node(capacity)]
+    sampler = Sampler(kube, installation, dict.fromkeys(nodes, capacity))
+    sampler.start()
+    try:
+        low = fill(pods, kube, namespace, [f"low-{i}" for i in range(6)])
+        assert sorted(low.values()) == sorted(nodes * 3)  # both nodes full: half a pod free on each
+        before = set(namespace_pods(kube, namespace))
+        critical = pods(with_priority(confidential_pod("critical"), HIGH))
+        assert critical["spec"]["schedulerName"] == PREEMPTING
+        placed = wait_until_bound(kube, namespace, ["critical"], timeout=2 * TIMEOUT)
+        node = placed["critical"]
+        # One victim (one freed pod plus the half pod free is enough), on the node the critical pod got.
+        gone = before - set(namespace_pods(kube, namespace))
+        assert len(gone) == 1, gone
+        (victim,) = gone
+        assert low[victim] == node
+        assert installation.extender.metric("confidential_pods_extender_requests_total", verb="preempt") >= 1
+    finally:
+        sampler.stopping.set()
+        sampler.join(5)
+    assert sampler.samples >= 3 and sampler.overcommitted == []
+
+
+def test_a_pod_that_fits_nowhere_even_after_eviction_preempts_nothing(
+    installation: Installation,
+    kube: Kube,
+    namespace: str,
+    pods: Callable[..., JSON],
+    sgx_node: Callable[[int | None], str],
+    priority_classes: None,
+    kubelet: Kubelet,
+) -> None:
+    effective = EFFECTIVE[installation.profile.name]
+    capacity = slots_capacity(effective, 3)
+    node = sgx_node(capacity)
+    fill(pods, kube, namespace, [f"low-{i}" for i in range(3)])
+    huge = POD_EPC * 5  # more than the node has in total
+    pods(with_priority(confidential_pod("huge", epc_mib=huge), HIGH))
+    time.sleep(15)  # several scheduling attempts with backoff
+    current = namespace_pods(kube, namespace)
+    assert "nodeName" not in current["huge"]["spec"]
+    assert all(not p["metadata"].get("deletionTimestamp") for p in current.values())
+    assert kubelet.removed == [] and set(current) == {"huge", "low-0", "low-1", "low-2"}
+    assert bound(current) == dict.fromkeys(["low-0", "low-1", "low-2"], node)
+
+
+def test_a_pdb_protected_victim_is_avoided_when_another_candidate_exists(
+    installation: Installation,
+    kube: Kube,
+    namespace: str,
+    pods: Callable[..., JSON],
+    sgx_node: Callable[[int | None], str],
+    priority_classes: None,
+    kubelet: Kubelet,
+) -> None:
+    effective = EFFECTIVE[installation.profile.name]
+    capacity = slots_capacity(effective, 3)
+    protected_node = sgx_node(capacity)
+    protected = fill(pods, kube, namespace, [f"kms-{i}" for i in range(3)], {"app": "kms"})
+    assert set(protected.values()) == {protected_node}
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "kms"},
+        "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "kms"}}},
+    }
+    kube.create(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets", pdb)
+    other_node = sgx_node(capacity)
+    batch = fill(pods, kube, namespace, [f"batch-{i}" for i in range(3)], {"app": "batch"})
+    assert set(batch.values()) == {other_node}
+    # A pod without EPC and of low priority, bound there by hand (default-scheduler's kind of pod).
+    plain = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "plain"},
+        "spec": {
+            "nodeName": other_node,
+            "priorityClassName": LOW,
+            "containers": [{"name": "c", "image": "busybox"}],
+        },
+    }
+    pods(plain)
+    critical = pods(with_priority(confidential_pod("critical"), HIGH))
+    placed = wait_until_bound(kube, namespace, ["critical"], timeout=2 * TIMEOUT)
+    assert placed["critical"] == other_node  # the candidate without PDB violations
+    current = namespace_pods(kube, namespace)
+    assert all(f"kms-{i}" in current for i in range(3))  # the protected pods stay
+    assert "plain" in current  # a pod without EPC is never a victim of an EPC shortage
+    assert sum(1 for i in range(3) if f"batch-{i}" not in current) == 1
+    assert critical["spec"]["schedulerName"] == PREEMPTING
+    assert SIDECAR_EPC  # (the arithmetic of test_scheduling applies: EFFECTIVE includes the sidecar)
