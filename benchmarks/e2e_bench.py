@@ -27,8 +27,8 @@ with/without, the apiserver's webhook admission latency
 both phases, our webhook's and extender's own histograms, extender requests by verb, and the CPU each
 process used in each phase.
 
-    python benchmarks/e2e_bench.py                        # 1,000 pods on 100 nodes, alibaba overlay
-    python benchmarks/e2e_bench.py --pods 200 --nodes 20 --json
+    python -m benchmarks.e2e_bench                        # 1,000 pods on 100 nodes, alibaba overlay
+    python -m benchmarks.e2e_bench --pods 200 --nodes 20 --json
 
 Needs the binaries of ``tests/e2e/build.sh`` and kustomize (docs/e2e.md). Not a test: no assertion on speed.
 """
@@ -36,7 +36,6 @@ Needs the binaries of ``tests/e2e/build.sh`` and kustomize (docs/e2e.md). Not a 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import math
@@ -57,15 +56,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-from confidential_pods.quantities import parse_decimal  # noqa: E402
-from tests.e2e.harness import ApiServer, Binaries, ControlPlane  # noqa: E402
-from tests.e2e.kube import JSON, Kube, create_namespace, create_node  # noqa: E402
-from tests.e2e.processes import Process, wait_until  # noqa: E402
-from tests.e2e.product import Installation, Samples, install, metric_samples, sum_matching  # noqa: E402
+from confidential_pods.quantities import parse_decimal
+from tests.e2e.harness import ApiServer, Binaries, ControlPlane
+from tests.e2e.kube import JSON, Kube, create_namespace, create_node
+from tests.e2e.processes import Process, wait_until
+from tests.e2e.product import Installation, Samples, install, metric_samples, sum_matching
+from tests.machine import load_average, tree_cpu_seconds
 
 CONFIDENTIAL = "confidential-pods.io/confidential"
 STATUS = "confidential-pods.io/status"
@@ -197,30 +193,9 @@ def scheduler_log_stats(text: str, namespace: str) -> dict[str, float]:
 # ------------------------------------------------------------------ processes' CPU
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # fields[0] is the state (field 3): utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            found.extend(int(c) for c in task.read_text().split())
-    return found
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and its live descendants (gunicorn workers)."""
-    return _cpu_seconds(pid) + sum(tree_cpu(child) for child in _children(pid))
-
-
 def cpu_snapshot(processes: Mapping[str, int]) -> dict[str, float]:
-    snapshot = {name: tree_cpu(pid) for name, pid in processes.items()}
+    """CPU seconds of each process with its live descendants (gunicorn workers), and of this one."""
+    snapshot = {name: tree_cpu_seconds(pid) for name, pid in processes.items()}
     own = os.times()
     snapshot["benchmark client"] = own.user + own.system
     return snapshot
@@ -229,10 +204,6 @@ def cpu_snapshot(processes: Mapping[str, int]) -> dict[str, float]:
 def say(message: str) -> None:
     """Progress, on stderr (stdout carries the figures, or the JSON document with --json)."""
     print(message, file=sys.stderr, flush=True)
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # ------------------------------------------------------------------ HTTP
@@ -443,7 +414,7 @@ def run_phase(
     processes: Mapping[str, int],
 ) -> Phase:
     """Create ``bodies`` with ``threads`` client threads; wait until the watch has seen every pod bound."""
-    phase = Phase(name=name, pods=len(bodies), loadavg_before=loadavg())
+    phase = Phase(name=name, pods=len(bodies), loadavg_before=load_average())
     watch = BindWatch(api, kube, namespace, expected=len(bodies))
     cpu_before = cpu_snapshot(processes)
     start, phase.creation_s, errors = create_pods(api, namespace, bodies, threads)
@@ -457,7 +428,7 @@ def run_phase(
     if times:
         phase.last_bound_s = times[-1]
         phase.p50_bound_s = times[len(times) // 2]
-    phase.loadavg_after = loadavg()
+    phase.loadavg_after = load_average()
     return phase
 
 
@@ -499,7 +470,7 @@ def run_held_phase(
     start: Callable[[], Process],
 ) -> HeldPhase:
     """``stop`` the scheduler, create ``bodies``, then ``start`` it and time it binding them all."""
-    phase = HeldPhase(name=name, pods=len(bodies), loadavg_before=loadavg())
+    phase = HeldPhase(name=name, pods=len(bodies), loadavg_before=load_average())
     stop()
     _, phase.creation_s, errors = create_pods(api, namespace, bodies, threads)
     if errors:
@@ -517,7 +488,7 @@ def run_held_phase(
     phase.bound = len(times)
     if times:
         phase.first_bound_s, phase.last_bound_s = times[0], times[-1]
-    phase.loadavg_after = loadavg()
+    phase.loadavg_after = load_average()
     return phase
 
 
@@ -828,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             install(plane, args.overlay, Path(workdir) / "install", log_dir) as installation,
         ):
             result = measure(args, plane, installation)
-        result["loadavg_end"] = loadavg()
+        result["loadavg_end"] = load_average()
         if args.json:
             print(json.dumps(result, indent=2))
         else:

@@ -13,9 +13,9 @@
   from a fake apiserver (paginated, realistic ~4 KB pods): RSS of the gunicorn worker once ready
   (and its peak, VmHWM), plus the ledger alone in a fresh interpreter.
 
-    python benchmarks/extender_bench.py                  # everything (a few minutes on 2 cores)
-    python benchmarks/extender_bench.py latency events   # some sections
-    python benchmarks/extender_bench.py profile          # pyinstrument over filter/prioritize in-process
+    python -m benchmarks.extender_bench                  # everything (a few minutes on 2 cores)
+    python -m benchmarks.extender_bench latency events   # some sections
+    python -m benchmarks.extender_bench profile          # pyinstrument over filter/prioritize in-process
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.machine import children, free_port, load_average, memory_kib, percentile
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 RES = "alibabacloud.com/sgx_epc_MiB"
 CONFIG = "profile: alibaba\n"
@@ -324,42 +324,6 @@ def pod_values(i: int, nodes: int, rv: int, phase: str = "Running") -> dict[str,
 # ------------------------------------------------------------------ helpers
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def uptime() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, kB."""
-    out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
 def http_get(port: int, path: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -469,14 +433,14 @@ def latency(nodes: int, pods: int, requests: int) -> list[str]:
                     answer = json.loads(payload)
                     passed = len(answer.get("NodeNames") or []) if verb == "filter" else len(answer)
                     lines.append(
-                        f"{verb:<10} {count:>5} NodeNames: p50 {pct(times, 0.5):6.2f} ms  "
-                        f"p99 {pct(times, 0.99):6.2f} ms  max {max(times):6.2f} ms  "
+                        f"{verb:<10} {count:>5} NodeNames: p50 {percentile(times, 0.5):6.2f} ms  "
+                        f"p99 {percentile(times, 0.99):6.2f} ms  max {max(times):6.2f} ms  "
                         f"({n} requests, body {len(bodies[0]) / 1024:.0f} KiB, "
                         f"{passed} nodes in answer)"
                     )
             conn.close()
             worker = children(process.pid)
-            rss = {pid: proc_status(pid) for pid in [process.pid, *worker]}
+            rss = {pid: memory_kib(pid) for pid in [process.pid, *worker]}
             lines.append(
                 "RSS after the run: "
                 + ", ".join(
@@ -696,22 +660,22 @@ def end_to_end_events(nodes: int, pods: int, count: int) -> str:
 
 LEDGER_ONLY = r"""
 import gc, json, sys
-sys.path.insert(0, sys.argv[1])
-from benchmarks.extender_bench import pod_template, pod_values, proc_status
+from benchmarks.extender_bench import pod_template, pod_values
+from tests.machine import memory_kib
 from confidential_pods.profiles import PROFILES
 from extender.ledger import EpcLedger
 from extender.watchevents import compact_pod_facts
 import extender.watching, extender.app  # what the serving process imports
-nodes, pods = int(sys.argv[2]), int(sys.argv[3])
+nodes, pods = int(sys.argv[1]), int(sys.argv[2])
 gc.collect()
-before = proc_status(__import__("os").getpid())["VmRSS"]
+before = memory_kib(__import__("os").getpid())["VmRSS"]
 profile = PROFILES["alibaba"]
 tmpl = pod_template()
 ledger = EpcLedger()
 facts = (compact_pod_facts(json.loads(tmpl % pod_values(i, nodes, 1)), profile) for i in range(pods))
 ledger.replace({f"node-{i:05d}": 128 << 20 for i in range(nodes)}, (f for f in facts if f is not None))
 gc.collect()
-after = proc_status(__import__("os").getpid())["VmRSS"]
+after = memory_kib(__import__("os").getpid())["VmRSS"]
 print(json.dumps({"before": before, "after": after, "pods": ledger.pod_count()}))
 """
 
@@ -745,8 +709,8 @@ def rss(nodes: int, pods: int) -> list[str]:
         ):
             time.sleep(2)
             workers = children(process.pid)
-            status = {pid: proc_status(pid) for pid in workers}
-            master = proc_status(process.pid)
+            status = {pid: memory_kib(pid) for pid in workers}
+            master = memory_kib(process.pid)
             _, inspect = http_get(port, "/inspect")
             summary = json.loads(inspect)
             for values in status.values():
@@ -763,18 +727,19 @@ def rss(nodes: int, pods: int) -> list[str]:
                 time.sleep(0.1)
             relist = time.monotonic() - relist_started
             for pid in workers:
-                values = proc_status(pid)
+                values = memory_kib(pid)
                 lines.append(
                     f"after a 410 relist of {pods} pods ({relist:.1f} s): "
                     f"worker RSS {values['VmRSS'] / 1024:.0f} MB, "
                     f"peak {values['VmHWM'] / 1024:.0f} MB"
                 )
     out = subprocess.run(
-        [sys.executable, "-c", LEDGER_ONLY, str(ROOT), str(nodes), str(pods)],
+        [sys.executable, "-c", LEDGER_ONLY, str(nodes), str(pods)],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     figures = json.loads(out.stdout)
     lines.append(
@@ -844,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"# extender benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPUs, "
-        f"Python {sys.version.split()[0]}, {uptime()}"
+        f"Python {sys.version.split()[0]}, load average {load_average()}"
     )
     for section in sections:
         print(f"\n## {section}")
@@ -859,7 +824,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         for line in result:
             print(line, flush=True)
-        print(f"(load after {section}: {uptime()})")
+        print(f"(load after {section}: load average {load_average()})")
     return 0
 
 

@@ -13,9 +13,9 @@ workers) on 127.0.0.1 with a fresh CA, and sends AdmissionReview v1 bodies of a 
 
 Server CPU per review is read from /proc (master + workers). The client shares the machine's cores.
 
-    python benchmarks/webhook_bench.py                       # defaults: 2 workers x 4 threads
-    python benchmarks/webhook_bench.py --matrix              # workers/threads/worker-class sweep
-    python benchmarks/webhook_bench.py --profile             # pyinstrument over the flask app, in-process
+    python -m benchmarks.webhook_bench                       # defaults: 2 workers x 4 threads
+    python -m benchmarks.webhook_bench --matrix              # workers/threads/worker-class sweep
+    python -m benchmarks.webhook_bench --profile             # pyinstrument over the flask app, in-process
 """
 
 from __future__ import annotations
@@ -41,13 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.machine import children, cpu_seconds, free_port, load_average, machine_busy_seconds, percentile
+from tests.webhook.tls import issue_serving_pair, make_authority
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.webhook.tls import issue_serving_pair, make_authority  # noqa: E402
-
 CONFIG = "profile: alibaba\naesm: host\nruntimeClass: none\n"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # ------------------------------------------------------------------ the review
 
@@ -380,24 +378,10 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the master and its live workers."""
-        return _cpu(self.process.pid) + sum(self.worker_cpu().values())
+        return cpu_seconds(self.process.pid) + sum(self.worker_cpu().values())
 
     def worker_cpu(self) -> dict[int, float]:
-        return {pid: _cpu(pid) for pid in _children(self.process.pid)}
-
-
-def _cpu(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return 0.0
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy (all cores, all processes), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLK_TCK
+        return {pid: cpu_seconds(pid) for pid in children(self.process.pid)}
 
 
 def _split(before: dict[int, float], after: dict[int, float]) -> str:
@@ -407,27 +391,11 @@ def _split(before: dict[int, float], after: dict[int, float]) -> str:
     return "/".join(f"{u / total * 100:.0f}" for u in used)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_server(
     workdir: Path, workers: int, threads: int, worker_class: str = "gthread"
 ) -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     common = ["--cert", str(workdir / "tls.crt"), "--key", str(workdir / "tls.key"), "--host", "127.0.0.1"]
     config = str(workdir / "config.yaml")
     if worker_class == "gthread":  # the production command line
@@ -454,7 +422,7 @@ def running_server(
                 raise RuntimeError(f"server exited: {(workdir / f'server-{port}.log').read_text()}")
             with contextlib.suppress(OSError):
                 status, _ = _post(server, b"", path="/healthz", method="GET")
-                if status == 200 and len(_children(process.pid)) >= workers:
+                if status == 200 and len(children(process.pid)) >= workers:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
@@ -582,7 +550,7 @@ def closed_loop_wrk(server: Server, body_file: Path, connections: int, seconds: 
                f"https://127.0.0.1:{server.port}/mutate"]  # fmt: skip
     cpu_before = server.cpu_seconds()
     workers_before = server.worker_cpu()
-    busy_before = machine_busy()
+    busy_before = machine_busy_seconds()
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, env={**os.environ, "BENCH_BODY": str(body_file)}
     )
@@ -590,7 +558,7 @@ def closed_loop_wrk(server: Server, body_file: Path, connections: int, seconds: 
     output = process.stdout.read().decode()
     _, status, usage = os.wait4(process.pid, 0)
     server_cpu = server.cpu_seconds() - cpu_before
-    machine_cpu = machine_busy() - busy_before
+    machine_cpu = machine_busy_seconds() - busy_before
     if status != 0:
         raise RuntimeError(output)
     reviews = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
@@ -634,7 +602,7 @@ def closed_loop_python(server: Server, body: bytes, connections: int, seconds: f
     queue: Any = multiprocessing.Queue()
     cpu_before = server.cpu_seconds()
     workers_before = server.worker_cpu()
-    busy_before = machine_busy()
+    busy_before = machine_busy_seconds()
     started = time.monotonic()
     procs = [
         multiprocessing.Process(
@@ -647,7 +615,7 @@ def closed_loop_python(server: Server, body: bytes, connections: int, seconds: f
     results = [queue.get() for _ in procs]
     elapsed = time.monotonic() - started
     server_cpu = server.cpu_seconds() - cpu_before
-    machine_cpu = machine_busy() - busy_before
+    machine_cpu = machine_busy_seconds() - busy_before
     split = _split(workers_before, server.worker_cpu())
     for proc in procs:
         proc.join()
@@ -732,28 +700,25 @@ def open_loop(server: Server, body: bytes, rate: float, seconds: float, senders:
         proc.start()
     time.sleep(max(0.0, start_at - time.perf_counter()))
     cpu_before = server.cpu_seconds()
-    busy_before = machine_busy()
+    busy_before = machine_busy_seconds()
     results = [queue.get() for _ in procs]
     server_cpu = server.cpu_seconds() - cpu_before
-    machine_cpu = machine_busy() - busy_before
+    machine_cpu = machine_busy_seconds() - busy_before
     for proc in procs:
         proc.join()
     latencies: list[float] = sorted(latency for r in results for latency in r[0])
     errors = sum(r[1] for r in results)
     elapsed = max(r[2] for r in results)
 
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-
     return Latency(
         rate=rate,
         seconds=seconds,
         sent=len(latencies) + errors,
         errors=errors,
-        p50_ms=pct(0.50),
-        p90_ms=pct(0.90),
-        p99_ms=pct(0.99),
-        p999_ms=pct(0.999),
+        p50_ms=percentile(latencies, 0.50),
+        p90_ms=percentile(latencies, 0.90),
+        p99_ms=percentile(latencies, 0.99),
+        p999_ms=percentile(latencies, 0.999),
         max_ms=latencies[-1],
         achieved=(len(latencies) + errors) / elapsed,
         server_cpu=server_cpu,
@@ -788,10 +753,6 @@ def profile(body: bytes, reviews: int) -> None:
 
 
 # ------------------------------------------------------------------ main
-
-
-def _uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def _others(result: Throughput | Latency) -> float:
@@ -873,7 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         body_file.write_bytes(body)
         print(f"# webhook benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
         print(f"# {os.cpu_count()} CPUs; python {sys.version.split()[0]}; review body {len(body)} bytes")
-        print(f"# load before: {_uptime()}")
+        print(f"# load average before: {load_average()}")
 
         configs = [(args.workers, args.threads, args.worker_class)]
         if args.matrix:
@@ -911,7 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 open_loop(server, body, args.rate, 3, args.senders)  # warm-up
                 result_l = open_loop(server, body, args.rate, args.open_duration, args.senders)
                 print(_fmt_latency(server, result_l), flush=True)
-        print(f"\n# load after: {_uptime()}")
+        print(f"\n# load average after: {load_average()}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -30,6 +30,7 @@ from cryptography import x509
 
 from tests.commands import certs_generate, webhook_serve
 from tests.commands import cli as command_line
+from tests.machine import free_port
 from tests.webhook import samples
 
 SERVICE, NAMESPACE = "confidential-pods-webhook", "confidential-pods"
@@ -158,9 +159,7 @@ def webhook_server(tmp_path: Path) -> Iterator[tuple[Path, int, Path]]:
     cli(*certs_generate(certs, service=SERVICE, namespace=NAMESPACE))
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = tmp_path / "server.log"
     command = webhook_serve(certs / "tls.crt", certs / "tls.key", port, config=config, workers=2, threads=4)
     env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
