@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 from tests.extender import scheduler_json as sj
 from tests.fakeapi import write_kubeconfig
 from tests.fakecluster import event_line, status
-from tests.machine import children, free_port, load_average, memory_kib, percentile
+from tests.machine import children, free_port, load_average, memory_kib, percentile, stop
 from tests.webhook import samples
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,11 +314,7 @@ def extender_serve(
         ready_after = wait_ready(port, process, timeout)
         yield port, process, ready_after
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 

@@ -28,7 +28,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -40,7 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.machine import children, cpu_seconds, free_port, load_average, machine_busy_seconds, percentile
+from tests.machine import (
+    children,
+    cpu_seconds,
+    free_port,
+    load_average,
+    machine_busy_seconds,
+    percentile,
+    stop,
+)
 from tests.webhook.samples import admission_review, meshed_pod
 from tests.webhook.tls import issue_serving_pair, make_authority
 
@@ -110,11 +117,7 @@ def running_server(
             time.sleep(0.1)
         yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 

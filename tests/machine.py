@@ -1,14 +1,17 @@
-"""The machine tests and benchmarks run on: a free port, processes' CPU and memory, load, percentiles.
+"""The machine tests and benchmarks run on: a free port, stopping a server, processes' CPU and memory, load,
+percentiles.
 
 Linux only (``/proc``), like the servers' own workers: what the benchmarks print beside their figures and
-what the real-server tests need to start a server.
+what the real-server tests need to start and stop a server.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +24,18 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """SIGTERM, up to ``timeout`` seconds to exit (a server drains), then SIGKILL; reaped. Idempotent."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
 
 
 def _stat_fields(pid: int) -> list[str]:

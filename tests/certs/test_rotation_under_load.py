@@ -15,7 +15,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -30,7 +29,7 @@ from cryptography import x509
 
 from tests.commands import certs_generate, webhook_serve
 from tests.commands import cli as command_line
-from tests.machine import free_port
+from tests.machine import free_port, stop
 from tests.webhook import samples
 
 SERVICE, NAMESPACE = "confidential-pods-webhook", "confidential-pods"
@@ -180,12 +179,7 @@ def webhook_server(tmp_path: Path) -> Iterator[tuple[Path, int, Path]]:
                 time.sleep(0.1)
         yield certs, port, log
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_zero_failed_reviews_while_certificates_rotate(webhook_server: tuple[Path, int, Path]) -> None:

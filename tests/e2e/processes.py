@@ -5,12 +5,13 @@ Plain subprocess management, no Kubernetes knowledge: :mod:`tests.e2e.harness` b
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.machine import stop
 
 
 class HarnessError(Exception):
@@ -103,11 +104,4 @@ class Process:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Idempotent."""
-        if self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout=timeout)
+        stop(self.popen, timeout)
