@@ -315,7 +315,8 @@ class FakeCluster:
         with self.cond:
             pod = copy.deepcopy(self.objects["Pod"].get(where))
         if pod is None:
-            return 404, status(404, "NotFound", f'pods "{request.name}" not found', name=where, plural="pods")
+            name = request.name or ""
+            return 404, status(404, "NotFound", f'pods "{name}" not found', name=name, plural="pods")
         pod["spec"]["nodeName"] = request.body["target"]["name"]
         self.put("Pod", pod)
         # The real API server answers 201 with a Status, not a Binding (the client's quirk).
