@@ -27,8 +27,8 @@ with/without, the apiserver's webhook admission latency
 both phases, our webhook's and extender's own histograms, extender requests by verb, and the CPU each
 process used in each phase.
 
-    python benchmarks/e2e_bench.py                        # 1,000 pods on 100 nodes, alibaba overlay
-    python benchmarks/e2e_bench.py --pods 200 --nodes 20 --json
+    python -m benchmarks.e2e_bench                        # 1,000 pods on 100 nodes, alibaba overlay
+    python -m benchmarks.e2e_bench --pods 200 --nodes 20 --json
 
 Needs the binaries of ``tests/e2e/build.sh`` and kustomize (docs/e2e.md). Not a test: no assertion on speed.
 """
@@ -36,7 +36,6 @@ Needs the binaries of ``tests/e2e/build.sh`` and kustomize (docs/e2e.md). Not a 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import json
 import math
@@ -57,15 +56,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-
-from confidential_pods.quantities import parse_decimal  # noqa: E402
-from tests.e2e.harness import ApiServer, Binaries, ControlPlane  # noqa: E402
-from tests.e2e.kube import JSON, Kube, create_namespace, create_node  # noqa: E402
-from tests.e2e.processes import Process, wait_until  # noqa: E402
-from tests.e2e.product import Installation, Samples, install, metric_samples, sum_matching  # noqa: E402
+from confidential_pods.quantities import parse_decimal
+from tests.e2e.harness import ApiServer, Binaries, ControlPlane
+from tests.e2e.kube import JSON, Kube, create_namespace, create_node
+from tests.e2e.processes import Process, wait_until
+from tests.e2e.product import Installation, Samples, install, metric_samples, sum_matching
+from tests.machine import load_average, tree_cpu_seconds
 
 CONFIDENTIAL = "confidential-pods.io/confidential"
 STATUS = "confidential-pods.io/status"
@@ -197,30 +193,9 @@ def scheduler_log_stats(text: str, namespace: str) -> dict[str, float]:
 # ------------------------------------------------------------------ processes' CPU
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # fields[0] is the state (field 3): utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            found.extend(int(c) for c in task.read_text().split())
-    return found
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of ``pid`` and its live descendants (gunicorn workers)."""
-    return _cpu_seconds(pid) + sum(tree_cpu(child) for child in _children(pid))
-
-
 def cpu_snapshot(processes: Mapping[str, int]) -> dict[str, float]:
-    snapshot = {name: tree_cpu(pid) for name, pid in processes.items()}
+    """CPU seconds of each process with its live descendants (gunicorn workers), and of this one."""
+    snapshot = {name: tree_cpu_seconds(pid) for name, pid in processes.items()}
     own = os.times()
     snapshot["benchmark client"] = own.user + own.system
     return snapshot
@@ -229,10 +204,6 @@ def cpu_snapshot(processes: Mapping[str, int]) -> dict[str, float]:
 def say(message: str) -> None:
     """Progress, on stderr (stdout carries the figures, or the JSON document with --json)."""
     print(message, file=sys.stderr, flush=True)
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # ------------------------------------------------------------------ HTTP
@@ -443,7 +414,7 @@ def run_phase(
     processes: Mapping[str, int],
 ) -> Phase:
     """Create ``bodies`` with ``threads`` client threads; wait until the watch has seen every pod bound."""
-    phase = Phase(name=name, pods=len(bodies), loadavg_before=loadavg())
+    phase = Phase(name=name, pods=len(bodies), loadavg_before=load_average())
     watch = BindWatch(api, kube, namespace, expected=len(bodies))
     cpu_before = cpu_snapshot(processes)
     start, phase.creation_s, errors = create_pods(api, namespace, bodies, threads)
@@ -457,7 +428,7 @@ def run_phase(
     if times:
         phase.last_bound_s = times[-1]
         phase.p50_bound_s = times[len(times) // 2]
-    phase.loadavg_after = loadavg()
+    phase.loadavg_after = load_average()
     return phase
 
 
@@ -499,7 +470,7 @@ def run_held_phase(
     start: Callable[[], Process],
 ) -> HeldPhase:
     """``stop`` the scheduler, create ``bodies``, then ``start`` it and time it binding them all."""
-    phase = HeldPhase(name=name, pods=len(bodies), loadavg_before=loadavg())
+    phase = HeldPhase(name=name, pods=len(bodies), loadavg_before=load_average())
     stop()
     _, phase.creation_s, errors = create_pods(api, namespace, bodies, threads)
     if errors:
@@ -517,7 +488,7 @@ def run_held_phase(
     phase.bound = len(times)
     if times:
         phase.first_bound_s, phase.last_bound_s = times[0], times[-1]
-    phase.loadavg_after = loadavg()
+    phase.loadavg_after = load_average()
     return phase
 
 
@@ -546,31 +517,75 @@ def extender_gauge(installation: Installation, name: str) -> float:
 
 # ------------------------------------------------------------------ the run
 
+WITH_NS, WITHOUT_NS = "bench-confidential", "bench-plain"
+ADMISSION = "apiserver_admission_webhook_admission_duration_seconds"
+REQUESTS = "apiserver_request_duration_seconds"
+POD_CREATE = {"verb": "POST", "resource": "pods", "subresource": ""}
+WEBHOOK_REVIEW = "confidential_pods_webhook_review_duration_seconds"
+EXTENDER_LATENCY = "confidential_pods_extender_request_duration_seconds"
+EXTENDER_REQUESTS = "confidential_pods_extender_requests_total"
+VERBS = ("filter", "prioritize", "bind")
 
-def measure(args: argparse.Namespace, plane: ControlPlane, installation: Installation) -> dict[str, Any]:
-    api = plane.api
-    kube = api.admin_client()
-    qps = {"qps": args.default_scheduler_qps, "burst": 2 * args.default_scheduler_qps}
-    default_config = {"clientConnection": qps} if args.default_scheduler_qps else None
-    default_scheduler: Process = plane.start_scheduler(default_config, name=DEFAULT_SCHEDULER)
-    processes = {
-        "kube-apiserver": api.process.popen.pid,
-        "etcd": plane.etcd.process.popen.pid if plane.etcd else 0,
-        "confidential-scheduler": installation.scheduler.popen.pid,
-        "default-scheduler": default_scheduler.popen.pid,
-        "extender (gunicorn)": installation.extender.process.popen.pid
-        if installation.extender.process
-        else 0,
-        "webhook (gunicorn)": installation.webhook.process.popen.pid if installation.webhook.process else 0,
-    }
-    with_ns, without_ns = "bench-confidential", "bench-plain"
-    create_namespace(kube, with_ns)
-    create_namespace(kube, without_ns, labels={INJECTION: "disabled"})
 
-    # The stored form of one opted-in pod, as the webhook and the in-tree admission leave it.
+@dataclass
+class Bench:
+    """What the phases of one run share: options, control plane, installation, and the processes timed."""
+
+    args: argparse.Namespace
+    plane: ControlPlane
+    installation: Installation
+    kube: Kube
+    processes: dict[str, int]
+    default_config: dict[str, Any] | None
+    #: default-scheduler, and each restart of it (phase d): the last one runs.
+    default_schedulers: list[Process]
+
+    @classmethod
+    def start(cls, args: argparse.Namespace, plane: ControlPlane, installation: Installation) -> Bench:
+        """Start default-scheduler beside confidential-scheduler and name every process whose CPU counts."""
+        qps = {"qps": args.default_scheduler_qps, "burst": 2 * args.default_scheduler_qps}
+        default_config = {"clientConnection": qps} if args.default_scheduler_qps else None
+        default_scheduler = plane.start_scheduler(default_config, name=DEFAULT_SCHEDULER)
+        extender, webhook = installation.extender.process, installation.webhook.process
+        processes = {
+            "kube-apiserver": plane.api.process.popen.pid,
+            "etcd": plane.etcd.process.popen.pid if plane.etcd else 0,
+            "confidential-scheduler": installation.scheduler.popen.pid,
+            "default-scheduler": default_scheduler.popen.pid,
+            "extender (gunicorn)": extender.popen.pid if extender else 0,
+            "webhook (gunicorn)": webhook.popen.pid if webhook else 0,
+        }
+        kube = plane.api.admin_client()
+        return cls(args, plane, installation, kube, processes, default_config, [default_scheduler])
+
+    @property
+    def api(self) -> ApiServer:
+        return self.plane.api
+
+    def start_default_scheduler(self) -> Process:
+        self.default_schedulers.append(
+            self.plane.start_scheduler(self.default_config, name=DEFAULT_SCHEDULER)
+        )
+        return self.default_schedulers[-1]
+
+    def ledger(self, gauge: str) -> float:
+        return extender_gauge(self.installation, f"confidential_pods_extender_ledger_{gauge}")
+
+    def delete_all(self, namespace: str) -> None:
+        delete_all(self.api, self.kube, namespace, self.args.threads)
+
+
+def prepare_cluster(bench: Bench) -> tuple[JSON, dict[str, str]]:
+    """Both namespaces and ``--nodes`` Nodes with room for the pods; the stored form of one opted-in pod.
+
+    The template is a dry-run create: the pod as the webhook and the in-tree admission leave it.
+    """
+    args, kube = bench.args, bench.kube
+    create_namespace(kube, WITH_NS)
+    create_namespace(kube, WITHOUT_NS, labels={INJECTION: "disabled"})
     template = kube.request(
         "POST",
-        f"/api/v1/namespaces/{with_ns}/pods",
+        f"/api/v1/namespaces/{WITH_NS}/pods",
         body=confidential_pod("template"),
         params={"dryRun": "All"},
     )
@@ -580,119 +595,153 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
     allocatable = node_allocatable(template, slots)
     labels = dict(template["spec"].get("nodeSelector", {}))  # the RuntimeClass's scheduling.nodeSelector
     say(f"pod requests {dict(pod_requests(template))}, node allocatable {allocatable}, labels {labels}")
+
+    def create(i: int) -> None:
+        create_node(kube, f"node-{i:04d}", allocatable, labels=labels)
+
     with ThreadPoolExecutor(max_workers=args.threads) as pool:
-        list(
-            pool.map(
-                lambda i: create_node(kube, f"node-{i:04d}", allocatable, labels=labels), range(args.nodes)
-            )
-        )
+        list(pool.map(create, range(args.nodes)))
     wait_until(
-        lambda: extender_gauge(installation, "confidential_pods_extender_ledger_nodes") >= args.nodes,
+        lambda: bench.ledger("nodes") >= args.nodes,
         timeout=60,
         what="the extender's ledger to hold every node",
     )
     time.sleep(2)  # the schedulers' informers see the nodes a moment later
+    return template, allocatable
 
-    apiserver_before = metric_samples(kube.get_text("/metrics"))
-    webhook_before = metric_samples(installation.webhook.get("/metrics")[1])
-    extender_before = metric_samples(installation.extender.get("/metrics")[1])
-    say(f"phase a: {args.pods} confidential pods through confidential-scheduler + extender ...")
-    with_extender = run_phase(
-        "with extender",
-        api,
-        kube,
-        with_ns,
-        [confidential_pod(f"pod-{i:05d}") for i in range(args.pods)],
-        args.threads,
-        processes,
+
+@dataclass(frozen=True)
+class Observed:
+    """A phase through both schedulers running, and the /metrics scraped before and after it."""
+
+    phase: Phase
+    apiserver: tuple[Samples, Samples]
+    extender: tuple[Samples, Samples]
+    scheduler_log: dict[str, float]
+    webhook: tuple[Samples, Samples] | None = None
+
+
+def scrape(bench: Bench, server: str) -> Samples:
+    """/metrics of the apiserver, or of our ``webhook`` or ``extender``."""
+    if server == "apiserver":
+        return metric_samples(bench.kube.get_text("/metrics"))
+    component = bench.installation.webhook if server == "webhook" else bench.installation.extender
+    return metric_samples(component.get("/metrics")[1])
+
+
+def phase_a(bench: Bench) -> Observed:
+    """``--pods`` confidential pods through the webhook, confidential-scheduler and the extender."""
+    pods = bench.args.pods
+    before = {server: scrape(bench, server) for server in ("apiserver", "webhook", "extender")}
+    say(f"phase a: {pods} confidential pods through confidential-scheduler + extender ...")
+    bodies = [confidential_pod(f"pod-{i:05d}") for i in range(pods)]
+    phase = run_phase(
+        "with extender", bench.api, bench.kube, WITH_NS, bodies, bench.args.threads, bench.processes
     )
-    scheduler_log_a = scheduler_log_stats(installation.scheduler.log_text(), with_ns)
-    apiserver_a = metric_samples(kube.get_text("/metrics"))
-    webhook_after = metric_samples(installation.webhook.get("/metrics")[1])
-    extender_after = metric_samples(installation.extender.get("/metrics")[1])
-
-    stored = kube.get(f"/api/v1/namespaces/{with_ns}/pods/pod-00000")
-    if stored["spec"].get("schedulerName") != installation.settings["schedulerName"]:
+    scheduler_log = scheduler_log_stats(bench.installation.scheduler.log_text(), WITH_NS)
+    after = {server: scrape(bench, server) for server in ("apiserver", "webhook", "extender")}
+    stored = bench.kube.get(f"/api/v1/namespaces/{WITH_NS}/pods/pod-00000")
+    if stored["spec"].get("schedulerName") != bench.installation.settings["schedulerName"]:
         raise RuntimeError(
             f"phase a pod not for confidential-scheduler: {stored['spec'].get('schedulerName')}"
         )
-    delete_all(api, kube, with_ns, args.threads)
+    return Observed(
+        phase,
+        apiserver=(before["apiserver"], after["apiserver"]),
+        extender=(before["extender"], after["extender"]),
+        scheduler_log=scheduler_log,
+        webhook=(before["webhook"], after["webhook"]),
+    )
+
+
+def phase_b(bench: Bench, template: JSON, extender_before: Samples) -> Observed:
+    """The same pods as stored after the webhook, through default-scheduler (the webhook is not called).
+
+    ``extender_before`` is the extender's /metrics after phase a: its requests in between count to b.
+    """
+    pods = bench.args.pods
+    apiserver_before = scrape(bench, "apiserver")
+    say(f"phase b: the same {pods} pods through default-scheduler ...")
+    bodies = [plain_pod(f"pod-{i:05d}", template) for i in range(pods)]
+    phase = run_phase(
+        "without extender", bench.api, bench.kube, WITHOUT_NS, bodies, bench.args.threads, bench.processes
+    )
+    scheduler_log = scheduler_log_stats(bench.default_schedulers[0].log_text(), WITHOUT_NS)
+    return Observed(
+        phase,
+        apiserver=(apiserver_before, scrape(bench, "apiserver")),
+        extender=(extender_before, scrape(bench, "extender")),
+        scheduler_log=scheduler_log,
+    )
+
+
+def held_phases(bench: Bench, template: JSON) -> tuple[HeldPhase, HeldPhase]:
+    """Phases c and d, scheduling only: the same pods again, created while their scheduler is stopped, so
+    the time from its start to the last bind is scheduling alone, without admission and creation."""
+    args, installation = bench.args, bench.installation
+    say(f"phase c: {args.pods} confidential pods held, then confidential-scheduler + extender ...")
+    bodies = [confidential_pod(f"held-{i:05d}") for i in range(args.pods)]
+    held_with = run_held_phase(
+        "with extender", bench.api, bench.kube, WITH_NS, bodies, args.threads, "confidential-scheduler",
+        bench.processes, installation.scheduler.stop, installation.start_scheduler,
+    )  # fmt: skip
+    bench.delete_all(WITH_NS)
+    wait_until(lambda: bench.ledger("pods") == 0, timeout=120, what="the extender's ledger to be empty")
+    time.sleep(2)
+    say(f"phase d: the same {args.pods} pods held, then default-scheduler ...")
+    bodies = [plain_pod(f"held-{i:05d}", template) for i in range(args.pods)]
+    held_without = run_held_phase(
+        "without extender", bench.api, bench.kube, WITHOUT_NS, bodies, args.threads, "default-scheduler",
+        bench.processes, lambda: bench.default_schedulers[-1].stop(), bench.start_default_scheduler,
+    )  # fmt: skip
+    return held_with, held_without
+
+
+def measure(args: argparse.Namespace, plane: ControlPlane, installation: Installation) -> dict[str, Any]:
+    """Phases a to d on one installation (see the module's docstring); the figures as one document."""
+    bench = Bench.start(args, plane, installation)
+    template, allocatable = prepare_cluster(bench)
+    a = phase_a(bench)
+    bench.delete_all(WITH_NS)
     wait_until(
-        lambda: (
-            extender_gauge(installation, "confidential_pods_extender_ledger_pods") == 0
-            and extender_gauge(installation, "confidential_pods_extender_ledger_reservations") == 0
-        ),
+        lambda: bench.ledger("pods") == 0 and bench.ledger("reservations") == 0,
         timeout=120,
         what="the extender's ledger to be empty",
     )
     time.sleep(2)  # and the schedulers' caches
-
-    apiserver_b0 = metric_samples(kube.get_text("/metrics"))
-    say(f"phase b: the same {args.pods} pods through default-scheduler ...")
-    without_extender = run_phase(
-        "without extender",
-        api,
-        kube,
-        without_ns,
-        [plain_pod(f"pod-{i:05d}", template) for i in range(args.pods)],
-        args.threads,
-        processes,
-    )
-    scheduler_log_b = scheduler_log_stats(default_scheduler.log_text(), without_ns)
-    apiserver_b = metric_samples(kube.get_text("/metrics"))
-    extender_b = metric_samples(installation.extender.get("/metrics")[1])
-
-    # Scheduling only (phases c and d): the same pods again, created while their scheduler is stopped, so
-    # the time from its start to the last bind is scheduling alone, without admission and creation.
-    delete_all(api, kube, without_ns, args.threads)
+    b = phase_b(bench, template, a.extender[1])
+    bench.delete_all(WITHOUT_NS)
     time.sleep(2)
-    say(f"phase c: {args.pods} confidential pods held, then confidential-scheduler + extender ...")
-    held_with = run_held_phase(
-        "with extender",
-        api,
-        kube,
-        with_ns,
-        [confidential_pod(f"held-{i:05d}") for i in range(args.pods)],
-        args.threads,
-        "confidential-scheduler",
-        processes,
-        installation.scheduler.stop,
-        installation.start_scheduler,
-    )
-    delete_all(api, kube, with_ns, args.threads)
-    wait_until(
-        lambda: extender_gauge(installation, "confidential_pods_extender_ledger_pods") == 0,
-        timeout=120,
-        what="the extender's ledger to be empty",
-    )
-    time.sleep(2)
-    say(f"phase d: the same {args.pods} pods held, then default-scheduler ...")
-    default_schedulers = [default_scheduler]
+    c, d = held_phases(bench, template)
+    return figures(args, allocatable, a, b, c, d)
 
-    def start_default() -> Process:
-        default_schedulers.append(plane.start_scheduler(default_config, name=DEFAULT_SCHEDULER))
-        return default_schedulers[-1]
 
-    held_without = run_held_phase(
-        "without extender",
-        api,
-        kube,
-        without_ns,
-        [plain_pod(f"held-{i:05d}", template) for i in range(args.pods)],
-        args.threads,
-        "default-scheduler",
-        processes,
-        lambda: default_schedulers[-1].stop(),
-        start_default,
-    )
+def histogram_delta(
+    scrapes: tuple[Samples, Samples], metric: str, labels: Mapping[str, str] | None = None
+) -> dict[str, float]:
+    """The summary of what ``metric`` observed between two scrapes."""
+    before, after = scrapes
+    return Histogram.read(after, metric, labels).minus(Histogram.read(before, metric, labels)).summary()
 
-    admission = "apiserver_admission_webhook_admission_duration_seconds"
-    requests = "apiserver_request_duration_seconds"
-    pod_create = {"verb": "POST", "resource": "pods", "subresource": ""}
-    extender_latency = "confidential_pods_extender_request_duration_seconds"
-    extender_requests = "confidential_pods_extender_requests_total"
-    verbs = ("filter", "prioritize", "bind")
-    ratio = with_extender.pods_per_s / without_extender.pods_per_s
+
+def requests_by_verb(scrapes: tuple[Samples, Samples]) -> dict[str, float]:
+    before, after = scrapes
+    return {
+        verb: sum_matching(after, EXTENDER_REQUESTS, verb=verb)
+        - sum_matching(before, EXTENDER_REQUESTS, verb=verb)
+        for verb in VERBS
+    }
+
+
+def figures(
+    args: argparse.Namespace,
+    allocatable: dict[str, str],
+    a: Observed,
+    b: Observed,
+    c: HeldPhase,
+    d: HeldPhase,
+) -> dict[str, Any]:
+    assert a.webhook is not None
     return {
         "pods": args.pods,
         "nodes": args.nodes,
@@ -702,43 +751,22 @@ def measure(args: argparse.Namespace, plane: ControlPlane, installation: Install
         "node_allocatable": allocatable,
         "phases": [
             {**asdict(p), "pods_per_s": p.pods_per_s, "creates_per_s": p.creates_per_s}
-            for p in (with_extender, without_extender)
+            for p in (a.phase, b.phase)
         ],
-        "ratio_with_over_without": ratio,
-        "scheduling_only": [{**asdict(p), "pods_per_s": p.pods_per_s} for p in (held_with, held_without)],
-        "scheduling_only_ratio": held_with.pods_per_s / held_without.pods_per_s,
-        "webhook_admission_apiserver": Histogram.read(apiserver_a, admission, {"name": WEBHOOK_NAME})
-        .minus(Histogram.read(apiserver_before, admission, {"name": WEBHOOK_NAME}))
-        .summary(),
+        "ratio_with_over_without": a.phase.pods_per_s / b.phase.pods_per_s,
+        "scheduling_only": [{**asdict(p), "pods_per_s": p.pods_per_s} for p in (c, d)],
+        "scheduling_only_ratio": c.pods_per_s / d.pods_per_s,
+        "webhook_admission_apiserver": histogram_delta(a.apiserver, ADMISSION, {"name": WEBHOOK_NAME}),
         "pod_create_apiserver": {
-            "with extender": Histogram.read(apiserver_a, requests, pod_create)
-            .minus(Histogram.read(apiserver_before, requests, pod_create))
-            .summary(),
-            "without extender": Histogram.read(apiserver_b, requests, pod_create)
-            .minus(Histogram.read(apiserver_b0, requests, pod_create))
-            .summary(),
+            "with extender": histogram_delta(a.apiserver, REQUESTS, POD_CREATE),
+            "without extender": histogram_delta(b.apiserver, REQUESTS, POD_CREATE),
         },
-        "webhook_review_own": Histogram.read(
-            webhook_after, "confidential_pods_webhook_review_duration_seconds"
-        )
-        .minus(Histogram.read(webhook_before, "confidential_pods_webhook_review_duration_seconds"))
-        .summary(),
-        "extender_requests_phase_a": {
-            verb: sum_matching(extender_after, extender_requests, verb=verb)
-            - sum_matching(extender_before, extender_requests, verb=verb)
-            for verb in verbs
-        },
-        "extender_requests_phase_b": {
-            verb: sum_matching(extender_b, extender_requests, verb=verb)
-            - sum_matching(extender_after, extender_requests, verb=verb)
-            for verb in verbs
-        },
-        "scheduler_log": {"with extender": scheduler_log_a, "without extender": scheduler_log_b},
+        "webhook_review_own": histogram_delta(a.webhook, WEBHOOK_REVIEW),
+        "extender_requests_phase_a": requests_by_verb(a.extender),
+        "extender_requests_phase_b": requests_by_verb(b.extender),
+        "scheduler_log": {"with extender": a.scheduler_log, "without extender": b.scheduler_log},
         "extender_latency_phase_a": {
-            verb: Histogram.read(extender_after, extender_latency, {"verb": verb})
-            .minus(Histogram.read(extender_before, extender_latency, {"verb": verb}))
-            .summary()
-            for verb in verbs
+            verb: histogram_delta(a.extender, EXTENDER_LATENCY, {"verb": verb}) for verb in VERBS
         },
     }
 
@@ -828,7 +856,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             install(plane, args.overlay, Path(workdir) / "install", log_dir) as installation,
         ):
             result = measure(args, plane, installation)
-        result["loadavg_end"] = loadavg()
+        result["loadavg_end"] = load_average()
         if args.json:
             print(json.dumps(result, indent=2))
         else:

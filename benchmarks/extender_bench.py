@@ -13,9 +13,9 @@
   from a fake apiserver (paginated, realistic ~4 KB pods): RSS of the gunicorn worker once ready
   (and its peak, VmHWM), plus the ledger alone in a fresh interpreter.
 
-    python benchmarks/extender_bench.py                  # everything (a few minutes on 2 cores)
-    python benchmarks/extender_bench.py latency events   # some sections
-    python benchmarks/extender_bench.py profile          # pyinstrument over filter/prioritize in-process
+    python -m benchmarks.extender_bench                  # everything (a few minutes on 2 cores)
+    python -m benchmarks.extender_bench latency events   # some sections
+    python -m benchmarks.extender_bench profile          # pyinstrument over filter/prioritize in-process
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.extender import scheduler_json as sj
+from tests.fakeapi import write_kubeconfig
+from tests.fakecluster import event_line, status
+from tests.machine import children, free_port, load_average, memory_kib, percentile, stop
+from tests.webhook import samples
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 RES = "alibabacloud.com/sgx_epc_MiB"
 CONFIG = "profile: alibaba\n"
@@ -48,45 +52,20 @@ CONFIG = "profile: alibaba\n"
 # ------------------------------------------------------------------ objects
 
 
-def node_obj(i: int, *, rich: bool = True) -> dict[str, Any]:
-    name = f"node-{i:05d}"
+def lean_node(i: int) -> dict[str, Any]:
+    """A Node with only what the extender reads, for a snapshot of thousands that loads fast."""
     allocatable = {"cpu": "31850m", "memory": "125Gi", "pods": "110", RES: str(64 + (i % 5) * 32)}
-    node: dict[str, Any] = {
+    return {
         "kind": "Node",
         "apiVersion": "v1",
-        "metadata": {"name": name, "uid": f"0000-node-{i:08d}", "resourceVersion": str(10 + i)},
+        "metadata": {"name": f"node-{i:05d}", "uid": f"0000-node-{i:08d}", "resourceVersion": str(10 + i)},
         "status": {"allocatable": allocatable, "capacity": dict(allocatable)},
     }
-    if rich:
-        node["metadata"]["labels"] = {
-            "kubernetes.io/hostname": name,
-            "kubernetes.io/os": "linux",
-            "node.kubernetes.io/instance-type": "ecs.g7t.8xlarge",
-            "topology.kubernetes.io/zone": f"zone-{i % 3}",
-        }
-        node["status"]["conditions"] = [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": "KubeletReady",
-                "message": "kubelet is posting ready status",
-                "lastHeartbeatTime": "2026-11-26T10:00:00Z",
-                "lastTransitionTime": "2026-11-20T10:00:00Z",
-            },
-        ]
-        node["status"]["nodeInfo"] = {
-            "kubeletVersion": "v1.31.2",
-            "containerRuntimeVersion": "containerd://1.7.22",
-        }
-    return node
 
 
-def bound_pod(
-    i: int, node: str, epc_mib: int, *, rich: bool = True, phase: str = "Running"
-) -> dict[str, Any]:
-    """A running pod as the apiserver lists it (~4 KB with ``rich``)."""
-    name = f"enclave-{i:06d}"
-    app: dict[str, Any] = {
+def lean_pod(i: int, node: str, epc_mib: int) -> dict[str, Any]:
+    """A running pod with only what the extender reads (~0.5 KB), for a snapshot of tens of thousands."""
+    app = {
         "name": "app",
         "image": "registry.example.com/payments/enclave-api:2.14.3",
         "resources": {
@@ -94,91 +73,89 @@ def bound_pod(
             "limits": {"memory": "1Gi", RES: str(epc_mib)},
         },
     }
-    pod: dict[str, Any] = {
+    return {
         "kind": "Pod",
         "apiVersion": "v1",
         "metadata": {
-            "name": name,
+            "name": f"enclave-{i:06d}",
             "namespace": f"team-{i % 40}",
             "uid": f"6f1c2d3e-0000-4000-8000-{i:012d}",
             "resourceVersion": str(100000 + i),
         },
         "spec": {"nodeName": node, "containers": [app]},
-        "status": {"phase": phase},
+        "status": {"phase": "Running"},
     }
-    if not rich:
-        return pod
+
+
+#: What the controller manager and the kubelet leave in a running pod's managedFields.
+MANAGED_FIELDS = [
+    {
+        "manager": "kube-controller-manager",
+        "operation": "Update",
+        "apiVersion": "v1",
+        "time": "2026-11-26T09:12:44Z",
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {
+            "f:metadata": {
+                "f:generateName": {},
+                "f:labels": {".": {}, "f:app": {}, "f:pod-template-hash": {}},
+                "f:ownerReferences": {".": {}, 'k:{"uid":"5e0b1f0e-3a6f-4c47-9a43-1c2b8d6e0f11"}': {}},
+            },
+            "f:spec": {
+                "f:containers": {
+                    'k:{"name":"app"}': {
+                        ".": {},
+                        "f:image": {},
+                        "f:name": {},
+                        "f:resources": {".": {}, "f:limits": {}, "f:requests": {}},
+                    }
+                }
+            },
+        },
+    },
+    {
+        "manager": "kubelet",
+        "operation": "Update",
+        "apiVersion": "v1",
+        "time": "2026-11-26T09:13:02Z",
+        "fieldsType": "FieldsV1",
+        "subresource": "status",
+        "fieldsV1": {
+            "f:status": {
+                "f:conditions": {},
+                "f:containerStatuses": {},
+                "f:hostIP": {},
+                "f:phase": {},
+                "f:podIP": {},
+                "f:podIPs": {},
+                "f:startTime": {},
+            }
+        },
+    },
+]
+POD_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
+
+
+def bound_pod(i: int, node: str, epc_mib: int, *, phase: str = "Running") -> dict[str, Any]:
+    """A running pod as the apiserver lists it (~4 KB): the tests' pod after admission
+    (``tests.extender.scheduler_json.pod``), started by the kubelet, with managedFields and status."""
+    pod = sj.pod(
+        f"enclave-{i:06d}",
+        namespace=f"team-{i % 40}",
+        epc_mib=epc_mib,
+        uid=f"6f1c2d3e-0000-4000-8000-{i:012d}",
+        node_name=node,
+        phase=phase,
+    )
+    pod = {"kind": "Pod", "apiVersion": "v1", **pod}
     pod["metadata"].update(
         {
             "generateName": "enclave-7c9f8d6b5-",
-            "creationTimestamp": "2026-11-26T09:12:44Z",
-            "labels": {
-                "app.kubernetes.io/name": "payments-enclave",
-                "pod-template-hash": "7c9f8d6b5",
-                "confidential-pods.io/enabled": "true",
-            },
-            "annotations": {
-                "confidential-pods.io/epc": f"{epc_mib}Mi",
-                "kubectl.kubernetes.io/restartedAt": "2026-11-20T08:00:00Z",
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "ReplicaSet",
-                    "name": "enclave-7c9f8d6b5",
-                    "uid": "0b7a8f3c-1111-4222-8333-444455556666",
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-            "managedFields": [
-                {
-                    "manager": "kube-controller-manager",
-                    "operation": "Update",
-                    "apiVersion": "v1",
-                    "time": "2026-11-26T09:12:44Z",
-                    "fieldsType": "FieldsV1",
-                    "fieldsV1": {
-                        "f:metadata": {
-                            "f:generateName": {},
-                            "f:labels": {".": {}, "f:app.kubernetes.io/name": {}, "f:pod-template-hash": {}},
-                            "f:ownerReferences": {".": {}, 'k:{"uid":"0b7a"}': {}},
-                        },
-                        "f:spec": {
-                            "f:containers": {
-                                'k:{"name":"app"}': {
-                                    ".": {},
-                                    "f:image": {},
-                                    "f:name": {},
-                                    "f:resources": {".": {}, "f:limits": {}, "f:requests": {}},
-                                }
-                            }
-                        },
-                    },
-                },
-                {
-                    "manager": "kubelet",
-                    "operation": "Update",
-                    "apiVersion": "v1",
-                    "time": "2026-11-26T09:13:02Z",
-                    "fieldsType": "FieldsV1",
-                    "subresource": "status",
-                    "fieldsV1": {
-                        "f:status": {
-                            "f:conditions": {},
-                            "f:containerStatuses": {},
-                            "f:hostIP": {},
-                            "f:phase": {},
-                            "f:podIP": {},
-                            "f:podIPs": {},
-                            "f:startTime": {},
-                        }
-                    },
-                },
-            ],
+            "resourceVersion": str(100000 + i),
+            "managedFields": MANAGED_FIELDS,
         }
     )
-    app.update(
+    pod["spec"]["containers"][0].update(
         {
             "args": ["--listen=:8443", "--config=/etc/payments/config.yaml"],
             "ports": [{"name": "https", "containerPort": 8443, "protocol": "TCP"}],
@@ -191,51 +168,23 @@ def bound_pod(
                     "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
                 },
             ],
-            "terminationMessagePath": "/dev/termination-log",
-            "terminationMessagePolicy": "File",
-            "imagePullPolicy": "IfNotPresent",
         }
     )
-    pod["spec"].update(
-        {
-            "runtimeClassName": "kata",
-            "overhead": {"cpu": "250m", "memory": "160Mi"},
-            "volumes": [
-                {"name": "aesmd", "hostPath": {"path": "/var/run/aesmd", "type": "Directory"}},
-                {
-                    "name": "kube-api-access-9xq2c",
-                    "projected": {
-                        "defaultMode": 420,
-                        "sources": [
-                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                            {
-                                "configMap": {
-                                    "name": "kube-root-ca.crt",
-                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                                }
-                            },
-                        ],
-                    },
-                },
-            ],
-            "restartPolicy": "Always",
-            "terminationGracePeriodSeconds": 30,
-            "dnsPolicy": "ClusterFirst",
-            "serviceAccountName": "default",
-            "schedulerName": "default-scheduler",
-            "tolerations": [
-                {
-                    "key": "node.kubernetes.io/not-ready",
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                }
-            ],
-            "priority": 0,
-            "enableServiceLinks": True,
-            "preemptionPolicy": "PreemptLowerPriority",
-        }
-    )
+    pod["spec"]["volumes"] = [
+        {"name": "aesmd", "hostPath": {"path": "/var/run/aesmd", "type": "Directory"}},
+        samples.service_account_volume("kube-api-access-9xq2c"),
+    ]
+    ip = f"10.244.{i % 250}.{i % 200 + 2}"
+    started = {
+        "name": "app",
+        "state": {"running": {"startedAt": "2026-11-26T09:13:01Z"}},
+        "ready": True,
+        "restartCount": 0,
+        "started": True,
+        "image": "registry.example.com/payments/tokenizer:1.4.2",
+        "imageID": "registry.example.com/payments/tokenizer@sha256:" + "ab" * 32,
+        "containerID": "containerd://" + "cd" * 32,
+    }
     pod["status"].update(
         {
             "conditions": [
@@ -245,41 +194,31 @@ def bound_pod(
                     "lastProbeTime": None,
                     "lastTransitionTime": "2026-11-26T09:13:02Z",
                 }
-                for t in (
-                    "PodReadyToStartContainers",
-                    "Initialized",
-                    "Ready",
-                    "ContainersReady",
-                    "PodScheduled",
-                )
+                for t in POD_CONDITIONS
             ],
             "hostIP": "10.0.3.17",
-            "podIP": f"10.244.{i % 250}.{i % 200 + 2}",
-            "podIPs": [{"ip": f"10.244.{i % 250}.{i % 200 + 2}"}],
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
             "startTime": "2026-11-26T09:12:44Z",
-            "containerStatuses": [
-                {
-                    "name": "app",
-                    "state": {"running": {"startedAt": "2026-11-26T09:13:01Z"}},
-                    "ready": True,
-                    "restartCount": 0,
-                    "started": True,
-                    "image": "registry.example.com/payments/enclave-api:2.14.3",
-                    "imageID": "registry.example.com/payments/enclave-api@sha256:" + "ab" * 32,
-                    "containerID": "containerd://" + "cd" * 32,
-                }
-            ],
-            "qosClass": "Burstable",
+            "containerStatuses": [started],
         }
     )
     return pod
 
 
 def pending_pod(epc_mib: int = 16) -> dict[str, Any]:
+    """The pod kube-scheduler asks about (~3 KB): :func:`bound_pod` before it was bound."""
     pod = bound_pod(999999, "", epc_mib)
-    del pod["spec"]["nodeName"]
-    pod["status"] = {"phase": "Pending", "qosClass": "Burstable"}
+    pod["status"] = {"phase": "Pending", "qosClass": pod["status"]["qosClass"]}
     return pod
+
+
+def realistic_node(name: str, uid: str) -> dict[str, Any]:
+    """A Node as the apiserver lists it (the tests' ``scheduler_json.node``), with 64 MiB of EPC."""
+    node = sj.node(name, 64)
+    node["metadata"].update({"uid": uid, "resourceVersion": "7"})
+    node["spec"]["providerID"] = f"cn-hangzhou.i-{name}"
+    return node
 
 
 def _template(obj: dict[str, Any], fields: dict[str, str]) -> str:
@@ -322,42 +261,6 @@ def pod_values(i: int, nodes: int, rv: int, phase: str = "Running") -> dict[str,
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def uptime() -> str:
-    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, kB."""
-    out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])
-    return out
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:
@@ -411,11 +314,7 @@ def extender_serve(
         ready_after = wait_ready(port, process, timeout)
         yield port, process, ready_after
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 
@@ -423,8 +322,8 @@ def extender_serve(
 
 
 def write_snapshot(path: Path, nodes: int, pods: int) -> None:
-    items: list[dict[str, Any]] = [node_obj(i, rich=False) for i in range(nodes)]
-    items += [bound_pod(i, f"node-{i % nodes:05d}", 1 + i % 8, rich=False) for i in range(pods)]
+    items: list[dict[str, Any]] = [lean_node(i) for i in range(nodes)]
+    items += [lean_pod(i, f"node-{i % nodes:05d}", 1 + i % 8) for i in range(pods)]
     path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
 
 
@@ -469,14 +368,14 @@ def latency(nodes: int, pods: int, requests: int) -> list[str]:
                     answer = json.loads(payload)
                     passed = len(answer.get("NodeNames") or []) if verb == "filter" else len(answer)
                     lines.append(
-                        f"{verb:<10} {count:>5} NodeNames: p50 {pct(times, 0.5):6.2f} ms  "
-                        f"p99 {pct(times, 0.99):6.2f} ms  max {max(times):6.2f} ms  "
+                        f"{verb:<10} {count:>5} NodeNames: p50 {percentile(times, 0.5):6.2f} ms  "
+                        f"p99 {percentile(times, 0.99):6.2f} ms  max {max(times):6.2f} ms  "
                         f"({n} requests, body {len(bodies[0]) / 1024:.0f} KiB, "
                         f"{passed} nodes in answer)"
                     )
             conn.close()
             worker = children(process.pid)
-            rss = {pid: proc_status(pid) for pid in [process.pid, *worker]}
+            rss = {pid: memory_kib(pid) for pid in [process.pid, *worker]}
             lines.append(
                 "RSS after the run: "
                 + ", ".join(
@@ -496,11 +395,14 @@ def fake_apiserver(
     """List pages generated on the fly from templates; the first pod watch streams ``watch_events``.
 
     When ``gone_after`` is set, the first pod watch waits for it and then answers ERROR 410 (the
-    client relists). ``pod_watches`` counts pod watch requests."""
-    node_tmpl = _template(
-        node_obj(0) | {"metadata": {"name": "@@NAME@@", "uid": "@@UID@@", "resourceVersion": "7"}},
-        {"name": "@@NAME@@", "uid": "@@UID@@"},
-    )
+    client relists). ``pod_watches`` counts pod watch requests.
+
+    Not the tests' fake apiserver (tests/fakeapi.py): that one holds a deep copy of every object behind
+    one lock and scans its history for each watch event, where this one generates 150,000 ~4 KB pods from a
+    template page by page and streams 100,000 events as fast as the socket takes them, in its own process
+    so that none of its CPU counts against the process measured. It shares the tests' Status and event
+    line (tests/fakecluster.py)."""
+    node_tmpl = _template(realistic_node("@@NAME@@", "@@UID@@"), {"name": "@@NAME@@", "uid": "@@UID@@"})
     tmpl = pod_template()
     streamed = threading.Event()
 
@@ -570,8 +472,7 @@ def fake_apiserver(
                     first = pod_watches.value == 1
                 if first and gone_after is not None:
                     gone_after.wait()
-                    gone = {"kind": "Status", "code": 410, "reason": "Expired", "message": "compacted"}
-                    line = json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n"
+                    line = event_line({"type": "ERROR", "object": status(410, "Expired", "compacted")})
                     self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(line), line))
                     self.wfile.flush()
                     return
@@ -696,22 +597,22 @@ def end_to_end_events(nodes: int, pods: int, count: int) -> str:
 
 LEDGER_ONLY = r"""
 import gc, json, sys
-sys.path.insert(0, sys.argv[1])
-from benchmarks.extender_bench import pod_template, pod_values, proc_status
+from benchmarks.extender_bench import pod_template, pod_values
+from tests.machine import memory_kib
 from confidential_pods.profiles import PROFILES
 from extender.ledger import EpcLedger
 from extender.watchevents import compact_pod_facts
 import extender.watching, extender.app  # what the serving process imports
-nodes, pods = int(sys.argv[2]), int(sys.argv[3])
+nodes, pods = int(sys.argv[1]), int(sys.argv[2])
 gc.collect()
-before = proc_status(__import__("os").getpid())["VmRSS"]
+before = memory_kib(__import__("os").getpid())["VmRSS"]
 profile = PROFILES["alibaba"]
 tmpl = pod_template()
 ledger = EpcLedger()
 facts = (compact_pod_facts(json.loads(tmpl % pod_values(i, nodes, 1)), profile) for i in range(pods))
 ledger.replace({f"node-{i:05d}": 128 << 20 for i in range(nodes)}, (f for f in facts if f is not None))
 gc.collect()
-after = proc_status(__import__("os").getpid())["VmRSS"]
+after = memory_kib(__import__("os").getpid())["VmRSS"]
 print(json.dumps({"before": before, "after": after, "pods": ledger.pod_count()}))
 """
 
@@ -725,19 +626,7 @@ def rss(nodes: int, pods: int) -> list[str]:
         tempfile.TemporaryDirectory() as tmp,
     ):
         workdir = Path(tmp)
-        kubeconfig = workdir / "kubeconfig"
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{api_port}"}}],
-                    "users": [{"name": "fake", "user": {"token": "bench"}}],
-                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
-                    "current-context": "fake",
-                }
-            )
-        )
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"http://127.0.0.1:{api_port}", token="bench")
         with extender_serve(["--kubeconfig", str(kubeconfig)], workdir, timeout=1200) as (
             port,
             process,
@@ -745,8 +634,8 @@ def rss(nodes: int, pods: int) -> list[str]:
         ):
             time.sleep(2)
             workers = children(process.pid)
-            status = {pid: proc_status(pid) for pid in workers}
-            master = proc_status(process.pid)
+            status = {pid: memory_kib(pid) for pid in workers}
+            master = memory_kib(process.pid)
             _, inspect = http_get(port, "/inspect")
             summary = json.loads(inspect)
             for values in status.values():
@@ -763,18 +652,19 @@ def rss(nodes: int, pods: int) -> list[str]:
                 time.sleep(0.1)
             relist = time.monotonic() - relist_started
             for pid in workers:
-                values = proc_status(pid)
+                values = memory_kib(pid)
                 lines.append(
                     f"after a 410 relist of {pods} pods ({relist:.1f} s): "
                     f"worker RSS {values['VmRSS'] / 1024:.0f} MB, "
                     f"peak {values['VmHWM'] / 1024:.0f} MB"
                 )
     out = subprocess.run(
-        [sys.executable, "-c", LEDGER_ONLY, str(ROOT), str(nodes), str(pods)],
+        [sys.executable, "-c", LEDGER_ONLY, str(nodes), str(pods)],
         capture_output=True,
         text=True,
         check=True,
         cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     figures = json.loads(out.stdout)
     lines.append(
@@ -800,8 +690,7 @@ def profile_verbs(nodes: int, pods: int) -> None:
     settings = Settings()
     ledger = EpcLedger()
     facts = [
-        pod_facts(bound_pod(i, f"node-{i % nodes:05d}", 1 + i % 8, rich=False), settings.profile)
-        for i in range(pods)
+        pod_facts(lean_pod(i, f"node-{i % nodes:05d}", 1 + i % 8), settings.profile) for i in range(pods)
     ]
     ledger.replace({f"node-{i:05d}": 128 << 20 for i in range(nodes)}, [f for f in facts if f is not None])
     app = create_app(ledger, settings, MemoryBinder({}), lambda: True)
@@ -844,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"# extender benchmark — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} CPUs, "
-        f"Python {sys.version.split()[0]}, {uptime()}"
+        f"Python {sys.version.split()[0]}, load average {load_average()}"
     )
     for section in sections:
         print(f"\n## {section}")
@@ -859,7 +748,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         for line in result:
             print(line, flush=True)
-        print(f"(load after {section}: {uptime()})")
+        print(f"(load after {section}: load average {load_average()})")
     return 0
 
 

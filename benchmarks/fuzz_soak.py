@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from hypothesis import strategies as st
 from tests import fuzzing
 from tests.extender import scheduler_json as sj
 from tests.extender import test_fuzz as extender_fuzz
+from tests.machine import load_average, percentile
 from tests.webhook import test_fuzz as webhook_fuzz
 from tests.webhook.samples import realistic_pod
 
@@ -55,8 +55,7 @@ class Tally:
             self.slowest, self.slowest_case = seconds, case[:160]
 
     def percentile(self, share: float) -> float:
-        ordered = sorted(self.durations)
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+        return percentile(self.durations, share)
 
     @property
     def server_errors(self) -> int:
@@ -168,11 +167,6 @@ def soak_extender(cases: int) -> Tally:
     return tally
 
 
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=10_000, help="cases per server (default 10,000)")
@@ -181,7 +175,7 @@ def main() -> int:
     args = parser.parse_args()
     global PAUSE_GC
     PAUSE_GC = not args.with_gc
-    before = load()
+    before = load_average()
     started = time.perf_counter()
     tallies = [soak_webhook(args.cases), soak_extender(args.cases)]
     elapsed = time.perf_counter() - started
@@ -202,11 +196,16 @@ def main() -> int:
     if args.json:
         print(
             json.dumps(
-                {"load_before": before, "load_after": load(), "seconds": round(elapsed), "servers": figures}
+                {
+                    "load_before": before,
+                    "load_after": load_average(),
+                    "seconds": round(elapsed),
+                    "servers": figures,
+                }
             )
         )
     else:
-        print(f"load average before {before}, after {load()}; {elapsed:.0f} s")
+        print(f"load average before {before}, after {load_average()}; {elapsed:.0f} s")
         for f in figures:
             print(
                 f"{f['server']:9} {f['cases']:7} cases, {f['requests']:7} requests, "

@@ -2,7 +2,7 @@
 
 Starts ``confidential-pods webhook serve`` exactly as the Deployment does (gunicorn, TLS, gthread
 workers) on 127.0.0.1 with a fresh CA, and sends AdmissionReview v1 bodies of a realistic pod
-(app + two sidecars, probes, env, volumes, managedFields; about 6 KB).
+(``tests.webhook.samples.meshed_pod``: app + two sidecars, probes, env, volumes, managedFields; 7.9 KB).
 
 * closed loop: reviews/s with several kept-alive HTTPS connections, client ``wrk`` (C, one thread;
   Debian package ``wrk``) with a Lua script that POSTs the body, or ``python`` (one process per
@@ -13,9 +13,9 @@ workers) on 127.0.0.1 with a fresh CA, and sends AdmissionReview v1 bodies of a 
 
 Server CPU per review is read from /proc (master + workers). The client shares the machine's cores.
 
-    python benchmarks/webhook_bench.py                       # defaults: 2 workers x 4 threads
-    python benchmarks/webhook_bench.py --matrix              # workers/threads/worker-class sweep
-    python benchmarks/webhook_bench.py --profile             # pyinstrument over the flask app, in-process
+    python -m benchmarks.webhook_bench                       # defaults: 2 workers x 4 threads
+    python -m benchmarks.webhook_bench --matrix              # workers/threads/worker-class sweep
+    python -m benchmarks.webhook_bench --profile             # pyinstrument over the flask app, in-process
 """
 
 from __future__ import annotations
@@ -28,345 +28,31 @@ import multiprocessing
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.machine import (
+    children,
+    cpu_seconds,
+    free_port,
+    load_average,
+    machine_busy_seconds,
+    percentile,
+    stop,
+)
+from tests.webhook.samples import admission_review, meshed_pod
+from tests.webhook.tls import issue_serving_pair, make_authority
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.webhook.tls import issue_serving_pair, make_authority  # noqa: E402
-
 CONFIG = "profile: alibaba\naesm: host\nruntimeClass: none\n"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-# ------------------------------------------------------------------ the review
-
-
-def _env(**values: str) -> list[dict[str, Any]]:
-    return [{"name": name, "value": value} for name, value in values.items()]
-
-
-def realistic_pod() -> dict[str, Any]:
-    """A pod as a Deployment's ReplicaSet creates it, the way the apiserver hands it to admission."""
-    name = "payments-enclave-7c9f8d6b5-x2k4q"
-    field_ref = [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
-        {
-            "name": "POD_NAMESPACE",
-            "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}},
-        },
-        {"name": "POD_IP", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}},
-    ]
-    sa_mount = {
-        "name": "kube-api-access-9xq2c",
-        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
-        "readOnly": True,
-    }
-    common = {
-        "terminationMessagePath": "/dev/termination-log",
-        "terminationMessagePolicy": "File",
-        "imagePullPolicy": "IfNotPresent",
-    }
-    app = {
-        "name": "app",
-        "image": "registry.example.com/payments/enclave-api:2.14.3",
-        "args": ["--listen=:8443", "--config=/etc/payments/config.yaml", "--log-format=json"],
-        "ports": [
-            {"name": "https", "containerPort": 8443, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
-        ],
-        "env": _env(
-            LOG_LEVEL="info",
-            GOMAXPROCS="2",
-            PAYMENTS_DB_HOST="payments-db.payments.svc.cluster.local",
-            PAYMENTS_DB_PORT="5432",
-            PAYMENTS_CACHE_URL="redis://payments-cache.payments.svc.cluster.local:6379/0",
-        )
-        + field_ref,
-        "resources": {"requests": {"cpu": "500m", "memory": "768Mi"}, "limits": {"memory": "1Gi"}},
-        "readinessProbe": {
-            "httpGet": {"path": "/readyz", "port": 8443, "scheme": "HTTPS"},
-            "initialDelaySeconds": 5,
-            "periodSeconds": 5,
-            "timeoutSeconds": 1,
-            "successThreshold": 1,
-            "failureThreshold": 3,
-        },
-        "livenessProbe": {
-            "httpGet": {"path": "/livez", "port": 8443, "scheme": "HTTPS"},
-            "initialDelaySeconds": 15,
-            "periodSeconds": 10,
-            "timeoutSeconds": 1,
-            "successThreshold": 1,
-            "failureThreshold": 3,
-        },
-        "volumeMounts": [
-            {"name": "config", "mountPath": "/etc/payments", "readOnly": True},
-            {"name": "tls", "mountPath": "/etc/tls", "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-            sa_mount,
-        ],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        **common,
-    }
-    proxy = {
-        "name": "proxy",
-        "image": "registry.example.com/mesh/proxyv2:1.22.1",
-        "args": [
-            "proxy",
-            "sidecar",
-            "--domain",
-            "$(POD_NAMESPACE).svc.cluster.local",
-            "--log_output_level=info",
-        ],
-        "ports": [{"name": "http-envoy-prom", "containerPort": 15090, "protocol": "TCP"}],
-        "env": _env(
-            PILOT_CERT_PROVIDER="istiod", CA_ADDR="istiod.istio-system.svc:15012", ISTIO_META_MESH_ID="prod"
-        )
-        + field_ref,
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "128Mi"},
-            "limits": {"cpu": "2", "memory": "1Gi"},
-        },
-        "readinessProbe": {
-            "httpGet": {"path": "/healthz/ready", "port": 15021, "scheme": "HTTP"},
-            "periodSeconds": 15,
-            "timeoutSeconds": 3,
-            "successThreshold": 1,
-            "failureThreshold": 4,
-        },
-        "volumeMounts": [
-            {"name": "mesh-envoy", "mountPath": "/etc/istio/proxy"},
-            {"name": "mesh-token", "mountPath": "/var/run/secrets/tokens"},
-            sa_mount,
-        ],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1337,
-            "runAsGroup": 1337,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        **common,
-    }
-    shipper = {
-        "name": "log-shipper",
-        "image": "registry.example.com/observability/fluent-bit:3.0.4",
-        "args": ["--config=/fluent-bit/etc/fluent-bit.conf"],
-        "env": _env(FLUENT_ELASTICSEARCH_HOST="logs.observability.svc", FLUENT_ELASTICSEARCH_PORT="9200"),
-        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
-        "livenessProbe": {
-            "httpGet": {"path": "/api/v1/health", "port": 2020, "scheme": "HTTP"},
-            "periodSeconds": 30,
-            "timeoutSeconds": 2,
-            "successThreshold": 1,
-            "failureThreshold": 3,
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/var/log/app", "readOnly": True}, sa_mount],
-        **common,
-    }
-    labels = {
-        "app.kubernetes.io/name": "payments-enclave",
-        "app.kubernetes.io/part-of": "payments",
-        "app.kubernetes.io/version": "2.14.3",
-        "pod-template-hash": "7c9f8d6b5",
-        "security.istio.io/tlsMode": "istio",
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "payments-enclave-7c9f8d6b5-",
-            "namespace": "payments",
-            "labels": labels,
-            "annotations": {
-                "confidential-pods.io/confidential": "true",
-                "confidential-pods.io/containers": "app",
-                "confidential-pods.io/epc": "128Mi",
-                "kubectl.kubernetes.io/restartedAt": "2026-11-20T10:00:00Z",
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": "9090",
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "ReplicaSet",
-                    "name": "payments-enclave-7c9f8d6b5",
-                    "uid": "6f1c2b9e-6f5d-4b8a-9a55-0d6f3d2b1a10",
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-            "managedFields": [
-                {
-                    "manager": "kube-controller-manager",
-                    "operation": "Update",
-                    "apiVersion": "v1",
-                    "time": "2026-11-26T23:00:00Z",
-                    "fieldsType": "FieldsV1",
-                    "fieldsV1": {
-                        "f:metadata": {
-                            "f:annotations": {".": {}, "f:confidential-pods.io/confidential": {}},
-                            "f:generateName": {},
-                            "f:labels": {".": {}, **{f"f:{key}": {} for key in labels}},
-                            "f:ownerReferences": {
-                                ".": {},
-                                'k:{"uid":"6f1c2b9e-6f5d-4b8a-9a55-0d6f3d2b1a10"}': {},
-                            },
-                        },
-                        "f:spec": {
-                            "f:containers": {
-                                f'k:{{"name":"{c}"}}': {} for c in ("app", "proxy", "log-shipper")
-                            },
-                            "f:volumes": {},
-                        },
-                    },
-                }
-            ],
-            "name": name,
-        },
-        "spec": {
-            "containers": [app, proxy, shipper],
-            "volumes": [
-                {"name": "config", "configMap": {"name": "payments-enclave-config", "defaultMode": 420}},
-                {"name": "tls", "secret": {"secretName": "payments-enclave-tls", "defaultMode": 420}},
-                {"name": "tmp", "emptyDir": {}},
-                {"name": "mesh-envoy", "emptyDir": {"medium": "Memory"}},
-                {
-                    "name": "mesh-token",
-                    "projected": {
-                        "sources": [
-                            {
-                                "serviceAccountToken": {
-                                    "audience": "istio-ca",
-                                    "expirationSeconds": 43200,
-                                    "path": "istio-token",
-                                }
-                            }
-                        ],
-                        "defaultMode": 420,
-                    },
-                },
-                {
-                    "name": "kube-api-access-9xq2c",
-                    "projected": {
-                        "sources": [
-                            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
-                            {
-                                "configMap": {
-                                    "name": "kube-root-ca.crt",
-                                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
-                                }
-                            },
-                            {
-                                "downwardAPI": {
-                                    "items": [
-                                        {
-                                            "path": "namespace",
-                                            "fieldRef": {
-                                                "apiVersion": "v1",
-                                                "fieldPath": "metadata.namespace",
-                                            },
-                                        }
-                                    ]
-                                }
-                            },
-                        ],
-                        "defaultMode": 420,
-                    },
-                },
-            ],
-            "restartPolicy": "Always",
-            "terminationGracePeriodSeconds": 30,
-            "dnsPolicy": "ClusterFirst",
-            "serviceAccountName": "payments-enclave",
-            "serviceAccount": "payments-enclave",
-            "securityContext": {"fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
-            "affinity": {
-                "podAntiAffinity": {
-                    "preferredDuringSchedulingIgnoredDuringExecution": [
-                        {
-                            "weight": 100,
-                            "podAffinityTerm": {
-                                "labelSelector": {
-                                    "matchLabels": {"app.kubernetes.io/name": "payments-enclave"}
-                                },
-                                "topologyKey": "kubernetes.io/hostname",
-                            },
-                        }
-                    ]
-                }
-            },
-            "schedulerName": "default-scheduler",
-            "tolerations": [
-                {
-                    "key": "node.kubernetes.io/not-ready",
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                },
-                {
-                    "key": "node.kubernetes.io/unreachable",
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                },
-            ],
-            "priority": 0,
-            "enableServiceLinks": True,
-            "preemptionPolicy": "PreemptLowerPriority",
-        },
-        "status": {},
-    }
-
-
-def admission_review(pod: dict[str, Any]) -> dict[str, Any]:
-    gvk = {"group": "", "version": "v1", "kind": "Pod"}
-    gvr = {"group": "", "version": "v1", "resource": "pods"}
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": gvk,
-            "resource": gvr,
-            "requestKind": gvk,
-            "requestResource": gvr,
-            "namespace": "payments",
-            "operation": "CREATE",
-            "userInfo": {
-                "username": "system:serviceaccount:kube-system:replicaset-controller",
-                "uid": "c1d5e7f3-0b7d-4a57-8f3e-2f0b7c1d9a11",
-                "groups": [
-                    "system:serviceaccounts",
-                    "system:serviceaccounts:kube-system",
-                    "system:authenticated",
-                ],
-            },
-            "object": pod,
-            "oldObject": None,
-            "dryRun": False,
-            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
-        },
-    }
-
 
 # ------------------------------------------------------------------ the server
 
@@ -380,24 +66,10 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the master and its live workers."""
-        return _cpu(self.process.pid) + sum(self.worker_cpu().values())
+        return cpu_seconds(self.process.pid) + sum(self.worker_cpu().values())
 
     def worker_cpu(self) -> dict[int, float]:
-        return {pid: _cpu(pid) for pid in _children(self.process.pid)}
-
-
-def _cpu(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return 0.0
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine has spent busy (all cores, all processes), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLK_TCK
+        return {pid: cpu_seconds(pid) for pid in children(self.process.pid)}
 
 
 def _split(before: dict[int, float], after: dict[int, float]) -> str:
@@ -407,27 +79,11 @@ def _split(before: dict[int, float], after: dict[int, float]) -> str:
     return "/".join(f"{u / total * 100:.0f}" for u in used)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def running_server(
     workdir: Path, workers: int, threads: int, worker_class: str = "gthread"
 ) -> Iterator[Server]:
-    port = _free_port()
+    port = free_port()
     common = ["--cert", str(workdir / "tls.crt"), "--key", str(workdir / "tls.key"), "--host", "127.0.0.1"]
     config = str(workdir / "config.yaml")
     if worker_class == "gthread":  # the production command line
@@ -454,18 +110,14 @@ def running_server(
                 raise RuntimeError(f"server exited: {(workdir / f'server-{port}.log').read_text()}")
             with contextlib.suppress(OSError):
                 status, _ = _post(server, b"", path="/healthz", method="GET")
-                if status == 200 and len(_children(process.pid)) >= workers:
+                if status == 200 and len(children(process.pid)) >= workers:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
             time.sleep(0.1)
         yield server
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 
@@ -582,7 +234,7 @@ def closed_loop_wrk(server: Server, body_file: Path, connections: int, seconds: 
                f"https://127.0.0.1:{server.port}/mutate"]  # fmt: skip
     cpu_before = server.cpu_seconds()
     workers_before = server.worker_cpu()
-    busy_before = machine_busy()
+    busy_before = machine_busy_seconds()
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, env={**os.environ, "BENCH_BODY": str(body_file)}
     )
@@ -590,7 +242,7 @@ def closed_loop_wrk(server: Server, body_file: Path, connections: int, seconds: 
     output = process.stdout.read().decode()
     _, status, usage = os.wait4(process.pid, 0)
     server_cpu = server.cpu_seconds() - cpu_before
-    machine_cpu = machine_busy() - busy_before
+    machine_cpu = machine_busy_seconds() - busy_before
     if status != 0:
         raise RuntimeError(output)
     reviews = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
@@ -634,7 +286,7 @@ def closed_loop_python(server: Server, body: bytes, connections: int, seconds: f
     queue: Any = multiprocessing.Queue()
     cpu_before = server.cpu_seconds()
     workers_before = server.worker_cpu()
-    busy_before = machine_busy()
+    busy_before = machine_busy_seconds()
     started = time.monotonic()
     procs = [
         multiprocessing.Process(
@@ -647,7 +299,7 @@ def closed_loop_python(server: Server, body: bytes, connections: int, seconds: f
     results = [queue.get() for _ in procs]
     elapsed = time.monotonic() - started
     server_cpu = server.cpu_seconds() - cpu_before
-    machine_cpu = machine_busy() - busy_before
+    machine_cpu = machine_busy_seconds() - busy_before
     split = _split(workers_before, server.worker_cpu())
     for proc in procs:
         proc.join()
@@ -732,28 +384,25 @@ def open_loop(server: Server, body: bytes, rate: float, seconds: float, senders:
         proc.start()
     time.sleep(max(0.0, start_at - time.perf_counter()))
     cpu_before = server.cpu_seconds()
-    busy_before = machine_busy()
+    busy_before = machine_busy_seconds()
     results = [queue.get() for _ in procs]
     server_cpu = server.cpu_seconds() - cpu_before
-    machine_cpu = machine_busy() - busy_before
+    machine_cpu = machine_busy_seconds() - busy_before
     for proc in procs:
         proc.join()
     latencies: list[float] = sorted(latency for r in results for latency in r[0])
     errors = sum(r[1] for r in results)
     elapsed = max(r[2] for r in results)
 
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-
     return Latency(
         rate=rate,
         seconds=seconds,
         sent=len(latencies) + errors,
         errors=errors,
-        p50_ms=pct(0.50),
-        p90_ms=pct(0.90),
-        p99_ms=pct(0.99),
-        p999_ms=pct(0.999),
+        p50_ms=percentile(latencies, 0.50),
+        p90_ms=percentile(latencies, 0.90),
+        p99_ms=percentile(latencies, 0.99),
+        p999_ms=percentile(latencies, 0.999),
         max_ms=latencies[-1],
         achieved=(len(latencies) + errors) / elapsed,
         server_cpu=server_cpu,
@@ -788,10 +437,6 @@ def profile(body: bytes, reviews: int) -> None:
 
 
 # ------------------------------------------------------------------ main
-
-
-def _uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def _others(result: Throughput | Latency) -> float:
@@ -856,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    body = json.dumps(admission_review(realistic_pod()), separators=(",", ":")).encode()
+    body = json.dumps(admission_review(meshed_pod(), namespace="payments"), separators=(",", ":")).encode()
     if args.profile:
         profile(body, args.profile)
         return 0
@@ -873,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         body_file.write_bytes(body)
         print(f"# webhook benchmark, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
         print(f"# {os.cpu_count()} CPUs; python {sys.version.split()[0]}; review body {len(body)} bytes")
-        print(f"# load before: {_uptime()}")
+        print(f"# load average before: {load_average()}")
 
         configs = [(args.workers, args.threads, args.worker_class)]
         if args.matrix:
@@ -911,7 +556,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 open_loop(server, body, args.rate, 3, args.senders)  # warm-up
                 result_l = open_loop(server, body, args.rate, args.open_duration, args.senders)
                 print(_fmt_latency(server, result_l), flush=True)
-        print(f"\n# load after: {_uptime()}")
+        print(f"\n# load average after: {load_average()}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

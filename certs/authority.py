@@ -5,6 +5,8 @@
 * Serving certificate: ECDSA P-256, ``BasicConstraints(ca=False)`` critical, KeyUsage digitalSignature
   critical, ExtendedKeyUsage serverAuth, SubjectAlternativeName (DNS names and IP addresses), SKI, AKI of
   the issuing CA. Its notAfter never goes past the CA's.
+* Any other leaf (:func:`issue_leaf`): the same with the extended key usages asked for, e.g. clientAuth with
+  the user as CN and its groups as O, as kube-apiserver reads a client certificate (the e2e tests' PKI).
 
 Both are backdated by :data:`BACKDATE` so that a node whose clock runs a little behind still accepts them.
 Serial numbers are random (:func:`x509.random_serial_number`).
@@ -30,6 +32,8 @@ DEFAULT_SERVING_DAYS = 365
 CA_NAME_PREFIX = "confidential-pods-ca"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
+CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 
 
 @dataclass(frozen=True)
@@ -100,20 +104,7 @@ def issue_authority(*, now: datetime, days: int = DEFAULT_CA_DAYS) -> KeyPair:
         .not_valid_before(start)
         .not_valid_after(start + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(signs_certificates=True), critical=True)
         .add_extension(ski, critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .sign(key, hashes.SHA256())
@@ -133,44 +124,77 @@ def issue_serving(
         raise MaterialError("a serving certificate needs at least one name")
     if days < 1:
         raise MaterialError(f"a serving certificate must be valid for at least 1 day, not {days}")
-    key = new_key()
+    if authority.certificate.not_valid_after_utc <= now:
+        raise MaterialError("the CA has expired: it cannot issue a serving certificate")
     dns_names = [name for name in names if parse_ip(name) is None]
     common_name = next((name for name in dns_names if name.endswith(".svc")), (dns_names or list(names))[0])
+    return issue_leaf(
+        authority, common_name=common_name, names=names, usages=(SERVER_AUTH,), now=now, days=days
+    )
+
+
+def issue_leaf(
+    authority: KeyPair,
+    *,
+    common_name: str,
+    organizations: Sequence[str] = (),
+    names: Sequence[str] = (),
+    usages: Sequence[x509.ObjectIdentifier],
+    now: datetime,
+    days: int,
+) -> KeyPair:
+    """A leaf certificate signed by ``authority`` with the extended key ``usages`` asked for.
+
+    :func:`issue_serving` is the webhook's (``usages=(SERVER_AUTH,)``); a client certificate for the
+    kube-apiserver carries the user as ``common_name`` and its groups as ``organizations`` with
+    ``CLIENT_AUTH``. ``names`` become the SubjectAlternativeName (none: no such extension). Valid from
+    ``now - BACKDATE`` for ``days`` days, never past the CA's notAfter.
+    """
+    if days < 1:
+        raise MaterialError(f"a certificate must be valid for at least 1 day, not {days}")
     start = now - BACKDATE
     end = min(start + timedelta(days=days), authority.certificate.not_valid_after_utc)
     if end <= now:
-        raise MaterialError("the CA has expired: it cannot issue a serving certificate")
+        raise MaterialError("the CA has expired: it cannot issue a certificate")
+    key = new_key()
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    subject += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, name) for name in organizations]
     ca_ski = authority.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(x509.Name(subject))
         .issuer_name(authority.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(general_names(names)), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(_key_usage(signs_certificates=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    )
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(general_names(names)), critical=False)
+    certificate = (
+        builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(authority.key, hashes.SHA256())
     )
     return KeyPair(certificate, key)
+
+
+def _key_usage(*, signs_certificates: bool) -> x509.KeyUsage:
+    """digitalSignature, and for a CA keyCertSign and cRLSign."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=signs_certificates,
+        crl_sign=signs_certificates,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 # --- PEM encoding ---------------------------------------------------------------------------------------

@@ -6,18 +6,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.certs.fakeapi import FakeApi, FakeApiServer
+from tests.fakeapi import FakeApiServer
 
 #: A fixed instant for the injected clock.
 NOW = datetime(2030, 6, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def fake_api() -> Iterator[FakeApi]:
+def fake_api() -> Iterator[FakeApiServer]:
     with FakeApiServer() as api:
         yield api
 
 
 @pytest.fixture
-def kubeconfig(fake_api: FakeApi, tmp_path: Path) -> Path:
+def kubeconfig(fake_api: FakeApiServer, tmp_path: Path) -> Path:
     return fake_api.kubeconfig(tmp_path)

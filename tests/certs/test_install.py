@@ -18,7 +18,7 @@ from certs.operations import Target, generate, rotate_cluster
 from certs.planning import Lifetimes
 from confidential_pods.cli import main
 from tests.certs.conftest import NOW
-from tests.certs.fakeapi import FakeApi
+from tests.fakeapi import FakeApiServer
 
 NAMESPACE, SECRET, CA_SECRET, CONFIG = (
     "confidential-pods",
@@ -47,7 +47,7 @@ def webhook(name: str, path: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def api(fake_api: FakeApi) -> FakeApi:
+def api(fake_api: FakeApiServer) -> FakeApiServer:
     fake_api.add_webhook_configuration(
         CONFIG,
         [
@@ -78,15 +78,21 @@ def install_cli(kubeconfig: Path, directory: Path, *extra: str) -> int:
     )
 
 
-def secret_data(api: FakeApi, name: str) -> dict[str, bytes]:
-    return {key: base64.b64decode(value) for key, value in api.secrets[(NAMESPACE, name)]["data"].items()}
+def stored_secret(api: FakeApiServer, name: str) -> dict[str, Any]:
+    """The stored Secret ``name`` of NAMESPACE (changes to it change the apiserver's)."""
+    return api.objects["Secret"][f"{NAMESPACE}/{name}"]
 
 
-def ca_bundles(api: FakeApi) -> list[bytes]:
-    return [
-        base64.b64decode(w["clientConfig"]["caBundle"])
-        for w in api.webhook_configurations[CONFIG]["webhooks"]
-    ]
+def webhook_configuration(api: FakeApiServer) -> dict[str, Any]:
+    return api.objects["MutatingWebhookConfiguration"][CONFIG]
+
+
+def secret_data(api: FakeApiServer, name: str) -> dict[str, bytes]:
+    return {key: base64.b64decode(value) for key, value in stored_secret(api, name)["data"].items()}
+
+
+def ca_bundles(api: FakeApiServer) -> list[bytes]:
+    return [base64.b64decode(w["clientConfig"]["caBundle"]) for w in webhook_configuration(api)["webhooks"]]
 
 
 @pytest.fixture
@@ -97,23 +103,23 @@ def generated(tmp_path: Path) -> Path:
 
 
 def test_install_creates_secrets_and_fills_every_ca_bundle(
-    api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
+    api: FakeApiServer, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    before = copy.deepcopy(api.webhook_configurations[CONFIG])
+    before = copy.deepcopy(webhook_configuration(api))
     assert install_cli(kubeconfig, generated) == 0
-    tls = api.secrets[(NAMESPACE, SECRET)]
+    tls = stored_secret(api, SECRET)
     assert tls["type"] == "kubernetes.io/tls"
     assert secret_data(api, SECRET) == {
         name: (generated / name).read_bytes() for name in ("tls.crt", "tls.key", "ca.crt")
     }
-    ca_secret = api.secrets[(NAMESPACE, CA_SECRET)]
+    ca_secret = stored_secret(api, CA_SECRET)
     assert ca_secret["type"] == "Opaque"
     assert secret_data(api, CA_SECRET) == {
         name: (generated / name).read_bytes() for name in ("ca.crt", "ca.key")
     }
     assert ca_bundles(api) == [(generated / "ca.crt").read_bytes()] * 2
     # A patch, not a replacement: every other field (labels, service, rules, policies) is untouched.
-    after = copy.deepcopy(api.webhook_configurations[CONFIG])
+    after = copy.deepcopy(webhook_configuration(api))
     for entry in after["webhooks"]:
         del entry["clientConfig"]["caBundle"]
     after["metadata"].pop("resourceVersion")
@@ -129,7 +135,7 @@ def test_install_creates_secrets_and_fills_every_ca_bundle(
 
 
 def test_install_is_idempotent(
-    api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
+    api: FakeApiServer, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert install_cli(kubeconfig, generated) == 0
     writes = len(api.writes())
@@ -140,25 +146,25 @@ def test_install_is_idempotent(
 
 
 def test_install_updates_only_changed_keys_and_keeps_foreign_data(
-    api: FakeApi, kubeconfig: Path, generated: Path
+    api: FakeApiServer, kubeconfig: Path, generated: Path
 ) -> None:
     assert install_cli(kubeconfig, generated) == 0
-    api.secrets[(NAMESPACE, SECRET)]["data"]["extra"] = base64.b64encode(b"keep").decode()
-    api.secrets[(NAMESPACE, SECRET)]["metadata"]["annotations"] = {"a": "b"}
+    stored_secret(api, SECRET)["data"]["extra"] = base64.b64encode(b"keep").decode()
+    stored_secret(api, SECRET)["metadata"]["annotations"] = {"a": "b"}
     main(["certs", "rotate", "--dir", str(generated), "--force"])
     api.requests.clear()
     assert install_cli(kubeconfig, generated) == 0
     (patch,) = api.writes()
     assert patch.path.endswith(f"/secrets/{SECRET}")
     assert sorted(op["path"] for op in patch.body) == ["/data/tls.crt", "/data/tls.key"]
-    secret = api.secrets[(NAMESPACE, SECRET)]
+    secret = stored_secret(api, SECRET)
     assert base64.b64decode(secret["data"]["extra"]) == b"keep"
     assert secret["metadata"]["annotations"] == {"a": "b"}
     assert secret_data(api, SECRET)["tls.crt"] == (generated / "tls.crt").read_bytes()
 
 
 def test_missing_webhook_configuration_is_a_clear_error(
-    fake_api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
+    fake_api: FakeApiServer, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert install_cli(kubeconfig, generated) == 1
     error = capsys.readouterr().err
@@ -185,7 +191,7 @@ def test_missing_webhook_configuration_is_a_clear_error(
     ],
 )
 def test_missing_permission_names_verb_and_resource(
-    api: FakeApi,
+    api: FakeApiServer,
     kubeconfig: Path,
     generated: Path,
     capsys: pytest.CaptureFixture[str],
@@ -201,7 +207,7 @@ def test_missing_permission_names_verb_and_resource(
 
 
 def test_patch_permission_on_existing_secret(
-    api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
+    api: FakeApiServer, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert install_cli(kubeconfig, generated) == 0
     main(["certs", "rotate", "--dir", str(generated), "--force"])
@@ -211,21 +217,24 @@ def test_patch_permission_on_existing_secret(
 
 
 def test_secret_of_another_type_is_refused(
-    api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
+    api: FakeApiServer, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api.secrets[(NAMESPACE, SECRET)] = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": SECRET, "namespace": NAMESPACE, "resourceVersion": "1"},
-        "type": "Opaque",
-        "data": {},
-    }
+    api.put(
+        "Secret",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": SECRET, "namespace": NAMESPACE},
+            "type": "Opaque",
+            "data": {},
+        },
+    )
     assert install_cli(kubeconfig, generated) == 1
     assert "exists with type 'Opaque'" in capsys.readouterr().err
 
 
 def test_install_refuses_material_that_does_not_verify(
-    api: FakeApi, kubeconfig: Path, generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api: FakeApiServer, kubeconfig: Path, generated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = tmp_path / "other"
     generate(other, NAMES, now=datetime.now(UTC))
@@ -237,7 +246,7 @@ def test_install_refuses_material_that_does_not_verify(
 
 
 def test_install_refuses_to_distrust_what_is_served(
-    api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
+    api: FakeApiServer, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert install_cli(kubeconfig, generated) == 0
     served_before = served(api)
@@ -260,22 +269,22 @@ def test_install_refuses_to_distrust_what_is_served(
 
 
 def test_install_without_ca_key(
-    api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
+    api: FakeApiServer, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (generated / "ca.key").unlink()
     assert install_cli(kubeconfig, generated) == 0
-    assert (NAMESPACE, CA_SECRET) not in api.secrets
+    assert f"{NAMESPACE}/{CA_SECRET}" not in api.objects["Secret"]
     assert "in-cluster rotation needs it" in capsys.readouterr().out
 
 
 # --- in-cluster rotation (the CronJob) -----------------------------------------------------------------
 
 
-def served(api: FakeApi) -> x509.Certificate:
+def served(api: FakeApiServer) -> x509.Certificate:
     return x509.load_pem_x509_certificate(secret_data(api, SECRET)["tls.crt"])
 
 
-def test_cluster_rotation_with_injected_clock(api: FakeApi, kubeconfig: Path, tmp_path: Path) -> None:
+def test_cluster_rotation_with_injected_clock(api: FakeApiServer, kubeconfig: Path, tmp_path: Path) -> None:
     out = tmp_path / "certs"
     generate(out, NAMES, now=NOW, lifetimes=Lifetimes(ca_days=400, serving_days=100))
     cluster = Cluster(connect(str(kubeconfig)))
@@ -326,7 +335,9 @@ def test_cluster_rotation_with_injected_clock(api: FakeApi, kubeconfig: Path, tm
     assert x509.load_pem_x509_certificates(secret_data(api, SECRET)["ca.crt"]) == [new_ca]
 
 
-def test_phase_two_waits_for_every_webhook_entry(api: FakeApi, kubeconfig: Path, tmp_path: Path) -> None:
+def test_phase_two_waits_for_every_webhook_entry(
+    api: FakeApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "certs"
     generate(out, NAMES, now=NOW)
     cluster = Cluster(connect(str(kubeconfig)))
@@ -335,7 +346,7 @@ def test_phase_two_waits_for_every_webhook_entry(api: FakeApi, kubeconfig: Path,
     install(cluster, TARGET, out, now=NOW)
     rotate_cluster(cluster, TARGET, now=NOW, rotate_ca=True)
     # Someone (an older installer) resets one entry's caBundle to the old CA only.
-    api.webhook_configurations[CONFIG]["webhooks"][1]["clientConfig"]["caBundle"] = base64.b64encode(
+    webhook_configuration(api)["webhooks"][1]["clientConfig"]["caBundle"] = base64.b64encode(
         (out / "ca.crt").read_bytes()
     ).decode()
     before = served(api)
@@ -347,7 +358,7 @@ def test_phase_two_waits_for_every_webhook_entry(api: FakeApi, kubeconfig: Path,
 
 
 def test_rotate_cli_in_cluster_mode(
-    api: FakeApi, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
+    api: FakeApiServer, kubeconfig: Path, generated: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert install_cli(kubeconfig, generated) == 0
     args = ["certs", "rotate", "--secret", SECRET, "--webhook-config", CONFIG, "--namespace", NAMESPACE]
@@ -364,7 +375,7 @@ def test_rotate_cli_in_cluster_mode(
 
 
 def test_first_in_cluster_run_creates_everything_then_is_idempotent(
-    api: FakeApi, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+    api: FakeApiServer, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["certs", "rotate", "--secret", SECRET, "--webhook-config", CONFIG, "--namespace", NAMESPACE]
     args += ["--kubeconfig", str(kubeconfig)]
@@ -390,10 +401,10 @@ def test_first_in_cluster_run_creates_everything_then_is_idempotent(
 
 
 def test_material_installed_without_its_ca_key_is_adopted_in_two_phases(
-    api: FakeApi, kubeconfig: Path, generated: Path
+    api: FakeApiServer, kubeconfig: Path, generated: Path
 ) -> None:
     assert install_cli(kubeconfig, generated, "--no-ca-secret") == 0
-    assert (NAMESPACE, CA_SECRET) not in api.secrets
+    assert f"{NAMESPACE}/{CA_SECRET}" not in api.objects["Secret"]
     first = served(api)
     cluster = Cluster(connect(str(kubeconfig)))
     now = datetime.now(UTC)

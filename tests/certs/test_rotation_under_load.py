@@ -15,7 +15,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -30,6 +29,7 @@ from cryptography import x509
 
 from tests.commands import certs_generate, webhook_serve
 from tests.commands import cli as command_line
+from tests.machine import free_port, stop
 from tests.webhook import samples
 
 SERVICE, NAMESPACE = "confidential-pods-webhook", "confidential-pods"
@@ -158,9 +158,7 @@ def webhook_server(tmp_path: Path) -> Iterator[tuple[Path, int, Path]]:
     cli(*certs_generate(certs, service=SERVICE, namespace=NAMESPACE))
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = tmp_path / "server.log"
     command = webhook_serve(certs / "tls.crt", certs / "tls.key", port, config=config, workers=2, threads=4)
     env = {key: value for key, value in os.environ.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
@@ -181,12 +179,7 @@ def webhook_server(tmp_path: Path) -> Iterator[tuple[Path, int, Path]]:
                 time.sleep(0.1)
         yield certs, port, log
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def test_zero_failed_reviews_while_certificates_rotate(webhook_server: tuple[Path, int, Path]) -> None:

@@ -35,7 +35,8 @@ import yaml
 
 from tests.e2e import pki
 from tests.e2e.kube import ApiError, Kube, ensure_service_account
-from tests.e2e.processes import HarnessError, Process, StartupError, free_port, wait_until
+from tests.e2e.processes import HarnessError, Process, StartupError, wait_until
+from tests.machine import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = Path(__file__).resolve().parent / "controlplane"

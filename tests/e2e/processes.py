@@ -5,13 +5,13 @@ Plain subprocess management, no Kubernetes knowledge: :mod:`tests.e2e.harness` b
 
 from __future__ import annotations
 
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.machine import stop
 
 
 class HarnessError(Exception):
@@ -20,14 +20,6 @@ class HarnessError(Exception):
 
 class StartupError(HarnessError):
     """A control-plane process exited or did not become ready in time; the message has its log's tail."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_until(
@@ -112,11 +104,4 @@ class Process:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL. Idempotent."""
-        if self.popen.poll() is not None:
-            return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait(timeout=timeout)
+        stop(self.popen, timeout)

@@ -43,7 +43,8 @@ from confidential_pods.profiles import PROFILES, Profile
 from tests.commands import certs_generate, cli, extender_serve, webhook_serve
 from tests.e2e.harness import ApiServer, ControlPlane
 from tests.e2e.kube import JSON, ApiError, Kube
-from tests.e2e.processes import HarnessError, Process, free_port, wait_until
+from tests.e2e.processes import HarnessError, Process, wait_until
+from tests.machine import free_port
 from tests.manifests.building import BUILDS, MANIFESTS, KustomizeError, find_kustomize, kustomize_build
 
 NAMESPACE = "confidential-pods"

@@ -1,5 +1,8 @@
 """ExtenderArgs and the objects in them, shaped as kube-scheduler sends them.
 
+What the apiserver adds to every pod (owner reference, default toleration, container defaults) comes from
+:mod:`tests.webhook.samples`.
+
 kube-scheduler marshals Go structs without json tags: keys are Go field names (``Pod``, ``Nodes``,
 ``NodeNames``). Exactly one of ``Nodes`` / ``NodeNames`` is set, the other is ``null``; a NodeList it
 builds itself has empty TypeMeta (no apiVersion/kind) and ``"metadata": {}``.
@@ -10,6 +13,8 @@ from __future__ import annotations
 import copy
 import uuid
 from typing import Any
+
+from tests.webhook.samples import CONTAINER_DEFAULTS, no_execute_toleration, replica_set_owner
 
 RESOURCE = "alibabacloud.com/sgx_epc_MiB"
 
@@ -96,9 +101,7 @@ def pod(
                 "name": "app",
                 "image": "registry.example.com/payments/tokenizer:1.4.2",
                 "resources": {"limits": limits, "requests": requests},
-                "terminationMessagePath": "/dev/termination-log",
-                "terminationMessagePolicy": "File",
-                "imagePullPolicy": "IfNotPresent",
+                **CONTAINER_DEFAULTS,
             }
         ],
         "restartPolicy": "Always",
@@ -109,14 +112,7 @@ def pod(
         "schedulerName": "default-scheduler",
         "runtimeClassName": "kata",
         "overhead": {"cpu": "250m", "memory": "160Mi"},
-        "tolerations": [
-            {
-                "key": "node.kubernetes.io/not-ready",
-                "operator": "Exists",
-                "effect": "NoExecute",
-                "tolerationSeconds": 300,
-            }
-        ],
+        "tolerations": [no_execute_toleration("not-ready")],
         "priority": 0,
         "enableServiceLinks": True,
         "preemptionPolicy": "PreemptLowerPriority",
@@ -133,16 +129,7 @@ def pod(
             "creationTimestamp": "2026-11-26T23:40:01Z",
             "labels": {"app": "tokenizer", "pod-template-hash": "7d9f"},
             "annotations": {"confidential-pods.io/confidential": "true"},
-            "ownerReferences": [
-                {
-                    "apiVersion": "apps/v1",
-                    "kind": "ReplicaSet",
-                    "name": "tokenizer-7d9f",
-                    "uid": "5e0b1f0e-3a6f-4c47-9a43-1c2b8d6e0f11",
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
+            "ownerReferences": [replica_set_owner("tokenizer-7d9f", "5e0b1f0e-3a6f-4c47-9a43-1c2b8d6e0f11")],
         },
         "spec": spec,
         "status": {"phase": phase, "qosClass": "Guaranteed"},

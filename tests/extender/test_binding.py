@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -18,6 +15,7 @@ from extender.binding import ApiBinder, BindRefused, MemoryBinder, PendingPods, 
 from extender.ledger import EpcLedger
 from extender.wire import BindRequest
 from tests.extender import scheduler_json as sj
+from tests.fakeapi import FakeApiServer, serving
 
 PROFILE = PROFILES["alibaba"]
 
@@ -147,91 +145,15 @@ def test_pending_pods_is_bounded() -> None:
 # ----------------------------------------------------------------- ApiBinder over real HTTP
 
 
-class FakeApiServer:
-    """Answers pods/binding and pod GETs like the API server does (JSON Status on errors)."""
-
-    def __init__(self) -> None:
-        self.pods: dict[str, dict[str, Any]] = {}
-        self.bindings: list[tuple[str, dict[str, Any]]] = []
-        self.refuse_with: tuple[int, str] | None = None
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.bindings.append((self.path, body))
-                if outer.refuse_with:
-                    code, message = outer.refuse_with
-                    self._send(
-                        code,
-                        {
-                            "kind": "Status",
-                            "apiVersion": "v1",
-                            "status": "Failure",
-                            "message": message,
-                            "code": code,
-                        },
-                    )
-                    return
-                # The real API server answers 201 with a Status, not a Binding (the client's quirk).
-                self._send(
-                    201,
-                    {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201},
-                )
-
-            def do_GET(self) -> None:
-                parts = self.path.split("/")  # /api/v1/namespaces/<ns>/pods/<name>
-                key = f"{parts[4]}/{parts[6]}"
-                if key in outer.pods:
-                    self._send(200, outer.pods[key])
-                else:
-                    message = f'pods "{parts[6]}" not found'
-                    self._send(
-                        404,
-                        {
-                            "kind": "Status",
-                            "status": "Failure",
-                            "message": message,
-                            "reason": "NotFound",
-                            "code": 404,
-                        },
-                    )
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def api_client(self) -> client.ApiClient:
-        configuration = client.Configuration()
-        configuration.host = f"http://127.0.0.1:{self.server.server_address[1]}"
-        return client.ApiClient(configuration)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def api() -> Iterator[FakeApiServer]:
-    server = FakeApiServer()
-    yield server
-    server.close()
+    with serving() as server:
+        yield server
 
 
 def test_api_binder_posts_a_binding(api: FakeApiServer) -> None:
-    binder = ApiBinder(api.api_client)
+    api.put("Pod", sj.pod("p-1", uid="uid-1"))
+    binder = ApiBinder(api.api_client())
     binder.bind(BindRequest(pod_name="p-1", pod_namespace="payments", pod_uid="uid-1", node="sgx-a"))
     assert api.bindings == [
         (
@@ -245,22 +167,23 @@ def test_api_binder_posts_a_binding(api: FakeApiServer) -> None:
         )
     ]
     kubernetes_validate.validate(api.bindings[0][1], "1.33.0", strict=True)
+    assert api.objects["Pod"]["payments/p-1"]["spec"]["nodeName"] == "sgx-a"
 
 
 def test_api_binder_reports_the_api_message(api: FakeApiServer) -> None:
-    api.refuse_with = (409, 'pod p-1 is already assigned to node "sgx-b"')
-    binder = ApiBinder(api.api_client)
+    api.refuse_bindings = (409, 'pod p-1 is already assigned to node "sgx-b"')
+    binder = ApiBinder(api.api_client())
     with pytest.raises(BindRefused, match=r'already assigned to node "sgx-b" \(HTTP 409\)'):
         binder.bind(BindRequest(pod_name="p-1", pod_namespace="payments", pod_uid="uid-1", node="sgx-a"))
 
 
 def test_api_refusal_reserves_nothing(api: FakeApiServer) -> None:
-    api.refuse_with = (403, "forbidden")
+    api.refuse_bindings = (403, "forbidden")
     ledger = EpcLedger()
     ledger.set_node("sgx-a", 93 * MiB)
     request = BindRequest(pod_name="p-1", pod_namespace="payments", pod_uid="uid-1", node="sgx-a")
     outcome = bind_pod(
-        request, 8 * MiB, ledger=ledger, binder=ApiBinder(api.api_client), profile=PROFILE, now=0
+        request, 8 * MiB, ledger=ledger, binder=ApiBinder(api.api_client()), profile=PROFILE, now=0
     )
     assert outcome.error == "binding payments/p-1 failed: forbidden (HTTP 403)"
     assert ledger.usage("sgx-a").reserved == 0  # type: ignore[union-attr]
@@ -276,10 +199,10 @@ def test_api_binder_reads_pods_raw(api: FakeApiServer) -> None:
             "resources": {"requests": {sj.RESOURCE: "16"}},
         }
     ]
-    api.pods[f"payments/{the_pod['metadata']['name']}"] = the_pod
-    binder = ApiBinder(api.api_client)
+    stored = api.put("Pod", the_pod)
+    binder = ApiBinder(api.api_client())
     read = binder.read_pod("payments", the_pod["metadata"]["name"])
-    assert read == the_pod  # restartPolicy of the sidecar survives: no typed-model round trip
+    assert read == stored  # restartPolicy of the sidecar survives: no typed-model round trip
     assert binder.read_pod("payments", "gone") is None
     request = BindRequest(the_pod["metadata"]["name"], "payments", the_pod["metadata"]["uid"], "n")
     assert pod_epc_for_bind(request, PendingPods(), binder, PROFILE) == 64 * MiB

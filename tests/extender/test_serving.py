@@ -21,14 +21,8 @@ import yaml
 
 from tests.commands import extender_serve
 from tests.extender import scheduler_json as sj
+from tests.machine import free_port
 from tests.webhook.tls import issue_serving_pair, make_authority
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -6,11 +6,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from tests.extender import scheduler_json as sj
-from tests.extender.fakeapi import serving
 from tests.extender.test_serving import start, stop
+from tests.fakeapi import serving, write_kubeconfig
 
 MiB = 1024 * 1024
 
@@ -23,19 +21,8 @@ def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
 
 
 def kubeconfig(path: Path, url: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": url}}],
-                "users": [{"name": "nobody", "user": {}}],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "nobody"}}],
-                "current-context": "fake",
-            }
-        )
-    )
-    return path
+    """A kubeconfig for the fake apiserver at ``url``, with a user without credentials."""
+    return write_kubeconfig(path, url)
 
 
 def test_api_mode_follows_the_cluster(tmp_path: Path) -> None:
@@ -59,9 +46,10 @@ def test_api_mode_follows_the_cluster(tmp_path: Path) -> None:
             wait_until(lambda: served.call(conn, "GET", "/inspect/sgx-a")[1]["used"] == 0)
             _, filtered = served.call(conn, "POST", "/filter", sj.args_with_names(pod, ["sgx-a"]))
             assert filtered["NodeNames"] == ["sgx-a"]
-            # the fake API server has no pods/binding: the refusal comes back in Error, nothing reserved
+            # the pod was never created in the API server: its binding's 404 is the Error, nothing reserved
             _, bound = served.call(conn, "POST", "/bind", sj.binding_args(pod, "sgx-a"))
             assert bound["Error"].startswith("binding payments/new failed:")
+            assert bound["Error"].endswith("(HTTP 404)")
             assert served.call(conn, "GET", "/inspect/sgx-a")[1]["reserved"] == 0
             # the feed's counters share the extender's /metrics
             _, metrics = served.call(conn, "GET", "/metrics")

@@ -31,7 +31,7 @@ from extender.watchevents import (
     replace_pods,
 )
 from extender.watching import LedgerFeed
-from tests.extender.fakeapi import FakeApiServer, serving
+from tests.fakeapi import FakeApiServer, serving
 
 PROFILE = PROFILES["alibaba"]
 RES = PROFILE.epc_resource

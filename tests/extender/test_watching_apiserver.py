@@ -4,7 +4,7 @@ An e2e test (tests/e2e/gate.py: runs once tests/e2e/build.sh has built the contr
 runs without its watch cache and compacts etcd every 2 s, so that a watch resumed from an old
 resourceVersion gets the real ``ERROR`` 410 ("The resourceVersion for the provided watch is too old.")
 instead of a replay from the cache: the relist path is exercised against the real thing, not only
-against tests/extender/fakeapi.py.
+against tests/fakeapi.py.
 """
 
 from __future__ import annotations

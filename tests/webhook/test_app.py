@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from confidential_pods.settings import settings_from_mapping
-from tests.webhook.samples import CONFIDENTIAL, admission_review, pod, realistic_pod
+from tests.webhook.samples import CONFIDENTIAL, admission_review, meshed_pod, pod, realistic_pod
 from webhook.app import MAX_BODY, create_app
 
 
@@ -41,6 +41,17 @@ def test_mutates_opted_in_pod_and_answers_in_the_version_asked(client: FlaskClie
     assert response["uid"] == "b0a5c3c8-1f4e-4c1e-9c55-5d0c3f1a2b3c" and response["allowed"] is True
     mutated = jsonpatch.apply_patch(original, _patch(response))
     assert mutated["spec"]["containers"][0]["resources"]["limits"]["alibabacloud.com/sgx_epc_MiB"] == "64"
+
+
+def test_mutates_the_benchmarks_meshed_pod_in_its_enclave_container_only(client: FlaskClient) -> None:
+    original = meshed_pod()
+    response = client.post("/mutate", json=admission_review(original, namespace="payments")).get_json()[
+        "response"
+    ]
+    mutated = jsonpatch.apply_patch(original, _patch(response))
+    app, proxy, shipper = mutated["spec"]["containers"]
+    assert app["resources"]["limits"]["alibabacloud.com/sgx_epc_MiB"] == "128"
+    assert (proxy, shipper) == tuple(original["spec"]["containers"][1:])
 
 
 def test_pod_endpoint_ignores_pods_without_annotation(client: FlaskClient) -> None:

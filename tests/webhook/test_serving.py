@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from confidential_pods import tlscontext
 from tests.commands import webhook_serve
+from tests.machine import free_port
 from tests.webhook import samples
 from tests.webhook.tls import Authority, ServingPair, issue_serving_pair, make_authority
 
@@ -48,13 +49,6 @@ REVIEWS_METRIC = "confidential_pods_webhook_reviews"
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def write_pair(directory: Path, pair: ServingPair) -> tuple[Path, Path]:
