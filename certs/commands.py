@@ -12,14 +12,14 @@ from certs.authority import DEFAULT_CA_DAYS, DEFAULT_SERVING_DAYS, service_names
 from certs.durations import parse_duration
 from certs.errors import CertsError
 from certs.planning import Lifetimes
+from confidential_pods.cli import component
 
 if TYPE_CHECKING:
     from certs.operations import Target
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
-    certs = subcommands.add_parser("certs", help="CA and serving certificates for the webhook")
-    certs_sub = certs.add_subparsers(title="certs commands", metavar="COMMAND")
+    certs_sub = component(subcommands, "certs", "CA and serving certificates for the webhook")
 
     generate = certs_sub.add_parser(
         "generate",

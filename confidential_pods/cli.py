@@ -10,9 +10,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from confidential_pods import __version__
 from confidential_pods.errors import ConfigError
+from confidential_pods.settings import load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +35,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def component(subcommands: argparse._SubParsersAction[Any], name: str, what: str) -> Any:
+    """``confidential-pods NAME COMMAND``: a component's group of subcommands (returns its subparsers)."""
+    group = subcommands.add_parser(name, help=what)
+    return group.add_subparsers(title=f"{name} commands", metavar="COMMAND")
+
+
+def add_serving_options(
+    serve: argparse.ArgumentParser,
+    *,
+    port: int,
+    threads: int,
+    workers: int | None,
+    tls_required: bool,
+    verbs: str,
+) -> None:
+    """The options both ``serve`` commands share (sizing, TLS, configuration, drain); read back by
+    :func:`serving_options`. ``workers`` None: one worker process, no ``--workers`` option."""
+    serve.add_argument("--port", type=int, default=port, help=f"port to serve on (default {port})")
+    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
+    if workers is not None:
+        serve.add_argument(
+            "--workers", type=int, default=workers, help=f"worker processes (default {workers})"
+        )
+    per = "per worker" if workers is not None else "of the single worker"
+    serve.add_argument("--threads", type=int, default=threads, help=f"threads {per} (default {threads})")
+    serve.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    https = "" if tls_required else " to serve HTTPS"
+    serve.add_argument(
+        "--cert", required=tls_required, help=f"serving certificate (PEM){https}; re-read when it changes"
+    )
+    serve.add_argument("--key", required=tls_required, help="private key of --cert (PEM)")
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help=f"after SIGTERM, answer /readyz with 503 for this long while still serving {verbs} (default 0)",
+    )
+
+
+def serving_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of ``serve()`` that :func:`add_serving_options` declared."""
+    names = ("host", "port", "workers", "threads", "cert", "key", "drain_seconds")
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -45,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if hasattr(args, "config"):  # every command that reads the configuration has --config
+            args.settings = load_settings(args.config)
         code: int = handler(args)
     except ConfigError as exc:
         print(f"confidential-pods: configuration error: {exc}", file=sys.stderr)

@@ -6,14 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from confidential_pods.settings import SCORING_STRATEGIES, load_settings
+from confidential_pods.cli import add_serving_options, component, serving_options
+from confidential_pods.settings import SCORING_STRATEGIES, Settings
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
-    extender = subcommands.add_parser(
-        "extender", help="the kube-scheduler extender (places pods by free EPC)"
-    )
-    extender_sub = extender.add_subparsers(title="extender commands", metavar="COMMAND")
+    extender_sub = component(subcommands, "extender", "the kube-scheduler extender (places pods by free EPC)")
     serve = extender_sub.add_parser(
         "serve",
         help="serve /filter, /prioritize and /bind for kube-scheduler (gunicorn, one worker)",
@@ -23,24 +21,13 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     source = serve.add_mutually_exclusive_group()
     source.add_argument("--snapshot", help="Nodes and Pods (v1 List or multi-doc YAML/JSON); no API server")
     source.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account)")
-    serve.add_argument("--port", type=int, default=8444)
-    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    serve.add_argument("--threads", type=int, default=8, help="threads of the single worker (default 8)")
-    serve.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    add_serving_options(serve, port=8444, threads=8, workers=None, tls_required=False, verbs="verbs")
     serve.add_argument(
         "--max-body",
         type=int,
         default=None,
         help="largest request body in bytes, chunked or not (default 128 MiB: 5,000 whole Nodes fit)",
     )
-    serve.add_argument(
-        "--drain-seconds",
-        type=float,
-        default=0.0,
-        help="after SIGTERM, answer /readyz with 503 for this long while still serving verbs (default 0)",
-    )
-    serve.add_argument("--cert", help="serving certificate (PEM) to serve HTTPS; re-read when it changes")
-    serve.add_argument("--key", help="private key of --cert (PEM)")
     serve.set_defaults(handler=_serve)
 
     simulate = subcommands.add_parser(
@@ -63,18 +50,12 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from extender import serving
 
-    settings = load_settings(args.config)
     return serving.serve(
-        settings,
+        args.settings,
+        **serving_options(args),
         snapshot=args.snapshot,
         kubeconfig=args.kubeconfig,
-        host=args.host,
-        port=args.port,
-        threads=args.threads,
-        cert=args.cert,
-        key=args.key,
         max_body=args.max_body,
-        drain_seconds=args.drain_seconds,
     )
 
 
@@ -82,7 +63,7 @@ def _simulate(args: argparse.Namespace) -> int:
     from extender.simulate import example_facts, render, simulate
     from extender.snapshot import SnapshotError, SnapshotFacts, load_snapshot_facts
 
-    settings = load_settings(args.config)
+    settings: Settings = args.settings
     try:
         if args.nodes is None and args.pods is None:
             facts = example_facts(settings)

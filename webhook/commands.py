@@ -7,20 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from confidential_pods.settings import load_settings
+from confidential_pods.cli import add_serving_options, component, serving_options
+from confidential_pods.settings import Settings
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
-    webhook = subcommands.add_parser("webhook", help="the mutating admission webhook")
-    webhook_sub = webhook.add_subparsers(title="webhook commands", metavar="COMMAND")
+    webhook_sub = component(subcommands, "webhook", "the mutating admission webhook")
     serve = webhook_sub.add_parser("serve", help="serve AdmissionReviews over TLS (gunicorn)")
-    serve.add_argument("--cert", required=True, help="serving certificate (PEM); re-read when it changes")
-    serve.add_argument("--key", required=True, help="private key of the serving certificate (PEM)")
-    serve.add_argument("--port", type=int, default=8443)
-    serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
-    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
-    serve.add_argument("--threads", type=int, default=4, help="threads per worker (default 4)")
-    serve.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    add_serving_options(serve, port=8443, threads=4, workers=2, tls_required=True, verbs="reviews")
     serve.add_argument(
         "--kubeconfig",
         help="credentials to read namespaces' Pod Security levels (default: the in-cluster ServiceAccount, "
@@ -31,12 +25,6 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="never read namespaces (host-mode pods in baseline/restricted namespaces are then refused by "
         "Pod Security admission itself, with its own message)",
-    )
-    serve.add_argument(
-        "--drain-seconds",
-        type=float,
-        default=0.0,
-        help="after SIGTERM, answer /readyz with 503 for this long while still serving reviews (default 0)",
     )
     serve.set_defaults(handler=_serve)
 
@@ -74,16 +62,9 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from webhook import serving
 
-    settings = load_settings(args.config)
     return serving.serve(
-        settings,
-        cert=args.cert,
-        key=args.key,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        threads=args.threads,
-        drain_seconds=args.drain_seconds,
+        args.settings,
+        **serving_options(args),
         kubeconfig=args.kubeconfig,
         namespace_lookup=not args.no_namespace_lookup,
     )
@@ -92,9 +73,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _inject(args: argparse.Namespace) -> int:
     from webhook import offline
 
-    settings = load_settings(args.config)
     return offline.run(
-        settings,
+        args.settings,
         source=args.filename,
         output=args.output,
         namespace_opted_in=args.namespace_opted_in,
@@ -104,7 +84,7 @@ def _inject(args: argparse.Namespace) -> int:
 def _qcnl(args: argparse.Namespace) -> int:
     from confidential_pods import qcnl
 
-    settings = load_settings(args.config)
+    settings: Settings = args.settings
     if not settings.dcap.configured:
         print("confidential-pods qcnl: dcap.pccsUrl is not set in the configuration", file=sys.stderr)
         return 2
