@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from cryptography import x509
 
@@ -60,15 +61,16 @@ def generate(
     return Outcome((*decoded.notes, *plan.notes), tuple(written))
 
 
-def rotate_directory(
-    directory: Path,
-    *,
-    now: datetime,
-    lifetimes: Lifetimes = DEFAULT_LIFETIMES,
-    names: Sequence[str] = (),
-    force: bool = False,
-    rotate_ca: bool = False,
-) -> Outcome:
+class Rotation(TypedDict, total=False):
+    """What a rotation is asked for beyond the clock (the keywords of :func:`plan_rotation`)."""
+
+    lifetimes: Lifetimes
+    names: Sequence[str]
+    force: bool
+    rotate_ca: bool
+
+
+def rotate_directory(directory: Path, *, now: datetime, **rotation: Unpack[Rotation]) -> Outcome:
     """Rotate the files of ``directory``. The ``ca.crt`` found at the start counts as published: a new CA
     added by this run signs the serving certificate only on the next run (after ``certs install``)."""
     files = read_files(directory)
@@ -76,15 +78,7 @@ def rotate_directory(
         raise MaterialError(f"{directory / CA_KEY} is missing: run `certs generate` first")
     material = from_files(files, lenient=False).material
     published = frozenset(fingerprint(ca) for ca in material.bundle)
-    plan = plan_rotation(
-        material,
-        published=published,
-        now=now,
-        lifetimes=lifetimes,
-        names=names,
-        force=force,
-        rotate_ca=rotate_ca,
-    )
+    plan = plan_rotation(material, published=published, now=now, **rotation)
     written = write_files(directory, to_files(plan.material), to_files(material))
     return Outcome(plan.notes, tuple(written), plan.pending)
 
@@ -207,14 +201,7 @@ def install(
 
 
 def rotate_cluster(
-    cluster: Cluster,
-    target: Target,
-    *,
-    now: datetime,
-    lifetimes: Lifetimes = DEFAULT_LIFETIMES,
-    names: Sequence[str] = (),
-    force: bool = False,
-    rotate_ca: bool = False,
+    cluster: Cluster, target: Target, *, now: datetime, **rotation: Unpack[Rotation]
 ) -> Outcome:
     """Rotate the material stored in the cluster (what the install Job and the CronJob run).
 
@@ -238,15 +225,6 @@ def rotate_cluster(
     published = published_fingerprints(state.configuration)
     if published is None:  # no webhook entry: nobody to distrust the served certificate
         published = frozenset(fingerprint(ca) for ca in material.bundle)
-    plan = plan_rotation(
-        material,
-        published=published,
-        now=now,
-        lifetimes=lifetimes,
-        names=names,
-        force=force,
-        rotate_ca=rotate_ca,
-        adopt=state.ca_secret is None,
-    )
+    plan = plan_rotation(material, published=published, now=now, adopt=state.ca_secret is None, **rotation)
     written = publish(cluster, target, plan.material, state)
     return Outcome(plan.notes, tuple(written), plan.pending)

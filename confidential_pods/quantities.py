@@ -155,22 +155,18 @@ def _ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
-def parse_whole(value: object) -> int:
-    """A quantity that must be a whole number (extended resources, bytes) → that number."""
-    nanos = parse_nanos(value)
-    whole, fraction = divmod(nanos, NANO)
+def parse_whole(value: object, what: str = "a whole number") -> int:
+    """A quantity that must be a whole number (extended resources, bytes) → that number; ``what`` names
+    it in the error."""
+    whole, fraction = divmod(parse_nanos(value), NANO)
     if fraction:
-        raise QuantityError(f"{shown(value)} is not a whole number")
+        raise QuantityError(f"{shown(value)} is not {what}")
     return whole
 
 
 def parse_bytes(value: object) -> int:
     """A quantity that means bytes (``64Mi``, ``1.5Gi``, ``134217728``) → whole bytes."""
-    nanos = parse_nanos(value)
-    whole, fraction = divmod(nanos, NANO)
-    if fraction:
-        raise QuantityError(f"{shown(value)} is not a whole number of bytes")
-    return whole
+    return parse_whole(value, "a whole number of bytes")
 
 
 def parse_decimal(value: object) -> Decimal:
