@@ -44,13 +44,31 @@ def pod_facts(
     A terminating pod (``metadata.deletionTimestamp`` set) still counts until it is deleted or
     reaches a final phase: its enclave holds the EPC until its containers stop, kubelet's admission
     keeps counting it, and kube-scheduler's own cache does the same. Releasing it at the
-    deletionTimestamp would let a new pod be bound into EPC that is still in use — and with
-    ``ignoredByScheduler: true`` (the shipped scheduler configuration) no other check would stop it;
-    kubelet would then reject the new pod at admission.
+    deletionTimestamp would let a new pod be bound into EPC that is still in use — and in the
+    ``confidential-scheduler`` profile, where NodeResourcesFit ignores the EPC resource, no other check
+    would stop it; kubelet would then reject the new pod at admission.
     """
-    metadata = mapping(pod.get("metadata"))
-    spec = mapping(pod.get("spec"))
-    node = spec.get("nodeName")
+    return _on_node(pod, mapping(pod.get("spec")).get("nodeName"), profile, unreadable, epc)
+
+
+def nominated_facts(
+    pod: Mapping[str, Any], profile: Profile, unreadable: list[str] | None = None
+) -> PodEpc | None:
+    """The EPC a pending pod that preemption nominated to a node needs there (``node`` is
+    ``status.nominatedNodeName``), or None: not nominated, already assigned, finished, or no EPC.
+
+    kube-scheduler sets the nomination after a successful preemption and counts the pod on that node
+    while its victims terminate (so that no lower-priority pod takes the room); the ledger holds the
+    same EPC for it (:meth:`~extender.ledger.EpcLedger.nominate`).
+    """
+    if mapping(pod.get("spec")).get("nodeName"):
+        return None
+    return _on_node(pod, mapping(pod.get("status")).get("nominatedNodeName"), profile, unreadable, None)
+
+
+def _on_node(
+    pod: Mapping[str, Any], node: object, profile: Profile, unreadable: list[str] | None, epc: int | None
+) -> PodEpc | None:
     if not isinstance(node, str) or not node:
         return None
     if mapping(pod.get("status")).get("phase") in TERMINAL_PHASES:
@@ -59,6 +77,7 @@ def pod_facts(
         epc = effective_epc(pod, profile, unreadable)
     if epc <= 0:
         return None
+    metadata = mapping(pod.get("metadata"))
     namespace = str(metadata.get("namespace") or "")
     name = str(metadata.get("name") or "")
     return PodEpc(

@@ -3,8 +3,9 @@
 :func:`apply_event` applies one decoded watch event and says how the watch goes on —
 :class:`Applied` (resume from its resourceVersion), :class:`Relist` (410 Gone: the resourceVersion
 was compacted away) or :class:`Failed` (any other error event, or a line that is not an event).
-:func:`replace_nodes` and :func:`replace_pods` apply a fresh full list of one kind atomically without
-touching the other kind. :func:`backoff_delay` is the retry schedule. No IO, no logging: the shell is
+:class:`Listing` takes a fresh full list of one kind and makes it that kind's state atomically
+(:func:`replace_nodes`, :func:`replace_pods`, the ledger's nominations) without touching the other kinds.
+:func:`backoff_delay` is the retry schedule. No IO, no logging: the shell is
 ``watching.py``.
 """
 
@@ -19,10 +20,12 @@ from confidential_pods.epc import node_capacity
 from confidential_pods.profiles import Profile
 from confidential_pods.wire import mapping
 from extender.ledger import EpcLedger
-from extender.podepc import PodEpc, pod_facts, pod_uid
+from extender.podepc import PodEpc, nominated_facts, pod_facts, pod_uid
 
-Kind = Literal["Node", "Pod"]
-KINDS: tuple[Kind, ...] = ("Node", "Pod")
+#: What the feed lists and watches: Nodes, assigned Pods, and pending Pods that preemption nominated to a
+#: node (their EPC is held there: :meth:`~extender.ledger.EpcLedger.nominate`).
+Kind = Literal["Node", "Pod", "Nominated"]
+KINDS: tuple[Kind, ...] = ("Node", "Pod", "Nominated")
 EventType = Literal["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]
 EVENT_TYPES: tuple[EventType, ...] = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR")
 #: HTTP status of an expired resourceVersion or continue token.
@@ -116,10 +119,10 @@ def describe(kind: Kind, obj: Mapping[str, Any], problems: list[str]) -> str:
     if not problems:
         return ""
     metadata = mapping(obj.get("metadata"))
-    name = (
-        f"{metadata.get('namespace')}/{metadata.get('name')}" if kind == "Pod" else str(metadata.get("name"))
-    )
-    return f"{kind} {name[:300]} {problems[0]}"
+    if kind == "Node":
+        return f"Node {str(metadata.get('name'))[:300]} {problems[0]}"
+    name = f"{metadata.get('namespace')}/{metadata.get('name')}"
+    return f"Pod {name[:300]} {problems[0]}"
 
 
 def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) -> Outcome:
@@ -127,7 +130,9 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
 
     ADDED/MODIFIED upsert the node, or the pod when it holds EPC; a pod that no longer holds EPC
     (finished) is removed and its reservation, if any, withdrawn: the watch has seen it. DELETED
-    removes. BOOKMARK only advances the resourceVersion. Unknown types are skipped.
+    removes. For ``Nominated`` the same upserts or withdraws the pod's nomination (DELETED: it left the
+    selection, bound or no longer nominated). BOOKMARK only advances the resourceVersion. Unknown types
+    are skipped.
     """
     if not _ismapping(event):
         return Failed("watch line is not a JSON object")
@@ -150,6 +155,13 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
             else:
                 ledger.set_node(*entry)
         return Applied(version, describe(kind, obj, problems))
+    if kind == "Nominated":
+        nominated = None if kind_of_event == "DELETED" else nominated_facts(obj, profile, problems)
+        if nominated is not None:
+            ledger.nominate(_interned(nominated))
+        else:
+            ledger.withdraw_nomination(pod_uid(obj))
+        return Applied(version, describe(kind, obj, problems))
     facts = None if kind_of_event == "DELETED" else pod_facts(obj, profile, problems)
     if facts is not None:
         with ledger.lock:
@@ -162,6 +174,49 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
             ledger.remove_pod(uid)
             ledger.unreserve(uid)
     return Applied(version, describe(kind, obj, problems))
+
+
+class Listing:
+    """A fresh full list of one kind, taken object by object (:meth:`add`), then made the ledger's state
+    of that kind at once (:meth:`apply`); the other kinds are untouched."""
+
+    def __init__(self, kind: Kind, ledger: EpcLedger, profile: Profile) -> None:
+        self.kind, self.ledger, self.profile = kind, ledger, profile
+        self.nodes: dict[str, int | None] = {}
+        self.pods: list[PodEpc] = []
+        #: Uids of listed pods that hold no EPC (finished) but still have a reservation.
+        self.without_epc: list[str] = []
+
+    def add(self, obj: object) -> str:
+        """Take one listed object; returns what could not be read in it ('' when everything was)."""
+        if not _ismapping(obj):
+            return ""
+        problems: list[str] = []
+        if self.kind == "Node":
+            entry = node_entry(obj, self.profile, problems)
+            if entry is not None:
+                self.nodes[entry[0]] = entry[1]
+        elif self.kind == "Nominated":
+            nominated = nominated_facts(obj, self.profile, problems)
+            if nominated is not None:
+                self.pods.append(_interned(nominated))
+        else:
+            facts = compact_pod_facts(obj, self.profile, problems)
+            if facts is not None:
+                # A relist holds the old ledger and the new list at once: reuse unchanged entries.
+                known = self.ledger.pod(facts.uid)
+                self.pods.append(known if known == facts else facts)
+            elif self.ledger.reservation(uid := pod_uid(obj)) is not None:
+                self.without_epc.append(uid)
+        return describe(self.kind, obj, problems)
+
+    def apply(self) -> None:
+        if self.kind == "Node":
+            replace_nodes(self.ledger, self.nodes)
+        elif self.kind == "Nominated":
+            self.ledger.replace_nominations(self.pods)
+        else:
+            replace_pods(self.ledger, self.pods, self.without_epc)
 
 
 def replace_nodes(ledger: EpcLedger, nodes: Mapping[str, int | None]) -> None:

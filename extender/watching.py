@@ -1,4 +1,4 @@
-"""The ledger feed: list then watch Nodes and assigned Pods into the EPC ledger.
+"""The ledger feed: list then watch Nodes, assigned Pods and nominated Pods into the EPC ledger.
 
 Two parts:
 
@@ -6,8 +6,11 @@ Two parts:
   watch event to the ledger and says how to go on (resume from a resourceVersion, relist after 410
   Gone, back off after any other error event); ``replace_nodes`` / ``replace_pods`` apply a fresh
   full list of one kind atomically; ``backoff_delay`` is the retry schedule;
-* this thin shell — :class:`LedgerFeed` runs one daemon thread per resource kind (list with pagination,
-  then watch from the list's resourceVersion with bookmarks) and one that expires reservations.
+* this thin shell — :class:`LedgerFeed` runs one daemon thread per kind (list with pagination, then watch
+  from the list's resourceVersion with bookmarks) and one that expires reservations. The kinds: Nodes;
+  assigned Pods (``spec.nodeName!=``: they hold EPC); pending Pods that preemption nominated to a node
+  (``spec.nodeName=,status.nominatedNodeName!=``: EPC held for them there). A nominated pod that is bound
+  leaves the second selection (the apiserver sends DELETED) and enters the first.
 
 Kubernetes JSON stays JSON: lists are read with ``_preload_content=False`` one page (``limit``) at a
 time and watch streams are split into lines with ``kubernetes.watch``'s own ``iter_resp_lines``, then
@@ -52,20 +55,15 @@ from urllib3.exceptions import HTTPError
 from confidential_pods.profiles import Profile
 from extender.ledger import EpcLedger
 from extender.metrics import FeedMetrics
-from extender.podepc import PodEpc, pod_uid
 from extender.watchevents import (
     GONE,
     KINDS,
     Applied,
     Kind,
+    Listing,
     Relist,
     apply_event,
     backoff_delay,
-    compact_pod_facts,
-    describe,
-    node_entry,
-    replace_nodes,
-    replace_pods,
     resource_version,
 )
 
@@ -73,6 +71,9 @@ logger = logging.getLogger(__name__)
 
 #: Field selector of the pod list and watch: only pods bound to a node hold EPC.
 ASSIGNED_PODS = "spec.nodeName!="
+#: Field selector of the nominated-pod list and watch: pending pods with a node nominated by preemption.
+NOMINATED_PODS = "spec.nodeName=,status.nominatedNodeName!="
+SELECTORS: dict[Kind, str] = {"Pod": ASSIGNED_PODS, "Nominated": NOMINATED_PODS}
 #: A watch that ends sooner than this with no event in it counts as a failure (backoff).
 QUICK_END_SECONDS = 1.0
 #: Items per list page (client-go's reflector uses 500 as well).
@@ -99,7 +100,7 @@ class _ListResult:
 class LedgerFeed:
     """Keeps an :class:`EpcLedger` equal to the cluster's Nodes and assigned Pods.
 
-    ``start()`` starts daemon threads; ``ready()`` is True once both kinds were fully listed;
+    ``start()`` starts daemon threads; ``ready()`` is True once every kind was fully listed;
     ``stop()`` ends the threads (closing open watches) and waits for them.
 
     ``registry``: where the feed's counters go (the app's, so that ``/metrics`` shows them).
@@ -172,7 +173,7 @@ class LedgerFeed:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def ready(self) -> bool:
-        """True once the first full list of both Nodes and Pods is in the ledger."""
+        """True once the first full list of every kind is in the ledger."""
         return all(event.is_set() for event in self._listed.values())
 
     # --- one kind: list, then watch ---------------------------------------------------------------
@@ -242,15 +243,12 @@ class LedgerFeed:
         if kind == "Node":
             return self._core.list_node(_preload_content=False, **kwargs)
         return self._core.list_pod_for_all_namespaces(
-            field_selector=ASSIGNED_PODS, _preload_content=False, **kwargs
+            field_selector=SELECTORS[kind], _preload_content=False, **kwargs
         )
 
     def _list(self, kind: Kind) -> _ListResult:
         """List every object of ``kind`` page by page and replace that kind's state in the ledger."""
-        profile, ledger = self._profile, self._ledger
-        nodes: dict[str, int | None] = {}
-        pods: list[PodEpc] = []
-        without_epc: list[str] = []
+        listing = Listing(kind, self._ledger, self._profile)
         continue_token: str | None = None
         version: str | None = None
         items = 0
@@ -266,23 +264,7 @@ class LedgerFeed:
                 raise ValueError(f"{kind} list response is not a JSON object")
             for obj in page.get("items") or ():
                 items += 1
-                problems: list[str] = []
-                if kind == "Node":
-                    entry = node_entry(obj, profile, problems)
-                    if entry is not None:
-                        nodes[entry[0]] = entry[1]
-                    self._report_unreadable(kind, describe(kind, obj, problems))
-                    continue
-                facts = compact_pod_facts(obj, profile, problems)
-                self._report_unreadable(kind, describe(kind, obj, problems))
-                if facts is not None:
-                    # A relist holds the old ledger and the new list at once: reuse unchanged entries.
-                    known = ledger.pod(facts.uid)
-                    pods.append(known if known == facts else facts)
-                else:
-                    uid = pod_uid(obj)
-                    if ledger.reservation(uid) is not None:
-                        without_epc.append(uid)
+                self._report_unreadable(kind, listing.add(obj))
             metadata = page.get("metadata") or {}
             version = resource_version(page) or version
             token = metadata.get("continue")
@@ -292,10 +274,7 @@ class LedgerFeed:
             continue_token = str(token)
         if version is None:
             raise ValueError(f"{kind} list response has no metadata.resourceVersion")
-        if kind == "Node":
-            replace_nodes(self._ledger, nodes)
-        else:
-            replace_pods(self._ledger, pods, without_epc)
+        listing.apply()
         return _ListResult(version, items)
 
     def _watch(self, kind: Kind) -> int:

@@ -123,9 +123,7 @@ def _handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                               query, self.headers.get("Content-Type"), copy.deepcopy(body))  # fmt: skip
             with api.cond:
                 api.requests.append(request)
-                code = (
-                    api.request_faults[resource.kind].popleft() if api.request_faults[resource.kind] else None
-                )
+                code = api.take_fault(api.request_faults[resource.kind], query)
             if code is not None:
                 reason = "Expired" if code == 410 else "InternalError"
                 self._json(code, status(code, reason, f"injected fault {code}"))

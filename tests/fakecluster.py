@@ -2,8 +2,11 @@
 
 Resources (:data:`RESOURCES`): Nodes, Pods (and ``pods/binding``), Secrets, MutatingWebhookConfigurations.
 
-* list: ``limit``/``continue`` pages at one resourceVersion, the ``spec.nodeName!=`` field selector;
-* watch: from ``resourceVersion``, ``allowWatchBookmarks``, ``timeoutSeconds``. Objects carry real
+* list: ``limit``/``continue`` pages at one resourceVersion; field selectors on the pod fields the feed
+  uses (``spec.nodeName``, ``status.nominatedNodeName``; ``=``, ``==``, ``!=``, comma for "and");
+* watch: from ``resourceVersion``, ``allowWatchBookmarks``, ``timeoutSeconds``; with a field selector, an
+  object that leaves the selection arrives as DELETED (its previous state) and one that enters it as
+  ADDED, as the apiserver's watch cache sends them. Objects carry real
   resourceVersions; :meth:`FakeCluster.compact` forgets history, so that a watch from an older version gets
   the apiserver's ``ERROR`` event with a 410 ``Expired`` Status;
 * get, create (POST), update (PUT), patch (json-patch and merge-patch; strategic merge is refused with 415 as
@@ -30,12 +33,13 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import jsonpatch
 
 Kind = Literal["Node", "Pod", "Secret", "MutatingWebhookConfiguration"]
 StreamFault = Literal["drop", "gone", "end"]
+T = TypeVar("T")
 #: Who the certs commands are, in a 403's message.
 USER = "system:serviceaccount:confidential-pods:certs"
 
@@ -73,6 +77,23 @@ class Request:
     body: Any
 
 
+#: Pod fields the fake's field selectors know.
+SELECTABLE = frozenset({"spec.nodeName", "status.nominatedNodeName"})
+
+
+def _requirement(text: str) -> tuple[str, bool, str]:
+    """``field!=value`` / ``field==value`` / ``field=value`` → (field, negated, value)."""
+    if "!=" in text:
+        field, value = text.split("!=", 1)
+        return field, True, value
+    field, value = text.replace("==", "=", 1).split("=", 1)
+    return field, False, value
+
+
+def _asked(request: Request, kind: Kind, selector: str | None) -> bool:
+    return request.kind == kind and (selector is None or request.query.get("fieldSelector", "") == selector)
+
+
 def key(kind: Kind, obj: dict[str, Any]) -> str:
     """Where the store keeps ``obj``: ``namespace/name``, or ``name`` for a cluster-scoped kind."""
     meta = obj["metadata"]
@@ -96,9 +117,12 @@ class FakeCluster:
         self.rv = 1000
         self.objects: dict[Kind, dict[str, dict[str, Any]]] = {kind: {} for kind in PLURALS}
         self.history: dict[Kind, list[tuple[int, str, dict[str, Any]]]] = {kind: [] for kind in PLURALS}
+        #: The state before each MODIFIED event, by its resourceVersion (what a selection left).
+        self.previous: dict[int, dict[str, Any]] = {}
         self.compacted: dict[Kind, int] = dict.fromkeys(PLURALS, 0)
-        self.request_faults: dict[Kind, deque[int]] = {kind: deque() for kind in PLURALS}
-        self.stream_faults: dict[Kind, deque[StreamFault]] = {kind: deque() for kind in PLURALS}
+        #: Injected faults with the field selector of the requests they are for (None: any).
+        self.request_faults: dict[Kind, deque[tuple[int, str | None]]] = {kind: deque() for kind in PLURALS}
+        self.stream_faults: dict[Kind, deque[tuple[StreamFault, str | None]]] = {k: deque() for k in PLURALS}
         self.denied: set[tuple[str, str]] = set()
         self.refuse_bindings: tuple[int, str] | None = None
         self.requests: list[Request] = []
@@ -123,6 +147,8 @@ class FakeCluster:
             obj["metadata"]["resourceVersion"] = str(self.rv)
             where = key(kind, obj)
             kind_of_event = "MODIFIED" if where in self.objects[kind] else "ADDED"
+            if kind_of_event == "MODIFIED":
+                self.previous[self.rv] = self.objects[kind][where]
             self.objects[kind][where] = obj
             self.history[kind].append((self.rv, kind_of_event, obj))
             self.cond.notify_all()
@@ -153,30 +179,46 @@ class FakeCluster:
             self.compacted[kind] = self.rv + 1
             self.history[kind] = []
 
-    def fail_request(self, kind: Kind, code: int) -> None:
-        """The next request for ``kind`` is answered with an HTTP ``code`` Status."""
+    def fail_request(self, kind: Kind, code: int, selector: str | None = None) -> None:
+        """The next request for ``kind`` (with field selector ``selector``, if given) is answered with an
+        HTTP ``code`` Status."""
         with self.cond:
-            self.request_faults[kind].append(code)
+            self.request_faults[kind].append((code, selector))
 
-    def disturb_stream(self, kind: Kind, fault: StreamFault) -> None:
-        """The open (or next) watch of ``kind``: ``drop`` the connection mid-chunk, send ERROR
-        410 (``gone``) or ``end`` normally."""
+    def disturb_stream(self, kind: Kind, fault: StreamFault, selector: str | None = None) -> None:
+        """The open (or next) watch of ``kind`` (with field selector ``selector``, if given): ``drop`` the
+        connection mid-chunk, send ERROR 410 (``gone``) or ``end`` normally."""
         with self.cond:
-            self.stream_faults[kind].append(fault)
+            self.stream_faults[kind].append((fault, selector))
             self.cond.notify_all()
+
+    def take_fault(self, faults: deque[tuple[T, str | None]], query: dict[str, str]) -> T | None:
+        """The first of ``faults`` meant for a request with ``query`` (removed), or None. Under ``cond``."""
+        for entry in faults:
+            if entry[1] is None or entry[1] == query.get("fieldSelector", ""):
+                faults.remove(entry)
+                return entry[0]
+        return None
 
     # --- what was asked -----------------------------------------------------------------------------
 
-    def watches(self, kind: Kind) -> list[dict[str, str]]:
+    def watches(self, kind: Kind, selector: str | None = None) -> list[dict[str, str]]:
+        """Queries of the watches of ``kind`` (with field selector ``selector``, if given)."""
         with self.cond:
-            return [r.query for r in self.requests if r.kind == kind and r.query.get("watch") == "true"]
+            return [
+                r.query for r in self.requests if _asked(r, kind, selector) and r.query.get("watch") == "true"
+            ]
 
-    def lists(self, kind: Kind) -> list[dict[str, str]]:
+    def lists(self, kind: Kind, selector: str | None = None) -> list[dict[str, str]]:
+        """Queries of the lists of ``kind`` (with field selector ``selector``, if given)."""
         with self.cond:
             return [
                 r.query
                 for r in self.requests
-                if r.kind == kind and r.method == "GET" and r.name is None and r.query.get("watch") != "true"
+                if _asked(r, kind, selector)
+                and r.method == "GET"
+                and r.name is None
+                and r.query.get("watch") != "true"
             ]
 
     def writes(self) -> list[Request]:
@@ -186,11 +228,31 @@ class FakeCluster:
     # --- serving ----------------------------------------------------------------------------------
 
     def matches(self, kind: Kind, obj: dict[str, Any], query: dict[str, str]) -> bool:
+        """Whether ``obj`` is in the query's field selection (pkg/registry/core/pod: unset fields are "")."""
         selector = query.get("fieldSelector", "")
-        if selector == "spec.nodeName!=":
-            return bool(obj.get("spec", {}).get("nodeName"))
-        assert selector == "", f"fake apiserver does not know field selector {selector!r}"
+        for requirement in filter(None, selector.split(",")):
+            field, negated, value = _requirement(requirement)
+            assert field in SELECTABLE, f"fake apiserver does not know field selector {requirement!r}"
+            section, name = field.split(".")
+            actual = str(obj.get(section, {}).get(name) or "")
+            if (actual == value) == negated:
+                return False
         return True
+
+    def selected(
+        self, kind: Kind, rv: int, kind_of_event: str, obj: dict[str, Any], query: dict[str, str]
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The event a watch with ``query`` sees for a stored event, or None (neither state is selected)."""
+        now = self.matches(kind, obj, query)
+        previous = self.previous.get(rv) if kind_of_event == "MODIFIED" else None
+        before = previous is not None and self.matches(kind, previous, query)
+        if previous is None or now == before:
+            return (kind_of_event, obj) if now else None
+        if now:
+            return "ADDED", obj
+        left = copy.deepcopy(previous)
+        left["metadata"]["resourceVersion"] = obj["metadata"]["resourceVersion"]
+        return "DELETED", left
 
     def list_page(self, kind: Kind, query: dict[str, str]) -> dict[str, Any]:
         token = query.get("continue")
@@ -225,19 +287,20 @@ class FakeCluster:
             with self.cond:
                 while True:
                     pending = [e for e in self.history[kind] if e[0] > sent]
-                    if pending or self.stream_faults[kind] or self.closed or time.monotonic() >= deadline:
+                    fault = self.take_fault(self.stream_faults[kind], query)
+                    if pending or fault or self.closed or time.monotonic() >= deadline:
                         break
                     if bookmarks and time.monotonic() - last_bookmark >= self.bookmark_interval:
                         break
                     self.cond.wait(0.02)
-                fault = self.stream_faults[kind].popleft() if self.stream_faults[kind] else None
                 current = self.rv
             if self.closed or time.monotonic() >= deadline:
                 return
             for rv, kind_of_event, obj in pending:
                 sent = rv
-                if self.matches(kind, obj, query):
-                    yield event_line({"type": kind_of_event, "object": obj})
+                seen = self.selected(kind, rv, kind_of_event, obj, query)
+                if seen is not None:
+                    yield event_line({"type": seen[0], "object": seen[1]})
             if fault is not None:
                 yield fault
                 if fault != "drop":

@@ -17,7 +17,7 @@ import pytest
 
 from confidential_pods.profiles import PROFILES
 from extender.ledger import EpcLedger
-from extender.podepc import PodEpc, pod_facts
+from extender.podepc import PodEpc, nominated_facts, pod_facts
 from extender.watchevents import (
     Applied,
     Failed,
@@ -30,7 +30,7 @@ from extender.watchevents import (
     replace_nodes,
     replace_pods,
 )
-from extender.watching import LedgerFeed
+from extender.watching import ASSIGNED_PODS, LedgerFeed
 from tests.fakeapi import FakeApiServer, serving
 
 PROFILE = PROFILES["alibaba"]
@@ -149,9 +149,12 @@ POD_STREAM = [
 def fresh(nodes: Iterable[dict[str, Any]], pods: Iterable[dict[str, Any]]) -> EpcLedger:
     """The ledger a fresh list of these objects gives."""
     ledger = EpcLedger()
+    pods = list(pods)
     entries = [node_entry(n, PROFILE) for n in nodes]
     facts = [pod_facts(p, PROFILE) for p in pods]
     ledger.replace(dict(e for e in entries if e is not None), [f for f in facts if f is not None])
+    nominated = [nominated_facts(p, PROFILE) for p in pods]
+    ledger.replace_nominations(f for f in nominated if f is not None)
     return ledger
 
 
@@ -412,12 +415,12 @@ def harness(api: FakeApiServer) -> Iterator[Harness]:
 def test_lists_paginated_then_watches_changes(harness: Harness) -> None:
     api = harness.api
     assert harness.converged()
-    pod_lists = api.lists("Pod")
+    pod_lists = api.lists("Pod", ASSIGNED_PODS)
     assert len(pod_lists) == 3  # 6 pods, 2 per page
     assert all(q["fieldSelector"] == "spec.nodeName!=" and q["limit"] == "2" for q in pod_lists)
     assert "continue" not in pod_lists[0] and pod_lists[1]["continue"]
-    wait_until(lambda: len(api.watches("Pod")) >= 1 and len(api.watches("Node")) >= 1)
-    watch = api.watches("Pod")[0]
+    wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) >= 1 and len(api.watches("Node")) >= 1)
+    watch = api.watches("Pod", ASSIGNED_PODS)[0]
     assert watch["allowWatchBookmarks"] == "true" and watch["fieldSelector"] == "spec.nodeName!="
     assert watch["resourceVersion"]
 
@@ -440,18 +443,18 @@ def test_bookmarks_advance_the_resume_version(harness: Harness) -> None:
     wait_until(harness.converged)
     with api.cond:
         current = api.rv
-    wait_until(lambda: int(api.watches("Pod")[0]["resourceVersion"]) < current)
+    wait_until(lambda: int(api.watches("Pod", ASSIGNED_PODS)[0]["resourceVersion"]) < current)
     time.sleep(api.bookmark_interval * 2)  # let a bookmark carry `current` to the pod watch
-    api.disturb_stream("Pod", "end")
-    wait_until(lambda: len(api.watches("Pod")) >= 2)
-    assert int(api.watches("Pod")[-1]["resourceVersion"]) >= current
+    api.disturb_stream("Pod", "end", ASSIGNED_PODS)
+    wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) >= 2)
+    assert int(api.watches("Pod", ASSIGNED_PODS)[-1]["resourceVersion"]) >= current
     assert harness.relists("Pod", "gone") == 0
 
 
 def test_gone_after_compaction_relists_and_drops_what_was_deleted_meanwhile(harness: Harness) -> None:
     api = harness.api
     # While the watch is away, history is compacted: deletions in the gap are only in a fresh list.
-    api.disturb_stream("Pod", "drop")
+    api.disturb_stream("Pod", "drop", ASSIGNED_PODS)
     api.disturb_stream("Node", "drop")
     api.delete("Pod", "team/p0")
     api.delete("Node", "plain")
@@ -468,10 +471,10 @@ def test_error_410_event_mid_stream_relists(harness: Harness) -> None:
     api = harness.api
     api.put("Pod", pod("fresh", "sgx-a", "2"))
     wait_until(harness.converged)
-    lists_before = len(api.lists("Pod"))
-    api.disturb_stream("Pod", "gone")
+    lists_before = len(api.lists("Pod", ASSIGNED_PODS))
+    api.disturb_stream("Pod", "gone", ASSIGNED_PODS)
     wait_until(lambda: harness.relists("Pod", "gone") == 1)
-    assert len(api.lists("Pod")) > lists_before
+    assert len(api.lists("Pod", ASSIGNED_PODS)) > lists_before
     api.delete("Pod", "team/fresh")
     wait_until(harness.converged)
 
@@ -480,10 +483,10 @@ def test_dropped_connection_resumes_without_relisting(harness: Harness) -> None:
     api = harness.api
     api.put("Pod", pod("p4", "sgx-a", "20"))
     wait_until(harness.converged)
-    watches = len(api.watches("Pod"))
-    api.disturb_stream("Pod", "drop")
-    wait_until(lambda: len(api.watches("Pod")) > watches)
-    resumed = api.watches("Pod")[-1]["resourceVersion"]
+    watches = len(api.watches("Pod", ASSIGNED_PODS))
+    api.disturb_stream("Pod", "drop", ASSIGNED_PODS)
+    wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) > watches)
+    resumed = api.watches("Pod", ASSIGNED_PODS)[-1]["resourceVersion"]
     assert int(resumed) >= int(api.objects["Pod"]["team/p4"]["metadata"]["resourceVersion"])
     api.put("Pod", pod("late", "sgx-b", "1"))
     wait_until(harness.converged)
@@ -493,8 +496,8 @@ def test_dropped_connection_resumes_without_relisting(harness: Harness) -> None:
 
 def test_api_500_then_recovery(api: FakeApiServer) -> None:
     # The first pod list fails twice: not ready until it succeeds; delays grow.
-    api.fail_request("Pod", 500)
-    api.fail_request("Pod", 500)
+    api.fail_request("Pod", 500, ASSIGNED_PODS)
+    api.fail_request("Pod", 500, ASSIGNED_PODS)
     h = Harness(api)
     h.feed.start()
     try:
@@ -502,9 +505,9 @@ def test_api_500_then_recovery(api: FakeApiServer) -> None:
         assert h.errors("Pod") == 2 and h.delays[:2] == [pytest.approx(0.6), pytest.approx(1.2)]
         assert h.converged()
         # A watch answered with 500: back off, resume from the same version, no relist.
-        wait_until(lambda: len(api.watches("Pod")) >= 1)
-        api.fail_request("Pod", 500)
-        api.disturb_stream("Pod", "end")
+        wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) >= 1)
+        api.fail_request("Pod", 500, ASSIGNED_PODS)
+        api.disturb_stream("Pod", "end", ASSIGNED_PODS)
         api.put("Pod", pod("late", "sgx-a", "3"))
         wait_until(lambda: h.errors("Pod") == 3)
         wait_until(h.converged)
@@ -523,7 +526,7 @@ def test_expired_continue_token_restarts_the_list(api: FakeApiServer) -> None:
         if kind == "Pod" and query.get("continue"):
             calls["n"] += 1
             if calls["n"] == 1:
-                api.fail_request("Pod", 410)  # answers the request after this one
+                api.fail_request("Pod", 410, ASSIGNED_PODS)  # answers the request after this one
         return original(kind, query)
 
     api.list_page = list_page  # type: ignore[method-assign]
@@ -531,7 +534,7 @@ def test_expired_continue_token_restarts_the_list(api: FakeApiServer) -> None:
     try:
         wait_until(h.feed.ready)
         assert h.converged()
-        firsts = [q for q in api.lists("Pod") if "continue" not in q]
+        firsts = [q for q in api.lists("Pod", ASSIGNED_PODS) if "continue" not in q]
         assert len(firsts) == 2
     finally:
         h.feed.stop()
@@ -558,10 +561,10 @@ def test_quiet_watch_ending_normally_resumes_at_once(api: FakeApiServer) -> None
     h.feed.start()
     try:
         wait_until(h.feed.ready)
-        wait_until(lambda: len(api.watches("Pod")) == 1)
+        wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) == 1)
         time.sleep(1.2)  # longer than QUICK_END_SECONDS
-        api.disturb_stream("Pod", "end")
-        wait_until(lambda: len(api.watches("Pod")) == 2)
+        api.disturb_stream("Pod", "end", ASSIGNED_PODS)
+        wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) == 2)
         assert h.delays == [] and h.errors("Pod") == 0
     finally:
         h.feed.stop()
@@ -573,9 +576,9 @@ def test_watches_ending_at_once_back_off_then_relist(api: FakeApiServer) -> None
     h.feed.start()
     try:
         wait_until(h.feed.ready)
-        wait_until(lambda: len(api.watches("Pod")) == 1)
+        wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) == 1)
         for _ in range(3):
-            api.disturb_stream("Pod", "end")
+            api.disturb_stream("Pod", "end", ASSIGNED_PODS)
         wait_until(lambda: h.relists("Pod", "failures") == 1)
         assert h.delays[:3] == [pytest.approx(0.6), pytest.approx(1.2), pytest.approx(2.4)]
         wait_until(h.converged)
@@ -588,7 +591,7 @@ def test_malformed_line_backs_off_and_resumes(api: FakeApiServer) -> None:
     h.feed.start()
     try:
         wait_until(h.feed.ready)
-        wait_until(lambda: len(api.watches("Pod")) >= 1)
+        wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) >= 1)
         with api.cond:
             api.rv += 1
             api.history["Pod"].append((api.rv, "ADDED", {"not": "a pod"}))  # no metadata: apply skips it
@@ -620,7 +623,7 @@ def test_stop_ends_blocked_watches_promptly(api: FakeApiServer) -> None:
     h = Harness(api)
     h.feed.start()
     wait_until(h.feed.ready)
-    wait_until(lambda: len(api.watches("Pod")) >= 1 and len(api.watches("Node")) >= 1)
+    wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) >= 1 and len(api.watches("Node")) >= 1)
     threads = list(h.feed._threads)
     h.feed.stop(timeout=5.0)
     assert not any(t.is_alive() for t in threads)

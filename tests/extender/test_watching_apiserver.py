@@ -133,3 +133,33 @@ def test_feed_follows_the_apiserver_and_relists_on_a_real_410(cluster: Cluster) 
         wait_until(lambda: state(ledger) == cluster.expected())
     finally:
         feed.stop()
+
+
+def test_nominated_pods_are_held_until_bound_on_a_real_apiserver(cluster: Cluster) -> None:
+    """The field selector of nominated pods (spec.nodeName=,status.nominatedNodeName!=) is one the apiserver
+    serves; a nomination set on the status subresource (as kube-scheduler sets it) holds the pod's EPC, and
+    the binding moves the pod from held to used (the pod leaves one selection: DELETED, enters the other)."""
+    from tests.e2e.kube import create_node
+
+    kube, ns = cluster.kube, cluster.namespace
+    node = f"sgx-{uuid.uuid4().hex[:6]}"
+    create_node(kube, node, {**NODE, RES: "64"})
+    kube.create(f"/api/v1/namespaces/{ns}/pods", epc_pod("vip", None, "24"))
+    ledger = EpcLedger()
+    feed = cluster.feed(ledger, page_size=3, watch_timeout=(30, 40))
+    feed.start()
+    try:
+        wait_until(feed.ready)
+        assert ledger.nomination_count() == 0
+        kube.patch(f"/api/v1/namespaces/{ns}/pods/vip/status", {"status": {"nominatedNodeName": node}})
+        wait_until(lambda: ledger.held(node, "another-pod", 0) == 24 * 2**20)
+        assert state(ledger) == cluster.expected()
+        binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "vip"},
+                   "target": {"apiVersion": "v1", "kind": "Node", "name": node}}  # fmt: skip
+        kube.create(f"/api/v1/namespaces/{ns}/pods/vip/binding", binding)
+        wait_until(lambda: ledger.nomination_count() == 0 and ledger.pod_count() > 0)
+        wait_until(lambda: state(ledger) == cluster.expected())
+        usage = ledger.usage(node)
+        assert usage is not None and usage.used == 24 * 2**20
+    finally:
+        feed.stop()
