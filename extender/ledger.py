@@ -207,6 +207,13 @@ class EpcLedger:
         with self.lock:
             return len(self._nominated)
 
+    def nominated_by_node(self) -> dict[str, int]:
+        """EPC nominated pods need, by node (whatever their priority): what preemption set aside."""
+        with self.lock:
+            return {
+                node: sum(p.epc for p in pods.values()) for node, pods in self._nominated_on.items() if pods
+            }
+
     # --- queries -------------------------------------------------------------------------------
 
     def usage(self, name: str) -> NodeUsage | None:

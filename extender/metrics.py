@@ -26,7 +26,7 @@ _BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 class LedgerCollector(Collector):
-    """Reads the ledger on every scrape: sizes, and capacity/used/reserved/free EPC per SGX node."""
+    """Reads the ledger on every scrape: sizes, and capacity/used/reserved/free/nominated EPC per SGX node."""
 
     def __init__(self, ledger: EpcLedger) -> None:
         self._ledger = ledger
@@ -39,13 +39,14 @@ class LedgerCollector(Collector):
                 f"EPC {key} on the node, bytes (SGX nodes only).",
                 labels=["node"],
             )
-            for key in ("capacity", "used", "reserved", "free")
+            for key in ("capacity", "used", "reserved", "free", "nominated")
         }
         with ledger.lock:
             nodes = ledger.node_count()
             pods = ledger.pod_count()
             reservations = ledger.reservation_count()
             nominations = ledger.nomination_count()
+            nominated = ledger.nominated_by_node()
             for name in ledger.nodes():
                 usage = ledger.usage(name)
                 if usage is None or usage.capacity is None or usage.free is None:
@@ -54,6 +55,7 @@ class LedgerCollector(Collector):
                 per_node["used"].add_metric([name], usage.used)
                 per_node["reserved"].add_metric([name], usage.reserved)
                 per_node["free"].add_metric([name], usage.free)
+                per_node["nominated"].add_metric([name], nominated.get(name, 0))
         yield GaugeMetricFamily("confidential_pods_extender_ledger_nodes", "Nodes in the EPC ledger.", nodes)
         yield GaugeMetricFamily(
             "confidential_pods_extender_ledger_pods", "Pods holding EPC in the ledger.", pods

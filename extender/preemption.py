@@ -1,7 +1,8 @@
 """EPC-aware preemption: which of kube-scheduler's candidate nodes really free enough EPC, and with whom.
 
 kube-scheduler's DefaultPreemption proposes, per node, the victims its dry run found (in-tree filters
-only: with ``ignoredByScheduler: false`` NodeResourcesFit counts EPC from the scheduler's cache). The
+only: in the ``confidential-scheduler-preempting`` profile NodeResourcesFit counts EPC from the scheduler's
+cache). The
 extender then judges each candidate by its own ledger, which also knows its reservations (binds not yet
 seen by the watch), EPC held for other nominated pods and pods the scheduler's cache has not seen:
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from extender.ledger import EpcLedger
+from extender.metrics import LedgerCollector
 from extender.podepc import PodEpc, nominated_facts
 from extender.watchevents import Applied, Listing, apply_event
 from extender.watching import NOMINATED_PODS
@@ -108,6 +109,23 @@ def test_listing_replaces_the_nominations_only() -> None:
     a = ledger.node("sgx-a")
     assert a is not None and [p.name for p in a.nominated] == ["kms"]
     assert [p.name for p in a.pods] == ["web"] and a.used == 8 * MI
+
+
+def test_metrics_show_the_nominated_epc_per_node() -> None:
+    ledger = EpcLedger()
+    ledger.set_node("sgx-a", 64 * MI)
+    ledger.set_node("sgx-b", 64 * MI)
+    ledger.nominate(PodEpc("uid-kms", "team", "kms", "sgx-a", 16 * MI, 10))
+    ledger.nominate(PodEpc("uid-vip", "team", "vip", "sgx-a", 8 * MI, 2000))
+    samples = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in LedgerCollector(ledger).collect()
+        for s in family.samples
+    }
+    assert samples[("confidential_pods_extender_ledger_nominations", ())] == 2
+    assert samples[("confidential_pods_extender_node_epc_nominated_bytes", ("sgx-a",))] == 24 * MI
+    assert samples[("confidential_pods_extender_node_epc_nominated_bytes", ("sgx-b",))] == 0
+    assert samples[("confidential_pods_extender_node_epc_free_bytes", ("sgx-a",))] == 64 * MI  # not used yet
 
 
 def test_unreadable_nominated_pod_is_described() -> None:
