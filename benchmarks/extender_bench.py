@@ -410,7 +410,7 @@ def fake_apiserver(
         return node_tmpl % {"name": f"node-{i:05d}", "uid": f"0000-node-{i:08d}"}
 
     def page(kind: str, query: dict[str, str]) -> bytes:
-        total = nodes if kind == "nodes" else pods
+        total = nodes if kind == "nodes" else 0 if nominated(query) else pods
         start = int(query.get("continue") or 0)
         limit = int(query.get("limit") or total or 1)
         end = min(total, start + limit)
@@ -421,6 +421,9 @@ def fake_apiserver(
         meta = {"resourceVersion": "5000"} | ({"continue": str(end)} if end < total else {})
         head = json.dumps({"kind": "List", "apiVersion": "v1", "metadata": meta})[:-1]
         return (head + ',"items":[' + ",".join(items) + "]}").encode()
+
+    def nominated(query: dict[str, str]) -> bool:
+        return "status.nominatedNodeName" in query.get("fieldSelector", "")
 
     def events() -> Iterator[bytes]:
         rng = random.Random(3)
@@ -454,6 +457,8 @@ def fake_apiserver(
             url = urlsplit(self.path)
             kind = url.path.rsplit("/", 1)[-1]
             query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            if nominated(query):
+                kind = "nominated pods"  # every pod here is assigned: an empty list, then a silent watch
             if query.get("watch") != "true":
                 body = page(kind, query)
                 self.send_response(200)
