@@ -97,11 +97,26 @@ def compact_pod_facts(
 
 def _interned(facts: PodEpc) -> PodEpc:
     node, namespace = sys.intern(facts.node), sys.intern(facts.namespace)
-    if node is facts.node and namespace is facts.namespace:
+    priority = _shared(facts.priority)
+    if node is facts.node and namespace is facts.namespace and priority is facts.priority:
         return facts
     return PodEpc(
-        uid=facts.uid, namespace=namespace, name=facts.name, node=node, epc=facts.epc, priority=facts.priority
+        uid=facts.uid, namespace=namespace, name=facts.name, node=node, epc=facts.epc, priority=priority
     )
+
+
+#: One int object per priority value: the Priority admission plugin gives pods only the values of the
+#: cluster's PriorityClasses, but decoded JSON makes a new int (28 bytes) per pod for values above 256.
+_PRIORITIES: dict[int, int] = {}
+
+
+def _shared(priority: int) -> int:
+    shared = _PRIORITIES.get(priority)
+    if shared is not None:
+        return shared
+    if len(_PRIORITIES) < 1024:  # bounded, whatever the cluster holds
+        _PRIORITIES[priority] = priority
+    return priority
 
 
 def node_entry(

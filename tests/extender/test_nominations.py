@@ -196,3 +196,20 @@ def test_nominated_watch_relists_after_gone(harness: Harness) -> None:
     wait_until(lambda: harness.relists("Nominated", "gone") >= 1)
     wait_until(lambda: ledger.nomination_count() == 0)
     wait_until(harness.converged)
+
+
+def test_the_feed_shares_one_int_per_priority() -> None:
+    """Decoded JSON gives every pod its own int above 256; the ledger keeps one per priority value."""
+    import json
+
+    ledger = EpcLedger()
+    for name in ("a", "b"):
+        line = json.dumps(
+            ev(
+                "ADDED",
+                {**pod(name, "sgx-a", "8"), "spec": {**pod(name, "sgx-a", "8")["spec"], "priority": 100000}},
+            )
+        )
+        apply_event(ledger, "Pod", json.loads(line), PROFILE)
+    a, b = ledger.pod("uid-a"), ledger.pod("uid-b")
+    assert a is not None and b is not None and a.priority == 100000 and a.priority is b.priority
