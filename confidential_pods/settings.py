@@ -9,6 +9,7 @@ with a :class:`~confidential_pods.errors.ConfigError` naming the key.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -31,6 +32,8 @@ SCORING_STRATEGIES: tuple[ScoringStrategy, ...] = ("LeastAllocated", "MostAlloca
 QuoteMode = Literal["aesmd", "in-process", "none"]
 QUOTE_MODES: tuple[QuoteMode, ...] = ("aesmd", "in-process", "none")
 
+_DOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+")
+_QUALIFIED = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 _TOLERATION_OPERATORS = {"Exists", "Equal"}
 _TOLERATION_EFFECTS = {"", "NoSchedule", "PreferNoSchedule", "NoExecute"}
@@ -68,6 +71,10 @@ class Settings:
     dcap: Dcap = field(default_factory=Dcap)
     #: User the injected aesmd sidecar runs as (0: root, which Pod Security "restricted" refuses).
     aesm_sidecar_user: int = 1000
+    #: ``epcResource`` / ``epcUnit``: the cluster's device plugin advertises EPC under another name or unit
+    #: than the profile's (applied to ``profile`` when the settings are read; None: the profile's).
+    epc_resource: str | None = None
+    epc_unit: int | None = None
 
     def is_sandbox(self, runtime_class: str | None) -> bool:
         """Whether a pod with this RuntimeClass runs inside a VM sandbox (Kata, runV)."""
@@ -135,6 +142,23 @@ def _user_id(key: str, value: object) -> int:
     return value
 
 
+#: ``epcUnit`` values: what one unit of the EPC resource is.
+EPC_UNITS: Final = {"bytes": 1, "MiB": 1024 * 1024}
+
+
+def _extended_resource(key: str, value: object) -> str:
+    """An extended resource name, ``<domain>/<name>`` outside ``kubernetes.io`` (the API server's rule)."""
+    name = _string(key, value)
+    domain, _, rest = name.partition("/")
+    if not rest or not _QUALIFIED.fullmatch(rest) or not _DOMAIN.fullmatch(domain) or len(name) > 253:
+        raise ConfigError(f"{key}: {name!r} is not an extended resource name such as sgx.intel.com/epc")
+    if domain == "kubernetes.io" or domain.endswith(".kubernetes.io"):
+        raise ConfigError(
+            f"{key}: {name!r} is in the kubernetes.io domain, which extended resources may not use"
+        )
+    return name
+
+
 def _positive_int(key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key}: must be a positive whole number, got {value!r}")
@@ -199,6 +223,8 @@ KEYS: Final = (
     Key("quote", _one_of(QUOTE_MODES), "quote"),
     Key("dcap", read_dcap, "dcap"),
     Key("aesmSidecarUser", _user_id, "aesm_sidecar_user"),
+    Key("epcResource", _extended_resource, "epc_resource"),
+    Key("epcUnit", _one_of(EPC_UNITS), "epc_unit"),
 )
 KNOWN_KEYS: Final = frozenset(key.name for key in KEYS)
 
@@ -236,6 +262,16 @@ def settings_from_mapping(data: object) -> Settings:
     settings = replace(
         Settings(), **{key.field: key.read(key.name, data[key.name]) for key in KEYS if key.name in data}
     )
+    if settings.epc_resource is not None or settings.epc_unit is not None:
+        profile = settings.profile
+        settings = replace(
+            settings,
+            profile=replace(
+                profile,
+                epc_resource=settings.epc_resource or profile.epc_resource,
+                unit=settings.epc_unit or profile.unit,
+            ),
+        )
     if settings.default_epc > settings.max_epc_per_pod:
         raise ConfigError("defaultEPC: must not be larger than maxEPCPerPod")
     if settings.quote == "in-process" and not settings.dcap.configured:

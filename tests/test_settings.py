@@ -57,6 +57,29 @@ scoringStrategy: MostAllocated
     assert settings.scoring_strategy == "MostAllocated"
 
 
+@pytest.mark.parametrize(
+    ("data", "resource", "unit"),
+    [
+        # An AKS cluster whose device plugin advertises Intel's name in MiB.
+        ({"profile": "azure", "epcResource": "sgx.intel.com/epc"}, "sgx.intel.com/epc", 2**20),
+        (
+            {"profile": "azure", "epcResource": "sgx.intel.com/epc", "epcUnit": "bytes"},
+            "sgx.intel.com/epc",
+            1,
+        ),
+        ({"profile": "intel", "epcUnit": "MiB"}, "sgx.intel.com/epc", 2**20),
+        ({"profile": "alibaba"}, "alibabacloud.com/sgx_epc_MiB", 2**20),
+    ],
+)
+def test_epc_resource_overrides_the_profile(data: dict[str, object], resource: str, unit: int) -> None:
+    settings = settings_from_mapping(data)
+    profile = settings.profile
+    assert (profile.epc_resource, profile.unit) == (resource, unit)
+    assert profile.name == data["profile"]  # the rest of the profile stays: enclave resource, annotations
+    assert profile.enclave_resource == PROFILES[profile.name].enclave_resource
+    assert profile.parse_resource("93") == 93 * unit
+
+
 def test_env_variable_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("profile: azure\n")
@@ -85,6 +108,13 @@ def test_runtime_class_none_means_unset() -> None:
         ({"tolerations": [{"key": "x", "colour": "red"}]}, "tolerations[0]"),
         ({"sandboxRuntimeClasses": "kata"}, "sandboxRuntimeClasses"),
         ({"defaultEpc": "64Mi"}, "defaultEpc"),
+        ({"epcResource": "epc"}, "epcResource"),
+        ({"epcResource": "kubernetes.io/epc"}, "epcResource"),
+        ({"epcResource": "sgx.kubernetes.io/epc"}, "epcResource"),
+        ({"epcResource": "Intel.com/epc"}, "epcResource"),
+        ({"epcResource": "sgx.intel.com/e pc"}, "epcResource"),
+        ({"epcResource": 7}, "epcResource"),
+        ({"epcUnit": "KiB"}, "epcUnit"),
     ],
 )
 def test_bad_values_name_the_key(data: dict[str, object], names: str) -> None:
