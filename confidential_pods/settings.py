@@ -75,6 +75,8 @@ class Settings:
     #: than the profile's (applied to ``profile`` when the settings are read; None: the profile's).
     epc_resource: str | None = None
     epc_unit: int | None = None
+    #: ``/route`` sets the scheduler of pods that request EPC without opting in (the third webhook entry).
+    route_epc_pods: bool = False
 
     def is_sandbox(self, runtime_class: str | None) -> bool:
         """Whether a pod with this RuntimeClass runs inside a VM sandbox (Kata, runV)."""
@@ -159,6 +161,12 @@ def _extended_resource(key: str, value: object) -> str:
     return name
 
 
+def _boolean(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: must be true or false, got {value!r}")
+    return value
+
+
 def _positive_int(key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{key}: must be a positive whole number, got {value!r}")
@@ -225,6 +233,7 @@ KEYS: Final = (
     Key("aesmSidecarUser", _user_id, "aesm_sidecar_user"),
     Key("epcResource", _extended_resource, "epc_resource"),
     Key("epcUnit", _one_of(EPC_UNITS), "epc_unit"),
+    Key("routeEPCPods", _boolean, "route_epc_pods"),
 )
 KNOWN_KEYS: Final = frozenset(key.name for key in KEYS)
 

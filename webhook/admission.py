@@ -8,8 +8,7 @@ from typing import Any
 
 from confidential_pods.settings import Settings
 from webhook.metrics import Outcome
-from webhook.plan import PodSecurityLevel
-from webhook.policy import Mutation, mutate
+from webhook.mutation import Mutation
 from webhook.review import AdmissionRequest, AdmissionReview, ApiVersion, build_review
 
 #: Namespaces never mutated, whatever the webhook configuration sends.
@@ -23,16 +22,15 @@ class Decision:
     mutation: Mutation | None = None
 
 
+#: What one endpoint does with a pod of a request that is ours: (raw Pod JSON, its namespace) → answer.
+Decide = Callable[[Mapping[str, Any], str], Mutation]
+
+
 def admit(
-    api_version: ApiVersion,
-    request: AdmissionRequest,
-    *,
-    namespace_opted_in: bool,
-    settings: Settings,
-    namespace_level: Callable[[str], PodSecurityLevel | None] | None = None,
+    api_version: ApiVersion, request: AdmissionRequest, *, decide: Decide, settings: Settings
 ) -> Decision:
-    """Answer one admission request. ``namespace_opted_in`` is true on ``/mutate/namespace``;
-    ``namespace_level`` tells the Pod Security level a namespace enforces, when it can be known."""
+    """Answer one admission request: malformed fields are refused, requests that are not pod creations
+    outside the system namespaces pass unchanged, and ``decide`` answers for the others."""
     uid = request["uid"]
     problem = _malformed_field(request)
     if problem is not None:
@@ -40,11 +38,7 @@ def admit(
         return Decision(review, "malformed")
     if _not_ours(request, settings):
         return Decision(build_review(api_version=api_version, uid=uid), "skipped")
-    namespace = _namespace(request)
-    level = namespace_level(namespace) if namespace_level is not None and namespace else None
-    mutation = mutate(
-        request["object"], namespace_opted_in=namespace_opted_in, settings=settings, namespace_level=level
-    )
+    mutation = decide(request["object"], _namespace(request))
     review = build_review(
         api_version=api_version,
         uid=uid,

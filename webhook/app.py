@@ -11,10 +11,12 @@ from flask import Flask, Response, request
 
 from confidential_pods.endpoints import handle_http_errors, json_response, probes, read_body
 from confidential_pods.settings import Settings
-from webhook.admission import admit
+from webhook.admission import Decide, admit
 from webhook.metrics import WebhookMetrics
 from webhook.plan import PodSecurityLevel
+from webhook.policy import mutate
 from webhook.review import MalformedReview, build_review, parse_review
+from webhook.routing import route
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,20 @@ def create_app(
     metrics = metrics if metrics is not None else WebhookMetrics()
     app.extensions["confidential_pods_metrics"] = metrics
 
-    def review(endpoint: str, namespace_opted_in: bool) -> Response:
+    def level_of(namespace: str) -> PodSecurityLevel | None:
+        return namespace_level(namespace) if namespace_level is not None and namespace else None
+
+    decisions: dict[str, Decide] = {
+        "/mutate": lambda pod, namespace: mutate(
+            pod, namespace_opted_in=False, settings=settings, namespace_level=level_of(namespace)
+        ),
+        "/mutate/namespace": lambda pod, namespace: mutate(
+            pod, namespace_opted_in=True, settings=settings, namespace_level=level_of(namespace)
+        ),
+        "/route": lambda pod, namespace: route(pod, settings=settings),
+    }
+
+    def review(endpoint: str) -> Response:
         started = time.perf_counter()
         try:
             api_version, admission_request = parse_review(read_body())
@@ -44,13 +59,7 @@ def create_app(
             metrics.observe(endpoint, "malformed", time.perf_counter() - started)
             return json_response({"error": str(exc), "code": 400}, 400)
         try:
-            decision = admit(
-                api_version,
-                admission_request,
-                namespace_opted_in=namespace_opted_in,
-                settings=settings,
-                namespace_level=namespace_level,
-            )
+            decision = admit(api_version, admission_request, decide=decisions[endpoint], settings=settings)
         except Exception:
             # A bug of ours, not the pod's: fail closed with a message the apiserver shows the user.
             logger.exception(
@@ -72,11 +81,15 @@ def create_app(
 
     @app.post("/mutate")
     def mutate_opted_in_pods() -> Response:
-        return review("/mutate", namespace_opted_in=False)
+        return review("/mutate")
 
     @app.post("/mutate/namespace")
     def mutate_namespace_pods() -> Response:
-        return review("/mutate/namespace", namespace_opted_in=True)
+        return review("/mutate/namespace")
+
+    @app.post("/route")
+    def route_epc_pods() -> Response:
+        return review("/route")
 
     app.register_blueprint(probes(ready, metrics))
     handle_http_errors(app, _error, on_too_large=lambda: metrics.observe(request.path, "malformed", 0.0))

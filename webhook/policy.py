@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from confidential_pods import qcnl
 from confidential_pods.epc import effective_epc
@@ -22,9 +21,11 @@ from confidential_pods.quantities import format_binary, format_bytes, parse_whol
 from confidential_pods.settings import AesmMode, Settings
 from webhook import contract
 from webhook.contract import EPC_CONTAINER, QCNL, STATUS
-from webhook.patching import PatchBuilder, PatchOperation
+from webhook.mutation import Mutation
+from webhook.patching import PatchBuilder
 from webhook.plan import AESM_SIDECAR, Plan, PodSecurityLevel, make_plan
 from webhook.podview import ContainerRef, PodRefused, read_annotations, read_pod
+from webhook.routing import DEFAULT_SCHEDULERS, scheduler_for
 
 AESM_VOLUME = "aesmd-socket"
 AESM_MOUNT_PATH = "/var/run/aesmd"
@@ -33,25 +34,7 @@ AESM_ENV = "SGX_AESM_ADDR"
 QCNL_VOLUME = "qcnl-config"
 QCNL_FILE = "sgx_default_qcnl.conf"
 
-Outcome = Literal["mutated", "unchanged", "skipped", "denied"]
-
 __all__ = ["STATUS", "Mutation", "PodRefused", "mutate"]
-
-
-@dataclass(frozen=True)
-class Mutation:
-    """The answer for one pod: patch operations and warnings, or a denial message."""
-
-    outcome: Outcome
-    patch: tuple[PatchOperation, ...] = ()
-    warnings: tuple[str, ...] = ()
-    message: str = ""
-    #: Where the pod's AESM socket comes from ("" unless mutated): ``host`` is a hostPath volume.
-    aesm: str = ""
-
-    @property
-    def allowed(self) -> bool:
-        return self.outcome != "denied"
 
 
 def mutate(
@@ -94,8 +77,8 @@ def _mutate(
         _inject_aesm_socket(builder, plan.enclaves, plan.aesm, settings)
     if plan.runtime.write:
         builder.set_key(["spec"], "runtimeClassName", plan.runtime.runtime_class)
-    scheduler = _scheduler_for(view.spec, settings)
-    if scheduler and view.spec.get("schedulerName") in (None, "", "default-scheduler"):
+    scheduler = scheduler_for(view.spec, settings)
+    if scheduler and view.spec.get("schedulerName") in DEFAULT_SCHEDULERS:
         builder.set_key(["spec"], "schedulerName", scheduler)
     _inject_tolerations(builder, settings)
     if plan.add_sidecar:
@@ -118,24 +101,6 @@ def _mutate(
     }
     builder.set_key(["metadata", "annotations"], STATUS, json.dumps(status, separators=(",", ":")))
     return Mutation("mutated", patch=tuple(builder.operations), warnings=tuple(warnings), aesm=plan.aesm)
-
-
-def _scheduler_for(spec: Mapping[str, Any], settings: Settings) -> str | None:
-    """``preemptingSchedulerName`` for a pod that may preempt, else ``schedulerName``.
-
-    The Priority admission plugin has already resolved ``spec.priority`` from the PriorityClass when
-    mutating webhooks run (kube-apiserver's plugin order), so the webhook can route by it.
-    """
-    priority = spec.get("priority")
-    may_preempt = (
-        isinstance(priority, int)
-        and not isinstance(priority, bool)
-        and priority > 0
-        and spec.get("preemptionPolicy") != "Never"
-    )
-    if may_preempt and settings.preempting_scheduler_name:
-        return settings.preempting_scheduler_name
-    return settings.scheduler_name
 
 
 def _inject_epc(

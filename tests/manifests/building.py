@@ -68,6 +68,41 @@ def kustomize_build(kustomize: str, directory: Path) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
+def build_with_components(kustomize: str, install: str, components: list[str], work: Path) -> list[Manifest]:
+    """``install`` (a name of :data:`BUILDS`) with optional components of manifests/components added, as a
+    user's overlay adds them (a kustomization in ``work`` naming both by relative path: kustomize refuses
+    absolute ones)."""
+
+    def relative(path: Path) -> str:
+        return os.path.relpath(path, work)
+
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [relative(BUILDS[install])],
+        "components": [relative(MANIFESTS / "components" / name) for name in components],
+    }
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return kustomize_build(kustomize, work)
+
+
+def sent(entry: Manifest, pod: Manifest) -> bool:
+    """Whether the API server sends the CREATE of ``pod`` to this webhook entry by its matchConditions
+    (all must be true), evaluated with cel-python."""
+    import celpy  # type: ignore[import-untyped]
+
+    environment = celpy.Environment()
+    request = {"operation": "CREATE", "kind": {"group": "", "version": "v1", "kind": "Pod"}}
+    activation = {"object": celpy.json_to_cel(pod), "request": celpy.json_to_cel(request)}
+    for condition in entry.get("matchConditions", []):
+        result = environment.program(environment.compile(condition["expression"])).evaluate(activation)
+        assert isinstance(result, celpy.celtypes.BoolType), f"{condition['name']} must evaluate to bool"
+        if not result:
+            return False
+    return True
+
+
 def find(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest:
     """The one object of this kind (and name, or name prefix for hash-suffixed ConfigMaps)."""
     matches = [

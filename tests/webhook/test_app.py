@@ -173,7 +173,7 @@ def test_internal_error_fails_closed_with_uid(client: FlaskClient, monkeypatch: 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("webhook.admission.mutate", broken)
+    monkeypatch.setattr("webhook.app.mutate", broken)
     review = admission_review(pod(annotations=CONFIDENTIAL))
     answer = client.post("/mutate", json=review)
     assert answer.status_code == 200
