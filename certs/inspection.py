@@ -104,6 +104,22 @@ def serving_problem(
     certificate = serving.certificate
     if not same_public_key(certificate, serving.key):
         return "tls.key does not match tls.crt"
+    problem = chain_problem(certificate, bundle, names, now)
+    if problem is not None:
+        return problem
+    if expires_within(certificate, now, renew_before):
+        return (
+            f"the serving certificate expires at {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, "
+            "within the renewal window"
+        )
+    return None
+
+
+def chain_problem(
+    certificate: x509.Certificate, bundle: Sequence[x509.Certificate], names: Sequence[str], now: datetime
+) -> str | None:
+    """Why a TLS client trusting ``bundle`` would refuse ``certificate`` for one of ``names`` (default: its
+    own SANs) at ``now``, or None."""
     authorities = [ca for ca in bundle if is_authority(ca)]
     if not authorities:
         return "the CA bundle holds no CA certificate"
@@ -118,11 +134,6 @@ def serving_problem(
             return f"the serving certificate does not verify for {name!r}: {exc}"
         except ValueError as exc:  # a name the verifier cannot parse
             return f"the serving certificate cannot be checked for {name!r}: {exc}"
-    if expires_within(certificate, now, renew_before):
-        return (
-            f"the serving certificate expires at {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC, "
-            "within the renewal window"
-        )
     return None
 
 

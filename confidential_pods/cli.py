@@ -20,6 +20,7 @@ from confidential_pods.settings import load_settings
 def build_parser() -> argparse.ArgumentParser:
     from certs import commands as certs_commands
     from extender import commands as extender_commands
+    from operate import commands as operate_commands
     from webhook import commands as webhook_commands
 
     parser = argparse.ArgumentParser(
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     webhook_commands.register(subcommands)
     extender_commands.register(subcommands)
     certs_commands.register(subcommands)
+    operate_commands.register(subcommands)
     return parser
 
 

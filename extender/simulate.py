@@ -10,7 +10,6 @@ node name that sorts first (kube-scheduler picks among equals at random). Binds 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -19,14 +18,13 @@ from confidential_pods.documents import printable
 from confidential_pods.epc import effective_epc
 from confidential_pods.quantities import format_bytes
 from confidential_pods.settings import ScoringStrategy, Settings
+from confidential_pods.terminal import BAR_WIDTH, bar, table
 from extender.binding import MemoryBinder
 from extender.ledger import EpcLedger, NodeEpc
 from extender.podepc import pod_uid
 from extender.snapshot import SnapshotFacts, fill_ledger_from_facts, snapshot_facts
 from extender.verbs import Verbs
 from extender.wire import BindRequest, Candidates
-
-BAR_WIDTH = 30
 
 
 @dataclass(frozen=True)
@@ -137,14 +135,14 @@ def render(result: SimulationResult) -> str:
         f"{len(free_riders)} without EPC"
     )
     lines.append("")
-    lines.extend(_table([("POD", "EPC", "NODE", "SCORE"), *(_placement_row(p) for p in result.placements)]))
+    lines.extend(table([("POD", "EPC", "NODE", "SCORE"), *(_placement_row(p) for p in result.placements)]))
     lines.append("")
     lines.append(f"EPC per node  (# running before, + placed now, . free; bar = {BAR_WIDTH} cells)")
     node_rows = [
         ("NODE", "USE", "", "USED / CAPACITY", "FREE"),
         *(_node_row(n, result) for n in result.nodes),
     ]
-    lines.extend(_table(node_rows) if result.nodes else ["(no nodes in the snapshot)"])
+    lines.extend(table(node_rows) if result.nodes else ["(no nodes in the snapshot)"])
     if stuck:
         lines.append("")
         lines.append(f"Unschedulable ({len(stuck)})")
@@ -182,21 +180,8 @@ def _node_row(node: NodeEpc, result: SimulationResult) -> tuple[str, ...]:
     share = (node.used + node.reserved) / node.capacity if node.capacity else 0.0
     return (
         name,
-        _bar(before, node.used + node.reserved - before, node.capacity),
+        bar(before, node.used + node.reserved - before, node.capacity),
         f"{share:4.0%}",
         f"{format_bytes(node.used + node.reserved)} / {format_bytes(node.capacity)}",
         format_bytes(max(node.free, 0)),
     )
-
-
-def _bar(before: int, added: int, capacity: int) -> str:
-    if capacity <= 0:
-        return "[" + " " * BAR_WIDTH + "]"
-    old = min(BAR_WIDTH, round(before * BAR_WIDTH / capacity))
-    new = min(BAR_WIDTH - old, round((before + added) * BAR_WIDTH / capacity) - old)
-    return "[" + "#" * old + "+" * max(new, 0) + "." * (BAR_WIDTH - old - max(new, 0)) + "]"
-
-
-def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]

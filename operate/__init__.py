@@ -1,0 +1,1 @@
+"""Operating confidential-pods: ``confidential-pods doctor`` and the ``kubectl confidential-pods`` plugin."""

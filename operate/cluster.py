@@ -1,0 +1,194 @@
+"""Read what the doctor and the kubectl plugin look at, read-only, through the official client.
+
+Raw JSON (``_preload_content=False``), lists page by page; pods are reduced to a
+:class:`~operate.doctor.PodSummary` as each page arrives, so a cluster of 150,000 pods is never held
+whole. A read the API server refuses is recorded (``unreadable``) for the checks to report, not raised.
+The configuration is the one the webhook runs with: the ConfigMap its Deployment mounts as ``config``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, Literal
+
+import kubernetes.client
+import yaml
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from confidential_pods.epc import effective_epc
+from confidential_pods.errors import ConfigError
+from confidential_pods.kube import status_message
+from confidential_pods.settings import Settings, settings_from_mapping
+from confidential_pods.wire import mapping
+from extender.ledger import EpcLedger
+from extender.podepc import TERMINAL_PHASES, PodEpc, nominated_facts
+from extender.snapshot import facts_of, fill_ledger_from_facts
+from operate.doctor import (
+    SCHEDULER_DEPLOYMENT,
+    WEBHOOK_CONFIGURATION,
+    WEBHOOK_DEPLOYMENT,
+    ClusterFacts,
+    PodSummary,
+)
+
+PAGE = 500
+TIMEOUT = (10, 60)
+#: The ConfigMap volume of the webhook Deployment that holds config.yaml.
+CONFIG_VOLUME = "config"
+
+
+class Unreadable(Exception):
+    """The API server refused a read (the message says what it answered)."""
+
+
+class Reader:
+    """Reads objects of one cluster; every call returns parsed JSON or raises :class:`Unreadable`."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.apps = kubernetes.client.AppsV1Api(api)
+        self.coordination = kubernetes.client.CoordinationV1Api(api)
+        self.admission = kubernetes.client.AdmissionregistrationV1Api(api)
+
+    def get(self, call: Callable[..., Any], *args: Any, **query: Any) -> dict[str, Any] | None:
+        """One object (or one page of a list); None when it does not exist."""
+        try:
+            return self._json(call(*args, **query, _preload_content=False, _request_timeout=TIMEOUT))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise Unreadable(f"{exc.status} {status_message(exc)}") from None
+        except (HTTPError, OSError) as exc:
+            raise Unreadable(str(exc)) from None
+
+    def items(self, call: Callable[..., Any], *args: Any, **query: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a list, page by page."""
+        token: str | None = None
+        while True:
+            page = self.get(call, *args, limit=PAGE, **query, **({"_continue": token} if token else {}))
+            if page is None:
+                return
+            yield from (item for item in page.get("items") or () if isinstance(item, dict))
+            token = mapping(page.get("metadata")).get("continue") or None
+            if not token:
+                return
+
+    def _json(self, response: Any) -> dict[str, Any]:
+        try:
+            data = json.loads(response.data)
+        finally:
+            response.release_conn()
+        if not isinstance(data, dict):
+            raise Unreadable("the answer is not a JSON object")
+        return data
+
+
+def read_settings(reader: Reader, namespace: str) -> tuple[Settings, str]:
+    """The webhook's configuration (the ConfigMap its Deployment mounts), and where it came from."""
+    deployment = reader.get(reader.apps.read_namespaced_deployment, WEBHOOK_DEPLOYMENT, namespace)
+    if deployment is None:
+        raise ConfigError(f"Deployment {namespace}/{WEBHOOK_DEPLOYMENT} not found; pass --config FILE")
+    volumes = (
+        mapping(mapping(mapping(deployment.get("spec")).get("template")).get("spec")).get("volumes") or []
+    )
+    names = [
+        mapping(mapping(v).get("configMap")).get("name")
+        for v in volumes
+        if mapping(v).get("name") == CONFIG_VOLUME
+    ]
+    if not names or not isinstance(names[0], str):
+        raise ConfigError(
+            f"Deployment {namespace}/{WEBHOOK_DEPLOYMENT} mounts no ConfigMap as {CONFIG_VOLUME!r}"
+        )
+    config_map = reader.get(reader.core.read_namespaced_config_map, names[0], namespace)
+    text = mapping(mapping(config_map).get("data")).get("config.yaml")
+    if not isinstance(text, str):
+        raise ConfigError(f"ConfigMap {namespace}/{names[0]} has no config.yaml")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"ConfigMap {namespace}/{names[0]}: config.yaml is not YAML: {exc}") from None
+    return settings_from_mapping(data), f"ConfigMap {namespace}/{names[0]}"
+
+
+def ledger_of(reader: Reader, settings: Settings) -> EpcLedger:
+    """The extender's ledger as the stored objects make it: nodes, assigned pods, nominated pods (no
+    reservations: only the extender knows its binds in flight)."""
+    nominated: list[PodEpc] = []
+
+    def objects() -> Iterator[tuple[Literal["Node", "Pod"], dict[str, Any]]]:
+        for node in reader.items(reader.core.list_node):
+            yield "Node", node
+        for pod in reader.items(reader.core.list_pod_for_all_namespaces):
+            if (held := nominated_facts(pod, settings.profile, [])) is not None:
+                nominated.append(held)
+            yield "Pod", pod
+
+    facts = facts_of(objects(), settings.profile)
+    ledger = EpcLedger()
+    fill_ledger_from_facts(ledger, facts)
+    ledger.replace_nominations(nominated)
+    return ledger
+
+
+def summary(pod: dict[str, Any], settings: Settings) -> PodSummary:
+    metadata, spec = mapping(pod.get("metadata")), mapping(pod.get("spec"))
+    return PodSummary(
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or ""),
+        node=str(spec.get("nodeName") or ""),
+        scheduler=str(spec.get("schedulerName") or "default-scheduler"),
+        epc=effective_epc(pod, settings.profile, []),
+        finished=mapping(pod.get("status")).get("phase") in TERMINAL_PHASES,
+    )
+
+
+def gather(reader: Reader, settings: Settings, namespace: str, now: datetime | None = None) -> ClusterFacts:
+    """Everything :func:`~operate.doctor.diagnose` checks; each read that fails is noted, not raised."""
+    unreadable: dict[str, str] = {}
+    found: dict[str, Any] = {}
+
+    def attempt(what: str, read: Callable[[], Any]) -> None:
+        try:
+            found[what] = read()
+        except Unreadable as exc:
+            unreadable[what] = str(exc)
+
+    core, apps = reader.core, reader.apps
+    attempt("nodes", lambda: list(reader.items(core.list_node)))
+    attempt("pods", lambda: [summary(p, settings) for p in reader.items(core.list_pod_for_all_namespaces)])
+    attempt("namespaces", lambda: list(reader.items(core.list_namespace)))
+    attempt(
+        "webhook configuration",
+        lambda: reader.get(reader.admission.read_mutating_webhook_configuration, WEBHOOK_CONFIGURATION),
+    )
+    attempt(
+        "serving secret",
+        lambda: reader.get(core.read_namespaced_secret, f"{WEBHOOK_DEPLOYMENT}-tls", namespace),
+    )
+    deployments = (WEBHOOK_DEPLOYMENT, SCHEDULER_DEPLOYMENT)
+    for name in deployments:
+        attempt(f"deployment {name}", partial(reader.get, apps.read_namespaced_deployment, name, namespace))
+    attempt(
+        "lease",
+        lambda: reader.get(reader.coordination.read_namespaced_lease, SCHEDULER_DEPLOYMENT, namespace),
+    )
+    attempt("daemonsets", lambda: list(reader.items(apps.list_daemon_set_for_all_namespaces)))
+    return ClusterFacts(
+        settings=settings,
+        namespace=namespace,
+        now=now or datetime.now(UTC),
+        nodes=found.get("nodes") or (),
+        pods=found.get("pods") or (),
+        namespaces=found.get("namespaces") or (),
+        webhook_configuration=found.get("webhook configuration"),
+        serving_secret=found.get("serving secret"),
+        deployments={name: found.get(f"deployment {name}") for name in deployments},
+        lease=found.get("lease"),
+        daemonsets=found.get("daemonsets") or (),
+        unreadable=unreadable,
+    )

@@ -1,0 +1,175 @@
+"""``confidential-pods doctor`` and the ``kubectl confidential-pods`` plugin (``nodes``, ``why``, ``doctor``).
+
+The plugin is the executable ``kubectl-confidential_pods`` the package installs: kubectl finds it on
+PATH and runs it for ``kubectl confidential-pods …``, passing the rest of the command line. It reads with
+``--kubeconfig``, else ``$KUBECONFIG`` / ``~/.kube/config`` (as kubectl), else the in-cluster account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from confidential_pods.errors import ConfidentialPodsError
+from confidential_pods.kube import api_client
+from confidential_pods.settings import Settings, load_settings
+
+DEFAULT_NAMESPACE = "confidential-pods"
+
+
+def register(subcommands: argparse._SubParsersAction[Any]) -> None:
+    """``confidential-pods doctor`` (the same command as ``kubectl confidential-pods doctor``)."""
+    _add_doctor(subcommands)
+
+
+def _add_doctor(subcommands: argparse._SubParsersAction[Any]) -> None:
+    doctor = subcommands.add_parser(
+        "doctor",
+        help="check an installation against the live cluster (read-only)",
+        description="Check that nodes advertise the EPC resource, the webhook configuration trusts the "
+        "served certificate, the webhook and the scheduler are ready, host-mode AESM has a source, opted-in "
+        "namespaces allow it, every pod holding EPC was placed by the confidential scheduler and no node is "
+        "overcommitted. One line per check: ok, warn or fail, why, and what to do.",
+        epilog="exit codes: 0 every check ok; 1 a warning; 2 a failure, or the cluster or configuration "
+        "could not be read",
+    )
+    _add_cluster_options(doctor)
+    doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    doctor.set_defaults(handler=_doctor)
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"
+    )
+    parser.add_argument(
+        "--install-namespace",
+        default=DEFAULT_NAMESPACE,
+        help=f"namespace confidential-pods is installed in (default {DEFAULT_NAMESPACE})",
+    )
+    parser.add_argument(
+        "--config",
+        dest="config_file",
+        help="configuration file to check against (default: the ConfigMap the webhook Deployment mounts)",
+    )
+
+
+def _connect(args: argparse.Namespace) -> tuple[Any, Settings, str]:
+    from operate.cluster import Reader, read_settings
+
+    reader = Reader(api_client(args.kubeconfig))
+    if args.config_file:
+        return reader, load_settings(args.config_file), args.config_file
+    settings, source = read_settings(reader, args.install_namespace)
+    return reader, settings, source
+
+
+def _fail(exc: Exception) -> int:
+    print(f"confidential-pods: {exc}", file=sys.stderr)
+    return 2
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from operate.cluster import Unreadable, gather
+    from operate.doctor import EXIT_CODES, diagnose, render, worst
+
+    try:
+        reader, settings, source = _connect(args)
+    except (ConfidentialPodsError, Unreadable) as exc:
+        return _fail(exc)
+    findings = diagnose(gather(reader, settings, args.install_namespace))
+    verdict = worst(findings)
+    if args.output == "json":
+        document = {"configuration": source, "worst": verdict, "checks": [f.as_json() for f in findings]}
+        print(json.dumps(document, indent=2))
+    else:
+        print(f"configuration: {source}, profile {settings.profile.name} ({settings.profile.epc_resource})")
+        print(render(findings), end="")
+    return EXIT_CODES[verdict]
+
+
+def _nodes(args: argparse.Namespace) -> int:
+    from operate.cluster import Unreadable, ledger_of
+    from operate.views import render_nodes, rows_from_inspect, rows_from_ledger
+
+    try:
+        reader, settings, _ = _connect(args)
+        if args.extender:
+            with urllib.request.urlopen(args.extender.rstrip("/") + "/inspect", timeout=10) as response:
+                answer = json.loads(response.read())
+            rows, source = rows_from_inspect(answer), f"the extender at {args.extender}"
+        else:
+            rows, source = rows_from_ledger(ledger_of(reader, settings)), "the stored pods (no reservations)"
+    except (ConfidentialPodsError, Unreadable, OSError, ValueError) as exc:
+        return _fail(exc)
+    if args.output == "json":
+        print(json.dumps([{**row.__dict__, "free": row.free} for row in rows], indent=2))
+    else:
+        print(render_nodes(rows, settings.profile.epc_resource, source), end="")
+    return 0
+
+
+def _why(args: argparse.Namespace) -> int:
+    from operate.cluster import Unreadable, ledger_of
+    from operate.views import render_why, why
+
+    try:
+        reader, settings, _ = _connect(args)
+        pod = reader.get(reader.core.read_namespaced_pod, args.pod, args.namespace)
+        if pod is None:
+            return _fail(ConfidentialPodsError(f"pod {args.namespace}/{args.pod} not found"))
+        events = list(
+            reader.items(
+                reader.core.list_namespaced_event,
+                args.namespace,
+                field_selector=f"involvedObject.name={args.pod},reason=FailedScheduling",
+            )
+        )
+        answer = why(pod, ledger_of(reader, settings), settings)
+    except (ConfidentialPodsError, Unreadable) as exc:
+        return _fail(exc)
+    print(render_why(answer, events, settings), end="")
+    return 0
+
+
+def plugin_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kubectl confidential-pods",
+        description="SGX EPC of the cluster as confidential-pods sees it.",
+    )
+    subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    nodes = subcommands.add_parser("nodes", help="EPC per SGX node: a bar, used, reserved, free, nominated")
+    _add_cluster_options(nodes)
+    nodes.add_argument(
+        "--extender",
+        metavar="URL",
+        help="read the extender's /inspect at URL (e.g. after kubectl -n confidential-pods port-forward "
+        "deploy/confidential-scheduler 8444): shows its reservations too",
+    )
+    nodes.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    nodes.set_defaults(handler=_nodes)
+    why_parser = subcommands.add_parser("why", help="why a pod is pending: the extender's reasons and events")
+    why_parser.add_argument("pod", help="pod name")
+    why_parser.add_argument(
+        "-n", "--namespace", default="default", help="the pod's namespace (default default)"
+    )
+    _add_cluster_options(why_parser)
+    why_parser.set_defaults(handler=_why)
+    _add_doctor(subcommands)
+    return parser
+
+
+def plugin_main(argv: Sequence[str] | None = None) -> int:
+    """``kubectl-confidential_pods``: the kubectl plugin's entry point."""
+    parser = plugin_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    code: int = handler(args)
+    return code
