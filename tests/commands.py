@@ -53,3 +53,9 @@ def certs_generate(
     for san in sans:
         args += ["--san", san]
     return args
+
+
+def kubectl_plugin(*args: str) -> list[str]:
+    """``kubectl confidential-pods <args>``: the plugin executable the package installs beside this
+    interpreter (kubectl only finds it on PATH and runs it with the same arguments)."""
+    return [str(Path(sys.executable).parent / "kubectl-confidential_pods"), *args]
