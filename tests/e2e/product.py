@@ -339,6 +339,8 @@ class Installation:
     scheduler: Process
     scheduler_kubeconfig: Path
     created: list[str]
+    #: ``clientConnection`` settings (qps, burst) of confidential-scheduler; None: the overlay's.
+    client_connection: dict[str, Any] | None = None
 
     @property
     def profile(self) -> Profile:
@@ -355,7 +357,7 @@ class Installation:
     def start_scheduler(self) -> Process:
         """Start confidential-scheduler again as :func:`install` did (after ``scheduler.stop()``)."""
         self.scheduler = start_confidential_scheduler(
-            self.plane, self.overlay, self.extender.url, self.scheduler_kubeconfig
+            self.plane, self.overlay, self.extender.url, self.scheduler_kubeconfig, self.client_connection
         )
         return self.scheduler
 
@@ -370,11 +372,19 @@ class Installation:
 
 
 def start_confidential_scheduler(
-    plane: ControlPlane, overlay: Overlay, extender_url: str, kubeconfig: Path
+    plane: ControlPlane,
+    overlay: Overlay,
+    extender_url: str,
+    kubeconfig: Path,
+    client_connection: Mapping[str, Any] | None = None,
 ) -> Process:
-    """kube-scheduler with the overlay's configuration and flags, its extender at ``extender_url``."""
+    """kube-scheduler with the overlay's configuration and flags, its extender at ``extender_url``
+    (``client_connection``: qps and burst of its API client, when not the overlay's)."""
+    config = overlay.scheduler_config(extender_url)
+    if client_connection is not None:
+        config["clientConnection"] = {**config.get("clientConnection", {}), **client_connection}
     return plane.start_scheduler(
-        overlay.scheduler_config(extender_url),
+        config,
         name=SCHEDULER_NAME,
         kubeconfig=kubeconfig,
         extra_args=overlay.scheduler_flags(),
