@@ -549,11 +549,19 @@ class Bench:
         (``--scheduler-qps``); confidential-scheduler is restarted with them.
         """
         default_config = None
+        connection = {"qps": args.scheduler_qps, "burst": 2 * args.scheduler_qps}
         if not args.as_shipped:
-            connection = {"qps": args.scheduler_qps, "burst": 2 * args.scheduler_qps}
             default_config = {"clientConnection": connection}
+
+        def adjust(config: dict[str, Any]) -> None:
+            if not args.as_shipped:
+                config["clientConnection"] = {**config.get("clientConnection", {}), **connection}
+            if args.in_tree_scoring:
+                in_tree_scoring(config, installation.profile.epc_resource)
+
+        if not args.as_shipped or args.in_tree_scoring:
             installation.scheduler.stop()
-            installation.client_connection = connection
+            installation.adjust_scheduler_config = adjust
             installation.start_scheduler()
         default_scheduler = plane.start_scheduler(default_config, name=DEFAULT_SCHEDULER)
         extender, webhook = installation.extender.process, installation.webhook.process
@@ -583,6 +591,22 @@ class Bench:
 
     def delete_all(self, namespace: str) -> None:
         delete_all(self.api, self.kube, namespace, self.args.threads)
+
+
+def in_tree_scoring(config: dict[str, Any], resource: str) -> None:
+    """No prioritize verb: NodeResourcesFit scores EPC itself (LeastAllocated over cpu, memory and EPC, the
+    EPC weighted 3) in every profile, which its ``ignoredResources`` does not touch (filtering only)."""
+    for extender in config.get("extenders", []):
+        extender.pop("prioritizeVerb", None)
+    weights = {"cpu": 1, "memory": 1, resource: 3}
+    strategy = {"type": "LeastAllocated", "resources": [{"name": n, "weight": w} for n, w in weights.items()]}
+    for profile in config.get("profiles", []):
+        plugin_config = profile.setdefault("pluginConfig", [])
+        fits = [p for p in plugin_config if p.get("name") == "NodeResourcesFit"]
+        if not fits:
+            fits = [{"name": "NodeResourcesFit", "args": {}}]
+            plugin_config.append(fits[0])
+        fits[0].setdefault("args", {})["scoringStrategy"] = strategy
 
 
 def prepare_cluster(bench: Bench) -> tuple[JSON, dict[str, str]]:
@@ -763,6 +787,7 @@ def figures(
             if args.as_shipped
             else f"both qps {args.scheduler_qps:g}, burst {2 * args.scheduler_qps:g}"
         ),
+        "scoring": "in-tree (NodeResourcesFit, no prioritize verb)" if args.in_tree_scoring else "extender",
         "node_allocatable": allocatable,
         "phases": [
             {**asdict(p), "pods_per_s": p.pods_per_s, "creates_per_s": p.creates_per_s}
@@ -876,7 +901,7 @@ def report(result: Mapping[str, Any]) -> None:
     c, d = (p["cpu_s"] for p in result["scheduling_only"])
     for name in a:
         print(f"  {name:<24}" + "".join(f"{x.get(name, 0.0):>8.1f}" for x in (a, b, c, d)))
-    print(f"schedulers' API clients: {result['schedulers_client']}")
+    print(f"schedulers' API clients: {result['schedulers_client']}; EPC scoring: {result['scoring']}")
     print("ratios in this run (goal):")
     for name, value in result["ratios"].items():
         goal, kind = GOALS[name]
@@ -904,6 +929,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the schedulers' clients as shipped instead: default-scheduler at kube-scheduler's 50/100 (its "
         "binds wait on that limiter), confidential-scheduler the overlay's (its binds are the extender's)",
+    )
+    parser.add_argument(
+        "--in-tree-scoring",
+        action="store_true",
+        help="confidential-scheduler without the prioritize verb: NodeResourcesFit scores EPC itself",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs also on success")

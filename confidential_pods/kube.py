@@ -15,6 +15,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
+from confidential_pods import __version__
 from confidential_pods.errors import ConfidentialPodsError
 
 
@@ -47,11 +48,40 @@ def api_client(kubeconfig: str | None = None) -> client.ApiClient:
 
 def status_message(exc: Any) -> str:
     """What an ``ApiException`` says: its ``Status.message``, else the body, else the HTTP reason."""
-    body = getattr(exc, "body", None)
+    return body_message(getattr(exc, "body", None), getattr(exc, "reason", None))
+
+
+def body_message(body: bytes | str | None, reason: str | None = None) -> str:
+    """What an error answer's body says: its ``Status.message``, else the body, else ``reason``."""
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
     try:
         message = json.loads(body or "").get("message")
     except (ValueError, AttributeError):
         message = None
-    return str(message or body or getattr(exc, "reason", None) or "no details")[:1000]
+    return str(message or body or reason or "no details")[:1000]
+
+
+class RawApi:
+    """Requests of a known shape sent straight through the client's own connection pool (its TLS, proxy
+    and credentials, the token re-read as the client re-reads it), past the generated client's argument
+    validation and serialization: the extender's ``/bind`` spent most of its CPU there (docs/performance.md).
+    """
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._configuration = api.configuration
+        self._pool = api.rest_client.pool_manager
+        self._host = str(api.configuration.host).rstrip("/")
+        self._headers = {"Content-Type": "application/json", "Accept": "application/json",
+                         "User-Agent": f"confidential-pods/{__version__}"}  # fmt: skip
+
+    def post(self, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        """POST ``body`` (JSON) to ``path``; (HTTP status, answer). Network errors raise as urllib3's."""
+        headers = dict(self._headers)
+        for auth in self._configuration.auth_settings().values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"])] = str(auth["value"])
+        response = self._pool.request(
+            "POST", self._host + path, body=body, headers=headers, timeout=timeout, retries=False
+        )
+        return int(response.status), bytes(response.data)

@@ -19,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from confidential_pods import kube
 from confidential_pods.epc import effective_epc
@@ -245,11 +246,11 @@ class MemoryBinder:
 
 
 class ApiBinder:
-    """Creates ``pods/binding`` through the API server with the official client.
+    """Creates ``pods/binding`` through the API server, reads pods with the official client.
 
-    Bodies go out and come back as raw JSON (``_preload_content=False``): the client's ``V1Binding``
-    model cannot deserialize the API server's answer (it has no ``target``), and pods must not be
-    round-tripped through the typed models.
+    The Binding is one raw JSON POST over the client's connection pool (:class:`~confidential_pods.kube.
+    RawApi`): the generated method's validation and serialization were most of ``/bind``'s CPU. Pods are
+    read as raw JSON too (``_preload_content=False``): never round-tripped through the typed models.
     """
 
     final = False
@@ -259,11 +260,10 @@ class ApiBinder:
 
         # Any: raw dict bodies and raw responses, not the typed models the stubs promise.
         self._core: Any = client.CoreV1Api(api_client)
+        self._raw = kube.RawApi(api_client)
         self._timeout = timeout
 
     def bind(self, request: BindRequest) -> None:
-        from kubernetes.client.exceptions import ApiException
-
         body = {
             "apiVersion": "v1",
             "kind": "Binding",
@@ -274,19 +274,14 @@ class ApiBinder:
             },
             "target": {"apiVersion": "v1", "kind": "Node", "name": request.node},
         }
+        namespace, name = quote(request.pod_namespace, safe=""), quote(request.pod_name, safe="")
+        path = f"/api/v1/namespaces/{namespace}/pods/{name}/binding"
         try:
-            response = self._core.create_namespaced_pod_binding(
-                request.pod_name,
-                request.pod_namespace,
-                body=body,
-                _preload_content=False,
-                _request_timeout=self._timeout,
-            )
-            response.release_conn()
-        except ApiException as exc:
-            raise BindRefused(_api_message(exc)) from None
+            status, answer = self._raw.post(path, json.dumps(body).encode(), self._timeout)
         except Exception as exc:  # network errors from urllib3: report, never crash the handler
             raise BindRefused(f"API server unreachable: {exc}") from None
+        if status >= 300:
+            raise BindRefused(f"{kube.body_message(answer)} (HTTP {status})")
 
     def find_pod(self, namespace: str, name: str, profile: Profile) -> KnownPod | None:
         pod = self.read_pod(namespace, name)

@@ -31,7 +31,7 @@ import ssl
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -339,8 +339,8 @@ class Installation:
     scheduler: Process
     scheduler_kubeconfig: Path
     created: list[str]
-    #: ``clientConnection`` settings (qps, burst) of confidential-scheduler; None: the overlay's.
-    client_connection: dict[str, Any] | None = None
+    #: Changes to confidential-scheduler's configuration on its next start (benchmarks); None: the overlay's.
+    adjust_scheduler_config: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def profile(self) -> Profile:
@@ -357,7 +357,11 @@ class Installation:
     def start_scheduler(self) -> Process:
         """Start confidential-scheduler again as :func:`install` did (after ``scheduler.stop()``)."""
         self.scheduler = start_confidential_scheduler(
-            self.plane, self.overlay, self.extender.url, self.scheduler_kubeconfig, self.client_connection
+            self.plane,
+            self.overlay,
+            self.extender.url,
+            self.scheduler_kubeconfig,
+            self.adjust_scheduler_config,
         )
         return self.scheduler
 
@@ -376,13 +380,13 @@ def start_confidential_scheduler(
     overlay: Overlay,
     extender_url: str,
     kubeconfig: Path,
-    client_connection: Mapping[str, Any] | None = None,
+    adjust: Callable[[dict[str, Any]], None] | None = None,
 ) -> Process:
-    """kube-scheduler with the overlay's configuration and flags, its extender at ``extender_url``
-    (``client_connection``: qps and burst of its API client, when not the overlay's)."""
+    """kube-scheduler with the overlay's configuration (changed by ``adjust``, if given) and flags, its
+    extender at ``extender_url``."""
     config = overlay.scheduler_config(extender_url)
-    if client_connection is not None:
-        config["clientConnection"] = {**config.get("clientConnection", {}), **client_connection}
+    if adjust is not None:
+        adjust(config)
     return plane.start_scheduler(
         config,
         name=SCHEDULER_NAME,
