@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from confidential_pods.quantities import MiB
-from tests.e2e.kube import JSON, ApiError, Kube, delete_pod
+from tests.e2e.kube import JSON, ApiError, Kube, delete_pod, pod_events
 from tests.e2e.processes import wait_until
 from tests.e2e.product import Installation
 from tests.e2e.test_scheduling import (
@@ -195,6 +195,12 @@ def test_a_pod_that_fits_nowhere_even_after_eviction_preempts_nothing(
     assert all(not p["metadata"].get("deletionTimestamp") for p in current.values())
     assert kubelet.removed == [] and set(current) == {"huge", "low-0", "low-1", "low-2"}
     assert bound(current) == dict.fromkeys(["low-0", "low-1", "low-2"], node)
+    # What the user is told in the preempting profile: kube-scheduler's own NodeResourcesFit message for the
+    # EPC resource (the extender is asked only about nodes it lets through), and that preemption cannot help.
+    events = pod_events(kube, namespace, "huge", "FailedScheduling")
+    messages = " ".join(event.get("message", "") for event in events)
+    assert f"Insufficient {installation.profile.epc_resource}" in messages, messages
+    assert "preemption: " in messages and "Preemption is not helpful" in messages, messages
 
 
 def test_a_pdb_protected_victim_is_avoided_when_another_candidate_exists(
