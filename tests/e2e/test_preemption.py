@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -22,19 +23,19 @@ from tests.e2e.kube import JSON, ApiError, Kube, delete_pod, pod_events
 from tests.e2e.processes import wait_until
 from tests.e2e.product import Installation
 from tests.e2e.test_scheduling import (
-    EFFECTIVE,
     POD_EPC,
     SIDECAR_EPC,
     TIMEOUT,
+    Scene,
     bound,
     confidential_pod,
     namespace_pods,
     pod_epc,
+    scene,
     sgx_node,
-    slots_capacity,
 )
 
-__all__ = ["sgx_node"]  # the fixture, shared with test_scheduling
+__all__ = ["scene", "sgx_node"]  # the fixtures, shared with test_scheduling
 
 pytestmark = pytest.mark.e2e
 
@@ -106,6 +107,18 @@ def kubelet(kube: Kube, namespace: str) -> Iterator[Kubelet]:
     thread.join(5)
 
 
+@dataclass(frozen=True)
+class PreemptionScene(Scene):
+    """A scheduling scene with the priority classes in place and a kubelet removing deleted pods."""
+
+    kubelet: Kubelet
+
+
+@pytest.fixture
+def preemption(scene: Scene, priority_classes: None, kubelet: Kubelet) -> PreemptionScene:
+    return PreemptionScene(*scene.parts(), kubelet=kubelet)
+
+
 def with_priority(pod: JSON, priority_class: str, labels: dict[str, str] | None = None) -> JSON:
     pod["spec"]["priorityClassName"] = priority_class
     if labels:
@@ -127,6 +140,14 @@ def fill(
     return {name: current[name] for name in names}
 
 
+def fill_node(scene: Scene, capacity: int, app: str) -> str:
+    """A new SGX node filled with three low-priority pods labelled ``app`` (``<app>-0`` …); its name."""
+    node = scene.sgx_node(capacity)
+    placed = fill(scene.pods, scene.kube, scene.namespace, [f"{app}-{i}" for i in range(3)], {"app": app})
+    assert set(placed.values()) == {node}
+    return node
+
+
 def wait_until_bound(
     kube: Kube, namespace: str, names: list[str], timeout: float = TIMEOUT
 ) -> dict[str, str]:
@@ -141,16 +162,10 @@ def wait_until_bound(
 
 
 def test_critical_enclave_evicts_the_fewest_lower_priority_enclaves(
-    installation: Installation,
-    kube: Kube,
-    namespace: str,
-    pods: Callable[..., JSON],
-    sgx_node: Callable[[int | None], str],
-    priority_classes: None,
-    kubelet: Kubelet,
+    preemption: PreemptionScene,
 ) -> None:
-    effective = EFFECTIVE[installation.profile.name]
-    capacity = slots_capacity(effective, 3)
+    installation, kube, namespace, pods, sgx_node = preemption.parts()
+    capacity = preemption.capacity(3)
     nodes = [sgx_node(capacity), sgx_node(capacity)]
     sampler = Sampler(kube, installation, dict.fromkeys(nodes, capacity))
     sampler.start()
@@ -175,16 +190,10 @@ def test_critical_enclave_evicts_the_fewest_lower_priority_enclaves(
 
 
 def test_a_pod_that_fits_nowhere_even_after_eviction_preempts_nothing(
-    installation: Installation,
-    kube: Kube,
-    namespace: str,
-    pods: Callable[..., JSON],
-    sgx_node: Callable[[int | None], str],
-    priority_classes: None,
-    kubelet: Kubelet,
+    preemption: PreemptionScene,
 ) -> None:
-    effective = EFFECTIVE[installation.profile.name]
-    capacity = slots_capacity(effective, 3)
+    installation, kube, namespace, pods, sgx_node = preemption.parts()
+    capacity = preemption.capacity(3)
     node = sgx_node(capacity)
     fill(pods, kube, namespace, [f"low-{i}" for i in range(3)])
     huge = POD_EPC * 5  # more than the node has in total
@@ -193,7 +202,7 @@ def test_a_pod_that_fits_nowhere_even_after_eviction_preempts_nothing(
     current = namespace_pods(kube, namespace)
     assert "nodeName" not in current["huge"]["spec"]
     assert all(not p["metadata"].get("deletionTimestamp") for p in current.values())
-    assert kubelet.removed == [] and set(current) == {"huge", "low-0", "low-1", "low-2"}
+    assert preemption.kubelet.removed == [] and set(current) == {"huge", "low-0", "low-1", "low-2"}
     assert bound(current) == dict.fromkeys(["low-0", "low-1", "low-2"], node)
     # What the user is told in the preempting profile: kube-scheduler's own NodeResourcesFit message for the
     # EPC resource (the extender is asked only about nodes it lets through), and that preemption cannot help.
@@ -204,19 +213,11 @@ def test_a_pod_that_fits_nowhere_even_after_eviction_preempts_nothing(
 
 
 def test_a_pdb_protected_victim_is_avoided_when_another_candidate_exists(
-    installation: Installation,
-    kube: Kube,
-    namespace: str,
-    pods: Callable[..., JSON],
-    sgx_node: Callable[[int | None], str],
-    priority_classes: None,
-    kubelet: Kubelet,
+    preemption: PreemptionScene,
 ) -> None:
-    effective = EFFECTIVE[installation.profile.name]
-    capacity = slots_capacity(effective, 3)
-    protected_node = sgx_node(capacity)
-    protected = fill(pods, kube, namespace, [f"kms-{i}" for i in range(3)], {"app": "kms"})
-    assert set(protected.values()) == {protected_node}
+    _, kube, namespace, pods, _ = preemption.parts()
+    capacity = preemption.capacity(3)
+    fill_node(preemption, capacity, "kms")
     pdb = {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
@@ -224,9 +225,7 @@ def test_a_pdb_protected_victim_is_avoided_when_another_candidate_exists(
         "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "kms"}}},
     }
     kube.create(f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets", pdb)
-    other_node = sgx_node(capacity)
-    batch = fill(pods, kube, namespace, [f"batch-{i}" for i in range(3)], {"app": "batch"})
-    assert set(batch.values()) == {other_node}
+    other_node = fill_node(preemption, capacity, "batch")
     # A pod without EPC and of low priority, bound there by hand (default-scheduler's kind of pod).
     plain = {
         "apiVersion": "v1",

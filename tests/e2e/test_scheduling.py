@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import pytest
 
@@ -217,6 +218,49 @@ def sgx_node(installation: Installation, make_node: Callable[..., JSON]) -> Call
     return make
 
 
+@dataclass(frozen=True)
+class Scene:
+    """What a scheduling test works with: one overlay's installation, its fresh namespace, the pod
+    factory and SGX nodes on demand."""
+
+    installation: Installation
+    kube: Kube
+    namespace: str
+    pods: Callable[..., JSON]
+    sgx_node: Callable[[int | None], str]
+
+    def parts(self) -> tuple[Installation, Kube, str, Callable[..., JSON], Callable[[int | None], str]]:
+        return self.installation, self.kube, self.namespace, self.pods, self.sgx_node
+
+    def capacity(self, slots: int) -> int:
+        """An SGX node's EPC (MiB) with room for ``slots`` of this overlay's pods and half a pod more."""
+        return slots_capacity(EFFECTIVE[self.installation.profile.name], slots)
+
+    def settle(self, names: list[str], fitting: int) -> tuple[dict[str, JSON], dict[str, str]]:
+        """Create confidential pods ``names``; once ``fitting`` are bound and the rest refused for EPC, the
+        namespace's pods and the bound ones' nodes."""
+        create_batch(self.installation, self.pods, names)
+        refused = len(names) - fitting
+        current = wait_pods(
+            self.kube,
+            self.namespace,
+            settled(self.kube, self.namespace, names, fitting),
+            f"{fitting} pods bound and the other {refused} refused for EPC",
+        )
+        return current, bound(current)
+
+
+@pytest.fixture
+def scene(
+    installation: Installation,
+    kube: Kube,
+    namespace: str,
+    pods: Callable[..., JSON],
+    sgx_node: Callable[[int | None], str],
+) -> Scene:
+    return Scene(installation, kube, namespace, pods, sgx_node)
+
+
 def create_batch(
     installation: Installation, pods: Callable[..., JSON], names: Iterable[str], epc_mib: int = POD_EPC
 ) -> list[JSON]:
@@ -233,16 +277,13 @@ def create_batch(
 
 
 def test_batch_lands_only_where_epc_is_free(
-    installation: Installation,
-    kube: Kube,
-    namespace: str,
-    pods: Callable[..., JSON],
-    sgx_node: Callable[[int | None], str],
+    scene: Scene,
 ) -> None:
     """8 pods, room for 6 on two SGX nodes: 3 each, bound by our extender; the rest Pending with our reason.
 
     A small SGX node (less than one pod) and a node without SGX get none.
     """
+    installation, kube, _, _, sgx_node = scene.parts()
     profile = installation.profile
     effective = EFFECTIVE[profile.name]
     assert effective == POD_EPC + SIDECAR_EPC[profile.name]
@@ -252,12 +293,7 @@ def test_batch_lands_only_where_epc_is_free(
     before = binds(installation)
 
     names = [f"batch-{i}" for i in range(8)]
-    create_batch(installation, pods, names)
-
-    current = wait_pods(
-        kube, namespace, settled(kube, namespace, names, 6), "6 pods bound and the other 2 refused for EPC"
-    )
-    placed = bound(current)
+    current, placed = scene.settle(names, 6)
     assert len(placed) == 6, placed
     assert sorted(placed.values()) == sorted(big * 3), placed
     # Why each node was refused, as kube-scheduler tells the user (one line per reason, with a node count):
@@ -287,12 +323,9 @@ def test_batch_lands_only_where_epc_is_free(
 
 
 def test_pod_too_large_for_every_node_stays_pending_with_our_reason(
-    installation: Installation,
-    kube: Kube,
-    namespace: str,
-    pods: Callable[..., JSON],
-    sgx_node: Callable[[int | None], str],
+    scene: Scene,
 ) -> None:
+    installation, kube, namespace, pods, sgx_node = scene.parts()
     profile = installation.profile
     effective = EFFECTIVE[profile.name]
     capacity = slots_capacity(effective, 3)
@@ -316,11 +349,7 @@ def test_pod_too_large_for_every_node_stays_pending_with_our_reason(
 
 
 def test_deleting_pods_frees_epc_for_the_pending_pod(
-    installation: Installation,
-    kube: Kube,
-    namespace: str,
-    pods: Callable[..., JSON],
-    sgx_node: Callable[[int | None], str],
+    scene: Scene,
 ) -> None:
     """One node with room for 3 pods: the 4th waits for EPC; deleting bound pods lets it in.
 
@@ -333,18 +362,14 @@ def test_deleting_pods_frees_epc_for_the_pending_pod(
     other events come soon; here the test makes the next one itself: a second delete, once the ledger has
     freed the first pod's EPC, so the retry it causes is certain to see that EPC free.
     """
+    installation, kube, namespace, _, sgx_node = scene.parts()
     profile = installation.profile
     effective = EFFECTIVE[profile.name]
     capacity = slots_capacity(effective, 3)
     node = sgx_node(capacity)
     before = binds(installation)
     names = [f"fill-{i}" for i in range(4)]
-    create_batch(installation, pods, names)
-
-    current = wait_pods(
-        kube, namespace, settled(kube, namespace, names, 3), "3 pods bound and the 4th refused for EPC"
-    )
-    placed = bound(current)
+    current, placed = scene.settle(names, 3)
     assert sorted(placed.values()) == [node] * 3, placed
     (waiting,) = set(names) - set(placed)
     # What the 4th pod was told: the node's free EPC is the half pod left over.
@@ -379,11 +404,7 @@ def test_deleting_pods_frees_epc_for_the_pending_pod(
 
 
 def test_extender_restart_mid_batch_loses_nothing_and_overcommits_nothing(
-    installation: Installation,
-    kube: Kube,
-    namespace: str,
-    pods: Callable[..., JSON],
-    sgx_node: Callable[[int | None], str],
+    scene: Scene,
 ) -> None:
     """Room for exactly 6 pods on two nodes, 6 pods; the extender is restarted once the first is bound.
 
@@ -393,6 +414,7 @@ def test_extender_restart_mid_batch_loses_nothing_and_overcommits_nothing(
     processes, 3 per node (a bind lost, or EPC forgotten across the restart, would leave a pod Pending or
     overcommit a node).
     """
+    installation, kube, namespace, pods, sgx_node = scene.parts()
     profile = installation.profile
     effective = EFFECTIVE[profile.name]
     nodes = [sgx_node(slots_capacity(effective, 3)) for _ in range(2)]

@@ -18,8 +18,10 @@ from extender.metrics import LedgerCollector
 from extender.podepc import PodEpc, nominated_facts
 from extender.watchevents import Applied, Listing, apply_event
 from extender.watching import NOMINATED_PODS
-from tests.extender.test_watching import MI, PROFILE, Harness, ev, node, pod, wait_until
+from tests.extender.test_watching import MI, PROFILE, Harness, ev, harness, node, pod, wait_until
 from tests.fakeapi import FakeApiServer, serving
+
+__all__ = ["harness"]  # the fixture of test_watching, over this module's api
 
 
 def pending(
@@ -144,17 +146,6 @@ def api() -> Iterator[FakeApiServer]:
         server.put("Pod", pod("low", "sgx-a", "48"))
         server.put("Pod", pending("kms", "sgx-a", "32", priority=1000))  # nominated before the feed started
         yield server
-
-
-@pytest.fixture
-def harness(api: FakeApiServer) -> Iterator[Harness]:
-    h = Harness(api)
-    h.feed.start()
-    try:
-        wait_until(h.feed.ready)
-        yield h
-    finally:
-        h.feed.stop()
 
 
 def test_feed_lists_and_watches_nominated_pods(harness: Harness) -> None:
