@@ -41,7 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 from tests.extender import scheduler_json as sj
 from tests.fakeapi import write_kubeconfig
 from tests.fakecluster import event_line, status
-from tests.machine import children, free_port, load_average, memory_kib, percentile, stop
+from tests.machine import children, fetch, free_port, load_average, memory_kib, percentile, stop
 from tests.webhook import samples
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,13 +264,7 @@ def pod_values(i: int, nodes: int, rv: int, phase: str = "Running") -> dict[str,
 
 
 def http_get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
+    return fetch(http.client.HTTPConnection("127.0.0.1", port, timeout=10), "GET", path)
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float) -> float:

@@ -8,6 +8,7 @@ what the real-server tests need to start and stop a server.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -26,16 +27,17 @@ def free_port() -> int:
         return port
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGTERM, up to ``timeout`` seconds to exit (a server drains), then SIGKILL; reaped. Idempotent."""
+def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM, up to ``timeout`` seconds to exit (a server drains), then SIGKILL; reaped. Idempotent.
+    Returns the exit code (``-9`` when it had to be killed)."""
     if process.poll() is not None:
-        return
+        return process.returncode
     process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=timeout)
+        return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-        process.wait(timeout=timeout)
+        return process.wait(timeout=timeout)
 
 
 def _stat_fields(pid: int) -> list[str]:
@@ -94,3 +96,15 @@ def percentile(values: Sequence[float], share: float) -> float:
     """The sample at rank ``share`` (0.99 for p99) of ``values``, unsorted or not; 0.0 for none."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
+
+
+def fetch(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """One request on a fresh connection, then closed: (HTTP status, body)."""
+    try:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import machine
 from tests.commands import extender_serve
 from tests.extender import scheduler_json as sj
 from tests.machine import free_port
@@ -87,14 +88,7 @@ def start(args: list[str], tmp_path: Path, context: ssl.SSLContext | None = None
 
 
 def stop(served: Served) -> int:
-    if served.process.poll() is None:
-        served.process.send_signal(signal.SIGTERM)
-    try:
-        return served.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        served.process.kill()
-        served.process.wait()
-        raise
+    return machine.stop(served.process)
 
 
 @pytest.fixture(scope="module", params=["http", "https"])

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from tests.e2e import processes
 from tests.extender import scheduler_json as sj
 from tests.extender.test_serving import start, stop
 from tests.fakeapi import serving, write_kubeconfig
@@ -13,11 +13,8 @@ from tests.fakeapi import serving, write_kubeconfig
 MiB = 1024 * 1024
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
+#: Poll a condition (every 10 ms, at most 20.0 s).
+wait_until = partial(processes.wait_until, timeout=20.0, what="the condition", interval=0.01)
 
 
 def kubeconfig(path: Path, url: str) -> Path:

@@ -10,7 +10,8 @@ import copy
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from extender.watchevents import (
     replace_pods,
 )
 from extender.watching import ASSIGNED_PODS, LedgerFeed
+from tests.e2e import processes
 from tests.fakeapi import FakeApiServer, serving
 
 PROFILE = PROFILES["alibaba"]
@@ -336,12 +338,8 @@ def test_backoff_is_exponential_jittered_and_capped() -> None:
 # --- the shell: real kubernetes client, fake apiserver over HTTP -------------------------------------
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.01)
+#: Poll a condition (every 10 ms, at most 15.0 s).
+wait_until = partial(processes.wait_until, timeout=15.0, what="the condition", interval=0.01)
 
 
 class Harness:

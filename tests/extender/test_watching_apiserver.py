@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 
 from extender.ledger import EpcLedger
 from extender.watching import LedgerFeed
+from tests.e2e import processes
 from tests.extender.test_watching import PROFILE, RES, fresh, state
 
 pytestmark = pytest.mark.e2e
@@ -28,12 +30,8 @@ pytestmark = pytest.mark.e2e
 NODE = {"cpu": "8", "memory": "16Gi", "pods": "110"}
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
+#: Poll a condition (every 10 ms, at most 60.0 s).
+wait_until = partial(processes.wait_until, timeout=60.0, what="the condition", interval=0.01)
 
 
 def epc_pod(name: str, node: str | None, epc: str) -> dict[str, Any]:

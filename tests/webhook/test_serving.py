@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from confidential_pods import tlscontext
 from tests.commands import webhook_serve
-from tests.machine import free_port
+from tests.machine import fetch, free_port, stop
 from tests.webhook import samples
 from tests.webhook.tls import Authority, ServingPair, issue_serving_pair, make_authority
 
@@ -102,13 +102,7 @@ class Server:
         return http.client.HTTPSConnection(host, self.port, context=client_context(self.ca), timeout=10)
 
     def get(self, path: str) -> tuple[int, bytes]:
-        conn = self.connection()
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+        return fetch(self.connection(), "GET", path)
 
     def post_review(self, review: dict[str, Any], conn: http.client.HTTPSConnection | None = None) -> Any:
         own = conn is None
@@ -215,14 +209,7 @@ def start_server(
 
 
 def stop_server(server: Server) -> int:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-    try:
-        return server.process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
-        raise
+    return stop(server.process)
 
 
 def confidential_review() -> dict[str, Any]:
