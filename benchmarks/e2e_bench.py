@@ -351,19 +351,26 @@ def node_allocatable(pod: JSON, slots: int) -> dict[str, str]:
 
 
 @dataclass
-class Phase:
-    """One phase's figures; times in seconds from the first create."""
+class Measured:
+    """What every phase records: its pods, how many got bound, the time to create them, the CPU each
+    process used and the load average around it."""
 
     name: str
     pods: int
     bound: int = 0
     creation_s: float = math.nan
     last_bound_s: float = math.nan
-    p50_bound_s: float = math.nan
-    create_errors: int = 0
     cpu_s: dict[str, float] = field(default_factory=dict)
     loadavg_before: str = ""
     loadavg_after: str = ""
+
+
+@dataclass
+class Phase(Measured):
+    """One phase's figures; times in seconds from the first create."""
+
+    p50_bound_s: float = math.nan
+    create_errors: int = 0
 
     @property
     def pods_per_s(self) -> float:
@@ -433,23 +440,15 @@ def run_phase(
 
 
 @dataclass
-class HeldPhase:
+class HeldPhase(Measured):
     """Scheduling only: every pod created while the scheduler was stopped, then the scheduler started.
 
     Times in seconds from the scheduler's (re)start; ``first_bound_s`` is when it bound its first pod, so
     ``pods_per_s`` — pods after the first over the span to the last — leaves its start-up out.
     """
 
-    name: str
-    pods: int
-    bound: int = 0
-    creation_s: float = math.nan
     start_s: float = math.nan
     first_bound_s: float = math.nan
-    last_bound_s: float = math.nan
-    cpu_s: dict[str, float] = field(default_factory=dict)
-    loadavg_before: str = ""
-    loadavg_after: str = ""
 
     @property
     def pods_per_s(self) -> float:

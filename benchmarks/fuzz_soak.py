@@ -108,63 +108,63 @@ def deep_bodies() -> st.SearchStrategy[bytes]:
     )
 
 
-def soak_webhook(cases: int) -> Tally:
-    tally = Tally("webhook")
-    client = webhook_fuzz.APP
+#: One shape of hostile input: the strategy, and the requests (path, body) one drawn value makes.
+Shape = tuple[st.SearchStrategy[Any], Callable[[Any], list[tuple[str, bytes]]]]
+
+
+def soak(server: str, client: Any, shapes: list[Shape], cases: int) -> Tally:
+    """``cases`` drawn values spread evenly over ``shapes`` (the last takes the remainder), each request
+    posted to ``client`` (a flask test client) and timed."""
+    tally = Tally(server)
 
     def post(path: str, body: bytes) -> Any:
         return client.post(path, data=body, content_type="application/json")
 
-    share = cases // 4
-    poisoned = fuzzing.poisoned(realistic_pod(), webhook_fuzz.ALI)
-    run_shape(
-        poisoned,
-        share,
-        lambda pod: [("/mutate", json.dumps(webhook_fuzz.poisoned_review(pod)).encode())],
-        tally,
-        post,
-    )
-    run_shape(
-        webhook_fuzz.reviews,
-        share,
-        lambda review: [("/mutate/namespace", json.dumps(review).encode())],
-        tally,
-        post,
-    )
-    run_shape(deep_bodies(), share, lambda body: [("/mutate", body)], tally, post)
-    arbitrary = st.binary(max_size=400) | fuzzing.json_values.map(lambda v: json.dumps(v).encode())
-    run_shape(arbitrary, cases - 3 * share, lambda body: [("/mutate", body)], tally, post)
+    share = cases // len(shapes)
+    for index, (strategy, requests) in enumerate(shapes):
+        count = share if index < len(shapes) - 1 else cases - share * (len(shapes) - 1)
+        run_shape(strategy, count, requests, tally, post)
     return tally
 
 
+def _json(path: str) -> Callable[[Any], list[tuple[str, bytes]]]:
+    return lambda value: [(path, json.dumps(value).encode())]
+
+
+def _raw(path: str) -> Callable[[bytes], list[tuple[str, bytes]]]:
+    return lambda body: [(path, body)]
+
+
+def _arbitrary() -> st.SearchStrategy[bytes]:
+    return st.binary(max_size=400) | fuzzing.json_values.map(lambda v: json.dumps(v).encode())
+
+
+def soak_webhook(cases: int) -> Tally:
+    poisoned = fuzzing.poisoned(realistic_pod(), webhook_fuzz.ALI)
+    shapes: list[Shape] = [
+        (poisoned.map(webhook_fuzz.poisoned_review), _json("/mutate")),
+        (webhook_fuzz.reviews, _json("/mutate/namespace")),
+        (deep_bodies(), _raw("/mutate")),
+        (_arbitrary(), _raw("/mutate")),
+    ]
+    return soak("webhook", webhook_fuzz.APP, shapes, cases)
+
+
 def soak_extender(cases: int) -> Tally:
-    tally = Tally("extender")
-    client = extender_fuzz.CLIENT
-
-    def post(path: str, body: bytes) -> Any:
-        return client.post(path, data=body, content_type="application/json")
-
-    share = cases // 5
-    poisoned = fuzzing.poisoned(sj.pod(epc_mib=16), sj.RESOURCE)
-
-    def names_args(pod: Any) -> list[tuple[str, bytes]]:
-        args = {"Pod": pod, "NodeNames": ["sgx-a", "sgx-b", "plain", "ghost"], "Nodes": None}
-        body = json.dumps(args).encode()
-        return [("/filter", body), ("/prioritize", body)]
-
     def both_verbs(args: Any) -> list[tuple[str, bytes]]:
         body = json.dumps(args).encode()
         return [("/filter", body), ("/prioritize", body)]
 
-    run_shape(poisoned, share, names_args, tally, post)
-    run_shape(extender_fuzz.extender_args(), share, both_verbs, tally, post)
-    run_shape(deep_bodies(), share, lambda body: [("/filter", body)], tally, post)
-    run_shape(
-        extender_fuzz.binding_args, share, lambda args: [("/bind", json.dumps(args).encode())], tally, post
-    )
-    arbitrary = st.binary(max_size=400) | fuzzing.json_values.map(lambda v: json.dumps(v).encode())
-    run_shape(arbitrary, cases - 4 * share, lambda body: [("/prioritize", body)], tally, post)
-    return tally
+    names = ["sgx-a", "sgx-b", "plain", "ghost"]
+    poisoned = fuzzing.poisoned(sj.pod(epc_mib=16), sj.RESOURCE)
+    shapes: list[Shape] = [
+        (poisoned.map(lambda pod: {"Pod": pod, "NodeNames": names, "Nodes": None}), both_verbs),
+        (extender_fuzz.extender_args(), both_verbs),
+        (deep_bodies(), _raw("/filter")),
+        (extender_fuzz.binding_args, _json("/bind")),
+        (_arbitrary(), _raw("/prioritize")),
+    ]
+    return soak("extender", extender_fuzz.CLIENT, shapes, cases)
 
 
 def main() -> int:

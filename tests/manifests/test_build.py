@@ -35,79 +35,71 @@ _METADATA = {
     "required": ["name", "namespace"],
     "properties": {"name": {"type": "string"}, "namespace": {"type": "string"}},
 }
+
+
+def _object(api_version: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a whole object of ``kind``: exactly apiVersion, kind, metadata and ``spec``."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": _METADATA,
+            "spec": {"type": "object", "additionalProperties": False, **spec},
+        },
+    }
+
+
+_DURATION = {"type": "string", "pattern": r"^(\d+h)?(\d+m)?(\d+s)?$"}
+_USAGES = ["digital signature", "key encipherment", "server auth", "client auth", "cert sign"]
 CERT_MANAGER_SCHEMAS: dict[str, dict[str, Any]] = {
-    "Certificate": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "cert-manager.io/v1"},
-            "kind": {"const": "Certificate"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["secretName", "issuerRef"],
-                "properties": {
-                    "secretName": {"type": "string"},
-                    "commonName": {"type": "string", "maxLength": 64},
-                    "dnsNames": {"type": "array", "items": {"type": "string"}},
-                    "ipAddresses": {"type": "array", "items": {"type": "string"}},
-                    "duration": {"type": "string", "pattern": r"^(\d+h)?(\d+m)?(\d+s)?$"},
-                    "renewBefore": {"type": "string", "pattern": r"^(\d+h)?(\d+m)?(\d+s)?$"},
-                    "isCA": {"type": "boolean"},
-                    "usages": {
-                        "type": "array",
-                        "items": {
-                            "enum": [
-                                "digital signature",
-                                "key encipherment",
-                                "server auth",
-                                "client auth",
-                                "cert sign",
-                            ]
-                        },
+    "Certificate": _object(
+        "cert-manager.io/v1",
+        "Certificate",
+        {
+            "required": ["secretName", "issuerRef"],
+            "properties": {
+                "secretName": {"type": "string"},
+                "commonName": {"type": "string", "maxLength": 64},
+                "dnsNames": {"type": "array", "items": {"type": "string"}},
+                "ipAddresses": {"type": "array", "items": {"type": "string"}},
+                "duration": _DURATION,
+                "renewBefore": _DURATION,
+                "isCA": {"type": "boolean"},
+                "usages": {"type": "array", "items": {"enum": _USAGES}},
+                "privateKey": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                        "size": {"type": "integer"},
+                        "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                        "rotationPolicy": {"enum": ["Never", "Always"]},
                     },
-                    "privateKey": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "properties": {
-                            "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
-                            "size": {"type": "integer"},
-                            "encoding": {"enum": ["PKCS1", "PKCS8"]},
-                            "rotationPolicy": {"enum": ["Never", "Always"]},
-                        },
-                    },
-                    "issuerRef": _ISSUER_REF,
+                },
+                "issuerRef": _ISSUER_REF,
+            },
+        },
+    ),
+    "Issuer": _object(
+        "cert-manager.io/v1",
+        "Issuer",
+        {
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                "selfSigned": {"type": "object", "additionalProperties": False},
+                "ca": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["secretName"],
+                    "properties": {"secretName": {"type": "string"}},
                 },
             },
         },
-    },
-    "Issuer": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": "cert-manager.io/v1"},
-            "kind": {"const": "Issuer"},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "minProperties": 1,
-                "maxProperties": 1,
-                "properties": {
-                    "selfSigned": {"type": "object", "additionalProperties": False},
-                    "ca": {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "required": ["secretName"],
-                        "properties": {"secretName": {"type": "string"}},
-                    },
-                },
-            },
-        },
-    },
+    ),
 }
 
 EXAMPLE_FILES = [*sorted((MANIFESTS / "examples").glob("*.yaml")), MANIFESTS / "runtimeclasses" / "runv.yaml"]
