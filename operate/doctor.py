@@ -64,6 +64,11 @@ class PodSummary:
     epc: int
     finished: bool
 
+    @property
+    def holds_epc(self) -> bool:
+        """Assigned, not finished, and requesting EPC: it counts on its node."""
+        return bool(self.node) and not self.finished and self.epc > 0
+
 
 @dataclass(frozen=True)
 class ClusterFacts:
@@ -107,6 +112,14 @@ def _cannot_read(check: str, facts: ClusterFacts, *needed: str) -> Finding | Non
         f"cannot check: {'; '.join(missing)}",
         "run with credentials that may read it (docs/operate.md lists what the doctor reads)",
     )
+
+
+def _judge(check: str, found: Sequence[str], problem: tuple[Status, str], hint: str, ok: str) -> Finding:
+    """``problem`` (status, what) naming ``found`` when there is any, else ``ok``."""
+    if not found:
+        return Finding(check, "ok", ok)
+    status, what = problem
+    return Finding(check, status, f"{len(found)} {what}: {_listed(found)}", hint)
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -398,21 +411,20 @@ def unrouted_epc_pods(facts: ClusterFacts) -> Finding:
         return Finding(
             check, "ok", "no schedulerName configured: EPC pods use the default scheduler's extender"
         )
+    schedulers = "/".join(sorted(ours))
     others = sorted(
         f"{p.namespace}/{p.name} ({p.scheduler})"
         for p in facts.pods
-        if p.node and not p.finished and p.epc > 0 and p.scheduler not in ours
+        if p.holds_epc and p.scheduler not in ours
     )
-    if others:
-        return Finding(
-            check,
-            "warn",
-            f"{len(others)} running pod(s) hold EPC but were not placed by {'/'.join(sorted(ours))}: "
-            f"{_listed(others)}",
-            'annotate them confidential-pods.io/confidential: "true", or set routeEPCPods: true and add '
-            "components/route-epc-pods (docs/install.md)",
-        )
-    return Finding(check, "ok", f"every running pod that holds EPC was placed by {'/'.join(sorted(ours))}")
+    return _judge(
+        check,
+        others,
+        ("warn", f"running pod(s) hold EPC but were not placed by {schedulers}"),
+        'annotate them confidential-pods.io/confidential: "true", or set routeEPCPods: true and add '
+        "components/route-epc-pods (docs/install.md)",
+        f"every running pod that holds EPC was placed by {schedulers}",
+    )
 
 
 def epc_overcommit(facts: ClusterFacts) -> Finding:
@@ -422,7 +434,7 @@ def epc_overcommit(facts: ClusterFacts) -> Finding:
         return problem
     used: dict[str, int] = {}
     for pod in facts.pods:
-        if pod.node and not pod.finished and pod.epc > 0:
+        if pod.holds_epc:
             used[pod.node] = used.get(pod.node, 0) + pod.epc
     over = []
     for node in facts.nodes:
@@ -430,15 +442,14 @@ def epc_overcommit(facts: ClusterFacts) -> Finding:
         capacity = node_capacity(node, facts.settings.profile, []) or 0
         if used.get(name, 0) > capacity:
             over.append(f"{name} ({format_bytes(used[name])} of {format_bytes(capacity)})")
-    if over:
-        return Finding(
-            check,
-            "fail",
-            f"{len(over)} node(s) hold more EPC than they advertise: {_listed(over)}",
-            "kubelet refuses pods it cannot admit; look for pods placed by another scheduler "
-            "(epc-pods-scheduler) and at `kubectl confidential-pods nodes`",
-        )
-    return Finding(check, "ok", f"no node overcommitted ({len(used)} node(s) hold EPC)")
+    return _judge(
+        check,
+        over,
+        ("fail", "node(s) hold more EPC than they advertise"),
+        "kubelet refuses pods it cannot admit; look for pods placed by another scheduler "
+        "(epc-pods-scheduler) and at `kubectl confidential-pods nodes`",
+        f"no node overcommitted ({len(used)} node(s) hold EPC)",
+    )
 
 
 def route_entry(facts: ClusterFacts) -> Finding:
