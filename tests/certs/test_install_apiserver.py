@@ -164,6 +164,14 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
+def install(
+    directory: Path, kubeconfig: Path, *, secret: str = SECRET, config: str = CONFIG
+) -> subprocess.CompletedProcess[str]:
+    """``certs install`` of ``directory`` into the Secret and webhook configuration named."""
+    args = ["--secret", secret, "--webhook-config", config, "--namespace", NAMESPACE]
+    return cli("install", "--dir", str(directory), *args, "--kubeconfig", str(kubeconfig))
+
+
 def rotate(cluster: Cluster, *extra: str) -> subprocess.CompletedProcess[str]:
     args = ["rotate", "--secret", SECRET, "--webhook-config", CONFIG, "--namespace", NAMESPACE]
     return cli(*args, "--kubeconfig", str(cluster.certs_kubeconfig), "--renew-before", "30d", *extra)
@@ -229,19 +237,7 @@ def test_errors_from_the_real_api(cluster: Cluster, tmp_path: Path) -> None:
     out = tmp_path / "certs"
     assert cli("generate", "--service", SERVICE, "--namespace", NAMESPACE, "--out", str(out)).returncode == 0
     # A Secret outside the ServiceAccount's resourceNames: the apiserver forbids the get.
-    denied = cli(
-        "install",
-        "--dir",
-        str(out),
-        "--secret",
-        "other",
-        "--webhook-config",
-        CONFIG,
-        "--namespace",
-        NAMESPACE,
-        "--kubeconfig",
-        str(cluster.certs_kubeconfig),
-    )
+    denied = install(out, cluster.certs_kubeconfig, secret="other")
     assert denied.returncode == 1
     assert (
         "forbidden to get Secret confidential-pods/other: grant the verb 'get' on 'secrets'" in denied.stderr
@@ -249,38 +245,14 @@ def test_errors_from_the_real_api(cluster: Cluster, tmp_path: Path) -> None:
     assert 'cannot get resource "secrets"' in denied.stderr  # the apiserver's reason is passed on
     print(denied.stderr)
     # A webhook configuration that does not exist (as admin: a 404, not a 403).
-    missing = cli(
-        "install",
-        "--dir",
-        str(out),
-        "--secret",
-        SECRET,
-        "--webhook-config",
-        "nope",
-        "--namespace",
-        NAMESPACE,
-        "--kubeconfig",
-        str(cluster.admin_kubeconfig),
-    )
+    missing = install(out, cluster.admin_kubeconfig, config="nope")
     assert missing.returncode == 1
     assert "MutatingWebhookConfiguration nope not found" in missing.stderr
     print(missing.stderr)
     # Installing an unrelated CA over a working install would distrust what the webhook serves.
     assert rotate(cluster, "--service", SERVICE, "--san", "127.0.0.1").returncode == 0
     before = state(cluster)
-    stale = cli(
-        "install",
-        "--dir",
-        str(out),
-        "--secret",
-        SECRET,
-        "--webhook-config",
-        CONFIG,
-        "--namespace",
-        NAMESPACE,
-        "--kubeconfig",
-        str(cluster.certs_kubeconfig),
-    )
+    stale = install(out, cluster.certs_kubeconfig)
     assert stale.returncode == 1
     assert "refusing to install" in stale.stderr and "does not trust" in stale.stderr
     print(stale.stderr)
