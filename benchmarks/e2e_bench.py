@@ -411,20 +411,13 @@ def cpu_used(processes: Mapping[str, int], before: Mapping[str, float]) -> dict[
     return {k: round(after[k] - before.get(k, 0.0), 2) for k in after}
 
 
-def run_phase(
-    name: str,
-    api: ApiServer,
-    kube: Kube,
-    namespace: str,
-    bodies: Sequence[JSON],
-    threads: int,
-    processes: Mapping[str, int],
-) -> Phase:
-    """Create ``bodies`` with ``threads`` client threads; wait until the watch has seen every pod bound."""
+def run_phase(bench: Bench, name: str, namespace: str, bodies: Sequence[JSON]) -> Phase:
+    """Create ``bodies`` with ``--threads`` client threads; wait until the watch has seen every pod bound."""
+    api, processes = bench.api, bench.processes
     phase = Phase(name=name, pods=len(bodies), loadavg_before=load_average())
-    watch = BindWatch(api, kube, namespace, expected=len(bodies))
+    watch = BindWatch(api, bench.kube, namespace, expected=len(bodies))
     cpu_before = cpu_snapshot(processes)
-    start, phase.creation_s, errors = create_pods(api, namespace, bodies, threads)
+    start, phase.creation_s, errors = create_pods(api, namespace, bodies, bench.args.threads)
     phase.create_errors = len(errors)
     if errors:
         print(f"  {len(errors)} creates failed, first: {errors[0]}", file=sys.stderr)
@@ -457,24 +450,22 @@ class HeldPhase(Measured):
 
 
 def run_held_phase(
+    bench: Bench,
     name: str,
-    api: ApiServer,
-    kube: Kube,
     namespace: str,
     bodies: Sequence[JSON],
-    threads: int,
     scheduler: str,
-    processes: dict[str, int],
     stop: Callable[[], None],
     start: Callable[[], Process],
 ) -> HeldPhase:
     """``stop`` the scheduler, create ``bodies``, then ``start`` it and time it binding them all."""
+    api, processes = bench.api, bench.processes
     phase = HeldPhase(name=name, pods=len(bodies), loadavg_before=load_average())
     stop()
-    _, phase.creation_s, errors = create_pods(api, namespace, bodies, threads)
+    _, phase.creation_s, errors = create_pods(api, namespace, bodies, bench.args.threads)
     if errors:
         raise RuntimeError(f"{name}: {len(errors)} creates failed, first: {errors[0]}")
-    watch = BindWatch(api, kube, namespace, expected=len(bodies))
+    watch = BindWatch(api, bench.kube, namespace, expected=len(bodies))
     time.sleep(2)  # the watch is open and every pod is stored and Pending
     cpu_before = cpu_snapshot(processes)
     begin = time.monotonic()
@@ -668,9 +659,7 @@ def phase_a(bench: Bench) -> Observed:
     before = {server: scrape(bench, server) for server in ("apiserver", "webhook", "extender")}
     say(f"phase a: {pods} confidential pods through confidential-scheduler + extender ...")
     bodies = [confidential_pod(f"pod-{i:05d}") for i in range(pods)]
-    phase = run_phase(
-        "with extender", bench.api, bench.kube, WITH_NS, bodies, bench.args.threads, bench.processes
-    )
+    phase = run_phase(bench, "with extender", WITH_NS, bodies)
     scheduler_log = scheduler_log_stats(bench.installation.scheduler.log_text(), WITH_NS)
     after = {server: scrape(bench, server) for server in ("apiserver", "webhook", "extender")}
     stored = bench.kube.get(f"/api/v1/namespaces/{WITH_NS}/pods/pod-00000")
@@ -696,9 +685,7 @@ def phase_b(bench: Bench, template: JSON, extender_before: Samples) -> Observed:
     apiserver_before = scrape(bench, "apiserver")
     say(f"phase b: the same {pods} pods through default-scheduler ...")
     bodies = [plain_pod(f"pod-{i:05d}", template) for i in range(pods)]
-    phase = run_phase(
-        "without extender", bench.api, bench.kube, WITHOUT_NS, bodies, bench.args.threads, bench.processes
-    )
+    phase = run_phase(bench, "without extender", WITHOUT_NS, bodies)
     scheduler_log = scheduler_log_stats(bench.default_schedulers[0].log_text(), WITHOUT_NS)
     return Observed(
         phase,
@@ -715,8 +702,8 @@ def held_phases(bench: Bench, template: JSON) -> tuple[HeldPhase, HeldPhase]:
     say(f"phase c: {args.pods} confidential pods held, then confidential-scheduler + extender ...")
     bodies = [confidential_pod(f"held-{i:05d}") for i in range(args.pods)]
     held_with = run_held_phase(
-        "with extender", bench.api, bench.kube, WITH_NS, bodies, args.threads, "confidential-scheduler",
-        bench.processes, installation.scheduler.stop, installation.start_scheduler,
+        bench, "with extender", WITH_NS, bodies, "confidential-scheduler",
+        installation.scheduler.stop, installation.start_scheduler,
     )  # fmt: skip
     bench.delete_all(WITH_NS)
     wait_until(lambda: bench.ledger("pods") == 0, timeout=120, what="the extender's ledger to be empty")
@@ -724,8 +711,8 @@ def held_phases(bench: Bench, template: JSON) -> tuple[HeldPhase, HeldPhase]:
     say(f"phase d: the same {args.pods} pods held, then default-scheduler ...")
     bodies = [plain_pod(f"held-{i:05d}", template) for i in range(args.pods)]
     held_without = run_held_phase(
-        "without extender", bench.api, bench.kube, WITHOUT_NS, bodies, args.threads, "default-scheduler",
-        bench.processes, lambda: bench.default_schedulers[-1].stop(), bench.start_default_scheduler,
+        bench, "without extender", WITHOUT_NS, bodies, "default-scheduler",
+        lambda: bench.default_schedulers[-1].stop(), bench.start_default_scheduler,
     )  # fmt: skip
     return held_with, held_without
 

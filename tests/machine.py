@@ -108,3 +108,17 @@ def fetch(
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def fetch_chunked(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, bytes]:
+    """POST ``body`` as JSON with Transfer-Encoding: chunked (no Content-Length, 64 KiB per chunk) on a fresh
+    connection, then closed: (HTTP status, body)."""
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    try:
+        conn.request(
+            "POST", path, body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True
+        )
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()

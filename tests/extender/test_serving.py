@@ -250,25 +250,14 @@ def test_freeze_when_ready_freezes_once_after_ready() -> None:
 
 
 def test_chunked_body_over_the_limit_is_413(tmp_path: Path) -> None:
-    from tests.webhook.test_serving import post_chunked
-
     served = start(["--snapshot", str(cluster_file(tmp_path)), "--max-body", "65536"], tmp_path)
     try:
-        conn = served.connection()
-        try:
-            big = json.dumps(sj.args_with_names(sj.pod(), ["sgx-a"] * 20_000)).encode()
-            assert len(big) > 65536
-            status, answer = post_chunked(conn, "/filter", big)
-        finally:
-            conn.close()
+        big = json.dumps(sj.args_with_names(sj.pod(), ["sgx-a"] * 20_000)).encode()
+        assert len(big) > 65536
+        status, answer = machine.fetch_chunked(served.connection(), "/filter", big)
         assert status == 413 and b"body larger than 65536 bytes" in answer
-        conn = served.connection()
-        try:
-            status, answer = post_chunked(
-                conn, "/filter", json.dumps(sj.args_with_names(sj.pod(), ["sgx-a"])).encode()
-            )
-        finally:
-            conn.close()
+        small = json.dumps(sj.args_with_names(sj.pod(), ["sgx-a"])).encode()
+        status, answer = machine.fetch_chunked(served.connection(), "/filter", small)
         assert status == 200 and json.loads(answer)["NodeNames"] == ["sgx-a"]
     finally:
         assert stop(served) == 0, served.log.read_text()

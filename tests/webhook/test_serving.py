@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from confidential_pods import tlscontext
 from tests.commands import webhook_serve
-from tests.machine import fetch, free_port, stop
+from tests.machine import fetch, fetch_chunked, free_port, stop
 from tests.webhook import samples
 from tests.webhook.tls import Authority, ServingPair, issue_serving_pair, make_authority
 
@@ -543,29 +543,13 @@ def test_drain_period_fails_readiness_but_keeps_serving(tmp_path: Path, ca: Auth
 # ---------------------------------------------------------------- hostile bodies
 
 
-def post_chunked(conn: http.client.HTTPConnection, path: str, body: bytes) -> tuple[int, bytes]:
-    """POST with Transfer-Encoding: chunked (no Content-Length), 64 KiB per chunk."""
-    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
-    conn.request("POST", path, body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True)
-    response = conn.getresponse()
-    return response.status, response.read()
-
-
 def test_chunked_body_over_the_limit_is_413_not_truncated(server: Server) -> None:
     # Cut off at 3 MiB, the start of this body is valid JSON up to a point: a truncated read answered 400.
     review = json.dumps(confidential_review()).encode()
     body = review[:-1] + b',"padding":"' + b"x" * (3 * 1024 * 1024) + b'"}'
-    conn = server.connection()
-    try:
-        status, answer = post_chunked(conn, "/mutate", body)
-    finally:
-        conn.close()
+    status, answer = fetch_chunked(server.connection(), "/mutate", body)
     assert status == 413 and b"larger than" in answer
-    conn = server.connection()
-    try:
-        status, answer = post_chunked(conn, "/mutate", json.dumps(confidential_review()).encode())
-    finally:
-        conn.close()
+    status, answer = fetch_chunked(server.connection(), "/mutate", json.dumps(confidential_review()).encode())
     assert status == 200 and json.loads(answer)["response"]["allowed"] is True
 
 
