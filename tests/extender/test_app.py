@@ -18,6 +18,7 @@ from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
 from extender.wire import BindRequest
 from tests.extender import scheduler_json as sj
+from tests.extender.ledgers import ledger_of
 
 NAMES = ["sgx-a", "sgx-b", "plain", "tiny"]
 
@@ -40,13 +41,10 @@ class Ready:
 
 @pytest.fixture
 def ledger() -> EpcLedger:
-    ledger = EpcLedger()
-    ledger.set_node("sgx-a", 93 * MiB)
-    ledger.set_node("sgx-b", 93 * MiB)
-    ledger.set_node("plain", None)
-    ledger.set_node("tiny", 32 * MiB)
-    ledger.set_pod(PodEpc("running-1", "ml", "inference-0", "sgx-b", 61 * MiB))
-    return ledger
+    return ledger_of(
+        {"sgx-a": 93 * MiB, "sgx-b": 93 * MiB, "plain": None, "tiny": 32 * MiB},
+        [PodEpc("running-1", "ml", "inference-0", "sgx-b", 61 * MiB)],
+    )
 
 
 @pytest.fixture

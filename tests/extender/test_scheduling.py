@@ -8,6 +8,7 @@ from confidential_pods.quantities import MiB
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
 from extender.scheduling import NamesFilterOutcome, filter_names, score_names
+from tests.extender.ledgers import ledger_of
 
 RES = "alibabacloud.com/sgx_epc_MiB"
 
@@ -24,14 +25,11 @@ def scores_on(ledger: EpcLedger, pod_epc: int, names: list[str], strategy: str) 
 
 @pytest.fixture
 def ledger() -> EpcLedger:
-    ledger = EpcLedger()
-    ledger.set_node("roomy", 93 * MiB)
-    ledger.set_node("tight", 93 * MiB)
-    ledger.set_node("plain", None)
-    ledger.set_node("tiny", 32 * MiB)
-    ledger.set_pod(PodEpc("u1", "ns", "a", "tight", 40 * MiB))
-    ledger.reserve(PodEpc("u2", "ns", "b", "tight", 21 * MiB), now=0)
-    return ledger
+    return ledger_of(
+        {"roomy": 93 * MiB, "tight": 93 * MiB, "plain": None, "tiny": 32 * MiB},
+        [PodEpc("u1", "ns", "a", "tight", 40 * MiB)],
+        reserved=[PodEpc("u2", "ns", "b", "tight", 21 * MiB)],
+    )
 
 
 def test_filter_splits_nodes_with_actionable_reasons(ledger: EpcLedger) -> None:

@@ -17,6 +17,7 @@ from extender.ledger import EpcLedger, NodeUsage
 from extender.podepc import PodEpc
 from extender.scheduling import filter_names, score_names, unfit_reason
 from extender.wire import Candidates, PrioritizeWriter, filter_result, filter_result_in_order
+from tests.extender.ledgers import ledger_of
 
 RES = "alibabacloud.com/sgx_epc_MiB"
 NODES = ("n1", "n2", "n3", "n4", "n5")
@@ -78,11 +79,9 @@ def test_score_names_is_the_documented_formula_in_order(
 
 
 def test_filter_names_messages_and_order() -> None:
-    ledger = EpcLedger()
-    ledger.set_node("roomy", 93 * MiB)
-    ledger.set_node("tight", 93 * MiB)
-    ledger.set_node("plain", None)
-    ledger.set_pod(PodEpc("u1", "ns", "a", "tight", 61 * MiB))
+    ledger = ledger_of(
+        {"roomy": 93 * MiB, "tight": 93 * MiB, "plain": None}, [PodEpc("u1", "ns", "a", "tight", 61 * MiB)]
+    )
     names = ("tight", "roomy", "ghost", "plain", "roomy")
     outcome = ledger.with_usages(lambda usages: filter_names(64 * MiB, names, usages, RES))
     assert outcome.passed == ("roomy", "roomy")

@@ -9,6 +9,7 @@ from extender.app import node_json
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
 from operate.views import NodeRow, render_nodes, render_why, rows_from_inspect, rows_from_ledger, why
+from tests.extender.ledgers import ledger_of
 
 MIB = 2**20
 EPC = "alibabacloud.com/sgx_epc_MiB"
@@ -16,14 +17,14 @@ SETTINGS = settings_from_mapping({"schedulerName": "confidential-scheduler"})
 
 
 def ledger() -> EpcLedger:
-    ledger = EpcLedger()
-    ledger.set_node("sgx-a", 96 * MIB)
-    ledger.set_node("sgx-b", 64 * MIB)
-    ledger.set_node("plain", None)
-    ledger.set_pod(PodEpc("uid-kms", "shop", "kms", "sgx-a", 48 * MIB))
-    ledger.set_pod(PodEpc("uid-db", "shop", "db", "sgx-b", 60 * MIB))
-    ledger.nominate(PodEpc("uid-vip", "shop", "vip", "sgx-a", 16 * MIB, 1000))
-    return ledger
+    return ledger_of(
+        {"sgx-a": 96 * MIB, "sgx-b": 64 * MIB, "plain": None},
+        [
+            PodEpc("uid-kms", "shop", "kms", "sgx-a", 48 * MIB),
+            PodEpc("uid-db", "shop", "db", "sgx-b", 60 * MIB),
+        ],
+        nominated=[PodEpc("uid-vip", "shop", "vip", "sgx-a", 16 * MIB, 1000)],
+    )
 
 
 def test_rows_from_the_ledger_and_from_inspect_agree() -> None:
