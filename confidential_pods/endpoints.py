@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.registry import Collector
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -105,6 +105,16 @@ class AppMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._live: list[Collector] = []
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        """A counter in this app's registry (``_total`` is appended to ``name`` in the exposition)."""
+        return Counter(name, documentation, list(labels), registry=self.registry)
+
+    def histogram(
+        self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> Histogram:
+        """A histogram in this app's registry."""
+        return Histogram(name, documentation, list(labels), buckets=buckets, registry=self.registry)
 
     def register_live(self, collector: Collector) -> None:
         """A collector that reads live state at scrape time (not a counter of this process)."""

@@ -187,14 +187,8 @@ def bind_pod(
 
 
 def _pod_epc(request: BindRequest, epc: int, priority: int) -> PodEpc:
-    return PodEpc(
-        uid=request.pod_uid,
-        namespace=request.pod_namespace,
-        name=request.pod_name,
-        node=request.node,
-        epc=epc,
-        priority=priority,
-    )
+    """The ledger entry of the pod being bound (field order of :class:`PodEpc`)."""
+    return PodEpc(request.pod_uid, request.pod_namespace, request.pod_name, request.node, epc, priority)
 
 
 class MemoryBinder:

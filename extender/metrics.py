@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -78,34 +78,29 @@ class ExtenderMetrics(AppMetrics):
 
     def __init__(self, ledger: EpcLedger) -> None:
         super().__init__()
-        self.requests = Counter(
+        self.requests = self.counter(
             "confidential_pods_extender_requests",
             "Extender requests answered, by verb and outcome (ok, refused, malformed).",
             ["verb", "outcome"],
-            registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = self.histogram(
             "confidential_pods_extender_request_duration_seconds",
             "Time to answer one extender request, from body received to response built.",
             ["verb"],
-            buckets=_BUCKETS,
-            registry=self.registry,
+            _BUCKETS,
         )
-        self.expired = Counter(
+        self.expired = self.counter(
             "confidential_pods_extender_reservations_expired",
             "Reservations dropped because the watch never showed the bound pod in time.",
-            registry=self.registry,
         )
-        self.preemption_nodes = Counter(
+        self.preemption_nodes = self.counter(
             "confidential_pods_extender_preemption_nodes",
             "Candidate nodes of preemption calls, by decision: kept (evicting frees enough EPC) or dropped.",
             ["decision"],
-            registry=self.registry,
         )
-        self.preemption_victims_added = Counter(
+        self.preemption_victims_added = self.counter(
             "confidential_pods_extender_preemption_victims_added",
             "Lower-priority pods the extender added to kube-scheduler's victims (its ledger knew more).",
-            registry=self.registry,
         )
         self.register_live(LedgerCollector(ledger))
 

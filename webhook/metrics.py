@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from prometheus_client import Counter, Histogram
-
 from confidential_pods.endpoints import AppMetrics
 
 Outcome = Literal["mutated", "unchanged", "skipped", "denied", "malformed", "error"]
@@ -22,19 +20,17 @@ class WebhookMetrics(AppMetrics):
 
     def __init__(self) -> None:
         super().__init__()
-        self.reviews = Counter(
+        self.reviews = self.counter(
             "confidential_pods_webhook_reviews",
             "Admission reviews answered, by endpoint and outcome "
             "(mutated, unchanged, skipped, denied, malformed, error).",
             ["endpoint", "outcome"],
-            registry=self.registry,
         )
-        self.latency = Histogram(
+        self.latency = self.histogram(
             "confidential_pods_webhook_review_duration_seconds",
             "Time to answer one admission review, from body received to response built.",
             ["endpoint"],
-            buckets=_BUCKETS,
-            registry=self.registry,
+            _BUCKETS,
         )
 
     def observe(self, endpoint: str, outcome: Outcome, seconds: float) -> None:

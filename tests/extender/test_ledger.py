@@ -6,6 +6,7 @@ import threading
 
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
+from tests.extender.ledgers import ledger_of
 
 
 def p(uid: str, node: str, epc: int, name: str | None = None) -> PodEpc:
@@ -13,8 +14,7 @@ def p(uid: str, node: str, epc: int, name: str | None = None) -> PodEpc:
 
 
 def test_used_reserved_free() -> None:
-    ledger = EpcLedger()
-    ledger.set_node("a", 100)
+    ledger = ledger_of({"a": 100})
     ledger.set_pod(p("1", "a", 30))
     ledger.set_pod(p("2", "a", 20))
     ledger.reserve(p("3", "a", 10), now=0)
@@ -28,8 +28,7 @@ def test_used_reserved_free() -> None:
 
 
 def test_update_moves_pod_between_nodes_and_changes_size() -> None:
-    ledger = EpcLedger()
-    ledger.set_node("a", 100)
+    ledger = ledger_of({"a": 100})
     ledger.set_node("b", 100)
     ledger.set_pod(p("1", "a", 30))
     ledger.set_pod(p("1", "b", 40))
@@ -60,8 +59,7 @@ def test_node_without_epc() -> None:
 
 
 def test_watch_confirms_reservation() -> None:
-    ledger = EpcLedger()
-    ledger.set_node("a", 100)
+    ledger = ledger_of({"a": 100})
     ledger.reserve(p("1", "a", 30), now=0)
     assert ledger.usage("a").free == 70  # type: ignore[union-attr]
     ledger.set_pod(p("1", "a", 30))
@@ -71,16 +69,14 @@ def test_watch_confirms_reservation() -> None:
 
 
 def test_reserve_is_noop_when_watch_already_shows_pod() -> None:
-    ledger = EpcLedger()
-    ledger.set_node("a", 100)
+    ledger = ledger_of({"a": 100})
     ledger.set_pod(p("1", "a", 30))
     ledger.reserve(p("1", "a", 30), now=0)
     assert ledger.usage("a").reserved == 0  # type: ignore[union-attr]
 
 
 def test_reserve_twice_replaces_and_unreserve() -> None:
-    ledger = EpcLedger()
-    ledger.set_node("a", 100)
+    ledger = ledger_of({"a": 100})
     ledger.reserve(p("1", "a", 30), now=0)
     ledger.reserve(p("1", "a", 30), now=1)
     assert ledger.usage("a").reserved == 30  # type: ignore[union-attr]
@@ -90,8 +86,7 @@ def test_reserve_twice_replaces_and_unreserve() -> None:
 
 
 def test_expire_reservations() -> None:
-    ledger = EpcLedger()
-    ledger.set_node("a", 100)
+    ledger = ledger_of({"a": 100})
     ledger.reserve(p("old", "a", 10), now=0)
     ledger.reserve(p("new", "a", 20), now=50)
     assert ledger.expire_reservations(now=60, ttl=30) == ["old"]
@@ -124,8 +119,7 @@ def test_overcommit_shows_negative_free_but_used_never_negative() -> None:
 
 
 def test_lock_is_reentrant_and_shared() -> None:
-    ledger = EpcLedger()
-    ledger.set_node("a", 100)
+    ledger = ledger_of({"a": 100})
     with ledger.lock:
         ledger.reserve(p("1", "a", 30), now=0)  # same thread re-enters
         blocked = threading.Event()
@@ -142,8 +136,7 @@ def test_lock_is_reentrant_and_shared() -> None:
 
 
 def test_with_usages_is_usage_for_every_known_node() -> None:
-    ledger = EpcLedger()
-    ledger.set_node("a", 100)
+    ledger = ledger_of({"a": 100})
     ledger.set_node("plain", None)
     ledger.set_pod(p("1", "a", 30))
     ledger.reserve(p("2", "a", 5), now=0)
