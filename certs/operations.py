@@ -28,7 +28,7 @@ from certs.objects import (
     secret_files,
     webhook_bundles,
 )
-from certs.planning import DEFAULT_LIFETIMES, Lifetimes, plan_generate, plan_rotation
+from certs.planning import Lifetimes, plan_generate, plan_rotation
 from certs.storage import read_files, write_files
 
 
@@ -44,19 +44,21 @@ class Outcome:
 # --- local directory ---------------------------------------------------------------------------------
 
 
+class Generation(TypedDict, total=False):
+    """What ``generate`` is asked beyond the names and the clock (keywords of :func:`plan_generate`)."""
+
+    lifetimes: Lifetimes
+    force: bool
+
+
 def generate(
-    directory: Path,
-    names: Sequence[str],
-    *,
-    now: datetime,
-    lifetimes: Lifetimes = DEFAULT_LIFETIMES,
-    force: bool = False,
+    directory: Path, names: Sequence[str], *, now: datetime, **options: Unpack[Generation]
 ) -> Outcome:
     """Make ``directory`` hold a valid CA, bundle and serving certificate for ``names``; keep what is
     valid."""
     files = read_files(directory)
     decoded = from_files(files, lenient=True)
-    plan = plan_generate(decoded.material, names, now=now, lifetimes=lifetimes, force=force)
+    plan = plan_generate(decoded.material, names, now=now, **options)
     written = write_files(directory, to_files(plan.material), to_files(decoded.material))
     return Outcome((*decoded.notes, *plan.notes), tuple(written))
 
