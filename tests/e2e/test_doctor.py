@@ -24,7 +24,9 @@ from tests.commands import cli, kubectl_plugin
 from tests.e2e.kube import JSON, Kube, pod_events
 from tests.e2e.processes import wait_until
 from tests.e2e.product import NAMESPACE, Installation, delete_quietly
-from tests.e2e.test_scheduling import TIMEOUT, confidential_pod, sgx_allocatable
+from tests.e2e.test_scheduling import TIMEOUT, Scene, confidential_pod, scene, sgx_allocatable, sgx_node
+
+__all__ = ["scene", "sgx_node"]  # the fixtures of test_scheduling
 
 pytestmark = pytest.mark.e2e
 
@@ -249,15 +251,10 @@ def test_doctor_reports_an_untrusted_serving_certificate(seeded: Installation, k
         kube.patch(path, {"data": {"tls.crt": original["data"]["tls.crt"]}})
 
 
-def test_kubectl_plugin_nodes_and_why(
-    installation: Installation,
-    kube: Kube,
-    namespace: str,
-    make_node: Callable[..., JSON],
-    pods: Callable[..., JSON],
-) -> None:
+def test_kubectl_plugin_nodes_and_why(scene: Scene) -> None:
+    installation, kube, namespace, pods, sgx_node = scene.parts()
     profile = installation.profile
-    node = make_node(sgx_allocatable(profile, 256))["metadata"]["name"]
+    node = sgx_node(256)
     config = installation.workdir / "config.yaml"
     common = ["--kubeconfig", str(installation.plane.api.admin_kubeconfig), "--config", str(config)]
     kube.create(
