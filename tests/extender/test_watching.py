@@ -372,6 +372,11 @@ class Harness:
     def converged(self) -> bool:
         return state(self.ledger) == self.expected()
 
+    def put_pod(self, obj: dict[str, Any]) -> None:
+        """Store a pod in the apiserver and wait until the ledger shows it."""
+        self.api.put("Pod", obj)
+        wait_until(self.converged)
+
     def relists(self, kind: str, reason: str) -> float:
         return _sample(self.feed, "confidential_pods_extender_watch_relists_total", kind=kind, reason=reason)
 
@@ -467,8 +472,7 @@ def test_gone_after_compaction_relists_and_drops_what_was_deleted_meanwhile(harn
 
 def test_error_410_event_mid_stream_relists(harness: Harness) -> None:
     api = harness.api
-    api.put("Pod", pod("fresh", "sgx-a", "2"))
-    wait_until(harness.converged)
+    harness.put_pod(pod("fresh", "sgx-a", "2"))
     lists_before = len(api.lists("Pod", ASSIGNED_PODS))
     api.disturb_stream("Pod", "gone", ASSIGNED_PODS)
     wait_until(lambda: harness.relists("Pod", "gone") == 1)
@@ -479,15 +483,13 @@ def test_error_410_event_mid_stream_relists(harness: Harness) -> None:
 
 def test_dropped_connection_resumes_without_relisting(harness: Harness) -> None:
     api = harness.api
-    api.put("Pod", pod("p4", "sgx-a", "20"))
-    wait_until(harness.converged)
+    harness.put_pod(pod("p4", "sgx-a", "20"))
     watches = len(api.watches("Pod", ASSIGNED_PODS))
     api.disturb_stream("Pod", "drop", ASSIGNED_PODS)
     wait_until(lambda: len(api.watches("Pod", ASSIGNED_PODS)) > watches)
     resumed = api.watches("Pod", ASSIGNED_PODS)[-1]["resourceVersion"]
     assert int(resumed) >= int(api.objects["Pod"]["team/p4"]["metadata"]["resourceVersion"])
-    api.put("Pod", pod("late", "sgx-b", "1"))
-    wait_until(harness.converged)
+    harness.put_pod(pod("late", "sgx-b", "1"))
     assert harness.relists("Pod", "gone") == 0 and harness.relists("Pod", "initial") == 1
     assert harness.errors("Pod") >= 1 and harness.delays  # backed off before resuming
 
