@@ -43,6 +43,11 @@ def component(subcommands: argparse._SubParsersAction[Any], name: str, what: str
     return group.add_subparsers(title=f"{name} commands", metavar="COMMAND")
 
 
+def add_config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE``: the configuration file, read by :func:`main` into ``args.settings``."""
+    parser.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+
+
 def add_serving_options(
     serve: argparse.ArgumentParser,
     *,
@@ -62,7 +67,7 @@ def add_serving_options(
         )
     per = "per worker" if workers is not None else "of the single worker"
     serve.add_argument("--threads", type=int, default=threads, help=f"threads {per} (default {threads})")
-    serve.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    add_config_option(serve)
     https = "" if tls_required else " to serve HTTPS"
     serve.add_argument(
         "--cert", required=tls_required, help=f"serving certificate (PEM){https}; re-read when it changes"

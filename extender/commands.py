@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from confidential_pods.cli import add_serving_options, component, serving_options
+from confidential_pods.cli import add_config_option, add_serving_options, component, serving_options
 from confidential_pods.settings import SCORING_STRATEGIES, Settings
 
 
@@ -42,7 +42,7 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     )
     simulate.add_argument("--nodes", help="file with Nodes (and possibly Pods): v1 List or multi-doc YAML")
     simulate.add_argument("--pods", help="file with Pods (and possibly Nodes)")
-    simulate.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    add_config_option(simulate)
     simulate.add_argument("--strategy", choices=SCORING_STRATEGIES, help="override scoringStrategy")
     simulate.set_defaults(handler=_simulate)
 

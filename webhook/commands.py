@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from confidential_pods.cli import add_serving_options, component, serving_options
+from confidential_pods.cli import add_config_option, add_serving_options, component, serving_options
 from confidential_pods.settings import Settings
 
 
@@ -39,7 +39,7 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     )
     inject.add_argument("-f", "--filename", required=True, help="multi-document YAML file, or - for stdin")
     inject.add_argument("-o", "--output", help="write the result here instead of stdout")
-    inject.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    add_config_option(inject)
     inject.add_argument(
         "--namespace-opted-in",
         action="store_true",
@@ -54,7 +54,7 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         "webhook gives quoting containers (the aesmd DaemonSet's init container runs this).",
         epilog="exit codes: 0 written; 2 dcap.pccsUrl is not set, or the configuration is unusable",
     )
-    qcnl.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    add_config_option(qcnl)
     qcnl.add_argument("-o", "--output", help="write here instead of stdout")
     qcnl.set_defaults(handler=_qcnl)
 
