@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import urllib3
 from kubernetes import client
@@ -47,8 +46,7 @@ def default_namespace() -> str:
         return DEFAULT_NAMESPACE
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     """What a request does, in RBAC terms (for error messages)."""
 
     verb: str
