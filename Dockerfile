@@ -1,5 +1,5 @@
 # The one image of confidential-pods: webhook, extender and certs tooling
-# (`confidential-pods webhook serve | extender serve | certs ...`).
+# (`confidential-pods webhook serve | extender serve | certs ... | doctor`).
 #   docker build -t ghcr.io/confidential-pods/confidential-pods:0.1.0 .
 # Runs as uid/gid 65532 (non-root) and works with a read-only root filesystem
 # (the manifests mount an emptyDir at /tmp).
@@ -12,6 +12,7 @@ COPY confidential_pods ./confidential_pods
 COPY webhook ./webhook
 COPY extender ./extender
 COPY certs ./certs
+COPY operate ./operate
 RUN pip wheel --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim
