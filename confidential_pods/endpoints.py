@@ -4,20 +4,25 @@
 answers routing errors and oversized bodies in the app's own JSON error shape (the webhook's
 ``{"error", "code"}``, the extender's ``{"Error"}`` as Go extenders answer); :func:`read_body` reads a
 request body with the app's size limit applied to chunked bodies too; :class:`AppMetrics` is the base
-of each app's metrics, kept in a registry of its own.
+of each app's metrics, kept in a registry of its own, with the expiry of the serving certificate
+(:class:`CertificateExpiry`) when the app serves TLS.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from flask import Blueprint, Flask, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+if TYPE_CHECKING:
+    from confidential_pods.tlscontext import ReloadingContext
 
 #: Where prometheus_client's multiprocess mode keeps its files (set by the serving layer alone).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -102,6 +107,9 @@ class AppMetrics:
     (read from this process's memory at scrape time).
     """
 
+    #: The start of every metric name of the app (``confidential_pods_webhook``).
+    prefix: ClassVar[str]
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._live: list[Collector] = []
@@ -121,6 +129,10 @@ class AppMetrics:
         self.registry.register(collector)
         self._live.append(collector)
 
+    def export_certificate_expiry(self, tls: ReloadingContext) -> None:
+        """``<prefix>_certificate_expiry_timestamp_seconds``: when the certificate ``tls`` serves expires."""
+        self.register_live(CertificateExpiry(f"{self.prefix}_certificate_expiry_timestamp_seconds", tls))
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text for ``GET /metrics`` and its content type."""
         if not os.environ.get(MULTIPROC_ENV):
@@ -132,3 +144,22 @@ class AppMetrics:
         for collector in self._live:
             registry.register(collector)
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class CertificateExpiry(Collector):
+    """The notAfter of the serving certificate, as a Unix time, read at scrape time.
+
+    Asks the :class:`~confidential_pods.tlscontext.ReloadingContext` for its current pair, as an accepted
+    connection does: two ``stat`` calls while the files are unchanged, the new pair once they are replaced.
+    Under gunicorn each worker holds its own context; the scrape's own connection has just refreshed it.
+    """
+
+    def __init__(self, name: str, tls: ReloadingContext) -> None:
+        self._name = name
+        self._tls = tls
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        not_after = self._tls.current().not_after.timestamp()
+        yield GaugeMetricFamily(
+            self._name, "When the serving certificate expires (notAfter), Unix seconds.", not_after
+        )

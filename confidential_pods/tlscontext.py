@@ -138,6 +138,11 @@ class ReloadingContext:
     def pair(self) -> LoadedPair:
         return self._pair
 
+    def current(self) -> LoadedPair:
+        """The pair a connection accepted now is served: re-read first if the files changed."""
+        self.context()
+        return self._pair
+
     def context(self) -> ssl.SSLContext:
         stamp = stamp_pair(self._cert, self._key)
         if stamp == self._stamp or stamp == self._rejected:

@@ -76,6 +76,8 @@ class LedgerCollector(Collector):
 class ExtenderMetrics(AppMetrics):
     """The metrics of one extender app, in their own registry."""
 
+    prefix = "confidential_pods_extender"
+
     def __init__(self, ledger: EpcLedger) -> None:
         super().__init__()
         self.requests = self.counter(

@@ -170,6 +170,8 @@ def serve(
             backend = snapshot_backend(snapshot, settings) if snapshot else api_backend(kubeconfig, settings)
         except SnapshotError as exc:
             raise ServingError(str(exc)) from None
+        if tls is not None:
+            backend.metrics.export_certificate_expiry(tls)
         spec = replace(
             spec, bind=[f"fd://{bind_listener(host, port).detach()}"], hooks=_feed_hooks(backend.feed)
         )

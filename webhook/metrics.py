@@ -1,4 +1,4 @@
-"""Prometheus metrics of the webhook: reviews by endpoint and outcome, and their latency.
+"""Prometheus metrics of the webhook: reviews by endpoint and outcome, their latency, certificate expiry.
 
 One :class:`WebhookMetrics` per app (its own registry). Under gunicorn the serving layer has switched
 prometheus_client to multiprocess mode before the app is built, so ``/metrics`` shows every worker.
@@ -17,6 +17,8 @@ _BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 class WebhookMetrics(AppMetrics):
     """The webhook's counters and histogram, in the app's own registry."""
+
+    prefix = "confidential_pods_webhook"
 
     def __init__(self) -> None:
         super().__init__()

@@ -24,6 +24,7 @@ from confidential_pods import kube, serving
 from confidential_pods.errors import ServingError
 from confidential_pods.listening import check_address
 from confidential_pods.settings import Settings
+from confidential_pods.tlscontext import ReloadingContext
 
 logger = logging.getLogger(__name__)
 
@@ -81,16 +82,19 @@ def serve(
             threads,
         )
         levels = _namespace_levels(kubeconfig) if namespace_lookup else None
-        return serving.run(spec, lambda ready: _app(settings, ready, levels), tls=tls)
+        return serving.run(spec, lambda ready: _app(settings, ready, levels, tls), tls=tls)
     except ServingError as exc:
         print(f"confidential-pods webhook serve: {exc}", file=sys.stderr)
         return 1
 
 
-def _app(settings: Settings, ready: Any, levels: Any) -> Any:
+def _app(settings: Settings, ready: Any, levels: Any, tls: ReloadingContext) -> Any:
     from webhook.app import create_app  # after the serving layer chose how metrics are kept
+    from webhook.metrics import WebhookMetrics
 
-    return create_app(settings, ready=ready, namespace_level=levels)
+    metrics = WebhookMetrics()
+    metrics.export_certificate_expiry(tls)
+    return create_app(settings, ready=ready, namespace_level=levels, metrics=metrics)
 
 
 def _namespace_levels(kubeconfig: str | None) -> Any:

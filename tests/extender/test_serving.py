@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import machine
 from tests.commands import extender_serve
@@ -143,6 +145,24 @@ def test_scheduling_cycle_over_one_keep_alive_connection(served: Served) -> None
         assert served.call(conn, "GET", "/nowhere")[0] == 404
     finally:
         conn.close()
+
+
+def test_certificate_expiry_is_exported_when_serving_tls(served: Served) -> None:
+    conn = served.connection()
+    try:
+        status, metrics = served.call(conn, "GET", "/metrics")
+        peer = conn.sock.getpeercert(binary_form=True) if isinstance(conn.sock, ssl.SSLSocket) else None
+    finally:
+        conn.close()
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(metrics.decode())}
+    expiry = families.get("confidential_pods_extender_certificate_expiry_timestamp_seconds")
+    if peer is None:
+        assert expiry is None  # plain HTTP: no certificate, no metric
+    else:
+        assert expiry is not None and expiry.type == "gauge"
+        not_after = x509.load_der_x509_certificate(peer).not_valid_after_utc.timestamp()
+        assert [s.value for s in expiry.samples] == [not_after]
 
 
 def test_one_worker_shares_the_ledger_across_connections(served: Served) -> None:

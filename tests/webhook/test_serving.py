@@ -30,6 +30,7 @@ from tests.commands import webhook_serve
 from tests.machine import fetch, fetch_chunked, free_port, stop
 from tests.webhook import samples
 from tests.webhook.tls import Authority, ServingPair, issue_serving_pair, make_authority
+from webhook.metrics import WebhookMetrics
 
 CONFIG = "aesm: host\nruntimeClass: none\n"
 #: An OpenSSL configuration that allows TLS 1.0+ (Debian's refuses < 1.2 on its own): the server runs
@@ -46,6 +47,7 @@ MinProtocol = TLSv1
 CipherString = DEFAULT:@SECLEVEL=0
 """
 REVIEWS_METRIC = "confidential_pods_webhook_reviews"
+CERTIFICATE_EXPIRY_METRIC = "confidential_pods_webhook_certificate_expiry_timestamp_seconds"
 
 
 # ---------------------------------------------------------------- helpers
@@ -119,14 +121,17 @@ class Server:
             if own:
                 conn.close()
 
-    def peer_serial(self) -> int:
+    def peer_certificate(self) -> x509.Certificate:
         with (
             socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw,
             client_context(self.ca).wrap_socket(raw, server_hostname="127.0.0.1") as tls,
         ):
             der = tls.getpeercert(binary_form=True)
         assert der is not None
-        return x509.load_der_x509_certificate(der).serial_number
+        return x509.load_der_x509_certificate(der)
+
+    def peer_serial(self) -> int:
+        return self.peer_certificate().serial_number
 
     def reviews_counted(self) -> float:
         status, body = self.get("/metrics")
@@ -380,6 +385,15 @@ def test_metrics_count_every_review_across_workers(server: Server) -> None:
     assert server.reviews_counted() - before == sent + 1
 
 
+def test_metrics_show_when_the_served_certificate_expires(server: Server) -> None:
+    status, body = server.get("/metrics")
+    assert status == 200
+    families = text_string_to_metric_families(body.decode())
+    (family,) = (f for f in families if f.name == CERTIFICATE_EXPIRY_METRIC)
+    assert family.type == "gauge"
+    assert [s.value for s in family.samples] == [server.peer_certificate().not_valid_after_utc.timestamp()]
+
+
 # ---------------------------------------------------------------- certificate reload
 
 
@@ -463,6 +477,28 @@ def test_reloading_context_keeps_the_last_good_pair(tmp_path: Path, caplog: pyte
     assert renewed is not original
     assert tls.pair.serial == second.serial
     assert renewed.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def _not_after(pem: bytes) -> float:
+    return x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
+
+
+def test_certificate_expiry_metric_follows_the_served_file(tmp_path: Path) -> None:
+    ca = make_authority(days=3)
+    first, second = issue_serving_pair(ca, days=1), issue_serving_pair(ca, days=2)
+    assert _not_after(first.cert_pem) != _not_after(second.cert_pem)
+    volume = SecretVolume(tmp_path / "secret", first)
+    tls = tlscontext.ReloadingContext(str(volume.cert), str(volume.key))
+    metrics = WebhookMetrics()
+    metrics.export_certificate_expiry(tls)
+
+    def exported() -> float | None:
+        return metrics.registry.get_sample_value(CERTIFICATE_EXPIRY_METRIC)
+
+    assert exported() == _not_after(first.cert_pem)
+    volume.publish(second)  # no connection in between: the scrape itself sees the new files
+    assert exported() == _not_after(second.cert_pem)
+    assert tls.pair.serial == second.serial
 
 
 # ---------------------------------------------------------------- start-up errors and shutdown

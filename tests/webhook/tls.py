@@ -39,14 +39,16 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def make_authority() -> Authority:
-    """A fresh ECDSA P-256 CA (a new key each call, so two authorities never trust each other's certs)."""
-    return Authority(issue_authority(now=_now(), days=1))
+def make_authority(*, days: int = 1) -> Authority:
+    """A fresh ECDSA P-256 CA (a new key each call, so two authorities never trust each other's certs),
+    valid for ``days`` (its certificates never outlive it)."""
+    return Authority(issue_authority(now=_now(), days=days))
 
 
-def issue_serving_pair(ca: Authority, name: str = "webhook.test") -> ServingPair:
-    """A fresh key and certificate (random serial) for ``name``, localhost and 127.0.0.1, signed by ``ca``."""
-    pair = issue_serving(ca.pair, [name, "localhost", "127.0.0.1"], now=_now(), days=1)
+def issue_serving_pair(ca: Authority, name: str = "webhook.test", *, days: int = 1) -> ServingPair:
+    """A fresh key and certificate (random serial) for ``name``, localhost and 127.0.0.1, signed by ``ca``,
+    valid for ``days``."""
+    pair = issue_serving(ca.pair, [name, "localhost", "127.0.0.1"], now=_now(), days=days)
     return ServingPair(
         cert_pem=certificate_pem(pair.certificate),
         key_pem=key_pem(pair.key),
