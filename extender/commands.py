@@ -23,6 +23,15 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     source.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account)")
     add_serving_options(serve, port=8444, threads=8, workers=None, tls_required=False, verbs="verbs")
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        help="also serve /metrics alone on this port (on --metrics-host): for Prometheus, while the verbs "
+        "stay on --host (default: no separate listener)",
+    )
+    serve.add_argument(
+        "--metrics-host", default="0.0.0.0", help="address of the --metrics-port listener (default 0.0.0.0)"
+    )
+    serve.add_argument(
         "--max-body",
         type=int,
         default=None,
@@ -56,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         snapshot=args.snapshot,
         kubeconfig=args.kubeconfig,
         max_body=args.max_body,
+        metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
     )
 
 

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import gc
 import logging
+import socketserver
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from confidential_pods import kube, serving
 from confidential_pods.errors import ServingError
-from confidential_pods.listening import bind_listener
+from confidential_pods.listening import bind_listener, listen_error, resolve
 from confidential_pods.settings import Settings
 from extender.app import create_app
 from extender.binding import ApiBinder, Binder, MemoryBinder
@@ -156,8 +158,13 @@ def serve(
     key: str | None,
     max_body: int | None = None,
     drain_seconds: float = 0.0,
+    metrics_address: tuple[str, int] | None = None,
 ) -> int:
-    """Serve the extender until SIGTERM/SIGINT; start-up errors print one line and return 1."""
+    """Serve the extender until SIGTERM/SIGINT; start-up errors print one line and return 1.
+
+    ``metrics_address``: also serve ``/metrics`` alone (no verb, no ``/inspect``) on this address, so that
+    Prometheus can scrape the extender while its verbs stay on localhost.
+    """
     spec = serving.Serving(
         name="extender", bind=[], workers=1, threads=threads, drain_seconds=drain_seconds, cert=cert, key=key
     )
@@ -172,9 +179,10 @@ def serve(
             raise ServingError(str(exc)) from None
         if tls is not None:
             backend.metrics.export_certificate_expiry(tls)
-        spec = replace(
-            spec, bind=[f"fd://{bind_listener(host, port).detach()}"], hooks=_feed_hooks(backend.feed)
-        )
+        hooks = _feed_hooks(backend.feed)
+        if metrics_address is not None:
+            hooks = _with_metrics_server(hooks, MetricsServer(metrics_address, backend.metrics))
+        spec = replace(spec, bind=[f"fd://{bind_listener(host, port).detach()}"], hooks=hooks)
         logger.info(
             "extender serving %s on %s://%s:%d (1 worker x %d threads), profile %s, scoring %s",
             backend.description,
@@ -203,6 +211,55 @@ def _app(backend: Backend, settings: Settings, not_draining: Callable[[], bool],
     if max_body is not None:
         app.config["MAX_CONTENT_LENGTH"] = max_body
     return app
+
+
+class MetricsServer:
+    """``/metrics`` of the extender alone, on its own listener (plain HTTP, threads).
+
+    The socket is bound when the server is built, in gunicorn's master, so that a port in use is one clear
+    start-up error; it serves from the worker (threads do not survive the fork). Every path answers the
+    metrics: nothing else of the extender is reachable on this address.
+    """
+
+    def __init__(self, address: tuple[str, int], metrics: ExtenderMetrics) -> None:
+        from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # scrapes are not news
+                pass
+
+        class Threading(socketserver.ThreadingMixIn, WSGIServer):
+            daemon_threads = True
+
+        host, port = address
+        family, _ = resolve(host, port)
+        Threading.address_family = family
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+            body, content_type = metrics.render()
+            start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+            return [body]
+
+        try:
+            self.httpd = Threading((host, port), Quiet)
+        except OSError as exc:
+            raise listen_error(exc, host, port) from None
+        self.httpd.set_app(app)
+
+    def start(self) -> None:
+        threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True).start()
+
+
+def _with_metrics_server(hooks: dict[str, Any], server: MetricsServer) -> dict[str, Any]:
+    """``hooks`` plus starting the metrics server in the worker."""
+    before = hooks.get("post_worker_init")
+
+    def post_worker_init(worker: Any) -> None:
+        if before is not None:
+            before(worker)
+        server.start()
+
+    return {**hooks, "post_worker_init": post_worker_init}
 
 
 def _feed_hooks(feed: Feed | None) -> dict[str, Any]:

@@ -245,6 +245,59 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
 
 
+def test_metrics_port_serves_metrics_and_nothing_else(tmp_path: Path) -> None:
+    """``--metrics-port``: Prometheus can scrape the extender while the verbs stay on localhost."""
+    metrics_port = free_port()
+    served = start(
+        ["--snapshot", str(cluster_file(tmp_path)), "--metrics-port", str(metrics_port), "--metrics-host",
+         "127.0.0.1"],
+        tmp_path,
+    )  # fmt: skip
+    try:
+        status, body = machine.fetch(
+            http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10), "GET", "/metrics"
+        )
+        assert status == 200 and b"confidential_pods_extender_ledger_nodes 4.0" in body
+        verb = json.dumps(sj.args_with_names(sj.pod(), ["sgx-a"])).encode()
+        status, answer = machine.fetch(
+            http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10), "POST", "/filter", verb
+        )
+        assert status == 200 and b"NodeNames" not in answer and b"confidential_pods_extender" in answer
+        status, answer = machine.fetch(
+            http.client.HTTPConnection("127.0.0.1", metrics_port, timeout=10), "GET", "/inspect"
+        )
+        assert b'"nodes"' not in answer  # the ledger's details are not there either
+        # The verbs' port answers the filter as before.
+        conn = served.connection()
+        try:
+            status, answer = served.call(conn, "POST", "/filter", json.loads(verb))
+        finally:
+            conn.close()
+        assert status == 200 and answer["NodeNames"] == ["sgx-a"]
+    finally:
+        assert stop(served) == 0, served.log.read_text()
+
+
+def test_metrics_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = [
+            "--snapshot",
+            str(cluster_file(tmp_path)),
+            "--metrics-port",
+            str(port),
+            "--metrics-host",
+            "127.0.0.1",
+        ]
+        result = subprocess.run(
+            extender_serve(free_port(), *args), capture_output=True, text=True, timeout=60, check=False
+        )
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_freeze_when_ready_freezes_once_after_ready() -> None:
     import gc
 

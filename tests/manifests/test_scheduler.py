@@ -155,9 +155,12 @@ def test_scheduler_pod(built: dict[str, list[Manifest]], name: str) -> None:
     assert config_path.rsplit("/", 1)[1] in config_map["data"]
     assert spec["serviceAccountName"] == "confidential-scheduler"
     assert find(objects, "Deployment", "confidential-scheduler")["spec"]["replicas"] >= 1
-    # The extender is not reachable from outside the pod: its probes run inside it.
+    # The extender's verbs are not reachable from outside the pod (its probes run inside it); the one port
+    # it declares is the metrics-only listener (tests/extender/test_serving.py: nothing else is served there).
     extender = _container(objects, "extender")
-    assert "ports" not in extender
+    assert "--host=127.0.0.1" in extender["args"] and "--port=8444" in extender["args"]
+    assert extender["ports"] == [{"name": "metrics", "containerPort": 8445, "protocol": "TCP"}]
+    assert "--metrics-port=8445" in extender["args"]
     for probe in ("readinessProbe", "livenessProbe"):
         assert "127.0.0.1:8444" in " ".join(extender[probe]["exec"]["command"])
 

@@ -9,7 +9,6 @@ certificate is issued for.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import jsonschema  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
 from certs.authority import service_names
-from tests.manifests.building import BUILDS, MANIFESTS, Manifest, containers, find, kustomize_build
+from tests.manifests.building import MANIFESTS, Manifest, build_with_components, containers, find
 
 COMPONENT = MANIFESTS / "components" / "servicemonitor"
 
@@ -89,28 +88,51 @@ SERVICE_MONITOR_SPEC: dict[str, Any] = {
 }
 
 
+#: ``spec`` of a PodMonitor (the same CRD family, monitoring.coreos.com_podmonitors.yaml).
+POD_MONITOR_SPEC: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["podMetricsEndpoints", "selector"],
+    "properties": {
+        "jobLabel": {"type": "string"},
+        "selector": SERVICE_MONITOR_SPEC["properties"]["selector"],
+        "podMetricsEndpoints": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "port": {"type": "string"},
+                    "scheme": {"enum": ["http", "https"]},
+                    "path": {"type": "string"},
+                    "interval": _DURATION,
+                    "scrapeTimeout": _DURATION,
+                    "honorLabels": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+
+
 def validate(monitor: Manifest) -> None:
-    """apiVersion, kind and metadata of a ServiceMonitor; ``spec`` by :data:`SERVICE_MONITOR_SPEC`."""
-    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    """apiVersion, kind and metadata of a ServiceMonitor or PodMonitor; ``spec`` by its schema above."""
+    schemas = {"ServiceMonitor": SERVICE_MONITOR_SPEC, "PodMonitor": POD_MONITOR_SPEC}
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["kind"] in schemas
     assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
     assert {"name", "namespace"} <= set(monitor["metadata"]) <= {"name", "namespace", "labels", "annotations"}
-    jsonschema.validate(monitor["spec"], SERVICE_MONITOR_SPEC)
+    jsonschema.validate(monitor["spec"], schemas[monitor["kind"]])
 
 
 def with_component(kustomize: str, directory: Path, overlay: str) -> list[Manifest]:
     """``overlay`` plus the component, as docs/metrics.md shows."""
-    (directory / "kustomization.yaml").write_text(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-        f"resources:\n  - {os.path.relpath(BUILDS[overlay], directory)}\n"
-        f"components:\n  - {os.path.relpath(COMPONENT, directory)}\n",
-        encoding="utf-8",
-    )
-    return kustomize_build(kustomize, directory)
+    return build_with_components(kustomize, overlay, ["servicemonitor"], directory)
 
 
 def test_no_build_includes_it(built: dict[str, list[Manifest]]) -> None:
     for name, objects in built.items():
-        assert not [o for o in objects if o["kind"] == "ServiceMonitor"], name
+        assert not [o for o in objects if o["kind"] in ("ServiceMonitor", "PodMonitor")], name
 
 
 def test_a_misspelt_field_is_caught() -> None:
@@ -132,7 +154,8 @@ def test_scrapes_the_webhook_over_verified_https(
 ) -> None:
     objects = with_component(kustomize, tmp_path, overlay)
     monitor = find(objects, "ServiceMonitor", "confidential-pods-webhook")
-    assert [o for o in objects if o is not monitor] == built[overlay]  # adds one object, changes nothing
+    pods = find(objects, "PodMonitor", "confidential-scheduler-extender")
+    assert [o for o in objects if o not in (monitor, pods)] == built[overlay]  # adds two, changes nothing
     validate(monitor)
 
     service = find(objects, "Service", "confidential-pods-webhook")
@@ -159,6 +182,24 @@ def test_scrapes_the_webhook_over_verified_https(
     }
     assert dialled == {tls["serverName"]}  # the name the API server verifies too
     assert tls["serverName"] in issued_names(objects)
+
+
+@pytest.mark.parametrize("overlay", ["alibaba", "intel", "azure"])
+def test_scrapes_the_extenders_metrics_port_only(kustomize: str, tmp_path: Path, overlay: str) -> None:
+    """The PodMonitor reaches the extender's metrics-only listener; its verbs stay on localhost."""
+    objects = with_component(kustomize, tmp_path, overlay)
+    monitor = find(objects, "PodMonitor", "confidential-scheduler-extender")
+    validate(monitor)
+    deployment = find(objects, "Deployment", "confidential-scheduler")
+    assert monitor["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    (extender,) = [c for _, c in containers(deployment) if c["name"] == "extender"]
+    (port,) = [p for p in extender["ports"] if p["name"] == endpoint["port"]]
+    assert f"--metrics-port={port['containerPort']}" in extender["args"]
+    assert "--host=127.0.0.1" in extender["args"]  # the verbs' listener
+    assert (endpoint["scheme"], endpoint["path"]) == ("http", "/metrics")
 
 
 def issued_names(objects: list[Manifest]) -> tuple[str, ...]:
