@@ -27,7 +27,7 @@ from confidential_pods.wire import mapping
 from extender.ledger import EpcLedger
 from extender.podepc import TERMINAL_PHASES, PodEpc, nominated_facts
 from extender.snapshot import facts_of, fill_ledger_from_facts
-from operate.doctor import (
+from operate.facts import (
     SCHEDULER_DEPLOYMENT,
     WEBHOOK_CONFIGURATION,
     WEBHOOK_DEPLOYMENT,

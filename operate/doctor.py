@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from cryptography import x509
 
@@ -22,109 +21,33 @@ from certs.objects import webhook_bundles
 from confidential_pods.epc import node_capacity
 from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import format_bytes
-from confidential_pods.settings import Settings
 from confidential_pods.wire import mapping
+from operate.facts import (
+    ENFORCE_LABEL,
+    EXIT_CODES,
+    EXPIRY_WARNING,
+    INJECTION_LABEL,
+    ROUTE_ENTRY,
+    SCHEDULER_DEPLOYMENT,
+    WEBHOOK_CONFIGURATION,
+    WEBHOOK_DEPLOYMENT,
+    Check,
+    ClusterFacts,
+    Finding,
+    PodSummary,
+    cannot_read,
+    judge,
+    listed,
+    render,
+    worst,
+)
 
-Status = Literal["ok", "warn", "fail"]
-EXIT_CODES: dict[Status, int] = {"ok": 0, "warn": 1, "fail": 2}
-#: Serving certificates that expire sooner than this are reported (the rotation renews 30 days ahead).
-EXPIRY_WARNING = timedelta(days=21)
-#: Names of the objects the manifests install (manifests/base).
-WEBHOOK_CONFIGURATION = "confidential-pods"
-WEBHOOK_DEPLOYMENT = "confidential-pods-webhook"
-SCHEDULER_DEPLOYMENT = "confidential-scheduler"
-ROUTE_ENTRY = "route.confidential-pods.io"
-INJECTION_LABEL = "confidential-pods.io/injection"
-ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
-#: How many names a finding lists before it says "and N more".
-SHOWN = 5
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One check's verdict: ``message`` says why in one line, ``hint`` what to do (empty when ok)."""
-
-    check: str
-    status: Status
-    message: str
-    hint: str = ""
-
-    def as_json(self) -> dict[str, str]:
-        return {"check": self.check, "status": self.status, "message": self.message, "hint": self.hint}
-
-
-@dataclass(frozen=True)
-class PodSummary:
-    """What the checks need of a stored pod (pods are summarised as they are read: a cluster has many)."""
-
-    namespace: str
-    name: str
-    node: str
-    scheduler: str
-    epc: int
-    finished: bool
-
-    @property
-    def holds_epc(self) -> bool:
-        """Assigned, not finished, and requesting EPC: it counts on its node."""
-        return bool(self.node) and not self.finished and self.epc > 0
-
-
-@dataclass(frozen=True)
-class ClusterFacts:
-    """What the doctor read. None: the object does not exist. ``unreadable``: what could not be read
-    (a name of the fields below → the API server's answer), so that a check says so instead of guessing."""
-
-    settings: Settings
-    namespace: str
-    now: datetime
-    nodes: Sequence[Mapping[str, Any]] = ()
-    pods: Sequence[PodSummary] = ()
-    namespaces: Sequence[Mapping[str, Any]] = ()
-    webhook_configuration: Mapping[str, Any] | None = None
-    serving_secret: Mapping[str, Any] | None = None
-    deployments: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
-    lease: Mapping[str, Any] | None = None
-    daemonsets: Sequence[Mapping[str, Any]] = ()
-    unreadable: Mapping[str, str] = field(default_factory=dict)
-
-
-Check = Callable[[ClusterFacts], Finding]
+__all__ = ["EXIT_CODES", "ClusterFacts", "Finding", "PodSummary", "diagnose", "render", "worst"]
 
 
 def diagnose(facts: ClusterFacts) -> list[Finding]:
     """Every check, in the order an operator would look."""
     return [check(facts) for check in CHECKS]
-
-
-def worst(findings: Iterable[Finding]) -> Status:
-    statuses = {f.status for f in findings}
-    return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "ok"
-
-
-def _cannot_read(check: str, facts: ClusterFacts, *needed: str) -> Finding | None:
-    missing = [f"{what}: {facts.unreadable[what]}" for what in needed if what in facts.unreadable]
-    if not missing:
-        return None
-    return Finding(
-        check,
-        "fail",
-        f"cannot check: {'; '.join(missing)}",
-        "run with credentials that may read it (docs/operate.md lists what the doctor reads)",
-    )
-
-
-def _judge(check: str, found: Sequence[str], problem: tuple[Status, str], hint: str, ok: str) -> Finding:
-    """``problem`` (status, what) naming ``found`` when there is any, else ``ok``."""
-    if not found:
-        return Finding(check, "ok", ok)
-    status, what = problem
-    return Finding(check, status, f"{len(found)} {what}: {_listed(found)}", hint)
-
-
-def _listed(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:SHOWN])
-    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
 
 
 # --- the checks --------------------------------------------------------------------------------------
@@ -133,7 +56,7 @@ def _listed(names: Sequence[str]) -> str:
 def epc_resource(facts: ClusterFacts) -> Finding:
     """Some nodes advertise the profile's EPC resource; if none do, which SGX resources they do advertise."""
     check = "epc-resource"
-    if (problem := _cannot_read(check, facts, "nodes")) is not None:
+    if (problem := cannot_read(check, facts, "nodes")) is not None:
         return problem
     profile = facts.settings.profile
     capacities = [c for n in facts.nodes if (c := node_capacity(n, profile, [])) is not None and c > 0]
@@ -182,7 +105,7 @@ def webhook_configuration(facts: ClusterFacts) -> Finding:
     """The MutatingWebhookConfiguration exists, and every entry has a caBundle that trusts the served
     certificate for the name the API server dials."""
     check = "webhook-configuration"
-    if (problem := _cannot_read(check, facts, "webhook configuration", "serving secret")) is not None:
+    if (problem := cannot_read(check, facts, "webhook configuration", "serving secret")) is not None:
         return problem
     configuration = facts.webhook_configuration
     if configuration is None:
@@ -264,7 +187,7 @@ def scheduler_ready(facts: ClusterFacts) -> Finding:
     found = _deployment_ready("scheduler", SCHEDULER_DEPLOYMENT, facts)
     if found.status != "ok":
         return found
-    if (problem := _cannot_read("scheduler", facts, "lease")) is not None:
+    if (problem := cannot_read("scheduler", facts, "lease")) is not None:
         return problem
     spec = mapping((facts.lease or {}).get("spec"))
     holder = spec.get("holderIdentity")
@@ -298,7 +221,7 @@ def _timestamp(value: object) -> datetime | None:
 
 
 def _deployment_ready(check: str, name: str, facts: ClusterFacts) -> Finding:
-    if (problem := _cannot_read(check, facts, f"deployment {name}")) is not None:
+    if (problem := cannot_read(check, facts, f"deployment {name}")) is not None:
         return problem
     deployment = facts.deployments.get(name)
     if deployment is None:
@@ -331,7 +254,7 @@ def aesm_source(facts: ClusterFacts) -> Finding:
     settings = facts.settings
     if settings.aesm != "host":
         return Finding(check, "ok", f"pods get AESM as {settings.aesm!r} by default: no node daemon needed")
-    if (problem := _cannot_read(check, facts, "daemonsets")) is not None:
+    if (problem := cannot_read(check, facts, "daemonsets")) is not None:
         return problem
     sources = [d for d in facts.daemonsets if _provides_aesm(d, settings.aesm_host_path)]
     if not sources:
@@ -350,10 +273,10 @@ def aesm_source(facts: ClusterFacts) -> Finding:
     ]
     if not ready:
         return Finding(
-            check, "warn", f"DaemonSet {_listed(names)} provides AESM but no pod of it is ready",
+            check, "warn", f"DaemonSet {listed(names)} provides AESM but no pod of it is ready",
             "kubectl describe daemonset of it; is aesmd's image set (components/aesmd)?",
         )  # fmt: skip
-    return Finding(check, "ok", f"AESM from DaemonSet {_listed(names)}")
+    return Finding(check, "ok", f"AESM from DaemonSet {listed(names)}")
 
 
 def _namespaced(obj: Mapping[str, Any]) -> str:
@@ -378,7 +301,7 @@ def pod_security(facts: ClusterFacts) -> Finding:
     check = "pod-security"
     if facts.settings.aesm != "host":
         return Finding(check, "ok", "no hostPath is injected by default (aesm is not host)")
-    if (problem := _cannot_read(check, facts, "namespaces")) is not None:
+    if (problem := cannot_read(check, facts, "namespaces")) is not None:
         return problem
     clashing = []
     for namespace in facts.namespaces:
@@ -394,7 +317,7 @@ def pod_security(facts: ClusterFacts) -> Finding:
             check,
             "warn",
             "namespace(s) opted in enforce a Pod Security level that refuses host-mode pods: "
-            + _listed(clashing),
+            + listed(clashing),
             "annotate those pods confidential-pods.io/aesm: sidecar, or use a sandbox RuntimeClass "
             "(docs/attestation.md)",
         )
@@ -404,7 +327,7 @@ def pod_security(facts: ClusterFacts) -> Finding:
 def unrouted_epc_pods(facts: ClusterFacts) -> Finding:
     """Running pods that hold EPC but were placed by another scheduler (blind to binds in flight)."""
     check = "epc-pods-scheduler"
-    if (problem := _cannot_read(check, facts, "pods")) is not None:
+    if (problem := cannot_read(check, facts, "pods")) is not None:
         return problem
     ours = {n for n in (facts.settings.scheduler_name, facts.settings.preempting_scheduler_name) if n}
     if not ours:
@@ -417,7 +340,7 @@ def unrouted_epc_pods(facts: ClusterFacts) -> Finding:
         for p in facts.pods
         if p.holds_epc and p.scheduler not in ours
     )
-    return _judge(
+    return judge(
         check,
         others,
         ("warn", f"running pod(s) hold EPC but were not placed by {schedulers}"),
@@ -430,7 +353,7 @@ def unrouted_epc_pods(facts: ClusterFacts) -> Finding:
 def epc_overcommit(facts: ClusterFacts) -> Finding:
     """No node's assigned, unfinished pods ask for more EPC than it advertises."""
     check = "epc-overcommit"
-    if (problem := _cannot_read(check, facts, "nodes", "pods")) is not None:
+    if (problem := cannot_read(check, facts, "nodes", "pods")) is not None:
         return problem
     used: dict[str, int] = {}
     for pod in facts.pods:
@@ -442,7 +365,7 @@ def epc_overcommit(facts: ClusterFacts) -> Finding:
         capacity = node_capacity(node, facts.settings.profile, []) or 0
         if used.get(name, 0) > capacity:
             over.append(f"{name} ({format_bytes(used[name])} of {format_bytes(capacity)})")
-    return _judge(
+    return judge(
         check,
         over,
         ("fail", "node(s) hold more EPC than they advertise"),
@@ -485,14 +408,3 @@ CHECKS: tuple[Check, ...] = (
     epc_overcommit,
     route_entry,
 )
-
-
-def render(findings: Sequence[Finding]) -> str:
-    """One line per check (``ok``/``warn``/``fail``, the check, why), the hint indented below it."""
-    width = max(len(f.check) for f in findings) if findings else 0
-    lines = []
-    for finding in findings:
-        lines.append(f"{finding.status:<4}  {finding.check:<{width}}  {finding.message}")
-        if finding.hint:
-            lines.append(f"{'':<4}  {'':<{width}}  → {finding.hint}")
-    return "\n".join(lines) + "\n"

@@ -38,10 +38,23 @@ def create_app(
     metrics = metrics if metrics is not None else WebhookMetrics()
     app.extensions["confidential_pods_metrics"] = metrics
 
+    for endpoint, decide in _decisions(settings, namespace_level).items():
+        app.add_url_rule(endpoint, endpoint, _reviewer(endpoint, decide, settings, metrics), methods=["POST"])
+
+    app.register_blueprint(probes(ready, metrics))
+    handle_http_errors(app, _error, on_too_large=lambda: metrics.observe(request.path, "malformed", 0.0))
+    return app
+
+
+def _decisions(
+    settings: Settings, namespace_level: Callable[[str], PodSecurityLevel | None] | None
+) -> dict[str, Decide]:
+    """What each endpoint does with a pod of a request that is ours."""
+
     def level_of(namespace: str) -> PodSecurityLevel | None:
         return namespace_level(namespace) if namespace_level is not None and namespace else None
 
-    decisions: dict[str, Decide] = {
+    return {
         "/mutate": lambda pod, namespace: mutate(
             pod, namespace_opted_in=False, settings=settings, namespace_level=level_of(namespace)
         ),
@@ -51,7 +64,13 @@ def create_app(
         "/route": lambda pod, namespace: route(pod, settings=settings),
     }
 
-    def review(endpoint: str) -> Response:
+
+def _reviewer(
+    endpoint: str, decide: Decide, settings: Settings, metrics: WebhookMetrics
+) -> Callable[[], Response]:
+    """The view of one endpoint: read the review, decide, answer; time and count it."""
+
+    def review() -> Response:
         started = time.perf_counter()
         try:
             api_version, admission_request = parse_review(read_body())
@@ -59,7 +78,7 @@ def create_app(
             metrics.observe(endpoint, "malformed", time.perf_counter() - started)
             return json_response({"error": str(exc), "code": 400}, 400)
         try:
-            decision = admit(api_version, admission_request, decide=decisions[endpoint], settings=settings)
+            decision = admit(api_version, admission_request, decide=decide, settings=settings)
         except Exception:
             # A bug of ours, not the pod's: fail closed with a message the apiserver shows the user.
             logger.exception(
@@ -79,21 +98,7 @@ def create_app(
             logger.info("denied pod in %s: %s", admission_request.get("namespace"), decision.mutation.message)
         return json_response(decision.review)
 
-    @app.post("/mutate")
-    def mutate_opted_in_pods() -> Response:
-        return review("/mutate")
-
-    @app.post("/mutate/namespace")
-    def mutate_namespace_pods() -> Response:
-        return review("/mutate/namespace")
-
-    @app.post("/route")
-    def route_epc_pods() -> Response:
-        return review("/route")
-
-    app.register_blueprint(probes(ready, metrics))
-    handle_http_errors(app, _error, on_too_large=lambda: metrics.observe(request.path, "malformed", 0.0))
-    return app
+    return review
 
 
 def _error(message: str, code: int) -> dict[str, Any]:

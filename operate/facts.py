@@ -1,0 +1,119 @@
+"""What ``confidential-pods doctor`` reads and says: the facts of a cluster, one finding per check, the
+verdict and its text. Pure data and the helpers every check shares (``operate/doctor.py`` holds the checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from confidential_pods.settings import Settings
+
+Status = Literal["ok", "warn", "fail"]
+EXIT_CODES: dict[Status, int] = {"ok": 0, "warn": 1, "fail": 2}
+#: Serving certificates that expire sooner than this are reported (the rotation renews 30 days ahead).
+EXPIRY_WARNING = timedelta(days=21)
+#: Names of the objects the manifests install (manifests/base).
+WEBHOOK_CONFIGURATION = "confidential-pods"
+WEBHOOK_DEPLOYMENT = "confidential-pods-webhook"
+SCHEDULER_DEPLOYMENT = "confidential-scheduler"
+ROUTE_ENTRY = "route.confidential-pods.io"
+INJECTION_LABEL = "confidential-pods.io/injection"
+ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
+#: How many names a finding lists before it says "and N more".
+SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's verdict: ``message`` says why in one line, ``hint`` what to do (empty when ok)."""
+
+    check: str
+    status: Status
+    message: str
+    hint: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        return {"check": self.check, "status": self.status, "message": self.message, "hint": self.hint}
+
+
+@dataclass(frozen=True)
+class PodSummary:
+    """What the checks need of a stored pod (pods are summarised as they are read: a cluster has many)."""
+
+    namespace: str
+    name: str
+    node: str
+    scheduler: str
+    epc: int
+    finished: bool
+
+    @property
+    def holds_epc(self) -> bool:
+        """Assigned, not finished, and requesting EPC: it counts on its node."""
+        return bool(self.node) and not self.finished and self.epc > 0
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """What the doctor read. None: the object does not exist. ``unreadable``: what could not be read
+    (a name of the fields below → the API server's answer), so that a check says so instead of guessing."""
+
+    settings: Settings
+    namespace: str
+    now: datetime
+    nodes: Sequence[Mapping[str, Any]] = ()
+    pods: Sequence[PodSummary] = ()
+    namespaces: Sequence[Mapping[str, Any]] = ()
+    webhook_configuration: Mapping[str, Any] | None = None
+    serving_secret: Mapping[str, Any] | None = None
+    deployments: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    lease: Mapping[str, Any] | None = None
+    daemonsets: Sequence[Mapping[str, Any]] = ()
+    unreadable: Mapping[str, str] = field(default_factory=dict)
+
+
+Check = Callable[[ClusterFacts], Finding]
+
+
+def cannot_read(check: str, facts: ClusterFacts, *needed: str) -> Finding | None:
+    missing = [f"{what}: {facts.unreadable[what]}" for what in needed if what in facts.unreadable]
+    if not missing:
+        return None
+    return Finding(
+        check,
+        "fail",
+        f"cannot check: {'; '.join(missing)}",
+        "run with credentials that may read it (docs/operate.md lists what the doctor reads)",
+    )
+
+
+def judge(check: str, found: Sequence[str], problem: tuple[Status, str], hint: str, ok: str) -> Finding:
+    """``problem`` (status, what) naming ``found`` when there is any, else ``ok``."""
+    if not found:
+        return Finding(check, "ok", ok)
+    status, what = problem
+    return Finding(check, status, f"{len(found)} {what}: {listed(found)}", hint)
+
+
+def listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:SHOWN])
+    return shown + (f" and {len(names) - SHOWN} more" if len(names) > SHOWN else "")
+
+
+def worst(findings: Iterable[Finding]) -> Status:
+    statuses = {f.status for f in findings}
+    return "fail" if "fail" in statuses else "warn" if "warn" in statuses else "ok"
+
+
+def render(findings: Sequence[Finding]) -> str:
+    """One line per check (``ok``/``warn``/``fail``, the check, why), the hint indented below it."""
+    width = max(len(f.check) for f in findings) if findings else 0
+    lines = []
+    for finding in findings:
+        lines.append(f"{finding.status:<4}  {finding.check:<{width}}  {finding.message}")
+        if finding.hint:
+            lines.append(f"{'':<4}  {'':<{width}}  → {finding.hint}")
+    return "\n".join(lines) + "\n"
