@@ -179,6 +179,8 @@ class LedgerFeed:
     # --- one kind: list, then watch ---------------------------------------------------------------
 
     def _run(self, kind: Kind) -> None:
+        # About 60 lines on purpose: one retry loop whose failure branches (410, API error, dropped stream,
+        # a bug) share the failure count and the relist decision; split, that state would be spread out.
         failures = 0
         reason = "initial"
         while not self._stopping.is_set():
