@@ -170,6 +170,23 @@ def test_api_binder_posts_a_binding(api: FakeApiServer) -> None:
     assert api.objects["Pod"]["payments/p-1"]["spec"]["nodeName"] == "sgx-a"
 
 
+def test_consecutive_binds_reuse_one_connection(api: FakeApiServer) -> None:
+    """Each answer is read before its kept-alive connection goes back to the pool: the next bind on that
+    connection must not read the previous answer's body as its status line (which made urllib3 retry on a
+    new connection, a new TLS handshake with the real apiserver, every other bind)."""
+    for i in range(20):
+        api.put("Pod", sj.pod(f"p-{i}", uid=f"uid-{i}"))
+    client = api.api_client()
+    binder = ApiBinder(client)
+    for i in range(20):
+        binder.bind(
+            BindRequest(pod_name=f"p-{i}", pod_namespace="payments", pod_uid=f"uid-{i}", node="sgx-a")
+        )
+    assert len(api.bindings) == 20
+    pool = client.rest_client.pool_manager.connection_from_url(client.configuration.host)
+    assert pool.num_connections == 1 and pool.num_requests == 20
+
+
 def test_api_binder_reports_the_api_message(api: FakeApiServer) -> None:
     api.refuse_bindings = (409, 'pod p-1 is already assigned to node "sgx-b"')
     binder = ApiBinder(api.api_client())
