@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 KUSTOMIZE_VERSION = "v5.8.2"
 INSTALL_COMMAND = f"GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@{KUSTOMIZE_VERSION}"
+CHART = REPO / "charts" / "confidential-pods"
+HELM_VERSION = "v3.22.0"
+HELM_INSTALL_COMMAND = f"GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"
 
 #: Every kustomization users build, by the name the tests use.
 BUILDS: dict[str, Path] = {
@@ -48,15 +51,31 @@ class KustomizeError(Exception):
     """`kustomize build` failed; the message carries its stderr."""
 
 
-def find_kustomize() -> str | None:
-    explicit = os.environ.get("KUSTOMIZE")
+def find_tool(name: str) -> str | None:
+    """A Go tool: ``$<NAME>``, then PATH, then ~/go/bin (where ``go install`` puts it)."""
+    explicit = os.environ.get(name.upper())
     if explicit:
         return explicit if Path(explicit).is_file() else None
-    on_path = shutil.which("kustomize")
+    on_path = shutil.which(name)
     if on_path:
         return on_path
-    go_bin = Path.home() / "go" / "bin" / "kustomize"
+    go_bin = Path.home() / "go" / "bin" / name
     return str(go_bin) if go_bin.is_file() else None
+
+
+def find_kustomize() -> str | None:
+    return find_tool("kustomize")
+
+
+def helm_template(helm: str, *values: str) -> list[Manifest]:
+    """``helm template`` of the chart with ``--set`` ``values``; the objects it renders."""
+    command = [helm, "template", "confidential-pods", str(CHART)]
+    for value in values:
+        command += ["--set", value]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    if result.returncode != 0:
+        raise KustomizeError(f"helm template {' '.join(values)} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
 def kustomize_build(kustomize: str, directory: Path) -> list[Manifest]:

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from tests.manifests.building import BUILDS, INSTALL_COMMAND, Manifest, find_kustomize, kustomize_build
+from tests.manifests.building import (
+    BUILDS,
+    HELM_INSTALL_COMMAND,
+    INSTALL_COMMAND,
+    Manifest,
+    find_kustomize,
+    find_tool,
+    kustomize_build,
+)
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +34,15 @@ def kustomize() -> str:
 def built(kustomize: str) -> dict[str, list[Manifest]]:
     """name → the objects `kustomize build` prints for it."""
     return {name: kustomize_build(kustomize, path) for name, path in BUILDS.items()}
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    binary = find_tool("helm")
+    if binary is None:
+        pytest.fail(
+            "helm not found ($HELM, PATH, ~/go/bin); the chart tests need it. "
+            f"Install it with: {HELM_INSTALL_COMMAND}",
+            pytrace=False,
+        )
+    return binary

@@ -1,0 +1,64 @@
+{{- /* Labels every object carries (kustomize's base adds the version the same way). */ -}}
+{{- define "cp.labels" -}}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "cp.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- /* The overlay's file, checked: one of the overlays of manifests/. */ -}}
+{{- define "cp.overlayFile" -}}
+{{- $overlay := .root.Values.overlay -}}
+{{- if not (has $overlay (list "alibaba" "azure" "intel" "base")) -}}
+{{- fail (printf "overlay %q: must be one of alibaba, azure, intel, base (the overlays of manifests/)" $overlay) -}}
+{{- end -}}
+{{- .root.Files.Get (printf "files/%s/%s" $overlay .file) -}}
+{{- end -}}
+
+{{- /* config.yaml: the overlay's file (verbatim when nothing is set), with the alibaba PCCS region filled
+in, routeEPCPods and the `config` values merged over it. */ -}}
+{{- define "cp.config" -}}
+{{- $file := include "cp.overlayFile" (dict "root" . "file" "config.yaml") -}}
+{{- if contains "<region>" $file -}}
+{{- $region := required "region: the ACK region of the PCCS (e.g. cn-hangzhou); the alibaba overlay's dcap.pccsUrl is per region (docs/attestation.md)" .Values.region -}}
+{{- if not (regexMatch "^[a-z]{2}(-[a-z0-9]+)+$" $region) -}}
+{{- fail (printf "region %q: not an Alibaba Cloud region id such as cn-hangzhou" $region) -}}
+{{- end -}}
+{{- $file = replace "<region>" $region $file -}}
+{{- end -}}
+{{- if or .Values.config .Values.routeEPCPods -}}
+{{- $merged := mustMergeOverwrite (fromYaml $file) (deepCopy (.Values.config | default dict)) -}}
+{{- if .Values.routeEPCPods -}}{{- $_ := set $merged "routeEPCPods" true -}}{{- end -}}
+{{- toYaml $merged -}}
+{{- else -}}
+{{- $file -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "cp.schedulerConfig" -}}
+{{- .Values.scheduler.config | default (include "cp.overlayFile" (dict "root" . "file" "scheduler-config.yaml")) -}}
+{{- end -}}
+
+{{- define "cp.configName" -}}
+confidential-pods-config-{{ include "cp.config" . | sha256sum | trunc 10 }}
+{{- end -}}
+
+{{- define "cp.schedulerConfigName" -}}
+confidential-scheduler-config-{{ include "cp.schedulerConfig" . | sha256sum | trunc 10 }}
+{{- end -}}
+
+{{- define "cp.aesmdConfigName" -}}
+confidential-pods-aesmd-config-{{ include "cp.config" . | sha256sum | trunc 10 }}
+{{- end -}}
+
+{{- /* Components on by default where the overlay includes them: null follows the overlay. */ -}}
+{{- define "cp.podSecurityLookup" -}}
+{{- if kindIs "invalid" .Values.podSecurityLookup.enabled -}}{{ ne .Values.overlay "base" }}{{- else -}}{{ .Values.podSecurityLookup.enabled }}{{- end -}}
+{{- end -}}
+
+{{- define "cp.aesmd" -}}
+{{- if kindIs "invalid" .Values.aesmd.enabled -}}{{ eq .Values.overlay "intel" }}{{- else -}}{{ .Values.aesmd.enabled }}{{- end -}}
+{{- end -}}

@@ -1,0 +1,190 @@
+"""charts/confidential-pods: lint, render, validate, and no drift from the kustomize overlays.
+
+For each overlay of manifests/ (and the components the chart switches on), ``helm template`` with the
+matching values must give the objects ``kustomize build`` gives, field for field. What is ignored, and
+only that:
+
+* the label ``app.kubernetes.io/managed-by`` (``kustomize`` / ``Helm``) and Helm's ``helm.sh/chart``;
+* the content hash that ends the names of the generated ConfigMaps (kustomize's configMapGenerator and the
+  chart each hash the content their own way; both change the name when the content changes), in the names
+  and wherever they are referenced;
+* the text layout of ``config.yaml`` when values are merged into it (compared as parsed YAML then).
+
+The alibaba overlay's ``<region>`` placeholder is what an operator replaces; the chart requires ``region``
+and fills it in, so the kustomize side gets the same region before comparing.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.manifests.building import (
+    CHART,
+    KustomizeError,
+    Manifest,
+    build_with_components,
+    helm_template,
+)
+from tests.manifests.test_build import VERSIONS, validate
+from tests.manifests.test_servicemonitor import validate as validate_monitor
+
+REGION = "cn-hangzhou"
+IGNORED_LABELS = ("app.kubernetes.io/managed-by", "helm.sh/chart")
+GENERATED = re.compile(
+    r"^(confidential-pods-config|confidential-scheduler-config|confidential-pods-aesmd-config)-[a-z0-9]+$"
+)
+
+#: (chart values, the overlay, the components added to it, extra configuration keys the values set).
+CASES: dict[str, tuple[list[str], str, list[str], dict[str, Any]]] = {
+    "alibaba": ([f"region={REGION}"], "alibaba", [], {}),
+    "azure": (["overlay=azure"], "azure", [], {}),
+    "intel": (["overlay=intel"], "intel", [], {}),
+    "base": (["overlay=base"], "base", [], {}),
+    "cert-manager": (["overlay=base", "certs.mode=cert-manager"], "cert-manager", [], {}),
+    "route-epc-pods": (
+        ["overlay=azure", "routeEPCPods=true"],
+        "azure",
+        ["route-epc-pods"],
+        {"routeEPCPods": True},
+    ),
+    "monitoring": (["overlay=intel", "monitoring.enabled=true"], "intel", ["servicemonitor"], {}),
+}
+
+
+def normalized(objects: list[Manifest], region: str | None = None) -> dict[tuple[str, str, str], Manifest]:
+    """Objects by (kind, namespace, name) with what the comparison ignores taken out (module docstring)."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, str):
+            if GENERATED.match(value):
+                return value.rsplit("-", 1)[0]
+            return value.replace("<region>", region) if region else value
+        return value
+
+    found: dict[tuple[str, str, str], Manifest] = {}
+    for obj in objects:
+        obj = walk(obj)
+        labels = obj["metadata"].get("labels", {})
+        for label in IGNORED_LABELS:
+            labels.pop(label, None)
+        if obj["kind"] == "ConfigMap" and "config.yaml" in obj.get("data", {}):
+            obj["data"]["config.yaml"] = yaml.safe_load(obj["data"]["config.yaml"])
+        key = (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        assert key not in found, f"{key} twice"
+        found[key] = obj
+    return found
+
+
+@pytest.fixture(scope="module")
+def rendered(helm: str) -> dict[str, list[Manifest]]:
+    return {case: helm_template(helm, *values) for case, (values, *_) in CASES.items()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_chart_installs_what_the_overlay_installs(
+    case: str, rendered: dict[str, list[Manifest]], kustomize: str, tmp_path: Path
+) -> None:
+    _, overlay, components, config = CASES[case]
+    built = build_with_components(kustomize, overlay, components, tmp_path)
+    expected = normalized(built, REGION)
+    for key, obj in expected.items():
+        if key[0] == "ConfigMap" and key[2] in ("confidential-pods-config", "confidential-pods-aesmd-config"):
+            obj["data"]["config.yaml"].update(config)
+    chart = normalized(rendered[case])
+    assert sorted(chart) == sorted(expected)
+    for key in expected:
+        assert chart[key] == expected[key], key
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_rendered_object_validates(
+    rendered: dict[str, list[Manifest]], case: str, version: str
+) -> None:
+    for obj in rendered[case]:
+        if obj["apiVersion"] == "monitoring.coreos.com/v1":
+            validate_monitor(obj)
+        else:
+            validate(obj, version)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_lint(helm: str, case: str) -> None:
+    values, *_ = CASES[case]
+    command = [helm, "lint", "--strict", str(CHART)]
+    for value in values:
+        command += ["--set", value]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([], "region: the ACK region of the PCCS"),
+        (["region=Hangzhou"], 'region "Hangzhou": not an Alibaba Cloud region id'),
+        (["overlay=aws"], 'overlay "aws": must be one of alibaba, azure, intel, base'),
+    ],
+)
+def test_required_values_fail_with_what_to_set(helm: str, values: list[str], message: str) -> None:
+    with pytest.raises(KustomizeError, match=re.escape(message)):
+        helm_template(helm, *values)
+
+
+def test_values_reach_the_objects(helm: str) -> None:
+    objects = helm_template(
+        helm,
+        "overlay=intel",
+        "image.repository=registry.example.com/cp",
+        "image.tag=1.2.3",
+        "webhook.replicas=3",
+        "scheduler.replicas=1",
+        "config.defaultEPC=128Mi",
+        "aesmd.enabled=false",
+        "podSecurityLookup.enabled=false",
+        "namespace.create=false",
+    )
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert ("DaemonSet", "confidential-pods-aesmd") not in kinds and (
+        "Namespace",
+        "confidential-pods",
+    ) not in kinds
+    assert ("ClusterRole", "confidential-pods-webhook") not in kinds
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    assert deployments["confidential-pods-webhook"]["spec"]["replicas"] == 3
+    assert deployments["confidential-scheduler"]["spec"]["replicas"] == 1
+    webhook_pod = deployments["confidential-pods-webhook"]["spec"]["template"]["spec"]
+    assert webhook_pod["automountServiceAccountToken"] is False
+    assert webhook_pod["containers"][0]["image"] == "registry.example.com/cp:1.2.3"
+    (config_map,) = [
+        o
+        for o in objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("confidential-pods-config")
+    ]
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert config["defaultEPC"] == "128Mi" and config["profile"] == "intel"  # merged over the overlay's file
+    # The config's hash is in its name: a changed configuration rolls the pods.
+    default = helm_template(helm, "overlay=intel")
+    names = {o["metadata"]["name"] for o in default if o["kind"] == "ConfigMap"}
+    assert config_map["metadata"]["name"] not in names
+
+
+def test_the_chart_files_are_the_overlays_files() -> None:
+    """The overlay files the chart reads are copies of manifests/' own (the drift test covers what they render
+    to; this names the file to copy when it fails)."""
+    manifests = CHART.parents[1] / "manifests"
+    for overlay in ("alibaba", "azure", "intel", "base"):
+        source = manifests / "base" if overlay == "base" else manifests / "overlays" / overlay
+        for name in ("config.yaml", "scheduler-config.yaml"):
+            copy = CHART / "files" / overlay / name
+            assert copy.read_text() == (source / name).read_text(), f"copy {source / name} to {copy}"
