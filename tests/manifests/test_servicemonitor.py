@@ -35,6 +35,15 @@ _KEY_SELECTOR = {
     "required": ["key"],
     "properties": {"name": {"type": "string"}, "key": {"type": "string"}, "optional": {"type": "boolean"}},
 }
+#: What a scrape endpoint of either monitor says (plus ``tlsConfig`` for a ServiceMonitor's).
+_ENDPOINT: dict[str, Any] = {
+    "port": {"type": "string"},
+    "scheme": {"enum": ["http", "https"]},
+    "path": {"type": "string"},
+    "interval": _DURATION,
+    "scrapeTimeout": _DURATION,
+    "honorLabels": {"type": "boolean"},
+}
 #: ``spec`` of a ServiceMonitor.
 SERVICE_MONITOR_SPEC: dict[str, Any] = {
     "type": "object",
@@ -62,12 +71,7 @@ SERVICE_MONITOR_SPEC: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "port": {"type": "string"},
-                    "scheme": {"enum": ["http", "https"]},
-                    "path": {"type": "string"},
-                    "interval": _DURATION,
-                    "scrapeTimeout": _DURATION,
-                    "honorLabels": {"type": "boolean"},
+                    **_ENDPOINT,
                     "tlsConfig": {
                         "type": "object",
                         "additionalProperties": False,
@@ -99,18 +103,7 @@ POD_MONITOR_SPEC: dict[str, Any] = {
         "podMetricsEndpoints": {
             "type": "array",
             "minItems": 1,
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "port": {"type": "string"},
-                    "scheme": {"enum": ["http", "https"]},
-                    "path": {"type": "string"},
-                    "interval": _DURATION,
-                    "scrapeTimeout": _DURATION,
-                    "honorLabels": {"type": "boolean"},
-                },
-            },
+            "items": {"type": "object", "additionalProperties": False, "properties": _ENDPOINT},
         },
     },
 }
