@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e import gate
 from tests.e2e.harness import REPO_ROOT, ControlPlane
-from tests.e2e.kube import JSON, ApiError, Kube, create_namespace, create_node, delete_pod
+from tests.e2e.kube import JSON, ApiError, Kube, create_namespace, create_node, delete_pod, delete_pods
 from tests.e2e.processes import HarnessError, Process
 from tests.e2e.product import Installation, install
 
@@ -89,18 +89,24 @@ def default_scheduler(control_plane: ControlPlane) -> Iterator[Process]:
 
 
 @pytest.fixture
-def make_namespace(kube: Kube) -> Callable[..., str]:
+def make_namespace(kube: Kube) -> Iterator[Callable[..., str]]:
     """Factory ``make_namespace(labels=None)``: a fresh namespace with its default ServiceAccount, its name.
 
-    Namespaces never finish deleting here (no namespace controller), so every one has a new name.
+    Namespaces never finish deleting here (no namespace controller), so every one has a new name, and their
+    pods are deleted after the test (grace 0): a pod left Pending would otherwise be scheduled by the shared
+    kube-scheduler onto the next test's node and hold EPC there.
     """
+    created: list[str] = []
 
     def make(labels: dict[str, str] | None = None) -> str:
         name = f"e2e-{uuid.uuid4().hex[:8]}"
         create_namespace(kube, name, labels=labels)
+        created.append(name)
         return name
 
-    return make
+    yield make
+    for name in created:
+        delete_pods(kube, name)
 
 
 @pytest.fixture
@@ -111,7 +117,14 @@ def namespace(make_namespace: Callable[..., str]) -> str:
 
 @pytest.fixture
 def make_node(kube: Kube) -> Iterator[Callable[..., JSON]]:
-    """Factory ``make_node(allocatable, name=None, labels=None)``: a Ready Node, deleted after the test."""
+    """Factory ``make_node(allocatable, name=None, labels=None)``: a Ready Node, deleted after the test.
+
+    A pod an earlier test left unbound would be placed on this test's nodes: none may be stored.
+    """
+    unbound = kube.get("/api/v1/pods", params={"fieldSelector": "spec.nodeName="})["items"]
+    assert not unbound, "pods left unbound by an earlier test: " + ", ".join(
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in unbound
+    )
     created: list[str] = []
 
     def make(

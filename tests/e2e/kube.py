@@ -212,6 +212,15 @@ def delete_pod(kube: Kube, namespace: str, name: str) -> None:
             raise
 
 
+def delete_pods(kube: Kube, namespace: str) -> None:
+    """Delete every pod of ``namespace`` at once (grace period 0) and check none is left."""
+    body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+    kube.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", body=body)
+    left = [p["metadata"]["name"] for p in kube.get(f"/api/v1/namespaces/{namespace}/pods")["items"]]
+    if left:
+        raise AssertionError(f"pods of {namespace} still stored after their deletion: {left}")
+
+
 def pod_events(kube: Kube, namespace: str, pod: str, reason: str) -> list[JSON]:
     """The events of ``reason`` (e.g. ``FailedScheduling``) about pod ``namespace/pod``."""
     events = kube.get(

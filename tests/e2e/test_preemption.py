@@ -85,17 +85,22 @@ class Sampler(threading.Thread):
         self.stopping = threading.Event()
         self.samples = 0
         self.overcommitted: list[str] = []
+        self.error: BaseException | None = None
 
     def run(self) -> None:
-        while not self.stopping.wait(0.2):
-            for node, capacity in self.capacities.items():
-                pods = self.kube.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})[
-                    "items"
-                ]
-                used = sum(pod_epc(p, self.profile) for p in pods)
-                if used > capacity * MiB:
-                    self.overcommitted.append(f"{node}: {used // MiB} of {capacity} MiB")
-            self.samples += 1
+        try:
+            while not self.stopping.wait(0.2):
+                self.sample()
+        except BaseException as exc:  # kept for the test's assertion: a thread's exception is only printed
+            self.error = exc
+
+    def sample(self) -> None:
+        for node, capacity in self.capacities.items():
+            pods = self.kube.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})["items"]
+            used = sum(pod_epc(p, self.profile) for p in pods)
+            if used > capacity * MiB:
+                self.overcommitted.append(f"{node}: {used // MiB} of {capacity} MiB")
+        self.samples += 1
 
 
 @pytest.fixture
@@ -186,6 +191,7 @@ def test_critical_enclave_evicts_the_fewest_lower_priority_enclaves(
     finally:
         sampler.stopping.set()
         sampler.join(5)
+    assert sampler.error is None, f"the sampler stopped: {sampler.error!r}"
     assert sampler.samples >= 3 and sampler.overcommitted == []
 
 
