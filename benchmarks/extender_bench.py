@@ -41,7 +41,16 @@ from urllib.parse import parse_qs, urlsplit
 from tests.extender import scheduler_json as sj
 from tests.fakeapi import write_kubeconfig
 from tests.fakecluster import event_line, status
-from tests.machine import children, fetch, free_port, load_average, memory_kib, percentile, stop
+from tests.machine import (
+    children,
+    fetch,
+    free_port,
+    load_average,
+    memory_kib,
+    percentile,
+    stop,
+    tree_cpu_seconds,
+)
 from tests.webhook import samples
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,13 +276,13 @@ def http_get(port: int, path: str) -> tuple[int, bytes]:
     return fetch(http.client.HTTPConnection("127.0.0.1", port, timeout=10), "GET", path)
 
 
-def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float) -> float:
+def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float, path: str = "/readyz") -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         with contextlib.suppress(OSError):
-            if http_get(port, "/readyz")[0] == 200:
+            if http_get(port, path)[0] == 200:
                 return time.monotonic() - started
         time.sleep(0.1)
     raise RuntimeError("server not ready in time")
@@ -674,6 +683,140 @@ def rss(nodes: int, pods: int) -> list[str]:
     return lines
 
 
+# ------------------------------------------------------------------ reference
+
+
+def goref_serve(snapshot: Path, workdir: Path) -> contextlib.AbstractContextManager[tuple[int, int]]:
+    """benchmarks/goref over the same snapshot (built by tests/e2e/build.sh): (port, pid)."""
+    from tests.e2e.harness import default_bin_dir
+
+    binary = default_bin_dir() / "goref"
+    if not binary.is_file():
+        raise SystemExit(f"{binary} is missing: run tests/e2e/build.sh (it builds benchmarks/goref)")
+
+    @contextlib.contextmanager
+    def serving() -> Iterator[tuple[int, int]]:
+        port = free_port()
+        log = (workdir / "goref.log").open("wb")
+        command = [str(binary), "--snapshot", str(snapshot), "--port", str(port), "--resource", RES]
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(port, process, 300, path="/healthz")
+            yield port, process.pid
+        finally:
+            stop(process)
+            log.close()
+
+    return serving()
+
+
+def granian_serve(snapshot: Path, workdir: Path) -> contextlib.AbstractContextManager[tuple[int, int]]:
+    """Our app under granian (1 worker, 8 blocking threads, as our gunicorn has): (port, pid)."""
+
+    @contextlib.contextmanager
+    def serving() -> Iterator[tuple[int, int]]:
+        port = free_port()
+        config = workdir / "config.yaml"
+        config.write_text(CONFIG)
+        environment = {
+            **os.environ,
+            "CONFIDENTIAL_PODS_SNAPSHOT": str(snapshot),
+            "CONFIDENTIAL_PODS_CONFIG": str(config),
+            "PYTHONPATH": str(ROOT),
+        }
+        command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
+                   "--port", str(port), "--workers", "1", "--blocking-threads", "8",
+                   "benchmarks.extender_wsgi:app"]  # fmt: skip
+        log = (workdir / "granian.log").open("wb")
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
+        try:
+            wait_ready(port, process, 900)
+            yield port, process.pid
+        finally:
+            stop(process)
+            log.close()
+
+    return serving()
+
+
+def timed_calls(conn: http.client.HTTPConnection, verb: str, bodies: list[bytes], n: int) -> list[float]:
+    """``n`` POSTs to ``/verb`` back to back on one kept-alive connection: each round trip, ms."""
+    times = []
+    for k in range(n):
+        start = time.perf_counter()
+        conn.request("POST", f"/{verb}", bodies[k % len(bodies)], {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        payload = response.read()
+        times.append((time.perf_counter() - start) * 1000)
+        if response.status != 200:
+            raise RuntimeError(f"{verb}: HTTP {response.status}: {payload[:200]!r}")
+    return times
+
+
+def reference(nodes: int, pods: int, requests: int, rounds: int = 4, granian: bool = False) -> list[str]:
+    """Ours and goref over one snapshot, the same bodies, in alternating rounds: latency and server CPU.
+
+    ``granian``: also our app under granian (``ours-granian``), the side-by-side of another WSGI server.
+    """
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        workdir = Path(tmp)
+        snapshot = workdir / "cluster.json"
+        write_snapshot(snapshot, nodes, pods)
+        port, process, _ = stack.enter_context(extender_serve(["--snapshot", str(snapshot)], workdir, 900))
+        servers = {"ours": (port, process.pid), "goref": stack.enter_context(goref_serve(snapshot, workdir))}
+        if granian:
+            servers["ours-granian"] = stack.enter_context(granian_serve(snapshot, workdir))
+        lines.append(
+            f"{nodes} nodes, {pods} pods. ours: `extender serve --snapshot` (gunicorn, 1 gthread "
+            "worker x 8); "
+            f"goref: benchmarks/goref (net/http, encoding/json, GOMAXPROCS {os.cpu_count()})"
+            + (
+                "; ours-granian: the same app under granian (1 worker x 8 blocking threads)"
+                if granian
+                else ""
+            )
+            + f". {rounds} alternating rounds per row, one kept-alive connection per server, "
+            "the same bodies. "
+            "Per server: client round trip p50 / p99 ms, server CPU ms per call; ratio: to goref (p50, CPU)."
+        )
+        ours = [who for who in servers if who != "goref"]
+        lines.append("| verb | NodeNames | " + " | ".join(f"{who} p50 / p99 / CPU" for who in servers) + " | "
+                     + " | ".join(f"{who} ÷ goref p50, CPU" for who in ours) + " |")  # fmt: skip
+        lines.append("|---|---|" + "---|" * (len(servers) + len(ours)))
+        rng = random.Random(7)
+        names = [f"node-{i:05d}" for i in range(nodes)]
+        conns = {
+            who: http.client.HTTPConnection("127.0.0.1", p, timeout=30) for who, (p, _) in servers.items()
+        }
+        for verb in ("filter", "prioritize"):
+            for count in sorted({min(500, nodes), nodes}):
+                samples = [sorted(rng.sample(names, count)) for _ in range(16)]
+                bodies = [json.dumps({"Pod": pending_pod(16), "NodeNames": s}).encode() for s in samples]
+                n = requests if count <= 500 else max(200, requests // 4)
+                times: dict[str, list[float]] = {who: [] for who in servers}
+                cpu = dict.fromkeys(servers, 0.0)
+                for who in servers:
+                    timed_calls(conns[who], verb, bodies, 50)  # warm-up
+                for _ in range(rounds):
+                    for who, (_, pid) in servers.items():
+                        before = tree_cpu_seconds(pid)
+                        times[who] += timed_calls(conns[who], verb, bodies, n // rounds)
+                        cpu[who] += tree_cpu_seconds(pid) - before
+                p50 = {who: percentile(t, 0.5) for who, t in times.items()}
+                per_call = {who: cpu[who] * 1000 / len(times[who]) for who in servers}
+                cells = [
+                    f"{p50[w]:.2f} / {percentile(times[w], 0.99):.2f} / {per_call[w]:.2f}" for w in servers
+                ]
+                ratios = [
+                    f"{p50[w] / p50['goref']:.1f}x, {per_call[w] / per_call['goref']:.1f}x" for w in ours
+                ]
+                lines.append(f"| {verb} | {count} | " + " | ".join(cells + ratios) + " |")
+        for conn in conns.values():
+            conn.close()
+    return lines
+
+
 # ------------------------------------------------------------------ profile
 
 
@@ -714,7 +857,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sections",
         nargs="*",
         metavar="SECTION",
-        help="latency, events, rss, profile (default: the first three)",
+        help="latency, events, rss, reference (ours against benchmarks/goref), profile "
+        "(default: the first three)",
     )
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--pods", type=int, default=50000)
@@ -724,9 +868,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--requests", type=int, default=2000, help="requests per verb at 500 names (1/4 at all names)"
     )
     parser.add_argument("--events", type=int, default=100000)
+    parser.add_argument(
+        "--granian",
+        action="store_true",
+        help="reference: also serve our app under granian (pip install granian), beside gunicorn",
+    )
     args = parser.parse_args(argv)
     sections = args.sections or ["latency", "events", "rss"]
-    unknown = set(sections) - {"latency", "events", "rss", "profile"}
+    unknown = set(sections) - {"latency", "events", "rss", "reference", "profile"}
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     print(
@@ -742,6 +891,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = events(args.nodes, args.pods, args.events)
         elif section == "rss":
             result = rss(args.rss_nodes, args.rss_pods)
+        elif section == "reference":
+            result = reference(args.nodes, args.pods, args.requests, granian=args.granian)
         else:
             profile_verbs(args.nodes, args.pods)
             continue

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the real control plane for the e2e suite: kube-apiserver, kube-scheduler and etcd, from the Go module
-# in tests/e2e/controlplane (one pinned Kubernetes release, see docs/e2e.md).
+# in tests/e2e/controlplane (one pinned Kubernetes release, see docs/e2e.md); and goref, the reference
+# extender in Go of benchmarks/goref (tests/extender/test_goref.py checks it answers as ours does).
 #
 # Output: $E2E_BIN_DIR (default: <repo>/.cache/e2e-bin/<kubernetes version>/), git-ignored. The binaries are
 # reused while the stamp (hash of go.mod, go.sum, the main packages and the Go version) matches; pass --force
@@ -21,7 +22,7 @@ for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         -h | --help)
-            sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -75,6 +76,16 @@ up_to_date() {
         [[ -x "$out_dir/$c" ]] || return 1
     done
 }
+
+# goref first: a small module (the Kubernetes types only), with a stamp of its own.
+goref_dir="$repo/benchmarks/goref"
+goref_stamp="$(cd "$goref_dir" && { go version; sha256sum go.mod go.sum ./*.go; } | sha256sum | awk '{print $1}')"
+mkdir -p "$out_dir"
+if ((force == 1)) || [[ ! -x "$out_dir/goref" ]] || [[ "$(cat "$out_dir/.stamp-goref" 2>/dev/null)" != "$goref_stamp" ]]; then
+    echo "build.sh: building goref (benchmarks/goref) into $out_dir"
+    (cd "$goref_dir" && CGO_ENABLED=0 nice -n 19 go build -p "$jobs" -mod=readonly -trimpath -o "$out_dir/goref" .)
+    echo "$goref_stamp" >"$out_dir/.stamp-goref"
+fi
 
 if ((force == 0)) && up_to_date; then
     echo "build.sh: control plane $k8s_version is up to date in $out_dir"
