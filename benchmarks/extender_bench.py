@@ -41,16 +41,8 @@ from urllib.parse import parse_qs, urlsplit
 from tests.extender import scheduler_json as sj
 from tests.fakeapi import write_kubeconfig
 from tests.fakecluster import event_line, status
-from tests.machine import (
-    children,
-    fetch,
-    free_port,
-    load_average,
-    memory_kib,
-    percentile,
-    stop,
-    tree_cpu_seconds,
-)
+from tests.machine import children, fetch, free_port, load_average, memory_kib, percentile, stop
+from tests.machine import tree_cpu_seconds as server_cpu_seconds
 from tests.webhook import samples
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -800,9 +792,9 @@ def reference(nodes: int, pods: int, requests: int, rounds: int = 4, granian: bo
                     timed_calls(conns[who], verb, bodies, 50)  # warm-up
                 for _ in range(rounds):
                     for who, (_, pid) in servers.items():
-                        before = tree_cpu_seconds(pid)
+                        before = server_cpu_seconds(pid)
                         times[who] += timed_calls(conns[who], verb, bodies, n // rounds)
-                        cpu[who] += tree_cpu_seconds(pid) - before
+                        cpu[who] += server_cpu_seconds(pid) - before
                 p50 = {who: percentile(t, 0.5) for who, t in times.items()}
                 per_call = {who: cpu[who] * 1000 / len(times[who]) for who in servers}
                 cells = [
