@@ -704,22 +704,27 @@ def goref_serve(snapshot: Path, workdir: Path) -> contextlib.AbstractContextMana
 
 def granian_serve(snapshot: Path, workdir: Path) -> contextlib.AbstractContextManager[tuple[int, int]]:
     """Our app under granian (1 worker, 8 blocking threads, as our gunicorn has): (port, pid)."""
+    return _wsgi_serve(snapshot, workdir, ["granian", "--interface", "wsgi", "--workers", "1",
+                                           "--blocking-threads", "8"], "app")  # fmt: skip
 
+
+def _wsgi_serve(
+    snapshot: Path, workdir: Path, server: list[str], target: str
+) -> contextlib.AbstractContextManager[tuple[int, int]]:
     @contextlib.contextmanager
     def serving() -> Iterator[tuple[int, int]]:
         port = free_port()
         config = workdir / "config.yaml"
         config.write_text(CONFIG)
-        environment = {
-            **os.environ,
-            "CONFIDENTIAL_PODS_SNAPSHOT": str(snapshot),
-            "CONFIDENTIAL_PODS_CONFIG": str(config),
-            "PYTHONPATH": str(ROOT),
-        }
-        command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--host", "127.0.0.1",
-                   "--port", str(port), "--workers", "1", "--blocking-threads", "8",
-                   "benchmarks.extender_wsgi:app"]  # fmt: skip
-        log = (workdir / "granian.log").open("wb")
+        environment = {**os.environ, "CONFIDENTIAL_PODS_SNAPSHOT": str(snapshot),
+                       "CONFIDENTIAL_PODS_CONFIG": str(config), "PYTHONPATH": str(ROOT)}  # fmt: skip
+        bind = (
+            ["--bind", f"127.0.0.1:{port}"]
+            if server[0] == "gunicorn"
+            else ["--host", "127.0.0.1", "--port", str(port)]
+        )
+        command = [sys.executable, "-m", *server, *bind, f"benchmarks.extender_wsgi:{target}"]
+        log = (workdir / f"{server[0]}-{target}.log").open("wb")
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
         try:
             wait_ready(port, process, 900)

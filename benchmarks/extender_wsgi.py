@@ -1,8 +1,8 @@
-"""The extender's WSGI app over a snapshot, for serving it under another WSGI server than gunicorn.
+"""The extender's WSGI app over a snapshot, to serve it otherwise than ``extender serve`` does.
 
-Only ``extender_bench reference --servers`` uses it (issue 13: "measure alternatives side by side"); what
-ships is ``confidential-pods extender serve``. The snapshot and the configuration come from the
-environment, since a WSGI server imports ``benchmarks.extender_wsgi:app`` by name:
+Only ``extender_bench reference --granian`` uses it (issue 13: "measure alternatives side by
+side"); what ships is ``confidential-pods extender serve``. The snapshot and the configuration come from the
+environment, since a WSGI server imports the app by name:
 
     CONFIDENTIAL_PODS_SNAPSHOT=cluster.json CONFIDENTIAL_PODS_CONFIG=config.yaml \\
         granian --interface wsgi benchmarks.extender_wsgi:app

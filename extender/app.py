@@ -1,17 +1,27 @@
 """The flask application: a route table over the extender's verbs (``verbs.py``), plus inspection.
 
-Every verb goes through one wrapper: read the body, parse it, answer "not ready" until the ledger's
-first full list, call the verb, time it and count its outcome. ``/inspect`` shows the ledger.
+Every verb goes through one wrapper (:func:`_responder`): parse the body, answer "not ready" until the
+ledger's first full list, call the verb, time it and count its outcome. ``/inspect`` shows the ledger.
+
+A verb's POST with a ``Content-Length`` within the limit — every call kube-scheduler makes — is answered by
+:class:`VerbsFirst`, a WSGI middleware in front of flask (``app.wsgi_app``), with the same wrapper: flask's
+request context, routing and Response cost 0.2 to 0.35 ms of a 1 to 1.4 ms call at 500 nodes
+(docs/performance.md). Everything else (other paths and methods, chunked or oversized bodies, ``/inspect``,
+probes, metrics) goes through flask as before, so errors keep one shape.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, Response
+from werkzeug.exceptions import ClientDisconnected, InternalServerError
+from werkzeug.http import HTTP_STATUS_CODES
 
 from confidential_pods.endpoints import handle_http_errors, json_response, probes, read_body
 from confidential_pods.quantities import format_bytes
@@ -26,6 +36,8 @@ from extender.wire import MalformedRequest, parse_binding_args, parse_extender_a
 #: Largest request body accepted. Without nodeCacheCapable kube-scheduler sends whole Node objects
 #: (several KiB each): 5,000 nodes fit with room to spare.
 MAX_BODY = 128 * 1024 * 1024
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["MAX_BODY", "NOT_READY", "create_app", "node_json"]
 
@@ -80,10 +92,10 @@ def create_app(
         on_expired=metrics.count_expired,
         on_preempt=metrics.count_preemption,
     )
-    for route in ROUTES:
-        app.add_url_rule(
-            f"/{route.verb}", route.verb, _handler(route, verbs, ready, metrics), methods=["POST"]
-        )
+    responders = {f"/{route.verb}": _responder(route, verbs, ready, metrics) for route in ROUTES}
+    for path, respond in responders.items():
+        app.add_url_rule(path, path[1:], _view(respond), methods=["POST"])
+    app.wsgi_app = VerbsFirst(app, responders)  # type: ignore[method-assign]
 
     app.register_blueprint(_inspection(ledger, settings, ready))
     app.register_blueprint(probes(lambda: ready() and not draining(), metrics, NOT_READY))
@@ -91,29 +103,78 @@ def create_app(
     return app
 
 
-def _handler(
-    route: Route, verbs: Verbs, ready: Callable[[], bool], metrics: ExtenderMetrics
-) -> Callable[[], Response]:
+#: A verb's answer: HTTP status and JSON text.
+Responder = Callable[[bytes], tuple[int, str]]
+
+
+def _responder(route: Route, verbs: Verbs, ready: Callable[[], bool], metrics: ExtenderMetrics) -> Responder:
     """The one wrapper of every verb: parse, ready gate, answer, time and count."""
 
-    def handle() -> Response:
+    def respond(body: bytes) -> tuple[int, str]:
         started = time.perf_counter()
         try:
-            arguments = route.parse(read_body())
+            arguments = route.parse(body)
         except MalformedRequest as exc:
             metrics.observe(route.verb, "malformed", time.perf_counter() - started)
-            return json_response({"Error": str(exc)}, 400)
+            return 400, _json_text({"Error": str(exc)})
         answer = route.answer(verbs, arguments) if ready() else Verbs.not_ready(route.verb)
-        body = answer.body
-        response = (
-            Response(body, status=answer.status, mimetype="application/json")
-            if isinstance(body, str)
-            else json_response(body, answer.status)
-        )
+        text = answer.body if isinstance(answer.body, str) else _json_text(answer.body)
         metrics.observe(route.verb, answer.outcome, time.perf_counter() - started)
-        return response
+        return answer.status, text
 
-    return handle
+    return respond
+
+
+def _json_text(payload: Any) -> str:
+    """Compact JSON, as ``json_response`` writes it."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def _view(respond: Responder) -> Callable[[], Response]:
+    """The flask view of a verb (bodies :class:`VerbsFirst` leaves to flask: chunked or too large)."""
+
+    def view() -> Response:
+        status, text = respond(read_body())
+        return Response(text, status=status, mimetype="application/json")
+
+    return view
+
+
+class VerbsFirst:
+    """WSGI middleware: answers a verb's POST that has a ``Content-Length`` within the app's limit without
+    flask; hands every other request to flask (``Flask.wsgi_app``, the documented place for middleware)."""
+
+    def __init__(self, app: Flask, responders: dict[str, Responder]) -> None:
+        self._app = app
+        self._flask = app.wsgi_app
+        self._responders = responders
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        respond = self._responders.get(environ.get("PATH_INFO", ""))
+        length = environ.get("CONTENT_LENGTH") or ""
+        if (
+            respond is None
+            or environ.get("REQUEST_METHOD") != "POST"
+            or not (len(length) <= 12 and length.isascii() and length.isdigit())  # else werkzeug's reading
+            or int(length) > self._app.config["MAX_CONTENT_LENGTH"]
+        ):
+            return self._flask(environ, start_response)
+        size = int(length)
+        body = environ["wsgi.input"].read(size) if size else b""
+        try:
+            if len(body) < size:  # the client went away mid-body, as werkzeug would say
+                status, text = 400, _json_text({"Error": ClientDisconnected.description})
+            else:
+                status, text = respond(body)
+        except Exception:  # as flask answers an unhandled exception: logged, 500 in the app's error shape
+            logger.exception("exception on %s [POST]", environ.get("PATH_INFO"))
+            status, text = 500, _json_text({"Error": InternalServerError.description})
+        data = text.encode()
+        start_response(
+            f"{status} {HTTP_STATUS_CODES[status].upper()}",  # as werkzeug writes it
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
 
 
 def _inspection(ledger: EpcLedger, settings: Settings, ready: Callable[[], bool]) -> Blueprint:
