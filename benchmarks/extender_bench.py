@@ -282,7 +282,7 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float, path
 
 @contextlib.contextmanager
 def extender_serve(
-    args: list[str], workdir: Path, timeout: float
+    args: list[str], workdir: Path, timeout: float, root: Path = ROOT
 ) -> Iterator[tuple[int, subprocess.Popen[bytes], float]]:
     port = free_port()
     config = workdir / "config.yaml"
@@ -304,7 +304,8 @@ def extender_serve(
         str(config),
         *args,
     ]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    # ``python -m`` imports from the working directory first: ``root`` chooses the checkout that serves.
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
     try:
         ready_after = wait_ready(port, process, timeout)
         yield port, process, ready_after
@@ -750,10 +751,19 @@ def timed_calls(conn: http.client.HTTPConnection, verb: str, bodies: list[bytes]
     return times
 
 
-def reference(nodes: int, pods: int, requests: int, rounds: int = 4, granian: bool = False) -> list[str]:
+def reference(
+    nodes: int,
+    pods: int,
+    requests: int,
+    rounds: int = 4,
+    granian: bool = False,
+    baseline: Path | None = None,
+) -> list[str]:
     """Ours and goref over one snapshot, the same bodies, in alternating rounds: latency and server CPU.
 
     ``granian``: also our app under granian (``ours-granian``), the side-by-side of another WSGI server.
+    ``baseline``: also ``extender serve`` from another checkout (``baseline``; a git worktree of an earlier
+    commit), for a before/after in one run.
     """
     lines = []
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
@@ -764,6 +774,11 @@ def reference(nodes: int, pods: int, requests: int, rounds: int = 4, granian: bo
         servers = {"ours": (port, process.pid), "goref": stack.enter_context(goref_serve(snapshot, workdir))}
         if granian:
             servers["ours-granian"] = stack.enter_context(granian_serve(snapshot, workdir))
+        if baseline is not None:
+            (workdir / "baseline").mkdir()
+            serving = extender_serve(["--snapshot", str(snapshot)], workdir / "baseline", 900, root=baseline)
+            port, process, _ = stack.enter_context(serving)
+            servers["baseline"] = (port, process.pid)
         lines.append(
             f"{nodes} nodes, {pods} pods. ours: `extender serve --snapshot` (gunicorn, 1 gthread "
             "worker x 8); "
@@ -773,6 +788,7 @@ def reference(nodes: int, pods: int, requests: int, rounds: int = 4, granian: bo
                 if granian
                 else ""
             )
+            + (f"; baseline: `extender serve --snapshot` from {baseline}" if baseline else "")
             + f". {rounds} alternating rounds per row, one kept-alive connection per server, "
             "the same bodies. "
             "Per server: client round trip p50 / p99 ms, server CPU ms per call; ratio: to goref (p50, CPU)."
@@ -870,6 +886,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="reference: also serve our app under granian (pip install granian), beside gunicorn",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="CHECKOUT",
+        help="reference: also `extender serve` from this checkout (a git worktree of an earlier commit)",
+    )
     args = parser.parse_args(argv)
     sections = args.sections or ["latency", "events", "rss"]
     unknown = set(sections) - {"latency", "events", "rss", "reference", "profile"}
@@ -889,7 +911,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif section == "rss":
             result = rss(args.rss_nodes, args.rss_pods)
         elif section == "reference":
-            result = reference(args.nodes, args.pods, args.requests, granian=args.granian)
+            result = reference(
+                args.nodes, args.pods, args.requests, granian=args.granian, baseline=args.baseline
+            )
         else:
             profile_verbs(args.nodes, args.pods)
             continue
