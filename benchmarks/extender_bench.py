@@ -349,18 +349,8 @@ def latency(nodes: int, pods: int, requests: int) -> list[str]:
                     samples = [sorted(rng.sample(names, count)) for _ in range(16)]
                     bodies = [json.dumps({"Pod": pod, "NodeNames": s}).encode() for s in samples]
                     n = requests if count <= 500 else max(200, requests // 4)
-                    times = []
-                    for k in range(n + 50):
-                        body = bodies[k % len(bodies)]
-                        start = time.perf_counter()
-                        conn.request("POST", f"/{verb}", body, {"Content-Type": "application/json"})
-                        response = conn.getresponse()
-                        payload = response.read()
-                        elapsed = time.perf_counter() - start
-                        if response.status != 200:
-                            raise RuntimeError(f"{verb}: HTTP {response.status}: {payload[:200]!r}")
-                        if k >= 50:
-                            times.append(elapsed * 1000)
+                    timed_calls(conn, verb, bodies, 50)  # warm-up
+                    times, payload = timed_calls(conn, verb, bodies, n)
                     answer = json.loads(payload)
                     passed = len(answer.get("NodeNames") or []) if verb == "filter" else len(answer)
                     lines.append(
@@ -679,67 +669,55 @@ def rss(nodes: int, pods: int) -> list[str]:
 # ------------------------------------------------------------------ reference
 
 
-def goref_serve(snapshot: Path, workdir: Path) -> contextlib.AbstractContextManager[tuple[int, int]]:
+@contextlib.contextmanager
+def goref_serve(snapshot: Path, workdir: Path) -> Iterator[tuple[int, int]]:
     """benchmarks/goref over the same snapshot (built by tests/e2e/build.sh): (port, pid)."""
     from tests.e2e.harness import default_bin_dir
 
     binary = default_bin_dir() / "goref"
     if not binary.is_file():
         raise SystemExit(f"{binary} is missing: run tests/e2e/build.sh (it builds benchmarks/goref)")
-
-    @contextlib.contextmanager
-    def serving() -> Iterator[tuple[int, int]]:
-        port = free_port()
-        log = (workdir / "goref.log").open("wb")
-        command = [str(binary), "--snapshot", str(snapshot), "--port", str(port), "--resource", RES]
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_ready(port, process, 300, path="/healthz")
-            yield port, process.pid
-        finally:
-            stop(process)
-            log.close()
-
-    return serving()
+    port = free_port()
+    log = (workdir / "goref.log").open("wb")
+    command = [str(binary), "--snapshot", str(snapshot), "--port", str(port), "--resource", RES]
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(port, process, 300, path="/healthz")
+        yield port, process.pid
+    finally:
+        stop(process)
+        log.close()
 
 
-def granian_serve(snapshot: Path, workdir: Path) -> contextlib.AbstractContextManager[tuple[int, int]]:
-    """Our app under granian (1 worker, 8 blocking threads, as our gunicorn has): (port, pid)."""
-    return _wsgi_serve(snapshot, workdir, ["granian", "--interface", "wsgi", "--workers", "1",
-                                           "--blocking-threads", "8"], "app")  # fmt: skip
+@contextlib.contextmanager
+def granian_serve(snapshot: Path, workdir: Path) -> Iterator[tuple[int, int]]:
+    """Our app (benchmarks/extender_wsgi.py) under granian, 1 worker x 8 blocking threads as our gunicorn
+    has: (port, pid)."""
+    port = free_port()
+    config = workdir / "config.yaml"
+    config.write_text(CONFIG)
+    environment = {**os.environ, "CONFIDENTIAL_PODS_SNAPSHOT": str(snapshot),
+                   "CONFIDENTIAL_PODS_CONFIG": str(config), "PYTHONPATH": str(ROOT)}  # fmt: skip
+    command = [sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", "1",
+               "--blocking-threads", "8", "--host", "127.0.0.1", "--port", str(port),
+               "benchmarks.extender_wsgi:app"]  # fmt: skip
+    log = (workdir / "granian.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
+    try:
+        wait_ready(port, process, 900)
+        yield port, process.pid
+    finally:
+        stop(process)
+        log.close()
 
 
-def _wsgi_serve(
-    snapshot: Path, workdir: Path, server: list[str], target: str
-) -> contextlib.AbstractContextManager[tuple[int, int]]:
-    @contextlib.contextmanager
-    def serving() -> Iterator[tuple[int, int]]:
-        port = free_port()
-        config = workdir / "config.yaml"
-        config.write_text(CONFIG)
-        environment = {**os.environ, "CONFIDENTIAL_PODS_SNAPSHOT": str(snapshot),
-                       "CONFIDENTIAL_PODS_CONFIG": str(config), "PYTHONPATH": str(ROOT)}  # fmt: skip
-        bind = (
-            ["--bind", f"127.0.0.1:{port}"]
-            if server[0] == "gunicorn"
-            else ["--host", "127.0.0.1", "--port", str(port)]
-        )
-        command = [sys.executable, "-m", *server, *bind, f"benchmarks.extender_wsgi:{target}"]
-        log = (workdir / f"{server[0]}-{target}.log").open("wb")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=environment)
-        try:
-            wait_ready(port, process, 900)
-            yield port, process.pid
-        finally:
-            stop(process)
-            log.close()
-
-    return serving()
-
-
-def timed_calls(conn: http.client.HTTPConnection, verb: str, bodies: list[bytes], n: int) -> list[float]:
-    """``n`` POSTs to ``/verb`` back to back on one kept-alive connection: each round trip, ms."""
+def timed_calls(
+    conn: http.client.HTTPConnection, verb: str, bodies: list[bytes], n: int
+) -> tuple[list[float], bytes]:
+    """``n`` POSTs to ``/verb`` back to back on one kept-alive connection, cycling through ``bodies``: each
+    round trip in ms, and the last answer."""
     times = []
+    payload = b""
     for k in range(n):
         start = time.perf_counter()
         conn.request("POST", f"/{verb}", bodies[k % len(bodies)], {"Content-Type": "application/json"})
@@ -748,7 +726,7 @@ def timed_calls(conn: http.client.HTTPConnection, verb: str, bodies: list[bytes]
         times.append((time.perf_counter() - start) * 1000)
         if response.status != 200:
             raise RuntimeError(f"{verb}: HTTP {response.status}: {payload[:200]!r}")
-    return times
+    return times, payload
 
 
 def reference(
@@ -814,7 +792,7 @@ def reference(
                 for _ in range(rounds):
                     for who, (_, pid) in servers.items():
                         before = server_cpu_seconds(pid)
-                        times[who] += timed_calls(conns[who], verb, bodies, n // rounds)
+                        times[who] += timed_calls(conns[who], verb, bodies, n // rounds)[0]
                         cpu[who] += server_cpu_seconds(pid) - before
                 p50 = {who: percentile(t, 0.5) for who, t in times.items()}
                 per_call = {who: cpu[who] * 1000 / len(times[who]) for who in servers}

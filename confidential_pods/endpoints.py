@@ -31,9 +31,14 @@ _CHUNK = 64 * 1024
 ErrorPayload = Callable[[str, int], dict[str, Any]]
 
 
+def json_text(payload: Any) -> str:
+    """Compact JSON text, as every answer of both servers is written."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
 def json_response(payload: Any, status: int = 200) -> Response:
     """Compact JSON, ``application/json``."""
-    return Response(json.dumps(payload, separators=(",", ":")), status=status, mimetype="application/json")
+    return Response(json_text(payload), status=status, mimetype="application/json")
 
 
 def read_body() -> bytes:

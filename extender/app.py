@@ -12,7 +12,6 @@ probes, metrics) goes through flask as before, so errors keep one shape.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -23,7 +22,7 @@ from flask import Blueprint, Flask, Response
 from werkzeug.exceptions import ClientDisconnected, InternalServerError
 from werkzeug.http import HTTP_STATUS_CODES
 
-from confidential_pods.endpoints import handle_http_errors, json_response, probes, read_body
+from confidential_pods.endpoints import handle_http_errors, json_response, json_text, probes, read_body
 from confidential_pods.quantities import format_bytes
 from confidential_pods.settings import Settings
 from extender.binding import Binder, PendingPods
@@ -116,18 +115,13 @@ def _responder(route: Route, verbs: Verbs, ready: Callable[[], bool], metrics: E
             arguments = route.parse(body)
         except MalformedRequest as exc:
             metrics.observe(route.verb, "malformed", time.perf_counter() - started)
-            return 400, _json_text({"Error": str(exc)})
+            return 400, json_text({"Error": str(exc)})
         answer = route.answer(verbs, arguments) if ready() else Verbs.not_ready(route.verb)
-        text = answer.body if isinstance(answer.body, str) else _json_text(answer.body)
+        text = answer.body if isinstance(answer.body, str) else json_text(answer.body)
         metrics.observe(route.verb, answer.outcome, time.perf_counter() - started)
         return answer.status, text
 
     return respond
-
-
-def _json_text(payload: Any) -> str:
-    """Compact JSON, as ``json_response`` writes it."""
-    return json.dumps(payload, separators=(",", ":"))
 
 
 def _view(respond: Responder) -> Callable[[], Response]:
@@ -163,12 +157,12 @@ class VerbsFirst:
         body = environ["wsgi.input"].read(size) if size else b""
         try:
             if len(body) < size:  # the client went away mid-body, as werkzeug would say
-                status, text = 400, _json_text({"Error": ClientDisconnected.description})
+                status, text = 400, json_text({"Error": ClientDisconnected.description})
             else:
                 status, text = respond(body)
         except Exception:  # as flask answers an unhandled exception: logged, 500 in the app's error shape
             logger.exception("exception on %s [POST]", environ.get("PATH_INFO"))
-            status, text = 500, _json_text({"Error": InternalServerError.description})
+            status, text = 500, json_text({"Error": InternalServerError.description})
         data = text.encode()
         start_response(
             f"{status} {HTTP_STATUS_CODES[status].upper()}",  # as werkzeug writes it

@@ -214,8 +214,7 @@ def delete_pod(kube: Kube, namespace: str, name: str) -> None:
 
 def delete_pods(kube: Kube, namespace: str) -> None:
     """Delete every pod of ``namespace`` at once (grace period 0) and check none is left."""
-    body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
-    kube.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", body=body)
+    kube.delete(f"/api/v1/namespaces/{namespace}/pods", grace_period_seconds=0)  # the whole collection
     left = [p["metadata"]["name"] for p in kube.get(f"/api/v1/namespaces/{namespace}/pods")["items"]]
     if left:
         raise AssertionError(f"pods of {namespace} still stored after their deletion: {left}")
