@@ -1,6 +1,6 @@
 """Scheduler extender: verb latency, watch throughput and memory, against the real pieces.
 
-* **latency** — ``confidential-pods extender serve --snapshot`` (gunicorn, one gthread worker, exactly
+* **latency** — ``confidential-pods extender serve --snapshot`` (gunicorn, one ``connection`` worker, exactly
   as shipped) over a snapshot of 5,000 nodes and 50,000 pods holding EPC; ``/filter`` and
   ``/prioritize`` with ``NodeNames`` (nodeCacheCapable) of 500 nodes (what kube-scheduler sends at
   5,000 nodes with the default percentageOfNodesToScore) and of all 5,000; one kept-alive
@@ -23,9 +23,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import itertools
 import json
 import multiprocessing
 import os
+import queue
 import random
 import subprocess
 import sys
@@ -49,6 +51,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 RES = "alibabacloud.com/sgx_epc_MiB"
 CONFIG = "profile: alibaba\n"
+
+#: What the apiserver answers a Binding it created.
+BINDING_CREATED = b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":201}'
+#: EPC of each pod of the cycle section, and of each of its nodes (room for every server's pods), MiB.
+CYCLE_EPC_MIB = 1
+CYCLE_NODE_EPC_MIB = 4096
 
 # ------------------------------------------------------------------ objects
 
@@ -214,9 +222,9 @@ def pending_pod(epc_mib: int = 16) -> dict[str, Any]:
     return pod
 
 
-def realistic_node(name: str, uid: str) -> dict[str, Any]:
+def realistic_node(name: str, uid: str, epc_mib: int = 64) -> dict[str, Any]:
     """A Node as the apiserver lists it (the tests' ``scheduler_json.node``), with 64 MiB of EPC."""
-    node = sj.node(name, 64)
+    node = sj.node(name, epc_mib)
     node["metadata"].update({"uid": uid, "resourceVersion": "7"})
     node["spec"]["providerID"] = f"cn-hangzhou.i-{name}"
     return node
@@ -336,7 +344,7 @@ def latency(nodes: int, pods: int, requests: int) -> list[str]:
             ready_after,
         ):
             lines.append(
-                f"served: `extender serve --snapshot` (gunicorn, 1 gthread worker), "
+                f"served: `extender serve --snapshot` (gunicorn, 1 connection worker), "
                 f"{nodes} nodes, {pods} pods; "
                 f"snapshot {size:.1f} MB JSON loaded and ready after {ready_after:.1f} s"
             )
@@ -376,7 +384,14 @@ def latency(nodes: int, pods: int, requests: int) -> list[str]:
 
 
 def fake_apiserver(
-    port: int, nodes: int, pods: int, watch_events: int, ready: Any, gone_after: Any, pod_watches: Any
+    port: int,
+    nodes: int,
+    pods: int,
+    watch_events: int,
+    ready: Any,
+    gone_after: Any,
+    pod_watches: Any,
+    node_epc_mib: int = 64,
 ) -> None:
     """List pages generated on the fly from templates; the first pod watch streams ``watch_events``.
 
@@ -388,9 +403,13 @@ def fake_apiserver(
     template page by page and streams 100,000 events as fast as the socket takes them, in its own process
     so that none of its CPU counts against the process measured. It shares the tests' Status and event
     line (tests/fakecluster.py)."""
-    node_tmpl = _template(realistic_node("@@NAME@@", "@@UID@@"), {"name": "@@NAME@@", "uid": "@@UID@@"})
+    node = realistic_node("@@NAME@@", "@@UID@@", node_epc_mib)
+    node_tmpl = _template(node, {"name": "@@NAME@@", "uid": "@@UID@@"})
     tmpl = pod_template()
     streamed = threading.Event()
+    watchers: list[queue.SimpleQueue[bytes]] = []  # open pod watches, fed by bindings (cycle)
+    watchers_lock = threading.Lock()
+    bound_rv = itertools.count(10_000_000)
 
     def node_json(i: int) -> str:
         return node_tmpl % {"name": f"node-{i:05d}", "uid": f"0000-node-{i:08d}"}
@@ -435,6 +454,7 @@ def fake_apiserver(
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # as Go's net/http: headers and body are written apart
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -467,6 +487,14 @@ def fake_apiserver(
                     self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(line), line))
                     self.wfile.flush()
                     return
+            if kind == "pods" and not watch_events:  # bindings become MODIFIED events, as they happen
+                lines: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+                with watchers_lock:
+                    watchers.append(lines)
+                while True:
+                    line = lines.get()
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                    self.wfile.flush()
             if kind == "pods" and watch_events and not streamed.is_set():
                 streamed.set()
                 buffer = bytearray()
@@ -479,6 +507,31 @@ def fake_apiserver(
                 self.wfile.flush()
             time.sleep(3600)
 
+        def do_POST(self) -> None:
+            """A pod's Binding (/api/v1/namespaces/NS/pods/NAME/binding): 201, and the bound pod as a
+            MODIFIED event on every open pod watch."""
+            binding = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            _, _, _, _, namespace, _, name, _ = urlsplit(self.path).path.split("/")
+            values = {
+                "node": binding["target"]["name"],
+                "name": name,
+                "uid": cycle_uid(name),
+                "ns": namespace,
+                "rv": next(bound_rv),
+                "epc": CYCLE_EPC_MIB,
+                "phase": "Pending",
+            }
+            line = b'{"type":"MODIFIED","object":%s}\n' % (tmpl % values).encode()
+            with watchers_lock:
+                for lines in watchers:
+                    lines.put(line)
+            body = BINDING_CREATED
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     ready.set()
@@ -487,7 +540,12 @@ def fake_apiserver(
 
 @contextlib.contextmanager
 def fake_apiserver_process(
-    nodes: int, pods: int, watch_events: int = 0, gone_after: Any = None, pod_watches: Any = None
+    nodes: int,
+    pods: int,
+    watch_events: int = 0,
+    gone_after: Any = None,
+    pod_watches: Any = None,
+    node_epc_mib: int = 64,
 ) -> Iterator[int]:
     port = free_port()
     ctx = multiprocessing.get_context("fork")
@@ -495,7 +553,7 @@ def fake_apiserver_process(
     pod_watches = pod_watches if pod_watches is not None else ctx.Value("i", 0)
     process = ctx.Process(
         target=fake_apiserver,
-        args=(port, nodes, pods, watch_events, ready, gone_after, pod_watches),
+        args=(port, nodes, pods, watch_events, ready, gone_after, pod_watches, node_epc_mib),
         daemon=True,
     )
     process.start()
@@ -758,7 +816,7 @@ def reference(
             port, process, _ = stack.enter_context(serving)
             servers["baseline"] = (port, process.pid)
         lines.append(
-            f"{nodes} nodes, {pods} pods. ours: `extender serve --snapshot` (gunicorn, 1 gthread "
+            f"{nodes} nodes, {pods} pods. ours: `extender serve --snapshot` (gunicorn, 1 connection "
             "worker x 8); "
             f"goref: benchmarks/goref (net/http, encoding/json, GOMAXPROCS {os.cpu_count()})"
             + (
@@ -808,6 +866,121 @@ def reference(
     return lines
 
 
+# ------------------------------------------------------------------ cycle
+
+
+def cycle_uid(name: str) -> str:
+    return f"uid-{name}"
+
+
+def cycle_requests(who: str, i: int, names: list[str]) -> tuple[bytes, dict[str, str]]:
+    """Pod ``i`` of server ``who``: the filter/prioritize body kube-scheduler sends, and the bind's fields."""
+    pod = pending_pod(CYCLE_EPC_MIB)
+    name = f"cycle-{who}-{i:06d}"
+    pod["metadata"].update({"name": name, "namespace": "team-0", "uid": cycle_uid(name)})
+    start = i % len(names)  # kube-scheduler's rotating start index
+    body = json.dumps({"Pod": pod, "NodeNames": names[start:] + names[:start]}).encode()
+    return body, {"PodName": name, "PodNamespace": "team-0", "PodUID": cycle_uid(name)}
+
+
+def one_cycle(verbs: http.client.HTTPConnection, binds: http.client.HTTPConnection,
+              body: bytes, bind: dict[str, str]) -> list[float]:  # fmt: skip
+    """filter, prioritize and bind of one pod, as kube-scheduler calls them (binds on their own
+    connection); each round trip in ms."""
+    times = []
+    answers = []
+    for conn, path, payload in ((verbs, "/filter", body), (verbs, "/prioritize", body)):
+        start = time.perf_counter()
+        answers.append(fetch_json(conn, path, payload))
+        times.append((time.perf_counter() - start) * 1000)
+    node = answers[0]["NodeNames"][0]
+    start = time.perf_counter()
+    answer = fetch_json(binds, "/bind", json.dumps(bind | {"Node": node}).encode())
+    times.append((time.perf_counter() - start) * 1000)
+    if answer.get("Error"):
+        raise RuntimeError(f"bind: {answer['Error']}")
+    return times
+
+
+def fetch_json(conn: http.client.HTTPConnection, path: str, body: bytes) -> Any:
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    payload = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"{path}: HTTP {response.status}: {payload[:200]!r}")
+    return json.loads(payload)
+
+
+def cycle(nodes: int, pods: int, rounds: int = 4, baseline: Path | None = None) -> list[str]:
+    """kube-scheduler's calls for each pod (filter and prioritize over every node, then bind) against
+    ``extender serve --kubeconfig`` with each worker class, beside each other against one fake apiserver
+    that answers the Bindings and sends each bound pod as a MODIFIED event: the extender's CPU per
+    scheduled pod, with nothing else on the machine's two cores but the client and the fake apiserver."""
+    from confidential_pods.serving import WORKER_CLASSES
+
+    classes = [name for name in WORKER_CLASSES if name != "sync"]
+    lines = []
+    with (
+        fake_apiserver_process(nodes, 0, node_epc_mib=CYCLE_NODE_EPC_MIB) as api_port,
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        workdir = Path(tmp)
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"http://127.0.0.1:{api_port}", token="bench")
+        servers = {}
+        for name in classes:
+            (workdir / name).mkdir()
+            args = ["--kubeconfig", str(kubeconfig), "--worker-class", name]
+            port, process, _ = stack.enter_context(extender_serve(args, workdir / name, 300))
+            servers[name] = (port, process.pid)
+        if baseline is not None:
+            (workdir / "baseline").mkdir()
+            args = ["--kubeconfig", str(kubeconfig)]
+            port, process, _ = stack.enter_context(
+                extender_serve(args, workdir / "baseline", 300, root=baseline)
+            )
+            servers["baseline"] = (port, process.pid)
+        names = [f"node-{i:05d}" for i in range(nodes)]
+        conns = {
+            who: tuple(http.client.HTTPConnection("127.0.0.1", p, timeout=30) for _ in range(2))
+            for who, (p, _) in servers.items()
+        }
+        per_round = pods // rounds
+        times: dict[str, list[list[float]]] = {who: [] for who in servers}
+        cpu = dict.fromkeys(servers, 0.0)
+        for who in servers:  # warm-up
+            for i in range(50):
+                one_cycle(*conns[who], *cycle_requests(f"{who}-warm", i, names))
+        for r in range(rounds):
+            for who, (_, pid) in servers.items():
+                requests = [cycle_requests(who, r * per_round + i, names) for i in range(per_round)]
+                before = server_cpu_seconds(pid)
+                times[who] += [one_cycle(*conns[who], body, bind) for body, bind in requests]
+                time.sleep(0.3)  # the last bound pods' events
+                cpu[who] += server_cpu_seconds(pid) - before
+        lines.append(
+            f"{nodes} nodes, {per_round * rounds} pods per server in {rounds} alternating rounds, "
+            f"{CYCLE_EPC_MIB} MiB of EPC each; per pod: /filter and /prioritize over all {nodes} names on "
+            "one kept-alive connection, /bind on another (kube-scheduler's pattern); the fake apiserver "
+            "answers each Binding and sends the bound pod as a MODIFIED event. Extender CPU per pod "
+            "(gunicorn master and worker) and round trip p50 ms per verb:"
+        )
+        lines.append("| extender | CPU per pod ms | filter p50 | prioritize p50 | bind p50 |")
+        lines.append("|---|---|---|---|---|")
+        for who, samples in times.items():
+            per_verb = [percentile([t[k] for t in samples], 0.5) for k in range(3)]
+            label = f"`--worker-class {who}`" if who != "baseline" else f"baseline ({baseline})"
+            lines.append(
+                f"| {label} | {cpu[who] * 1000 / len(samples):.2f} | "
+                + " | ".join(f"{t:.2f}" for t in per_verb)
+                + " |"
+            )
+        for pair in conns.values():
+            for conn in pair:
+                conn.close()
+    return lines
+
+
 # ------------------------------------------------------------------ profile
 
 
@@ -848,7 +1021,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sections",
         nargs="*",
         metavar="SECTION",
-        help="latency, events, rss, reference (ours against benchmarks/goref), profile "
+        help="latency, events, rss, reference (ours against benchmarks/goref), cycle (CPU per scheduled "
+        "pod, per worker class), profile "
         "(default: the first three)",
     )
     parser.add_argument("--nodes", type=int, default=5000)
@@ -859,6 +1033,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--requests", type=int, default=2000, help="requests per verb at 500 names (1/4 at all names)"
     )
     parser.add_argument("--events", type=int, default=100000)
+    parser.add_argument("--cycle-nodes", type=int, default=100, help="cycle: nodes (default 100)")
+    parser.add_argument("--cycle-pods", type=int, default=2000, help="cycle: pods per server (default 2000)")
     parser.add_argument(
         "--granian",
         action="store_true",
@@ -868,11 +1044,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--baseline",
         type=Path,
         metavar="CHECKOUT",
-        help="reference: also `extender serve` from this checkout (a git worktree of an earlier commit)",
+        help="reference, cycle: also `extender serve` from this checkout (a git worktree of an earlier "
+        "commit)",
     )
     args = parser.parse_args(argv)
     sections = args.sections or ["latency", "events", "rss"]
-    unknown = set(sections) - {"latency", "events", "rss", "reference", "profile"}
+    unknown = set(sections) - {"latency", "events", "rss", "reference", "cycle", "profile"}
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     print(
@@ -892,6 +1069,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = reference(
                 args.nodes, args.pods, args.requests, granian=args.granian, baseline=args.baseline
             )
+        elif section == "cycle":
+            result = cycle(args.cycle_nodes, args.cycle_pods, baseline=args.baseline)
         else:
             profile_verbs(args.nodes, args.pods)
             continue

@@ -66,7 +66,16 @@ def add_serving_options(
             "--workers", type=int, default=workers, help=f"worker processes (default {workers})"
         )
     per = "per worker" if workers is not None else "of the single worker"
-    serve.add_argument("--threads", type=int, default=threads, help=f"threads {per} (default {threads})")
+    serve.add_argument(
+        "--threads", type=int, default=threads, help=f"requests answered at once {per} (default {threads})"
+    )
+    serve.add_argument(
+        "--worker-class",
+        choices=("connection", "gthread"),
+        default="connection",
+        help="connection: a thread per connection, which answers its requests itself; gthread: gunicorn's "
+        "threaded worker, kept-alive connections parked in a poller (default connection)",
+    )
     add_config_option(serve)
     https = "" if tls_required else " to serve HTTPS"
     serve.add_argument(
@@ -83,7 +92,7 @@ def add_serving_options(
 
 def serving_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of ``serve()`` that :func:`add_serving_options` declared."""
-    names = ("host", "port", "workers", "threads", "cert", "key", "drain_seconds")
+    names = ("host", "port", "workers", "threads", "worker_class", "cert", "key", "drain_seconds")
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 

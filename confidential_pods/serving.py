@@ -3,9 +3,10 @@
 Both ``webhook serve`` and ``extender serve`` run through :func:`run`:
 
 * **gunicorn configured in code** (:class:`Server`): no gunicorn config file or command line is read.
-  ``gthread`` workers: threads per process, keep-alive connections parked in a poller, the shape that
-  keeps the apiserver's and kube-scheduler's HTTP/1.1 connections open (Go's idle timeout is 90 s;
-  ours is :data:`KEEPALIVE_SECONDS`, longer, so the client always closes first).
+  ``connection`` workers (:mod:`confidential_pods.worker`): a thread per kept-alive connection, which
+  answers its requests itself, for the apiserver's and kube-scheduler's long-lived HTTP/1.1
+  connections (Go's idle timeout is 90 s; ours is :data:`KEEPALIVE_SECONDS`, longer, so the client
+  always closes first).
 * **TLS that follows the files** (:class:`~confidential_pods.tlscontext.ReloadingContext`): gunicorn asks
   the ``ssl_context`` server hook for a context for every accepted connection; the hook answers the
   current pair, re-read when it changes on disk, the last good pair kept. TLS 1.2+ only.
@@ -51,8 +52,14 @@ logger = logging.getLogger(__name__)
 KEEPALIVE_SECONDS = 95
 #: Seconds workers get to finish requests after SIGTERM (below Kubernetes' default 30 s grace).
 GRACEFUL_TIMEOUT_SECONDS = 20
-#: Worker classes accepted. ``sync`` exists for comparison in benchmarks only.
-WORKER_CLASSES = ("gthread", "sync")
+#: Worker classes accepted, by name: gunicorn's class for each. ``connection`` (the default) gives each
+#: connection its own thread (:mod:`confidential_pods.worker`); ``gthread`` is gunicorn's threaded worker;
+#: ``sync`` exists for comparison in benchmarks only.
+WORKER_CLASSES = {
+    "connection": "confidential_pods.worker.ConnectionWorker",
+    "gthread": "gthread",
+    "sync": "sync",
+}
 
 #: Builds the WSGI app; its argument is the readiness the drain turns off (``/readyz``).
 AppFactory = Callable[[Callable[[], bool]], Any]
@@ -66,7 +73,7 @@ class Serving:
     bind: list[str]
     workers: int = 1
     threads: int = 4
-    worker_class: str = "gthread"
+    worker_class: str = "connection"
     drain_seconds: float = 0.0
     cert: str | None = None
     key: str | None = None
@@ -134,10 +141,17 @@ def options(serving: Serving, tls: ReloadingContext | None, multiproc_dir: str |
     settings: dict[str, Any] = {
         "bind": serving.bind,
         "reuse_port": serving.reuse_port,
-        "worker_class": serving.worker_class,
+        "worker_class": WORKER_CLASSES[serving.worker_class],
         "workers": serving.workers,
         "threads": serving.threads,
         "keepalive": KEEPALIVE_SECONDS,
+        # Nothing sits in front of either server (the apiserver and kube-scheduler connect directly), so
+        # no peer's proxy headers are honoured: neither the scheme headers nor SCRIPT_NAME/PATH_INFO. With
+        # nothing to trust, gunicorn need not work out per request whether the peer may be trusted (an
+        # address parse per request; gunicorn's default trusts 127.0.0.1 with both).
+        "secure_scheme_headers": {},
+        "forwarder_headers": "",
+        "forwarded_allow_ips": "*",
         "graceful_timeout": GRACEFUL_TIMEOUT_SECONDS,
         "preload_app": True,
         "control_socket_disable": True,

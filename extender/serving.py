@@ -1,12 +1,13 @@
 """``confidential-pods extender serve``: the extender app under the shared serving layer, one worker.
 
-**One worker process.** The EPC ledger, its reservations and the watch that feeds it live in the
-memory of one process. With several worker processes each would hold its own ledger: a bind would
-reserve EPC in one worker while the next filter, answered by another, would not see it, and every
-worker would run its own list+watch against the API server. So gunicorn runs exactly one ``gthread``
-worker; its threads answer requests concurrently and share the ledger under its lock. The answers
-are small in-memory computations (see docs/extender.md for the measured latencies), so one process
-keeps up with kube-scheduler, which calls the extender once per verb per scheduling cycle.
+**One worker process.** The EPC ledger, its reservations and the watch that feeds it live in the memory
+of one process. With several worker processes each would hold its own ledger: a bind would reserve EPC
+in one worker while the next filter, answered by another, would not see it, and every worker would run
+its own list+watch against the API server. So gunicorn runs exactly one worker (``connection``, a thread
+per connection: :mod:`confidential_pods.worker`); its threads answer requests concurrently and share the
+ledger under its lock. The answers are small in-memory computations (see docs/extender.md for the
+measured latencies), so one process keeps up with kube-scheduler, which calls the extender once per verb
+per scheduling cycle.
 
 **Feed.** ``--snapshot F`` fills the ledger from a file and binds in memory. Otherwise the ledger is
 fed by :class:`extender.watching.LedgerFeed` (list then watch of nodes and assigned pods) from
@@ -155,6 +156,7 @@ def serve(
     port: int,
     threads: int,
     cert: str | None,
+    worker_class: str = "connection",
     key: str | None,
     max_body: int | None = None,
     drain_seconds: float = 0.0,
@@ -166,7 +168,14 @@ def serve(
     Prometheus can scrape the extender while its verbs stay on localhost.
     """
     spec = serving.Serving(
-        name="extender", bind=[], workers=1, threads=threads, drain_seconds=drain_seconds, cert=cert, key=key
+        name="extender",
+        bind=[],
+        workers=1,
+        threads=threads,
+        worker_class=worker_class,
+        drain_seconds=drain_seconds,
+        cert=cert,
+        key=key,
     )
     try:
         serving.check_sizing(spec)
@@ -184,11 +193,12 @@ def serve(
             hooks = _with_metrics_server(hooks, MetricsServer(metrics_address, backend.metrics))
         spec = replace(spec, bind=[f"fd://{bind_listener(host, port).detach()}"], hooks=hooks)
         logger.info(
-            "extender serving %s on %s://%s:%d (1 worker x %d threads), profile %s, scoring %s",
+            "extender serving %s on %s://%s:%d (1 %s worker x %d threads), profile %s, scoring %s",
             backend.description,
             "https" if tls else "http",
             host,
             port,
+            worker_class,
             threads,
             settings.profile.name,
             settings.scoring_strategy,

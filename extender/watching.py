@@ -368,8 +368,8 @@ def _abort(response: Any) -> None:
             sock = getattr(getattr(response, "connection", None), "sock", None)
             if sock is not None:
                 sock.shutdown(socket.SHUT_RDWR)
-    except (OSError, RuntimeError):
-        pass  # already closed or released by its reader
+    except (OSError, RuntimeError, ValueError):
+        pass  # closed (ValueError: urllib3's close() drops the shutdown) or released by its reader
 
 
 def _close(response: Any) -> None:

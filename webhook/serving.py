@@ -42,7 +42,7 @@ def serve(
     port: int,
     workers: int,
     threads: int,
-    worker_class: str = "gthread",
+    worker_class: str = "connection",
     drain_seconds: float = 0.0,
     kubeconfig: str | None = None,
     namespace_lookup: bool = True,

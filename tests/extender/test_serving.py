@@ -147,6 +147,18 @@ def test_scheduling_cycle_over_one_keep_alive_connection(served: Served) -> None
         conn.close()
 
 
+def test_no_peer_may_set_proxy_headers(served: Served) -> None:
+    """gunicorn's defaults trust a local peer's scheme headers (conflicting ones: 400) and SCRIPT_NAME;
+    ours trust nobody's, so they change nothing."""
+    conn = served.connection()
+    headers = {"Content-Type": "application/json", "X-Forwarded-Proto": "https", "X-Forwarded-Ssl": "off",
+               "Script-Name": "/elsewhere"}  # fmt: skip
+    conn.request("POST", "/filter", json.dumps(sj.args_with_names(sj.pod(epc_mib=8), ["sgx-a"])), headers)
+    response = conn.getresponse()
+    assert (response.status, json.loads(response.read())["NodeNames"]) == (200, ["sgx-a"])
+    conn.close()
+
+
 def test_certificate_expiry_is_exported_when_serving_tls(served: Served) -> None:
     conn = served.connection()
     try:
@@ -356,3 +368,19 @@ def test_drain_period_fails_readiness_but_keeps_answering_verbs(tmp_path: Path) 
     assert served.process.wait(timeout=30) == 0
     log = served.log.read_text()
     assert "/readyz now fails; serving 3.0 s more before stopping" in log and "Traceback" not in log
+
+
+@pytest.mark.parametrize("worker_class", ["connection", "gthread"])
+def test_either_worker_class_serves_the_verbs(tmp_path: Path, worker_class: str) -> None:
+    served = start(["--snapshot", str(cluster_file(tmp_path)), "--worker-class", worker_class], tmp_path)
+    conn = served.connection()
+    try:
+        for _ in range(3):  # one kept-alive connection
+            status, filtered = served.call(
+                conn, "POST", "/filter", sj.args_with_names(sj.pod(epc_mib=8), ["sgx-a", "plain"])
+            )
+            assert (status, filtered["NodeNames"]) == (200, ["sgx-a"])
+    finally:
+        conn.close()
+        assert stop(served) == 0, served.log.read_text()
+    assert f"(1 {worker_class} worker x 4 threads)" in served.log.read_text()

@@ -31,7 +31,7 @@ from extender.watchevents import (
     replace_nodes,
     replace_pods,
 )
-from extender.watching import ASSIGNED_PODS, LedgerFeed
+from extender.watching import ASSIGNED_PODS, LedgerFeed, _abort
 from tests.e2e import processes
 from tests.fakeapi import FakeApiServer, serving
 
@@ -674,3 +674,16 @@ def test_raw_json_lines_are_what_the_feed_reads() -> None:
     for event in [*NODE_STREAM, *POD_STREAM, GONE_EVENT]:
         line = json.dumps(event)
         assert "\n" not in line and json.loads(line) == event
+
+
+def test_stopping_a_watch_its_reader_just_closed_is_quiet() -> None:
+    """stop() lists the open watches, then shuts each down; its reader may close one in between. urllib3's
+    close() forgets the socket's shutdown, and shutdown() then raised ValueError out of stop() (seen once
+    in a full test run)."""
+    import io
+
+    from urllib3.response import HTTPResponse
+
+    response = HTTPResponse(body=io.BytesIO(b'{"type":"ADDED"}\n'), preload_content=False)
+    response.close()
+    _abort(response)  # no exception
