@@ -884,9 +884,9 @@ def cycle_requests(who: str, i: int, names: list[str]) -> tuple[bytes, dict[str,
 
 
 def one_cycle(verbs: http.client.HTTPConnection, binds: http.client.HTTPConnection,
-              body: bytes, bind: dict[str, str]) -> list[float]:  # fmt: skip
+              body: bytes, bind: dict[str, str], fresh_bind: bool = False) -> list[float]:  # fmt: skip
     """filter, prioritize and bind of one pod, as kube-scheduler calls them (binds on their own
-    connection); each round trip in ms."""
+    connection; ``fresh_bind``: a new one for each bind); each round trip in ms."""
     times = []
     answers = []
     for conn, path, payload in ((verbs, "/filter", body), (verbs, "/prioritize", body)):
@@ -897,6 +897,8 @@ def one_cycle(verbs: http.client.HTTPConnection, binds: http.client.HTTPConnecti
     start = time.perf_counter()
     answer = fetch_json(binds, "/bind", json.dumps(bind | {"Node": node}).encode())
     times.append((time.perf_counter() - start) * 1000)
+    if fresh_bind:
+        binds.close()  # http.client connects again for the next one
     if answer.get("Error"):
         raise RuntimeError(f"bind: {answer['Error']}")
     return times
@@ -911,7 +913,9 @@ def fetch_json(conn: http.client.HTTPConnection, path: str, body: bytes) -> Any:
     return json.loads(payload)
 
 
-def cycle(nodes: int, pods: int, rounds: int = 4, baseline: Path | None = None) -> list[str]:
+def cycle(
+    nodes: int, pods: int, rounds: int = 4, baseline: Path | None = None, fresh_binds: bool = False
+) -> list[str]:
     """kube-scheduler's calls for each pod (filter and prioritize over every node, then bind) against
     ``extender serve --kubeconfig`` with each worker class, beside each other against one fake apiserver
     that answers the Bindings and sends each bound pod as a MODIFIED event: the extender's CPU per
@@ -955,13 +959,15 @@ def cycle(nodes: int, pods: int, rounds: int = 4, baseline: Path | None = None) 
             for who, (_, pid) in servers.items():
                 requests = [cycle_requests(who, r * per_round + i, names) for i in range(per_round)]
                 before = server_cpu_seconds(pid)
-                times[who] += [one_cycle(*conns[who], body, bind) for body, bind in requests]
+                times[who] += [one_cycle(*conns[who], body, bind, fresh_binds) for body, bind in requests]
                 time.sleep(0.3)  # the last bound pods' events
                 cpu[who] += server_cpu_seconds(pid) - before
         lines.append(
             f"{nodes} nodes, {per_round * rounds} pods per server in {rounds} alternating rounds, "
             f"{CYCLE_EPC_MIB} MiB of EPC each; per pod: /filter and /prioritize over all {nodes} names on "
-            "one kept-alive connection, /bind on another (kube-scheduler's pattern); the fake apiserver "
+            "one kept-alive connection, /bind on another"
+            + (" opened for each bind" if fresh_binds else "")
+            + " (kube-scheduler's pattern); the fake apiserver "
             "answers each Binding and sends the bound pod as a MODIFIED event. Extender CPU per pod "
             "(gunicorn master and worker) and round trip p50 ms per verb:"
         )
@@ -1036,6 +1042,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cycle-nodes", type=int, default=100, help="cycle: nodes (default 100)")
     parser.add_argument("--cycle-pods", type=int, default=2000, help="cycle: pods per server (default 2000)")
     parser.add_argument(
+        "--fresh-binds",
+        action="store_true",
+        help="cycle: each bind on a new connection (kube-scheduler's extender transport keeps 2 idle "
+        "connections, so with more binds in flight most open one)",
+    )
+    parser.add_argument(
         "--granian",
         action="store_true",
         help="reference: also serve our app under granian (pip install granian), beside gunicorn",
@@ -1070,7 +1082,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.nodes, args.pods, args.requests, granian=args.granian, baseline=args.baseline
             )
         elif section == "cycle":
-            result = cycle(args.cycle_nodes, args.cycle_pods, baseline=args.baseline)
+            result = cycle(
+                args.cycle_nodes, args.cycle_pods, baseline=args.baseline, fresh_binds=args.fresh_binds
+            )
         else:
             profile_verbs(args.nodes, args.pods)
             continue

@@ -15,10 +15,16 @@ hook, access logs and server hooks.
   kept-alive connections hold no slot, only a parked thread. ``worker_connections`` bounds the
   connections: at the bound the worker stops accepting until one closes (the kernel's backlog holds
   the rest).
-* **Timeouts.** Between requests a connection stays open ``keepalive`` seconds. Once a request starts
-  (TLS handshake included), every read and write must progress within :data:`REQUEST_TIMEOUT_SECONDS`,
-  or the connection closes: a client that stalls cannot hold a thread longer than that per step (the
-  request line and headers are bounded by gunicorn's limits).
+* **Timeouts.** Between requests a connection stays open ``keepalive`` seconds (a new one waits at
+  least :data:`REQUEST_TIMEOUT_SECONDS` for its first request). Once a request starts (TLS handshake
+  included), every read and write must progress within :data:`REQUEST_TIMEOUT_SECONDS`, and the whole
+  request (line, headers, body) must arrive within :data:`REQUEST_DEADLINE_SECONDS`, or the connection
+  closes. A body with a Content-Length of at most :data:`PREREAD_BYTES` is read before the request
+  takes a slot, so a client trickling its body holds a thread but no slot (the bytes so read are
+  bounded per worker by :data:`PREREAD_BUDGET_BYTES`; past it, the app reads the body in its slot).
+* **Closing.** After an answer, a connection closes gracefully (gunicorn's ``close_graceful``: FIN,
+  then a short drain), so request bytes left unread do not make the kernel reset it and cut off the
+  end of the answer; a client that stalled or went away is closed at once.
 * **Stop** (SIGTERM, as with gthread): the worker stops accepting; requests in flight finish; an idle
   connection stays at most :data:`STOP_KEEPALIVE_LINGER` seconds for a request its client may already
   be sending, answered with ``Connection: close``; the worker exits when every connection is closed or
@@ -31,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import selectors
 import socket
@@ -47,6 +54,13 @@ from gunicorn.workers import base
 
 #: Seconds each read or write of a started request may take (TLS handshake included).
 REQUEST_TIMEOUT_SECONDS = 10.0
+#: Seconds a whole request (request line, headers, body) may take to arrive: the longest the apiserver
+#: waits for a webhook, and kube-scheduler's default for an extender.
+REQUEST_DEADLINE_SECONDS = 30.0
+#: Bodies up to this Content-Length are read before the request takes a slot.
+PREREAD_BYTES = 1024 * 1024
+#: At most this many bytes of such bodies are held at once per worker.
+PREREAD_BUDGET_BYTES = 32 * 1024 * 1024
 #: Seconds an idle connection stays open once the worker is stopping (gthread's figure).
 STOP_KEEPALIVE_LINGER = 2.0
 #: How often an idle connection's thread looks at the worker's state (stop), seconds.
@@ -58,12 +72,15 @@ _GONE = (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN)
 class ConnectionWorker(base.Worker):  # type: ignore[misc]
     """One thread per connection; see the module's documentation."""
 
+    alive: bool  # gunicorn's: False once the worker is stopping
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._open = 0
         self._changed = threading.Condition()
         self._slots = threading.BoundedSemaphore(self.cfg.threads)
         self._stopped_at: float | None = None
+        self._preread = 0  # bytes of bodies read ahead, under _changed
 
     # ------------------------------------------------------------------ main thread
 
@@ -77,6 +94,7 @@ class ConnectionWorker(base.Worker):  # type: ignore[misc]
             self.notify()
             if self.ppid != os.getppid():
                 self.log.info("Parent changed, shutting down: %s", self)
+                self.alive = False  # answers in the linger announce the close
                 break
             if self._open >= self.worker_connections:
                 with self._changed:
@@ -117,7 +135,7 @@ class ConnectionWorker(base.Worker):  # type: ignore[misc]
             thread.start()
         except RuntimeError:  # no thread to be had: refuse this one connection, keep serving the others
             self.log.error("no thread for a connection from %s; closed", address)
-            self._closed(client)
+            self._closed(client, graceful=False)
 
     def _stop(self, selector: selectors.BaseSelector) -> None:
         self._stopped_at = time.monotonic()
@@ -138,52 +156,94 @@ class ConnectionWorker(base.Worker):  # type: ignore[misc]
     def _connection(self, client: socket.socket, address: Any, server: Any) -> None:
         conn = client
         req = None
+        graceful = False
         try:
             if self.cfg.is_ssl:
                 conn = gsock.ssl_wrap_socket(client, self.cfg)
                 if not self.cfg.do_handshake_on_connect:
                     conn.do_handshake()
-            parser = http.get_parser(self.cfg, conn, address)
+            reads = _Reads(conn)
+            parser = http.get_parser(self.cfg, reads, address)
             idle = selectors.DefaultSelector()
             idle.register(conn, selectors.EVENT_READ)
             try:
-                while self._request_arrives(conn, parser, idle):
+                wait = max(self.cfg.keepalive, REQUEST_TIMEOUT_SECONDS)  # for the first request
+                while self._request_arrives(conn, parser, idle, wait):
+                    reads.deadline = time.monotonic() + REQUEST_DEADLINE_SECONDS
                     req = next(parser)
-                    with self._slots:
-                        keep = self._answer(req, conn, address, server)
-                    if not keep or not parser.finish_body(
-                        deadline=time.monotonic() + REQUEST_TIMEOUT_SECONDS
-                    ):
+                    graceful = True
+                    body = self._read_ahead(req)
+                    try:
+                        with self._slots:
+                            keep = self._answer(req, conn, address, server, body)
+                    finally:
+                        self._release(len(body) if body is not None else 0)
+                    drain_by = time.monotonic() + REQUEST_TIMEOUT_SECONDS
+                    if not keep or not parser.finish_body(deadline=drain_by):
                         break
                     req = None
+                    wait = self.cfg.keepalive
             finally:
                 idle.close()
         except StopIteration:
             pass
         except http.errors.NoMoreData as exc:
             self.log.debug("Ignored premature client disconnection. %s", exc)
+            graceful = False
         except TimeoutError:
             self.log.debug("Closing a connection from %s that stalled mid-request", address)
+            graceful = False
         except ssl.SSLError as exc:
+            graceful = False
             if exc.args[0] == ssl.SSL_ERROR_EOF or req is None:
                 self.log.debug("TLS connection from %s ended: %s", address, exc)
             else:
                 self.handle_error(req, conn, address, exc)
         except OSError as exc:
+            graceful = False
             if exc.errno in _GONE:
                 self.log.debug("Client %s went away: %s", address, exc)
             else:
                 self.log.exception("Socket error processing request.")
         except Exception as exc:
+            graceful = True  # an error answer (400 for a malformed request, 500) was written
             self.handle_error(req, conn, address, exc)
         finally:
-            self._closed(conn)
+            self._closed(conn, graceful)
 
-    def _request_arrives(self, conn: socket.socket, parser: Any, idle: selectors.BaseSelector) -> bool:
+    def _read_ahead(self, req: Any) -> bytes | None:
+        """The body of ``req`` when it has a small Content-Length and the budget allows, read now."""
+        if getattr(req, "_expected_100_continue", False):
+            return None  # the client sends its body once told to continue, which the app's read does
+        length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), None)
+        if length is None or not length.isdigit() or not 0 < int(length) <= PREREAD_BYTES:
+            return None
+        size = int(length)
+        with self._changed:
+            if self._preread + size > PREREAD_BUDGET_BYTES:
+                return None
+            self._preread += size
+        try:
+            data = req.body.read(size)
+            if len(data) != size:  # the client closed mid-body
+                raise http.errors.NoMoreData(data)
+        except BaseException:
+            self._release(size)
+            raise
+        return bytes(data)
+
+    def _release(self, size: int) -> None:
+        if size:
+            with self._changed:
+                self._preread -= size
+
+    def _request_arrives(
+        self, conn: socket.socket, parser: Any, idle: selectors.BaseSelector, wait: float
+    ) -> bool:
         """Wait, idle, until the client sends its next request: False once the connection should close."""
         if parser.unreader.buf.getvalue() or (isinstance(conn, ssl.SSLSocket) and conn.pending()):
             return True  # already read ahead
-        deadline = time.monotonic() + self.cfg.keepalive
+        deadline = time.monotonic() + wait
         while True:
             if self._stopped_at is not None:
                 deadline = min(deadline, self._stopped_at + STOP_KEEPALIVE_LINGER)
@@ -195,7 +255,7 @@ class ConnectionWorker(base.Worker):  # type: ignore[misc]
             if idle.select(min(remaining, IDLE_SLICE_SECONDS)):
                 return True
 
-    def _answer(self, req: Any, conn: socket.socket, client: Any, server: Any) -> bool:
+    def _answer(self, req: Any, conn: socket.socket, client: Any, server: Any, body: bytes | None) -> bool:
         """One request through the app (gthread's ``handle_request``); True when the connection stays open."""
         environ: dict[str, Any] = {}
         resp = None
@@ -204,6 +264,8 @@ class ConnectionWorker(base.Worker):  # type: ignore[misc]
             request_start = datetime.now()
             resp, environ = wsgi.create(req, conn, client, server, self.cfg)
             environ["wsgi.multithread"] = True
+            if body is not None:
+                environ["wsgi.input"] = io.BytesIO(body)
             self.nr += 1
             if self.nr >= self.max_requests and self.alive:
                 self.log.info("Autorestarting worker after current request.")
@@ -234,8 +296,11 @@ class ConnectionWorker(base.Worker):  # type: ignore[misc]
             except Exception:
                 self.log.exception("Exception in post_request hook")
 
-    def _closed(self, conn: socket.socket) -> None:
-        util.close(conn)
+    def _closed(self, conn: socket.socket, graceful: bool) -> None:
+        if graceful:
+            util.close_graceful(conn)
+        else:
+            util.close(conn)
         with self._changed:
             self._open -= 1
             self._changed.notify_all()
@@ -245,3 +310,25 @@ def _drain(fd: int) -> None:
     """Empty the wake-up pipe (one read: it only ever holds a few bytes, and it is non-blocking)."""
     with contextlib.suppress(OSError):
         os.read(fd, 4096)
+
+
+class _Reads:
+    """The connection as gunicorn's parser reads it: each ``recv`` within :data:`REQUEST_TIMEOUT_SECONDS`
+    and before the current request's ``deadline``."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.deadline = float("inf")
+
+    def recv(self, size: int) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.sock.settimeout(min(REQUEST_TIMEOUT_SECONDS, remaining))
+        return self.sock.recv(size)
+
+    def gettimeout(self) -> float | None:
+        return self.sock.gettimeout()
+
+    def settimeout(self, value: float | None) -> None:
+        self.sock.settimeout(value)

@@ -3,6 +3,7 @@ requests-at-once bound, the timeouts, the connection cap and the stop, with shor
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -222,3 +223,87 @@ def test_stop_finishes_what_is_in_flight_then_closes_idle_connections(
     assert idle.sock.recv(1) == b""  # the idle one closed after the linger
     stopping.join(10)
     assert not server.thread.is_alive() and server.worker._open == 0
+
+
+def test_unread_request_bytes_do_not_cut_off_the_answer(
+    serve: Callable[..., Running], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer that closes the connection while request bytes are still unread: a plain close makes
+    the kernel reset the connection and drop the answer's unsent tail; the worker closes gracefully."""
+    monkeypatch.setattr(worker_module, "PREREAD_BYTES", 0)  # the app, not the worker, reads the body
+    big = 3_000_000
+
+    def refuse(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", str(big)), ("Connection", "close")])
+        return [b"y" * big]
+
+    server = serve(refuse)
+    for _ in range(2):
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n")
+        time.sleep(0.1)
+        client.sendall(b"x" * 100_000)  # never read by the app
+        time.sleep(0.5)  # a slow reader: the answer is not all sent when the worker closes
+        received = b""
+        while chunk := client.recv(65536):
+            received += chunk
+        client.close()
+        assert received.startswith(b"HTTP/1.1 200 ") and received.endswith(b"y" * 1000)
+        assert len(received.partition(b"\r\n\r\n")[2]) == big
+
+
+def test_without_keepalive_each_connection_is_answered_once(serve: Callable[..., Running]) -> None:
+    server = serve(keepalive=0)
+    assert get(server.connection()) == (200, b"hello", "close")
+
+
+def test_a_body_trickling_in_holds_no_slot(
+    serve: Callable[..., Running], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "REQUEST_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(worker_module, "REQUEST_DEADLINE_SECONDS", 3.0)
+    server = serve(threads=1)
+    slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    stop = threading.Event()
+
+    def trickle() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                slow.sendall(b"x")  # each byte within the per-read timeout
+                time.sleep(0.2)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    time.sleep(0.3)
+    other = server.connection()
+    other.timeout = 2
+    assert get(other)[0] == 200  # the one slot is free: the trickling body is read before taking it
+    started = time.monotonic()
+    assert slow.recv(1024) == b""  # and the trickler is cut off at the request deadline
+    assert time.monotonic() - started < 5
+    stop.set()
+    slow.close()
+
+
+def test_after_the_parent_died_answers_announce_the_close(serve: Callable[..., Running]) -> None:
+    server = serve()
+    conn = server.connection()
+    assert get(conn)[0] == 200
+    server.worker.ppid = -1  # what a changed os.getppid() looks like to the worker
+    time.sleep(1.5)  # the main loop has noticed; kept-alive connections linger 2 s
+    assert get(conn) == (200, b"hello", "close")
+
+
+def test_a_client_expecting_100_continue_gets_it_before_sending_its_body(
+    serve: Callable[..., Running],
+) -> None:
+    server = serve()
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    assert client.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"  # not read ahead: it waits for this
+    client.sendall(b"abc")
+    answer = b""
+    while not answer.endswith(b"helloabc") and (chunk := client.recv(4096)):
+        answer += chunk  # headers and body may come in two segments
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"helloabc")
+    client.close()
