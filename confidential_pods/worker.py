@@ -170,6 +170,7 @@ class ConnectionWorker(base.Worker):  # type: ignore[misc]
                 wait = max(self.cfg.keepalive, REQUEST_TIMEOUT_SECONDS)  # for the first request
                 while self._request_arrives(conn, parser, idle, wait):
                     reads.deadline = time.monotonic() + REQUEST_DEADLINE_SECONDS
+                    conn.settimeout(REQUEST_TIMEOUT_SECONDS)
                     req = next(parser)
                     graceful = True
                     body = self._read_ahead(req)
@@ -324,7 +325,8 @@ class _Reads:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the request did not arrive in time")
-        self.sock.settimeout(min(REQUEST_TIMEOUT_SECONDS, remaining))
+        if remaining < REQUEST_TIMEOUT_SECONDS:  # else the socket's own timeout, set per request
+            self.sock.settimeout(remaining)
         return self.sock.recv(size)
 
     def gettimeout(self) -> float | None:
