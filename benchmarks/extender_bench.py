@@ -778,13 +778,19 @@ def timed_calls(
     payload = b""
     for k in range(n):
         start = time.perf_counter()
-        conn.request("POST", f"/{verb}", bodies[k % len(bodies)], {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        payload = response.read()
+        payload = post(conn, f"/{verb}", bodies[k % len(bodies)])
         times.append((time.perf_counter() - start) * 1000)
-        if response.status != 200:
-            raise RuntimeError(f"{verb}: HTTP {response.status}: {payload[:200]!r}")
     return times, payload
+
+
+def post(conn: http.client.HTTPConnection, path: str, body: bytes) -> bytes:
+    """POST JSON ``body`` on a kept-alive connection: the answer, which must be a 200."""
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    payload = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"{path}: HTTP {response.status}: {payload[:200]!r}")
+    return payload
 
 
 def reference(
@@ -891,26 +897,17 @@ def one_cycle(verbs: http.client.HTTPConnection, binds: http.client.HTTPConnecti
     answers = []
     for conn, path, payload in ((verbs, "/filter", body), (verbs, "/prioritize", body)):
         start = time.perf_counter()
-        answers.append(fetch_json(conn, path, payload))
+        answers.append(json.loads(post(conn, path, payload)))
         times.append((time.perf_counter() - start) * 1000)
     node = answers[0]["NodeNames"][0]
     start = time.perf_counter()
-    answer = fetch_json(binds, "/bind", json.dumps(bind | {"Node": node}).encode())
+    answer = json.loads(post(binds, "/bind", json.dumps(bind | {"Node": node}).encode()))
     times.append((time.perf_counter() - start) * 1000)
     if fresh_bind:
         binds.close()  # http.client connects again for the next one
     if answer.get("Error"):
         raise RuntimeError(f"bind: {answer['Error']}")
     return times
-
-
-def fetch_json(conn: http.client.HTTPConnection, path: str, body: bytes) -> Any:
-    conn.request("POST", path, body, {"Content-Type": "application/json"})
-    response = conn.getresponse()
-    payload = response.read()
-    if response.status != 200:
-        raise RuntimeError(f"{path}: HTTP {response.status}: {payload[:200]!r}")
-    return json.loads(payload)
 
 
 def cycle(

@@ -50,6 +50,7 @@ from typing import Any
 from gunicorn import http, util
 from gunicorn import sock as gsock
 from gunicorn.http import wsgi
+from gunicorn.http.body import LengthReader
 from gunicorn.workers import base
 
 #: Seconds each read or write of a started request may take (TLS handshake included).
@@ -216,10 +217,11 @@ class ConnectionWorker(base.Worker):  # type: ignore[misc]
         """The body of ``req`` when it has a small Content-Length and the budget allows, read now."""
         if getattr(req, "_expected_100_continue", False):
             return None  # the client sends its body once told to continue, which the app's read does
-        length = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), None)
-        if length is None or not length.isdigit() or not 0 < int(length) <= PREREAD_BYTES:
+        if not isinstance(req.body.reader, LengthReader):  # chunked
             return None
-        size = int(length)
+        size = req.body.reader.length  # gunicorn's parse of Content-Length (0 without one)
+        if not 0 < size <= PREREAD_BYTES:
+            return None
         with self._changed:
             if self._preread + size > PREREAD_BUDGET_BYTES:
                 return None
