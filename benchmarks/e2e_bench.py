@@ -42,7 +42,9 @@ import math
 import os
 import re
 import shutil
+import signal
 import ssl
+import subprocess
 import sys
 import tempfile
 import threading
@@ -442,6 +444,8 @@ class HeldPhase(Measured):
 
     start_s: float = math.nan
     first_bound_s: float = math.nan
+    #: Requests the apiserver served during the phase, by ``VERB resource[/subresource]``.
+    apiserver_requests: dict[str, float] = field(default_factory=dict)
 
     @property
     def pods_per_s(self) -> float:
@@ -467,6 +471,8 @@ def run_held_phase(
         raise RuntimeError(f"{name}: {len(errors)} creates failed, first: {errors[0]}")
     watch = BindWatch(api, bench.kube, namespace, expected=len(bodies))
     time.sleep(2)  # the watch is open and every pod is stored and Pending
+    profile = Perf.start(bench.args.perf, name) if bench.args.perf else None
+    requests_before = apiserver_requests(bench)
     cpu_before = cpu_snapshot(processes)
     begin = time.monotonic()
     process = start()
@@ -474,12 +480,68 @@ def run_held_phase(
     processes[scheduler] = process.popen.pid
     watch.wait(BIND_TIMEOUT)
     phase.cpu_s = cpu_used(processes, cpu_before)
+    after = apiserver_requests(bench)
+    phase.apiserver_requests = {
+        key: after[key] - requests_before.get(key, 0.0)
+        for key in sorted(after)
+        if after[key] > requests_before.get(key, 0.0)
+    }
+    if profile is not None:
+        profile.stop()
     times = sorted(t - begin for t in watch.bound.values())
     phase.bound = len(times)
     if times:
         phase.first_bound_s, phase.last_bound_s = times[0], times[-1]
     phase.loadavg_after = load_average()
     return phase
+
+
+def apiserver_requests(bench: Bench) -> dict[str, float]:
+    """``apiserver_request_total`` summed by verb and resource (with subresource), from /metrics."""
+    counts: dict[str, float] = {}
+    for (name, labels), value in scrape(bench, "apiserver").items():
+        if name != "apiserver_request_total":
+            continue
+        label = dict(labels)
+        resource = label.get("resource", "")
+        if label.get("subresource"):
+            resource += f"/{label['subresource']}"
+        key = f"{label.get('verb', '')} {resource or label.get('component', '?')}"
+        counts[key] = counts.get(key, 0.0) + value
+    return counts
+
+
+@dataclass
+class Perf:
+    """``perf record`` of the whole machine (every process, kernel included) through one phase."""
+
+    popen: subprocess.Popen[bytes]
+    data: Path
+
+    @classmethod
+    def start(cls, directory: Path, phase: str) -> Perf:
+        directory.mkdir(parents=True, exist_ok=True)
+        data = directory / (re.sub(r"[^a-z0-9]+", "-", phase.lower()).strip("-") + ".perf.data")
+        args = ("perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-a", "-g", "-o", str(data))
+        popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # perf has opened its events
+        if popen.poll() is not None:
+            error = popen.stderr.read().decode(errors="replace") if popen.stderr else ""
+            raise RuntimeError(f"perf record failed: {error}")
+        return cls(popen, data)
+
+    def stop(self) -> None:
+        """End the recording and write the share of each process beside the data (``perf report``)."""
+        self.popen.send_signal(signal.SIGINT)
+        self.popen.wait(timeout=60)
+        report = subprocess.run(
+            ("perf", "report", "-i", str(self.data), "--stdio", "--no-children", "--sort=comm", "-g", "none"),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        self.data.with_suffix(".comm.txt").write_text(report.stdout)
+        say(f"perf: {self.data} ({self.data.with_suffix('.comm.txt').name}: share per process)")
 
 
 def delete_all(api: ApiServer, kube: Kube, namespace: str, threads: int) -> None:
@@ -560,7 +622,7 @@ class Bench:
             "etcd": plane.etcd.process.popen.pid if plane.etcd else 0,
             "confidential-scheduler": installation.scheduler.popen.pid,
             "default-scheduler": default_scheduler.popen.pid,
-            "extender (gunicorn)": extender.popen.pid if extender else 0,
+            EXTENDER: extender.popen.pid if extender else 0,
             "webhook (gunicorn)": webhook.popen.pid if webhook else 0,
         }
         kube = plane.api.admin_client()
@@ -782,6 +844,7 @@ def figures(
         "ratio_with_over_without": a.phase.pods_per_s / b.phase.pods_per_s,
         "scheduling_only": [{**asdict(p), "pods_per_s": p.pods_per_s} for p in (c, d)],
         "scheduling_only_ratio": c.pods_per_s / d.pods_per_s,
+        "cpu_budget": cpu_budget(c, d),
         "webhook_admission_apiserver": histogram_delta(a.apiserver, ADMISSION, {"name": WEBHOOK_NAME}),
         "pod_create_apiserver": {
             "with extender": histogram_delta(a.apiserver, REQUESTS, POD_CREATE),
@@ -803,6 +866,36 @@ def figures(
     return document
 
 
+#: The extender's process in :attr:`Bench.processes`.
+EXTENDER = "extender (gunicorn)"
+
+
+def cpu_budget(c: HeldPhase, d: HeldPhase) -> dict[str, float]:
+    """The scheduling-only ratio as the machine's CPU predicts it, and what it would be with a free extender.
+
+    When both phases keep every core busy (``cores_busy`` near the machine's CPU count), pods/s is the
+    cores over the CPU all processes spend per pod, so the ratio c ÷ d is about d's CPU per pod over c's.
+    ``bound_free_extender`` leaves the extender's own CPU out of phase c: the ratio no extender could beat on
+    this machine, whatever it costs, while kube-scheduler, the apiserver and etcd do what they do for it.
+    """
+    total_c, total_d = sum(c.cpu_s.values()), sum(d.cpu_s.values())
+    without_extender = total_c - c.cpu_s.get(EXTENDER, 0.0)
+
+    def busy(phase: HeldPhase, total: float) -> float:
+        return total / phase.last_bound_s if phase.last_bound_s > 0 else math.nan
+
+    per_pod_c, per_pod_d = total_c / c.pods, total_d / d.pods
+    free = without_extender / c.pods
+    return {
+        "cpu_ms_per_pod_c": per_pod_c * 1000,
+        "cpu_ms_per_pod_d": per_pod_d * 1000,
+        "cores_busy_c": busy(c, total_c),
+        "cores_busy_d": busy(d, total_d),
+        "predicted_ratio": per_pod_d / per_pod_c if per_pod_c else math.nan,
+        "bound_free_extender": per_pod_d / free if free else math.nan,
+    }
+
+
 #: The goals of the performance work (docs/performance.md), by ratio: (goal, "min" or "max").
 GOALS = {
     "end_to_end": (0.8, "min"),
@@ -819,7 +912,7 @@ def ratios(document: Mapping[str, Any], c: HeldPhase, d: HeldPhase) -> dict[str,
     binding = document["binding_apiserver"]["with extender"]["p50_ms"]
     handler = document["webhook_review_own"]["p50_ms"]
     observed = document["webhook_admission_apiserver"]["p50_ms"]
-    extender_cpu = c.cpu_s.get("extender (gunicorn)", math.nan) / c.pods
+    extender_cpu = c.cpu_s.get(EXTENDER, math.nan) / c.pods
     default_cpu = d.cpu_s.get("default-scheduler", math.nan) / d.pods
     return {
         "end_to_end": document["ratio_with_over_without"],
@@ -861,6 +954,18 @@ def report(result: Mapping[str, Any]) -> None:
             + (f"  ({p['bound']}/{p['pods']} bound)" if p["bound"] < p["pods"] else "")
         )
     print(f"scheduling-only ratio with/without: {result['scheduling_only_ratio']:.2f} (goal >= 0.8)")
+    budget = result["cpu_budget"]
+    print(
+        f"  CPU of all processes per pod: c {budget['cpu_ms_per_pod_c']:.2f} ms, "
+        f"d {budget['cpu_ms_per_pod_d']:.2f} ms (cores busy {budget['cores_busy_c']:.2f} / "
+        f"{budget['cores_busy_d']:.2f}); ratio d/c {budget['predicted_ratio']:.2f}, "
+        f"{budget['bound_free_extender']:.2f} with the extender's CPU left out"
+    )
+    for p in result["scheduling_only"]:
+        print(
+            f"  apiserver requests, {p['name']}: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in p["apiserver_requests"].items() if v >= p["pods"] / 10)
+        )
 
     def line(label: str, s: Mapping[str, float]) -> None:
         print(
@@ -920,6 +1025,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--in-tree-scoring",
         action="store_true",
         help="confidential-scheduler without the prioritize verb: NodeResourcesFit scores EPC itself",
+    )
+    parser.add_argument(
+        "--perf",
+        type=Path,
+        metavar="DIR",
+        help="record phases c and d with `perf record -a -g` (the whole machine) into DIR, with each "
+        "process's share beside each recording; needs perf and the right to use it",
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs also on success")

@@ -9,9 +9,14 @@ as raw JSON (``_preload_content=False``); pods are never round-tripped through t
 from __future__ import annotations
 
 import json
+import math
 import os
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
@@ -66,22 +71,63 @@ class RawApi:
     """Requests of a known shape sent straight through the client's own connection pool (its TLS, proxy
     and credentials, the token re-read as the client re-reads it), past the generated client's argument
     validation and serialization: the extender's ``/bind`` spent most of its CPU there (docs/performance.md).
+
+    Two more costs of the generated path are left out. The credentials are asked of the client at most
+    once per :data:`AUTH_REFRESH_SECONDS`: its refresh hook (both the kubeconfig and the in-cluster loader
+    install one) re-applies the whole configuration on every call, and setting ``host`` again re-reads the
+    proxy variables from the whole process environment (a pod's environment holds a variable per Service
+    of its namespace). And without a proxy the request goes to the apiserver's own connection pool
+    instead of through the pool manager, which parses the URL and looks the pool up every time.
     """
 
-    def __init__(self, api: client.ApiClient) -> None:
+    #: How long the credentials asked of the client are used before asking again. Tokens rotate in
+    #: minutes (the in-cluster loader re-reads its file every minute, kubelet replaces it well before it
+    #: expires), so a second of reuse never sends an expired one.
+    AUTH_REFRESH_SECONDS = 1.0
+
+    def __init__(self, api: client.ApiClient, clock: Callable[[], float] = time.monotonic) -> None:
         self._configuration = api.configuration
-        self._pool = api.rest_client.pool_manager
+        self._manager = api.rest_client.pool_manager
         self._host = str(api.configuration.host).rstrip("/")
+        self._prefix = urllib3.util.parse_url(self._host).path or ""  # an apiserver behind a path prefix
         self._headers = {"Content-Type": "application/json", "Accept": "application/json",
                          "User-Agent": f"confidential-pods/{__version__}"}  # fmt: skip
+        self._clock = clock
+        self._auth: dict[str, str] = {}
+        self._auth_until = -math.inf
+        self._auth_lock = threading.Lock()
+        self._pool: urllib3.HTTPConnectionPool | None = None
+
+    def _credentials(self) -> dict[str, str]:
+        now = self._clock()
+        with self._auth_lock:
+            if now >= self._auth_until:
+                auth = {}
+                for setting in self._configuration.auth_settings().values():
+                    if setting.get("in") == "header" and setting.get("value"):
+                        auth[str(setting["key"])] = str(setting["value"])
+                self._auth, self._auth_until = auth, now + self.AUTH_REFRESH_SECONDS
+            return self._auth
+
+    def _apiserver_pool(self) -> urllib3.HTTPConnectionPool | None:
+        """The pool of connections to the apiserver itself; None through a proxy (the manager's job)."""
+        if isinstance(self._manager, urllib3.ProxyManager):
+            return None
+        if self._pool is None or self._pool.pool is None:  # first use, or closed by the manager
+            self._pool = self._manager.connection_from_url(self._host)
+        return self._pool
 
     def post(self, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
         """POST ``body`` (JSON) to ``path``; (HTTP status, answer). Network errors raise as urllib3's."""
-        headers = dict(self._headers)
-        for auth in self._configuration.auth_settings().values():
-            if auth.get("in") == "header" and auth.get("value"):
-                headers[str(auth["key"])] = str(auth["value"])
-        response = self._pool.request(
-            "POST", self._host + path, body=body, headers=headers, timeout=timeout, retries=False
-        )
+        headers = self._headers | self._credentials()
+        pool = self._apiserver_pool()
+        if pool is None:
+            response = self._manager.request(
+                "POST", self._host + path, body=body, headers=headers, timeout=timeout, retries=False
+            )
+        else:
+            response = pool.urlopen(
+                "POST", self._prefix + path, body=body, headers=headers, timeout=timeout, retries=False,
+                assert_same_host=False,
+            )  # fmt: skip
         return int(response.status), bytes(response.data)
