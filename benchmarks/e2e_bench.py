@@ -444,6 +444,8 @@ class HeldPhase(Measured):
 
     start_s: float = math.nan
     first_bound_s: float = math.nan
+    #: CPU each process used per second in the 2 s before the scheduler started (nothing to do but watch).
+    idle_cores: dict[str, float] = field(default_factory=dict)
     #: Requests the apiserver served during the phase, by ``VERB resource[/subresource]``.
     apiserver_requests: dict[str, float] = field(default_factory=dict)
 
@@ -470,7 +472,11 @@ def run_held_phase(
     if errors:
         raise RuntimeError(f"{name}: {len(errors)} creates failed, first: {errors[0]}")
     watch = BindWatch(api, bench.kube, namespace, expected=len(bodies))
-    time.sleep(2)  # the watch is open and every pod is stored and Pending
+    time.sleep(1)  # the watch is open and every pod is stored and Pending
+    idle_before, idle_start = cpu_snapshot(processes), time.monotonic()
+    time.sleep(2)
+    idle = cpu_used(processes, idle_before)
+    phase.idle_cores = {name: used / (time.monotonic() - idle_start) for name, used in idle.items()}
     profile = Perf.start(bench.args.perf, name) if bench.args.perf else None
     requests_before = apiserver_requests(bench)
     cpu_before = cpu_snapshot(processes)
@@ -497,7 +503,8 @@ def run_held_phase(
 
 
 def apiserver_requests(bench: Bench) -> dict[str, float]:
-    """``apiserver_request_total`` summed by verb and resource (with subresource), from /metrics."""
+    """``apiserver_request_total`` summed by verb and resource (with subresource) and, unless 2xx, the HTTP
+    code, from /metrics."""
     counts: dict[str, float] = {}
     for (name, labels), value in scrape(bench, "apiserver").items():
         if name != "apiserver_request_total":
@@ -507,6 +514,8 @@ def apiserver_requests(bench: Bench) -> dict[str, float]:
         if label.get("subresource"):
             resource += f"/{label['subresource']}"
         key = f"{label.get('verb', '')} {resource or label.get('component', '?')}"
+        if not label.get("code", "200").startswith("2"):
+            key += f" {label['code']}"
         counts[key] = counts.get(key, 0.0) + value
     return counts
 
@@ -884,11 +893,17 @@ def cpu_budget(c: HeldPhase, d: HeldPhase) -> dict[str, float]:
     def busy(phase: HeldPhase, total: float) -> float:
         return total / phase.last_bound_s if phase.last_bound_s > 0 else math.nan
 
+    def background(phase: HeldPhase) -> float:
+        """ms per pod the processes burn idle anyway (their rate before the start, times the phase)."""
+        return sum(phase.idle_cores.values()) * phase.last_bound_s / phase.pods * 1000
+
     per_pod_c, per_pod_d = total_c / c.pods, total_d / d.pods
     free = without_extender / c.pods
     return {
         "cpu_ms_per_pod_c": per_pod_c * 1000,
         "cpu_ms_per_pod_d": per_pod_d * 1000,
+        "background_ms_per_pod_c": background(c),
+        "background_ms_per_pod_d": background(d),
         "cores_busy_c": busy(c, total_c),
         "cores_busy_d": busy(d, total_d),
         "predicted_ratio": per_pod_d / per_pod_c if per_pod_c else math.nan,
@@ -959,7 +974,8 @@ def report(result: Mapping[str, Any]) -> None:
         f"  CPU of all processes per pod: c {budget['cpu_ms_per_pod_c']:.2f} ms, "
         f"d {budget['cpu_ms_per_pod_d']:.2f} ms (cores busy {budget['cores_busy_c']:.2f} / "
         f"{budget['cores_busy_d']:.2f}); ratio d/c {budget['predicted_ratio']:.2f}, "
-        f"{budget['bound_free_extender']:.2f} with the extender's CPU left out"
+        f"{budget['bound_free_extender']:.2f} with the extender's CPU left out; of it idle background "
+        f"{budget['background_ms_per_pod_c']:.2f} / {budget['background_ms_per_pod_d']:.2f} ms"
     )
     for p in result["scheduling_only"]:
         print(
