@@ -234,6 +234,17 @@ def test_namespaces_are_explicit(built: dict[str, list[Manifest]], name: str) ->
 
 
 @pytest.mark.parametrize("name", INSTALLS)
+def test_servers_get_no_service_link_variables(built: dict[str, list[Manifest]], name: str) -> None:
+    """Neither server reads the variables kubelet adds for every Service of the namespace; without them a
+    pod's environment stays small (the API client re-read it on every request, docs/performance.md)."""
+    deployments = [o for o in built[name] if o["kind"] == "Deployment"]
+    names = {d["metadata"]["name"] for d in deployments}
+    assert names >= {"confidential-pods-webhook", "confidential-scheduler"}
+    for deployment in deployments:
+        assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False, deployment["metadata"]
+
+
+@pytest.mark.parametrize("name", INSTALLS)
 def test_every_container_is_hardened(built: dict[str, list[Manifest]], name: str) -> None:
     """Non-root, read-only root filesystem, no privilege escalation, no capabilities, seccomp,
     requests and a memory limit: the "restricted" Pod Security Standard the namespace enforces."""
