@@ -472,28 +472,30 @@ def run_held_phase(
     if errors:
         raise RuntimeError(f"{name}: {len(errors)} creates failed, first: {errors[0]}")
     watch = BindWatch(api, bench.kube, namespace, expected=len(bodies))
-    time.sleep(1)  # the watch is open and every pod is stored and Pending
+    time.sleep(2)  # the watch is open, every pod is stored and Pending, and the watchers have seen them
     idle_before, idle_start = cpu_snapshot(processes), time.monotonic()
     time.sleep(2)
     idle = cpu_used(processes, idle_before)
     phase.idle_cores = {name: used / (time.monotonic() - idle_start) for name, used in idle.items()}
-    profile = Perf.start(bench.args.perf, name) if bench.args.perf else None
     requests_before = apiserver_requests(bench)
-    cpu_before = cpu_snapshot(processes)
-    begin = time.monotonic()
-    process = start()
-    phase.start_s = time.monotonic() - begin
-    processes[scheduler] = process.popen.pid
-    watch.wait(BIND_TIMEOUT)
-    phase.cpu_s = cpu_used(processes, cpu_before)
+    profile = Perf.start(bench.args.perf, name) if bench.args.perf else None
+    try:
+        cpu_before = cpu_snapshot(processes)
+        begin = time.monotonic()
+        process = start()
+        phase.start_s = time.monotonic() - begin
+        processes[scheduler] = process.popen.pid
+        watch.wait(BIND_TIMEOUT)
+        phase.cpu_s = cpu_used(processes, cpu_before)
+    finally:
+        if profile is not None:
+            profile.stop()
     after = apiserver_requests(bench)
     phase.apiserver_requests = {
         key: after[key] - requests_before.get(key, 0.0)
         for key in sorted(after)
         if after[key] > requests_before.get(key, 0.0)
     }
-    if profile is not None:
-        profile.stop()
     times = sorted(t - begin for t in watch.bound.values())
     phase.bound = len(times)
     if times:
@@ -527,30 +529,46 @@ class Perf:
     popen: subprocess.Popen[bytes]
     data: Path
 
+    @property
+    def log(self) -> Path:
+        return self.data.with_suffix(".log")
+
     @classmethod
     def start(cls, directory: Path, phase: str) -> Perf:
         directory.mkdir(parents=True, exist_ok=True)
         data = directory / (re.sub(r"[^a-z0-9]+", "-", phase.lower()).strip("-") + ".perf.data")
         args = ("perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-a", "-g", "-o", str(data))
-        popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with data.with_suffix(".log").open("wb") as log:
+            popen = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log)
+        profile = cls(popen, data)
         time.sleep(0.5)  # perf has opened its events
         if popen.poll() is not None:
-            error = popen.stderr.read().decode(errors="replace") if popen.stderr else ""
-            raise RuntimeError(f"perf record failed: {error}")
-        return cls(popen, data)
+            raise RuntimeError(f"perf record failed: {profile.log.read_text(errors='replace')[-2000:]}")
+        return profile
 
     def stop(self) -> None:
-        """End the recording and write the share of each process beside the data (``perf report``)."""
+        """End the recording (killed if it does not end within 5 minutes) and write the share of each
+        process beside the data (``perf report``)."""
         self.popen.send_signal(signal.SIGINT)
-        self.popen.wait(timeout=60)
+        try:
+            self.popen.wait(timeout=300)  # perf writes the build ids of what it saw
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+            say(f"perf: killed after 5 minutes; {self.data} is incomplete")
+            return
         report = subprocess.run(
             ("perf", "report", "-i", str(self.data), "--stdio", "--no-children", "--sort=comm", "-g", "none"),
             capture_output=True,
             text=True,
             check=False,
         )
-        self.data.with_suffix(".comm.txt").write_text(report.stdout)
-        say(f"perf: {self.data} ({self.data.with_suffix('.comm.txt').name}: share per process)")
+        shares = self.data.with_suffix(".comm.txt")
+        if report.returncode != 0:
+            say(f"perf: {self.data} recorded; perf report failed: {report.stderr.strip()[-500:]}")
+            return
+        shares.write_text(report.stdout)
+        say(f"perf: {self.data} ({shares.name}: share per process)")
 
 
 def delete_all(api: ApiServer, kube: Kube, namespace: str, threads: int) -> None:

@@ -110,10 +110,11 @@ class RawApi:
             return self._auth
 
     def _apiserver_pool(self) -> urllib3.HTTPConnectionPool | None:
-        """The pool of connections to the apiserver itself; None through a proxy (the manager's job)."""
+        """The manager's pool of connections to the apiserver (the one its own requests use, with its TLS
+        settings); None through an HTTP(S) proxy, where the manager must address the proxy itself."""
         if isinstance(self._manager, urllib3.ProxyManager):
             return None
-        if self._pool is None or self._pool.pool is None:  # first use, or closed by the manager
+        if self._pool is None:
             self._pool = self._manager.connection_from_url(self._host)
         return self._pool
 
