@@ -288,9 +288,27 @@ def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float, path
     raise RuntimeError("server not ready in time")
 
 
+def service_link_variables(services: int) -> dict[str, str]:
+    """The variables kubelet gives a pod for each of ``services`` Services of its namespace (one port each),
+    unless ``enableServiceLinks: false``: what a pod's environment holds in a busy namespace."""
+    variables = {}
+    for i in range(services):
+        name, ip = f"SERVICE_{i:03d}", f"10.96.{i // 250}.{i % 250 + 1}"
+        variables |= {
+            f"{name}_SERVICE_HOST": ip,
+            f"{name}_SERVICE_PORT": "443",
+            f"{name}_PORT": f"tcp://{ip}:443",
+            f"{name}_PORT_443_TCP": f"tcp://{ip}:443",
+            f"{name}_PORT_443_TCP_PROTO": "tcp",
+            f"{name}_PORT_443_TCP_PORT": "443",
+            f"{name}_PORT_443_TCP_ADDR": ip,
+        }
+    return variables
+
+
 @contextlib.contextmanager
 def extender_serve(
-    args: list[str], workdir: Path, timeout: float, root: Path = ROOT
+    args: list[str], workdir: Path, timeout: float, root: Path = ROOT, services: int = 0
 ) -> Iterator[tuple[int, subprocess.Popen[bytes], float]]:
     port = free_port()
     config = workdir / "config.yaml"
@@ -313,7 +331,8 @@ def extender_serve(
         *args,
     ]
     # ``python -m`` imports from the working directory first: ``root`` chooses the checkout that serves.
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    environment = os.environ | service_link_variables(services)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=root, env=environment)
     try:
         ready_after = wait_ready(port, process, timeout)
         yield port, process, ready_after
@@ -911,7 +930,12 @@ def one_cycle(verbs: http.client.HTTPConnection, binds: http.client.HTTPConnecti
 
 
 def cycle(
-    nodes: int, pods: int, rounds: int = 4, baseline: Path | None = None, fresh_binds: bool = False
+    nodes: int,
+    pods: int,
+    rounds: int = 4,
+    baseline: Path | None = None,
+    fresh_binds: bool = False,
+    services: int = 0,
 ) -> list[str]:
     """kube-scheduler's calls for each pod (filter and prioritize over every node, then bind) against
     ``extender serve --kubeconfig`` with each worker class, beside each other against one fake apiserver
@@ -932,13 +956,15 @@ def cycle(
         for name in classes:
             (workdir / name).mkdir()
             args = ["--kubeconfig", str(kubeconfig), "--worker-class", name]
-            port, process, _ = stack.enter_context(extender_serve(args, workdir / name, 300))
+            port, process, _ = stack.enter_context(
+                extender_serve(args, workdir / name, 300, services=services)
+            )
             servers[name] = (port, process.pid)
         if baseline is not None:
             (workdir / "baseline").mkdir()
             args = ["--kubeconfig", str(kubeconfig)]
             port, process, _ = stack.enter_context(
-                extender_serve(args, workdir / "baseline", 300, root=baseline)
+                extender_serve(args, workdir / "baseline", 300, root=baseline, services=services)
             )
             servers["baseline"] = (port, process.pid)
         names = [f"node-{i:05d}" for i in range(nodes)]
@@ -964,7 +990,9 @@ def cycle(
             f"{CYCLE_EPC_MIB} MiB of EPC each; per pod: /filter and /prioritize over all {nodes} names on "
             "one kept-alive connection, /bind on another"
             + (" opened for each bind" if fresh_binds else "")
-            + " (kube-scheduler's pattern); the fake apiserver "
+            + " (kube-scheduler's pattern)"
+            + (f"; each server's environment holds the variables of {services} Services" if services else "")
+            + "; the fake apiserver "
             "answers each Binding and sends the bound pod as a MODIFIED event. Extender CPU per pod "
             "(gunicorn master and worker) and round trip p50 ms per verb:"
         )
@@ -1045,6 +1073,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "connections, so with more binds in flight most open one)",
     )
     parser.add_argument(
+        "--service-variables",
+        type=int,
+        default=0,
+        metavar="N",
+        help="cycle: the servers' environment also holds the service-link variables of N Services (7 each), "
+        "as kubelet gives a pod in a namespace with N Services",
+    )
+    parser.add_argument(
         "--granian",
         action="store_true",
         help="reference: also serve our app under granian (pip install granian), beside gunicorn",
@@ -1080,7 +1116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         elif section == "cycle":
             result = cycle(
-                args.cycle_nodes, args.cycle_pods, baseline=args.baseline, fresh_binds=args.fresh_binds
+                args.cycle_nodes,
+                args.cycle_pods,
+                baseline=args.baseline,
+                fresh_binds=args.fresh_binds,
+                services=args.service_variables,
             )
         else:
             profile_verbs(args.nodes, args.pods)
