@@ -635,10 +635,12 @@ class Bench:
         def adjust(config: dict[str, Any]) -> None:
             if not args.as_shipped:
                 config["clientConnection"] = {**config.get("clientConnection", {}), **connection}
-            if args.in_tree_scoring:
+            if args.in_tree_scoring or args.filter_only:
                 in_tree_scoring(config, installation.profile.epc_resource)
+            if args.filter_only:
+                filter_only(config)
 
-        if not args.as_shipped or args.in_tree_scoring:
+        if not args.as_shipped or args.in_tree_scoring or args.filter_only:
             installation.scheduler.stop()
             installation.adjust_scheduler_config = adjust
             installation.start_scheduler()
@@ -686,6 +688,18 @@ def in_tree_scoring(config: dict[str, Any], resource: str) -> None:
             fits = [{"name": "NodeResourcesFit", "args": {}}]
             plugin_config.append(fits[0])
         fits[0].setdefault("args", {})["scoringStrategy"] = strategy
+
+
+def filter_only(config: dict[str, Any]) -> None:
+    """A measurement, not a configuration the project offers: no bind verb either, kube-scheduler binds, and
+    NodeResourcesFit counts EPC in every profile (no ``ignoredResources``), so that its cache, which holds the
+    binds it has in flight, keeps two pods from the same EPC; the extender answers ``/filter`` alone."""
+    for extender in config.get("extenders", []):
+        extender.pop("bindVerb", None)
+    for profile in config.get("profiles", []):
+        for plugin in profile.get("pluginConfig", []):
+            if plugin.get("name") == "NodeResourcesFit":
+                plugin.get("args", {}).pop("ignoredResources", None)
 
 
 def prepare_cluster(bench: Bench) -> tuple[JSON, dict[str, str]]:
@@ -862,7 +876,12 @@ def figures(
             if args.as_shipped
             else f"both qps {args.scheduler_qps:g}, burst {2 * args.scheduler_qps:g}"
         ),
-        "scoring": "in-tree (NodeResourcesFit, no prioritize verb)" if args.in_tree_scoring else "extender",
+        "scoring": "in-tree (NodeResourcesFit, no prioritize verb)"
+        if args.in_tree_scoring or args.filter_only
+        else "extender",
+        "binding": "kube-scheduler (no bind verb; NodeResourcesFit counts EPC)"
+        if args.filter_only
+        else "extender",
         "node_allocatable": allocatable,
         "phases": [
             {**asdict(p), "pods_per_s": p.pods_per_s, "creates_per_s": p.creates_per_s}
@@ -1037,7 +1056,10 @@ def report(result: Mapping[str, Any]) -> None:
     c, d = (p["cpu_s"] for p in result["scheduling_only"])
     for name in a:
         print(f"  {name:<24}" + "".join(f"{x.get(name, 0.0):>8.1f}" for x in (a, b, c, d)))
-    print(f"schedulers' API clients: {result['schedulers_client']}; EPC scoring: {result['scoring']}")
+    print(
+        f"schedulers' API clients: {result['schedulers_client']}; EPC scoring: {result['scoring']}; "
+        f"binding: {result['binding']}"
+    )
     print("ratios in this run (goal):")
     for name, value in result["ratios"].items():
         goal, kind = GOALS[name]
@@ -1070,6 +1092,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--in-tree-scoring",
         action="store_true",
         help="confidential-scheduler without the prioritize verb: NodeResourcesFit scores EPC itself",
+    )
+    parser.add_argument(
+        "--filter-only",
+        action="store_true",
+        help="a measurement, not an offered configuration: --in-tree-scoring and no bind verb either "
+        "(kube-scheduler binds; NodeResourcesFit counts EPC in every profile)",
     )
     parser.add_argument(
         "--perf",
