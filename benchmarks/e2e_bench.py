@@ -635,12 +635,12 @@ class Bench:
         def adjust(config: dict[str, Any]) -> None:
             if not args.as_shipped:
                 config["clientConnection"] = {**config.get("clientConnection", {}), **connection}
-            if args.in_tree_scoring or args.filter_only:
+            if args.in_tree_scoring:
                 in_tree_scoring(config, installation.profile.epc_resource)
             if args.filter_only:
                 filter_only(config)
 
-        if not args.as_shipped or args.in_tree_scoring or args.filter_only:
+        if not args.as_shipped or args.in_tree_scoring:
             installation.scheduler.stop()
             installation.adjust_scheduler_config = adjust
             installation.start_scheduler()
@@ -876,9 +876,7 @@ def figures(
             if args.as_shipped
             else f"both qps {args.scheduler_qps:g}, burst {2 * args.scheduler_qps:g}"
         ),
-        "scoring": "in-tree (NodeResourcesFit, no prioritize verb)"
-        if args.in_tree_scoring or args.filter_only
-        else "extender",
+        "scoring": "in-tree (NodeResourcesFit, no prioritize verb)" if args.in_tree_scoring else "extender",
         "binding": "kube-scheduler (no bind verb; NodeResourcesFit counts EPC)"
         if args.filter_only
         else "extender",
@@ -1109,6 +1107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs also on success")
     args = parser.parse_args(argv)
+    args.in_tree_scoring = args.in_tree_scoring or args.filter_only  # no prioritize verb either
 
     binaries = Binaries.locate()
     log_dir = Path(tempfile.mkdtemp(prefix="e2e-bench-logs-"))
