@@ -3,6 +3,8 @@
 // net/http, encoding/json, the upstream types of k8s.io/kube-scheduler/extender/v1 and k8s.io/api/core/v1,
 // the pod's requests from k8s.io/component-helpers/resource (KEP-753) and a ledger behind a sync.RWMutex.
 //
+// With -webhook-patch it is the reference webhook instead (webhook.go).
+//
 // It serves one snapshot (a v1 List of Nodes and Pods as JSON, the file `extender serve --snapshot` reads)
 // and answers what our extender answers over it, message for message (tests/extender/test_goref.py checks
 // that on the same snapshot), so that benchmarks/extender_bench.py can report our per-call latency and CPU
@@ -237,7 +239,14 @@ func main() {
 	resourceName := flag.String("resource", "alibabacloud.com/sgx_epc_MiB", "the EPC extended resource")
 	unit := flag.Int64("unit", 1<<20, "bytes per unit of --resource (1 for a byte quantity)")
 	strategy := flag.String("strategy", "LeastAllocated", "LeastAllocated or MostAllocated")
+	webhookPatch := flag.String("webhook-patch", "", "serve the reference webhook (webhook.go) with this JSON patch")
+	tlsCert := flag.String("tls-cert", "", "the reference webhook's certificate (PEM)")
+	tlsKey := flag.String("tls-key", "", "the reference webhook's key (PEM)")
 	flag.Parse()
+	if *webhookPatch != "" {
+		serveWebhook(*webhookPatch, *tlsCert, *tlsKey, *host, *port)
+		return
+	}
 	if *strategy != "LeastAllocated" && *strategy != "MostAllocated" {
 		log.Fatalf("--strategy: %q is neither LeastAllocated nor MostAllocated", *strategy)
 	}
