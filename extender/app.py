@@ -4,25 +4,31 @@ Every verb goes through one wrapper (:func:`_responder`): parse the body, answer
 ledger's first full list, call the verb, time it and count its outcome. ``/inspect`` shows the ledger.
 
 A verb's POST with a ``Content-Length`` within the limit — every call kube-scheduler makes — is answered by
-:class:`VerbsFirst`, a WSGI middleware in front of flask (``app.wsgi_app``), with the same wrapper: flask's
-request context, routing and Response cost 0.2 to 0.35 ms of a 1 to 1.4 ms call at 500 nodes
-(docs/performance.md). Everything else (other paths and methods, chunked or oversized bodies, ``/inspect``,
-probes, metrics) goes through flask as before, so errors keep one shape.
+:class:`~confidential_pods.endpoints.PostsFirst`, a WSGI middleware in front of flask (``app.wsgi_app``), with
+the same wrapper: flask's request context, routing and Response cost 0.2 to 0.35 ms of a 1 to 1.4 ms call at
+500 nodes (docs/performance.md). Everything else (other paths and methods, chunked or oversized bodies,
+``/inspect``, probes, metrics) goes through flask as before, so errors keep one shape.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, Flask, Response
-from werkzeug.exceptions import ClientDisconnected, InternalServerError
-from werkzeug.http import HTTP_STATUS_CODES
 
-from confidential_pods.endpoints import handle_http_errors, json_response, json_text, probes, read_body
+from confidential_pods.endpoints import (
+    PostsFirst,
+    Responder,
+    handle_http_errors,
+    json_response,
+    json_text,
+    probes,
+    view,
+)
 from confidential_pods.quantities import format_bytes
 from confidential_pods.settings import Settings
 from extender.binding import Binder, PendingPods
@@ -93,17 +99,18 @@ def create_app(
     )
     responders = {f"/{route.verb}": _responder(route, verbs, ready, metrics) for route in ROUTES}
     for path, respond in responders.items():
-        app.add_url_rule(path, path[1:], _view(respond), methods=["POST"])
-    app.wsgi_app = VerbsFirst(app, responders)  # type: ignore[method-assign]
+        app.add_url_rule(path, path[1:], view(respond), methods=["POST"])
+    app.wsgi_app = PostsFirst(app, responders, _error)  # type: ignore[method-assign]
 
     app.register_blueprint(_inspection(ledger, settings, ready))
     app.register_blueprint(probes(lambda: ready() and not draining(), metrics, NOT_READY))
-    handle_http_errors(app, lambda message, code: {"Error": message})
+    handle_http_errors(app, _error)
     return app
 
 
-#: A verb's answer: HTTP status and JSON text.
-Responder = Callable[[bytes], tuple[int, str]]
+def _error(message: str, code: int) -> dict[str, Any]:
+    """The extender's error shape, as Go extenders answer."""
+    return {"Error": message}
 
 
 def _responder(route: Route, verbs: Verbs, ready: Callable[[], bool], metrics: ExtenderMetrics) -> Responder:
@@ -122,53 +129,6 @@ def _responder(route: Route, verbs: Verbs, ready: Callable[[], bool], metrics: E
         return answer.status, text
 
     return respond
-
-
-def _view(respond: Responder) -> Callable[[], Response]:
-    """The flask view of a verb (bodies :class:`VerbsFirst` leaves to flask: chunked or too large)."""
-
-    def view() -> Response:
-        status, text = respond(read_body())
-        return Response(text, status=status, mimetype="application/json")
-
-    return view
-
-
-class VerbsFirst:
-    """WSGI middleware: answers a verb's POST that has a ``Content-Length`` within the app's limit without
-    flask; hands every other request to flask (``Flask.wsgi_app``, the documented place for middleware)."""
-
-    def __init__(self, app: Flask, responders: dict[str, Responder]) -> None:
-        self._app = app
-        self._flask = app.wsgi_app
-        self._responders = responders
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        respond = self._responders.get(environ.get("PATH_INFO", ""))
-        length = environ.get("CONTENT_LENGTH") or ""
-        if (
-            respond is None
-            or environ.get("REQUEST_METHOD") != "POST"
-            or not (len(length) <= 12 and length.isascii() and length.isdigit())  # else werkzeug's reading
-            or int(length) > self._app.config["MAX_CONTENT_LENGTH"]
-        ):
-            return self._flask(environ, start_response)
-        size = int(length)
-        body = environ["wsgi.input"].read(size) if size else b""
-        try:
-            if len(body) < size:  # the client went away mid-body, as werkzeug would say
-                status, text = 400, json_text({"Error": ClientDisconnected.description})
-            else:
-                status, text = respond(body)
-        except Exception:  # as flask answers an unhandled exception: logged, 500 in the app's error shape
-            logger.exception("exception on %s [POST]", environ.get("PATH_INFO"))
-            status, text = 500, json_text({"Error": InternalServerError.description})
-        data = text.encode()
-        start_response(
-            f"{status} {HTTP_STATUS_CODES[status].upper()}",  # as werkzeug writes it
-            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
-        )
-        return [data]
 
 
 def _inspection(ledger: EpcLedger, settings: Settings, ready: Callable[[], bool]) -> Blueprint:

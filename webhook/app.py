@@ -1,4 +1,10 @@
-"""The flask application: HTTP in, AdmissionReview out. A thin shell around webhook.admission."""
+"""The flask application: HTTP in, AdmissionReview out. A thin shell around webhook.admission.
+
+A review's POST with a ``Content-Length`` within the limit — every review the apiserver sends — is answered by
+:class:`~confidential_pods.endpoints.PostsFirst` in front of flask (as the extender's verbs are), with the one
+wrapper of each endpoint (:func:`_responder`: parse, decide, time and count); a chunked or oversized body, the
+probes and the metrics go through flask, so errors keep one shape.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, request
 
-from confidential_pods.endpoints import handle_http_errors, json_response, probes, read_body
+from confidential_pods.endpoints import PostsFirst, Responder, handle_http_errors, json_text, probes, view
 from confidential_pods.settings import Settings
 from webhook.admission import Decide, admit
 from webhook.metrics import WebhookMetrics
@@ -38,8 +44,13 @@ def create_app(
     metrics = metrics if metrics is not None else WebhookMetrics()
     app.extensions["confidential_pods_metrics"] = metrics
 
-    for endpoint, decide in _decisions(settings, namespace_level).items():
-        app.add_url_rule(endpoint, endpoint, _reviewer(endpoint, decide, settings, metrics), methods=["POST"])
+    responders = {
+        endpoint: _responder(endpoint, decide, settings, metrics)
+        for endpoint, decide in _decisions(settings, namespace_level).items()
+    }
+    for endpoint, respond in responders.items():
+        app.add_url_rule(endpoint, endpoint, view(respond), methods=["POST"])
+    app.wsgi_app = PostsFirst(app, responders, _error)  # type: ignore[method-assign]
 
     app.register_blueprint(probes(ready, metrics))
     handle_http_errors(app, _error, on_too_large=lambda: metrics.observe(request.path, "malformed", 0.0))
@@ -65,18 +76,16 @@ def _decisions(
     }
 
 
-def _reviewer(
-    endpoint: str, decide: Decide, settings: Settings, metrics: WebhookMetrics
-) -> Callable[[], Response]:
-    """The view of one endpoint: read the review, decide, answer; time and count it."""
+def _responder(endpoint: str, decide: Decide, settings: Settings, metrics: WebhookMetrics) -> Responder:
+    """The one wrapper of an endpoint: read the review, decide, answer; time and count it."""
 
-    def review() -> Response:
+    def review(body: bytes) -> tuple[int, str]:
         started = time.perf_counter()
         try:
-            api_version, admission_request = parse_review(read_body())
+            api_version, admission_request = parse_review(body)
         except MalformedReview as exc:
             metrics.observe(endpoint, "malformed", time.perf_counter() - started)
-            return json_response({"error": str(exc), "code": 400}, 400)
+            return 400, json_text(_error(str(exc), 400))
         try:
             decision = admit(api_version, admission_request, decide=decide, settings=settings)
         except Exception:
@@ -92,11 +101,11 @@ def _reviewer(
                 code=500,
                 message="internal error in the confidential-pods webhook; see its logs",
             )
-            return json_response(answer)
+            return 200, json_text(answer)
         metrics.observe(endpoint, decision.outcome, time.perf_counter() - started)
         if decision.outcome == "denied" and decision.mutation is not None:
             logger.info("denied pod in %s: %s", admission_request.get("namespace"), decision.mutation.message)
-        return json_response(decision.review)
+        return 200, json_text(decision.review)
 
     return review
 

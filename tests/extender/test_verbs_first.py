@@ -1,4 +1,5 @@
-"""``VerbsFirst``: the verbs answered in front of flask give what flask's route gives, byte for byte.
+"""``PostsFirst`` (confidential_pods.endpoints) in the extender: the verbs answered in front of flask give
+what flask's route gives, byte for byte.
 
 A verb's POST with a ``Content-Length`` is answered by the middleware; the same request sent chunked (no
 ``Content-Length``) goes through flask's view of the same verb. Both must give the same status, headers and
@@ -8,11 +9,8 @@ must leave to flask what is not a verb's POST with a body within the limit.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -24,6 +22,7 @@ from extender.binding import MemoryBinder
 from extender.ledger import EpcLedger
 from tests.extender import scheduler_json as sj
 from tests.extender.ledgers import ledger_of
+from tests.wsgi import both, call
 
 NAMES = ["sgx-a", "sgx-b", "plain", "unknown"]
 
@@ -31,64 +30,6 @@ NAMES = ["sgx-a", "sgx-b", "plain", "unknown"]
 def make_app(ready: bool = True) -> Flask:
     ledger = ledger_of({"sgx-a": 93 * MiB, "sgx-b": 40 * MiB, "plain": None}, [])
     return create_app(ledger, Settings(), MemoryBinder(final=False), lambda: ready)
-
-
-def call(
-    app: Flask,
-    path: str,
-    body: bytes,
-    *,
-    chunked: bool = False,
-    method: str = "POST",
-    length: int | str | None = None,
-) -> tuple[str, dict[str, str], bytes]:
-    """One WSGI call: status line, headers, body. ``chunked``: no Content-Length, input ended by the server
-    (``wsgi.input_terminated``), as gunicorn passes a chunked body."""
-    environ: dict[str, Any] = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "SCRIPT_NAME": "",
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8888",
-        "SERVER_PROTOCOL": "HTTP/1.1",
-        "CONTENT_TYPE": "application/json",
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": io.StringIO(),
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": False,
-        "wsgi.run_once": False,
-        "wsgi.version": (1, 0),
-    }
-    if chunked:
-        environ["wsgi.input_terminated"] = True
-    else:
-        environ["CONTENT_LENGTH"] = str(len(body) if length is None else length)  # a str passes as it is
-    seen: dict[str, Any] = {}
-
-    def start_response(
-        status: str, headers: list[tuple[str, str]], exc_info: object = None
-    ) -> Callable[..., Any]:
-        seen["status"], seen["headers"] = status, dict(headers)
-        return lambda data: None
-
-    chunks: Iterable[bytes] = app.wsgi_app(environ, start_response)
-    data = b"".join(chunks)
-    close = getattr(chunks, "close", None)
-    if close is not None:
-        close()
-    return seen["status"], seen["headers"], data
-
-
-def both(app: Flask, path: str, body: bytes) -> tuple[tuple[str, str, bytes], tuple[str, str, bytes]]:
-    """(middleware, flask) answers: status, Content-Type and body; the Content-Length matches the body."""
-    answers = []
-    for chunked in (False, True):
-        status, headers, data = call(app, path, body, chunked=chunked)
-        assert int(headers["Content-Length"]) == len(data)
-        answers.append((status, headers["Content-Type"], data))
-    return answers[0], answers[1]
 
 
 ARGS = sj.args_with_names(sj.pod("fits-one", epc_mib=64), NAMES)
