@@ -64,6 +64,7 @@ from tests.e2e.kube import JSON, Kube, create_namespace, create_node
 from tests.e2e.processes import Process, wait_until
 from tests.e2e.product import Installation, Samples, install, metric_samples, sum_matching
 from tests.machine import load_average, tree_cpu_seconds
+from tests.manifests.building import in_tree_scoring
 
 CONFIDENTIAL = "confidential-pods.io/confidential"
 STATUS = "confidential-pods.io/status"
@@ -689,8 +690,12 @@ class Bench:
         def adjust(config: dict[str, Any]) -> None:
             if not args.as_shipped:
                 config["clientConnection"] = {**config.get("clientConnection", {}), **connection}
-            if args.in_tree_scoring:
-                in_tree_scoring(config, installation.profile.epc_resource)
+            if args.in_tree_scoring:  # as the chart's scheduler.scoring: in-tree writes it
+                scored = in_tree_scoring(
+                    config, installation.settings.get("scoringStrategy", "LeastAllocated")
+                )
+                config.clear()
+                config.update(scored)
             if args.filter_only:
                 filter_only(config)
 
@@ -726,22 +731,6 @@ class Bench:
 
     def delete_all(self, namespace: str) -> None:
         delete_all(self.api, self.kube, namespace, self.args.threads)
-
-
-def in_tree_scoring(config: dict[str, Any], resource: str) -> None:
-    """No prioritize verb: NodeResourcesFit scores EPC itself (LeastAllocated over cpu, memory and EPC, the
-    EPC weighted 3) in every profile, which its ``ignoredResources`` does not touch (filtering only)."""
-    for extender in config.get("extenders", []):
-        extender.pop("prioritizeVerb", None)
-    weights = {"cpu": 1, "memory": 1, resource: 3}
-    strategy = {"type": "LeastAllocated", "resources": [{"name": n, "weight": w} for n, w in weights.items()]}
-    for profile in config.get("profiles", []):
-        plugin_config = profile.setdefault("pluginConfig", [])
-        fits = [p for p in plugin_config if p.get("name") == "NodeResourcesFit"]
-        if not fits:
-            fits = [{"name": "NodeResourcesFit", "args": {}}]
-            plugin_config.append(fits[0])
-        fits[0].setdefault("args", {})["scoringStrategy"] = strategy
 
 
 def filter_only(config: dict[str, Any]) -> None:
@@ -1159,7 +1148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--in-tree-scoring",
         action="store_true",
-        help="confidential-scheduler without the prioritize verb: NodeResourcesFit scores EPC itself",
+        help="confidential-scheduler as the chart's scheduler.scoring: in-tree configures it (no prioritize "
+        "verb: NodeResourcesFit scores EPC itself)",
     )
     parser.add_argument(
         "--filter-only",

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,7 @@ from confidential_pods.quantities import MiB
 from tests.e2e.kube import JSON, Kube, delete_pod, pod_events
 from tests.e2e.processes import wait_until
 from tests.e2e.product import SCHEDULER_NAME, Installation
+from tests.manifests.building import in_tree_scoring
 
 pytestmark = pytest.mark.e2e
 
@@ -439,3 +441,47 @@ def test_extender_restart_mid_batch_loses_nothing_and_overcommits_nothing(
     assert assert_not_overcommitted(kube, profile, nodes) == dict.fromkeys(nodes, 3 * effective)
     # The new process (its counters start at 0) bound exactly the pods the old one had not.
     assert binds(installation) == len(names) - len(bound_by_old)
+
+
+@pytest.fixture
+def scored_in_tree(installation: Installation) -> Iterator[None]:
+    """confidential-scheduler restarted with the chart's ``scheduler.scoring: in-tree`` configuration (no
+    prioritize verb; NodeResourcesFit scores EPC); with the overlay's own again afterwards."""
+    strategy = str(installation.settings.get("scoringStrategy", "LeastAllocated"))
+
+    def adjust(config: dict[str, Any]) -> None:
+        scored = in_tree_scoring(config, strategy)
+        config.clear()
+        config.update(scored)
+
+    installation.scheduler.stop()
+    installation.adjust_scheduler_config = adjust
+    installation.start_scheduler()
+    try:
+        yield
+    finally:
+        installation.scheduler.stop()
+        installation.adjust_scheduler_config = None
+        installation.start_scheduler()
+
+
+def test_scored_in_tree_a_pod_goes_where_most_epc_is_free_without_a_prioritize_call(
+    scene: Scene, scored_in_tree: None
+) -> None:
+    """Two SGX nodes alike but for their EPC: the pod goes to the one with more free, scored by kube-scheduler
+    (the extender is never asked to prioritize); the extender still filters (a pod too large gets its reason)
+    and binds."""
+    installation, kube, namespace, _, sgx_node = scene.parts()
+    profile = installation.profile
+    effective = EFFECTIVE[profile.name]
+    roomy, tight = sgx_node(slots_capacity(effective, 3)), sgx_node(slots_capacity(effective, 1))
+    prioritized, bound_before = installation.extender.requests(verb="prioritize"), binds(installation)
+
+    _, placed = scene.settle(["first"], 1)
+
+    assert placed == {"first": roomy}, placed
+    assert installation.extender.requests(verb="prioritize") == prioritized
+    assert binds(installation) == bound_before + 1
+    create_batch(installation, scene.pods, ["huge"], epc_mib=1024)
+    wait_pods(kube, namespace, lambda c: refused_by_us(kube, namespace, c["huge"], REASON), "huge refused")
+    assert assert_not_overcommitted(kube, profile, [roomy, tight]) == {roomy: effective, tight: 0}

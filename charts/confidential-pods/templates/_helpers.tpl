@@ -38,8 +38,43 @@ in, routeEPCPods and the `config` values merged over it. */ -}}
 {{- end -}}
 {{- end -}}
 
+{{- /* kube-scheduler's configuration: scheduler.config when set; else the overlay's file, verbatim with
+scheduler.scoring "extender" (the extender's prioritize verb scores EPC), or with "in-tree" that verb removed and
+NodeResourcesFit scoring EPC in every profile (the strategy of the configuration key scoringStrategy, over cpu,
+memory and EPC weighted 3; docs/extender.md "Scoring without the prioritize verb"). */ -}}
 {{- define "cp.schedulerConfig" -}}
-{{- .Values.scheduler.config | default (include "cp.overlayFile" (dict "root" . "file" "scheduler-config.yaml")) -}}
+{{- if .Values.scheduler.config -}}
+{{- .Values.scheduler.config -}}
+{{- else -}}
+{{- $file := include "cp.overlayFile" (dict "root" . "file" "scheduler-config.yaml") -}}
+{{- $scoring := .Values.scheduler.scoring | default "extender" -}}
+{{- if eq $scoring "extender" -}}
+{{- $file -}}
+{{- else if eq $scoring "in-tree" -}}
+{{- $config := fromYaml $file -}}
+{{- $resource := (index (index $config.extenders 0).managedResources 0).name -}}
+{{- $strategy := (fromYaml (include "cp.config" .)).scoringStrategy | default "LeastAllocated" -}}
+{{- $weights := list (dict "name" "cpu" "weight" 1) (dict "name" "memory" "weight" 1) (dict "name" $resource "weight" 3) -}}
+{{- range $config.extenders -}}{{- $_ := unset . "prioritizeVerb" -}}{{- end -}}
+{{- range $profile := $config.profiles -}}
+{{- $scoringStrategy := dict "type" $strategy "resources" (deepCopy $weights) -}}
+{{- $fits := list -}}
+{{- range ($profile.pluginConfig | default list) -}}{{- if eq .name "NodeResourcesFit" -}}{{- $fits = append $fits . -}}{{- end -}}{{- end -}}
+{{- if $fits -}}
+{{- $fit := first $fits -}}
+{{- $args := $fit.args | default dict -}}
+{{- $_ := set $args "scoringStrategy" $scoringStrategy -}}
+{{- $_ := set $fit "args" $args -}}
+{{- else -}}
+{{- $fit := dict "name" "NodeResourcesFit" "args" (dict "scoringStrategy" $scoringStrategy) -}}
+{{- $_ := set $profile "pluginConfig" (append ($profile.pluginConfig | default list) $fit) -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- else -}}
+{{- fail (printf "scheduler.scoring %q: must be extender (the prioritize verb) or in-tree (NodeResourcesFit scores EPC; docs/extender.md)" $scoring) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "cp.configName" -}}
