@@ -244,7 +244,7 @@ func main() {
 	tlsKey := flag.String("tls-key", "", "the reference webhook's key (PEM)")
 	flag.Parse()
 	if *webhookPatch != "" {
-		serveWebhook(*webhookPatch, *tlsCert, *tlsKey, *host, *port)
+		serveWebhook(*webhookPatch, *tlsCert, *tlsKey, net.JoinHostPort(*host, strconv.Itoa(*port)))
 		return
 	}
 	if *strategy != "LeastAllocated" && *strategy != "MostAllocated" {

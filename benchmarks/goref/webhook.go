@@ -11,10 +11,8 @@ package main
 import (
 	"encoding/json"
 	"log"
-	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -75,7 +73,7 @@ func mutate(patch []byte, stats *reviews) http.HandlerFunc {
 	}
 }
 
-func serveWebhook(patchFile, cert, key, host string, port int) {
+func serveWebhook(patchFile, cert, key, address string) {
 	patch, err := os.ReadFile(patchFile)
 	if err != nil {
 		log.Fatalf("-webhook-patch: %v", err)
@@ -94,7 +92,6 @@ func serveWebhook(patchFile, cert, key, host string, port int) {
 		}
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	address := net.JoinHostPort(host, strconv.Itoa(port))
 	log.Printf("goref webhook: a patch of %d operations, serving on https://%s", len(ops), address)
 	log.Fatal(http.ListenAndServeTLS(address, cert, key, mux))
 }
