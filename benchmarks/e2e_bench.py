@@ -297,16 +297,21 @@ class BindWatch:
         return cls(connect, namespace, version, expected)
 
     def _open(self) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        left = max(1, int(self.deadline - time.monotonic()))
+        # Rounded up: the apiserver ends the watch at its timeoutSeconds, which must not come before the
+        # deadline (an end a moment before it would be taken for an early one).
+        left = max(1, math.ceil(self.deadline - time.monotonic()))
         query = urllib.parse.urlencode(
             {"watch": "true", "resourceVersion": self.version, "timeoutSeconds": str(left)}
         )
         conn = self.connect()
-        conn.request("GET", f"{self.path}?{query}")
-        response = conn.getresponse()
-        if response.status != 200:
+        try:
+            conn.request("GET", f"{self.path}?{query}")
+            response = conn.getresponse()
+            if response.status != 200:
+                raise RuntimeError(f"watch {self.path}: HTTP {response.status}: {response.read()!r}")
+        except BaseException:
             conn.close()
-            raise RuntimeError(f"watch {self.path}: HTTP {response.status}: {response.read()!r}")
+            raise
         return conn, response
 
     def _read(self) -> None:
@@ -323,15 +328,21 @@ class BindWatch:
                         self.bound[name] = time.monotonic()
                         if len(self.bound) >= self.expected:
                             return
-                # The stream ended with pods still unbound: open it again from where it stopped.
+                # The stream ended with pods still unbound: open it again from where it stopped, unless
+                # the phase is over (wait() closed it) or the deadline is (nearly) reached.
                 with self.lock:
-                    if self.closed or time.monotonic() >= self.deadline:
+                    if self.closed or time.monotonic() >= self.deadline - 1:
                         return
                     if self.reopened >= self.MAX_REOPENED:
                         raise RuntimeError(f"watch ended {self.reopened + 1} times")
                     self.reopened += 1
                     self.conn.close()
-                    self.conn, self.response = self._open()
+                conn, response = self._open()  # outside the lock: wait() must not wait for it
+                with self.lock:
+                    if self.closed:
+                        conn.close()
+                        return
+                    self.conn, self.response = conn, response
         except BaseException as exc:  # reported by wait()
             self.error = exc
         finally:

@@ -20,8 +20,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 )
 
-// reviews is what the webhook answered: the time each review took, from its handler's start (the body
-// decoded) to its answer written, in nanoseconds. GET /stats returns them and starts afresh.
+// reviews is what the webhook answered: the time each review took, from its handler's start (before the
+// body is read and decoded) to its answer written, in nanoseconds. GET /stats returns them and starts afresh.
 type reviews struct {
 	mu        sync.Mutex
 	durations []int64

@@ -139,15 +139,13 @@ def in_tree_scoring(config: dict[str, Any], strategy: str = "LeastAllocated") ->
     for extender in config["extenders"]:
         extender.pop("prioritizeVerb", None)
     for profile in config["profiles"]:
-        plugins = profile.setdefault("pluginConfig", [])
+        plugins = profile["pluginConfig"] = profile.get("pluginConfig") or []
         fits = [p for p in plugins if p.get("name") == "NodeResourcesFit"]
         if not fits:
             fits = [{"name": "NodeResourcesFit", "args": {}}]
             plugins.append(fits[0])
-        fits[0].setdefault("args", {})["scoringStrategy"] = {
-            "type": strategy,
-            "resources": copy.deepcopy(weights),
-        }
+        args = fits[0]["args"] = fits[0].get("args") or {}
+        args["scoringStrategy"] = {"type": strategy, "resources": copy.deepcopy(weights)}
     return config
 
 

@@ -81,11 +81,14 @@ def test_the_configurations_strategy_is_kube_schedulers(helm: str) -> None:
     assert scheduler_config(helm_template(helm, *values)) == in_tree_scoring(shipped, "MostAllocated")
 
 
-def test_a_whole_configuration_given_is_used_as_it_is(helm: str) -> None:
+def test_a_whole_configuration_given_is_used_as_it_is_and_not_scored_over(helm: str) -> None:
     given = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
-    objects = helm_template(helm, "overlay=intel", "scheduler.scoring=in-tree", f"scheduler.config={given}")
-
+    objects = helm_template(helm, "overlay=intel", f"scheduler.config={given}")
     assert scheduler_config(objects) == yaml.safe_load(given)
+
+    message = 'scheduler.scoring "in-tree" applies to the overlay\'s configuration: with scheduler.config set'
+    with pytest.raises(KustomizeError, match=re.escape(message)):
+        helm_template(helm, "overlay=intel", "scheduler.scoring=in-tree", f"scheduler.config={given}")
 
 
 def test_an_unknown_scoring_fails_with_what_to_set(helm: str) -> None:

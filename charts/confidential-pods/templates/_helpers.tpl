@@ -43,11 +43,14 @@ scheduler.scoring "extender" (the extender's prioritize verb scores EPC), or wit
 NodeResourcesFit scoring EPC in every profile (the strategy of the configuration key scoringStrategy, over cpu,
 memory and EPC weighted 3; docs/extender.md "Scoring without the prioritize verb"). */ -}}
 {{- define "cp.schedulerConfig" -}}
+{{- $scoring := .Values.scheduler.scoring | default "extender" -}}
 {{- if .Values.scheduler.config -}}
+{{- if ne $scoring "extender" -}}
+{{- fail (printf "scheduler.scoring %q applies to the overlay's configuration: with scheduler.config set, write the scoring into it (docs/extender.md)" $scoring) -}}
+{{- end -}}
 {{- .Values.scheduler.config -}}
 {{- else -}}
 {{- $file := include "cp.overlayFile" (dict "root" . "file" "scheduler-config.yaml") -}}
-{{- $scoring := .Values.scheduler.scoring | default "extender" -}}
 {{- if eq $scoring "extender" -}}
 {{- $file -}}
 {{- else if eq $scoring "in-tree" -}}
