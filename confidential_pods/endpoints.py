@@ -80,6 +80,14 @@ def view(respond: Responder) -> Callable[[], Response]:
     return answer
 
 
+def serve_posts(app: Flask, responders: dict[str, Responder], error: ErrorPayload) -> None:
+    """Each responder at its path: a flask view (chunked or oversized bodies) and :class:`PostsFirst` in
+    front of flask for the rest."""
+    for path, respond in responders.items():
+        app.add_url_rule(path, path.strip("/"), view(respond), methods=["POST"])
+    app.wsgi_app = PostsFirst(app, responders, error)  # type: ignore[method-assign]
+
+
 class PostsFirst:
     """WSGI middleware: answers a POST to one of ``responders``' paths that has a ``Content-Length`` within
     the app's limit without flask; hands every other request to flask (``Flask.wsgi_app``, the documented

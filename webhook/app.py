@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Flask, request
 
-from confidential_pods.endpoints import PostsFirst, Responder, handle_http_errors, json_text, probes, view
+from confidential_pods.endpoints import Responder, handle_http_errors, json_text, probes, serve_posts
 from confidential_pods.settings import Settings
 from webhook.admission import Decide, admit
 from webhook.metrics import WebhookMetrics
@@ -48,9 +48,7 @@ def create_app(
         endpoint: _responder(endpoint, decide, settings, metrics)
         for endpoint, decide in _decisions(settings, namespace_level).items()
     }
-    for endpoint, respond in responders.items():
-        app.add_url_rule(endpoint, endpoint, view(respond), methods=["POST"])
-    app.wsgi_app = PostsFirst(app, responders, _error)  # type: ignore[method-assign]
+    serve_posts(app, responders, _error)
 
     app.register_blueprint(probes(ready, metrics))
     handle_http_errors(app, _error, on_too_large=lambda: metrics.observe(request.path, "malformed", 0.0))
