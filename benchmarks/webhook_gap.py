@@ -43,10 +43,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,10 +58,10 @@ from benchmarks.e2e_bench import (
     WEBHOOK,
     WEBHOOK_NAME,
     WEBHOOK_REVIEW,
-    Connections,
     confidential_pod,
     cpu_snapshot,
     cpu_used,
+    create_pods,
     delete_all,
     histogram_delta,
     plain_pod,
@@ -131,7 +129,7 @@ class Goref:
         patch_file = workdir / "patch.json"
         patch_file.write_text(json.dumps(patch))
         self.port = free_port()
-        self.cert_dir = cert_dir
+        self.context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
         self.log = (workdir / "goref-webhook.log").open("wb")
         command = [str(binary), "-webhook-patch", str(patch_file), "-port", str(self.port),
                    "-tls-cert", str(cert_dir / "tls.crt"), "-tls-key", str(cert_dir / "tls.key")]  # fmt: skip
@@ -143,8 +141,7 @@ class Goref:
         return f"https://127.0.0.1:{self.port}"
 
     def _get(self, path: str) -> bytes:
-        context = ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt"))
-        with urllib.request.urlopen(self.url + path, context=context, timeout=5) as response:
+        with urllib.request.urlopen(self.url + path, context=self.context, timeout=5) as response:
             return bytes(response.read())
 
     def _ready(self) -> bool:
@@ -221,30 +218,6 @@ def wait_served_by(kube: Kube, counts: Any, what: str) -> None:
     wait_until(answered, timeout=60, what=f"the apiserver to call {what}")
 
 
-def create_timed(
-    bench: Gap, namespace: str, bodies: Sequence[JSON], threads: int
-) -> tuple[list[float], float, int]:
-    """Create ``bodies`` from ``threads`` threads; each create's round trip (ms), the whole time, failures."""
-    connections = Connections(bench.plane.api)
-    path = f"/api/v1/namespaces/{namespace}/pods"
-    times: list[float] = []
-    errors: list[int] = []
-
-    def create(body: JSON) -> None:
-        started = time.perf_counter()
-        status, _ = connections.request("POST", path, body)
-        times.append((time.perf_counter() - started) * 1000)
-        if status != 201:
-            errors.append(status)
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        start = time.monotonic()
-        list(pool.map(create, bodies))
-        seconds = time.monotonic() - start
-    connections.close()
-    return times, seconds, len(errors)
-
-
 @dataclass
 class Gap:
     args: argparse.Namespace
@@ -276,7 +249,9 @@ class Gap:
         self.goref.durations_ms()  # what it answered before this cell
         before = {server: self.scrape(server) for server in ("apiserver", "webhook")}
         cpu_before = cpu_snapshot(self.processes)
-        times, cell.seconds, cell.errors = create_timed(self, namespace, bodies, threads)
+        times: list[float] = []
+        _, cell.seconds, errors = create_pods(self.plane.api, namespace, bodies, threads, times)
+        cell.errors = len(errors)
         cpu = cpu_used(self.processes, cpu_before)
         after = {server: self.scrape(server) for server in ("apiserver", "webhook")}
         cell.client_ms = percentiles(times)
