@@ -93,6 +93,7 @@ def create_app(
         clock=clock,
         on_expired=metrics.count_expired,
         on_preempt=metrics.count_preemption,
+        on_departures=metrics.count_departures,
     )
     responders = {f"/{route.verb}": _responder(route, verbs, ready, metrics) for route in ROUTES}
     serve_posts(app, responders, _error)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -74,6 +74,10 @@ class Binder(Protocol):
 
     def find_pod(self, namespace: str, name: str, profile: Profile) -> KnownPod | None:
         """The pod's UID and EPC, or None when it does not exist; raise BindRefused on other errors."""
+
+    def deleted(self, pods: Sequence[PodEpc]) -> list[str]:
+        """The uids of ``pods`` that no longer exist (in the API server: gone, or the name now belongs to
+        another pod); a pod that cannot be read counts as still there."""
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,10 @@ class MemoryBinder:
                 raise BindRefused(f"pod is already bound to {self.bindings[request.pod_uid]}")
             self.bindings[request.pod_uid] = request.node
 
+    def deleted(self, pods: Sequence[PodEpc]) -> list[str]:
+        """None: in memory, a pod exists until the ledger forgets it (snapshot mode, ``simulate``)."""
+        return []
+
     def find_pod(self, namespace: str, name: str, profile: Profile) -> KnownPod | None:
         key = f"{namespace}/{name}"
         known = self._known.get(key)
@@ -248,6 +256,10 @@ class ApiBinder:
     """
 
     final = False
+
+    #: Seconds a read for :meth:`deleted` may take: it runs inside a filter call, which kube-scheduler
+    #: waits for (``httpTimeout``, 30 s by default) with the whole scheduling queue.
+    DELETED_TIMEOUT = 2.0
 
     def __init__(self, api_client: Any, timeout: float = 10.0) -> None:
         from kubernetes import client
@@ -281,13 +293,26 @@ class ApiBinder:
         pod = self.read_pod(namespace, name)
         return KnownPod.of(pod, profile) if pod is not None else None
 
-    def read_pod(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+    def deleted(self, pods: Sequence[PodEpc]) -> list[str]:
+        gone: list[str] = []
+        for pod in pods:
+            try:
+                found = self.read_pod(pod.namespace, pod.name, timeout=self.DELETED_TIMEOUT)
+            except BindRefused:
+                break  # the API server does not answer now: the rest would wait as long
+            if found is None or mapping(found.get("metadata")).get("uid") != pod.uid:
+                gone.append(pod.uid)
+        return gone
+
+    def read_pod(
+        self, namespace: str, name: str, *, timeout: float | None = None
+    ) -> Mapping[str, Any] | None:
         """The pod as raw JSON, or None when it does not exist; raise BindRefused on other errors."""
         from kubernetes.client.exceptions import ApiException
 
         try:
             response = self._core.read_namespaced_pod(
-                name, namespace, _preload_content=False, _request_timeout=self._timeout
+                name, namespace, _preload_content=False, _request_timeout=timeout or self._timeout
             )
             data = json.loads(response.data)
         except ApiException as exc:

@@ -8,7 +8,9 @@ Invariants (checked by the tests): ``used(node)`` is the sum of the EPC of the p
 never negative; ``free = capacity - used - reserved``; a reservation disappears as soon as the watch
 shows the pod (``set_pod``), a relist lists it (``replace``), it is withdrawn (``unreserve``) or it
 expires (``expire_reservations``) — a bind whose pod the watch never confirms must not hold EPC forever.
-Pods on nodes the ledger does not know (yet) are kept: the node may arrive later.
+Pods on nodes the ledger does not know (yet) are kept: the node may arrive later. A pod the API server
+said was deleted before the watch did (``confirm_deleted``) is gone at once, and the watch's later events
+of it are stale: ignored until its own DELETED (or a list without it) arrives.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from typing import NamedTuple, TypeVar
 from extender.podepc import PodEpc
 
 T = TypeVar("T")
+
+#: How many uids :meth:`EpcLedger.confirm_deleted` remembers until the watch catches up (the oldest go
+#: first: a UID is never reused, so forgetting one only lets a stale event count the pod again).
+MAX_CONFIRMED_DELETED = 10_000
 
 
 class NodeUsage(NamedTuple):
@@ -82,6 +88,8 @@ class EpcLedger:
         #: Pods nominated to a node (``status.nominatedNodeName``, not bound yet), by uid and by node.
         self._nominated: dict[str, PodEpc] = {}
         self._nominated_on: dict[str, dict[str, PodEpc]] = {}
+        #: Uids the API server said were deleted before the watch did, oldest first (``confirm_deleted``).
+        self._deleted: dict[str, None] = {}
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -103,6 +111,8 @@ class EpcLedger:
         """Add or update a pod (by uid), moving it when its node changed; confirms its reservation
         (and ends its nomination: it is bound)."""
         with self.lock:
+            if pod.uid in self._deleted:  # a stale event: the API server has already deleted it
+                return
             self._drop_reservation(pod.uid)
             self._drop_nomination(pod.uid)
             self._remove(pod.uid)
@@ -112,19 +122,43 @@ class EpcLedger:
         """Forget a pod (deleted, finished, or no longer holding EPC). Unknown uids are ignored."""
         with self.lock:
             self._remove(uid)
+            self._deleted.pop(uid, None)  # the watch has caught up with confirm_deleted
+
+    def confirm_deleted(self, uids: Iterable[str]) -> None:
+        """The API server no longer has these pods, though the watch has not said so yet: forget them now,
+        and ignore the watch's stale events of them until it does (:meth:`remove_pod`, :meth:`replace`)."""
+        with self.lock:
+            for uid in uids:
+                self._remove(uid)
+                self._deleted[uid] = None
+            while len(self._deleted) > MAX_CONFIRMED_DELETED:
+                del self._deleted[next(iter(self._deleted))]
+
+    def leaving_on(self, node: str) -> tuple[PodEpc, ...]:
+        """The pods on ``node`` that are on their way out (``PodEpc.leaving``), the largest first."""
+        with self.lock:
+            on_node = self._by_node.get(node)
+            if not on_node:
+                return ()
+            return tuple(sorted((p for p in on_node.values() if p.leaving), key=lambda p: (-p.epc, p.uid)))
 
     def replace(self, nodes: Mapping[str, int | None], pods: Iterable[PodEpc]) -> None:
         """Replace everything with a fresh full list, atomically.
 
         Reservations of pods the list shows are dropped (the pods now count as used); other
-        reservations are kept: a bind can complete between the list and the next watch event.
+        reservations are kept: a bind can complete between the list and the next watch event. A pod
+        :meth:`confirm_deleted` forgot stays out even when the list (older than that answer) shows it.
         """
         with self.lock:
             self._capacity = dict(nodes)
             self._pods = {}
             self._by_node = {}
             self._used = {}
+            deleted, self._deleted = self._deleted, {}
             for pod in pods:
+                if pod.uid in deleted:  # a list older than what the API server said since: still deleted
+                    self._deleted[pod.uid] = None
+                    continue
                 self._remove(pod.uid)
                 self._add(pod)
             for uid in [uid for uid in self._reservations if uid in self._pods]:
@@ -202,6 +236,12 @@ class EpcLedger:
                 return {}
             found = {node: self.held(node, uid, priority) for node in self._nominated_on}
             return {node: amount for node, amount in found.items() if amount}
+
+    def nominated_node(self, uid: str) -> str:
+        """The node the pod is nominated to, as the watch last showed it ("" when none)."""
+        with self.lock:
+            pod = self._nominated.get(uid)
+            return pod.node if pod is not None else ""
 
     def nomination_count(self) -> int:
         with self.lock:

@@ -104,6 +104,12 @@ class ExtenderMetrics(AppMetrics):
             "confidential_pods_extender_preemption_victims_added",
             "Lower-priority pods the extender added to kube-scheduler's victims (its ledger knew more).",
         )
+        self.departures = self.counter(
+            "confidential_pods_extender_departures_checked",
+            "Pods on their way out that a filter call asked the API server about (on the node preemption "
+            "nominated the pod to), by answer: deleted (the watch had not said so yet) or present.",
+            ["answer"],
+        )
         self.register_live(LedgerCollector(ledger))
 
     def count_expired(self, uids: list[str]) -> None:
@@ -113,6 +119,10 @@ class ExtenderMetrics(AppMetrics):
         self.preemption_nodes.labels(decision="kept").inc(len(refined.kept))
         self.preemption_nodes.labels(decision="dropped").inc(len(refined.dropped))
         self.preemption_victims_added.inc(refined.added)
+
+    def count_departures(self, asked: int, deleted: int) -> None:
+        self.departures.labels(answer="deleted").inc(deleted)
+        self.departures.labels(answer="present").inc(asked - deleted)
 
     def observe(self, verb: Verb, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(verb=verb, outcome=outcome).inc()

@@ -29,6 +29,9 @@ class PodEpc:
     epc: int
     #: ``spec.priority`` (the Priority admission plugin sets it from the PriorityClass; 0 without one).
     priority: int = 0
+    #: The pod is on its way out (:func:`leaving`): it still holds its EPC, but the API server may have
+    #: deleted it before the watch says so (see ``Verbs.filter``).
+    leaving: bool = False
 
 
 def pod_facts(
@@ -66,6 +69,12 @@ def nominated_facts(
     return _on_node(pod, mapping(pod.get("status")).get("nominatedNodeName"), profile, unreadable, None)
 
 
+def nominated_node(pod: Mapping[str, Any]) -> str:
+    """``status.nominatedNodeName`` of a pod ("" when it has none)."""
+    node = mapping(pod.get("status")).get("nominatedNodeName")
+    return node if isinstance(node, str) else ""
+
+
 def _on_node(
     pod: Mapping[str, Any], node: object, profile: Profile, unreadable: list[str] | None, epc: int | None
 ) -> PodEpc | None:
@@ -81,7 +90,28 @@ def _on_node(
     namespace = str(metadata.get("namespace") or "")
     name = str(metadata.get("name") or "")
     return PodEpc(
-        uid=pod_uid(pod), namespace=namespace, name=name, node=node, epc=epc, priority=pod_priority(pod)
+        uid=pod_uid(pod),
+        namespace=namespace,
+        name=name,
+        node=node,
+        epc=epc,
+        priority=pod_priority(pod),
+        leaving=leaving(pod),
+    )
+
+
+def leaving(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod is on its way out: ``metadata.deletionTimestamp`` set, or a ``DisruptionTarget``
+    condition True (kube-scheduler sets one on a preemption victim just before deleting it; the
+    eviction API and the taint manager do the same)."""
+    if mapping(pod.get("metadata")).get("deletionTimestamp"):
+        return True
+    conditions = mapping(pod.get("status")).get("conditions")
+    if not isinstance(conditions, list):
+        return False
+    return any(
+        isinstance(c, dict) and c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+        for c in conditions
     )
 
 

@@ -18,9 +18,9 @@ from confidential_pods.epc import effective_epc
 from confidential_pods.settings import Settings
 from extender.binding import Binder, PendingPods, bind_pod, pod_for_bind
 from extender.ledger import EpcLedger
-from extender.podepc import pod_priority, pod_uid
+from extender.podepc import nominated_node, pod_priority, pod_uid
 from extender.preemption import Preemptor, Refined, refine
-from extender.scheduling import filter_names, held_view, score_names
+from extender.scheduling import NamesFilterOutcome, filter_names, held_view, score_names
 from extender.wire import (
     BindRequest,
     Candidates,
@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 Outcome = Literal["ok", "refused", "malformed"]
 VerbName = Literal["filter", "prioritize", "bind", "preempt"]
+
+#: At most this many pods on their way out are asked about per filter call (:meth:`Verbs._victims_gone`).
+MAX_DEPARTURES_ASKED = 8
 
 NOT_READY = "confidential-pods extender is not ready: the EPC ledger has not listed nodes and pods yet"
 
@@ -61,6 +64,7 @@ class Verbs:
         clock: Callable[[], float] = time.monotonic,
         on_expired: Callable[[list[str]], object] = lambda uids: None,
         on_preempt: Callable[[Refined], object] = lambda refined: None,
+        on_departures: Callable[[int, int], object] = lambda asked, deleted: None,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
@@ -69,6 +73,7 @@ class Verbs:
         self.clock = clock
         self.on_expired = on_expired
         self.on_preempt = on_preempt
+        self.on_departures = on_departures
         self._writer = PrioritizeWriter()
 
     # --- the verbs ----------------------------------------------------------------------------------
@@ -84,11 +89,18 @@ class Verbs:
         if epc > 0:
             self.expire()
             resource = self.settings.profile.epc_resource
-            holds = self.ledger.holds(pod_uid(candidates.pod), priority)
-            # One lock acquisition, one consistent view, one loop over the names.
-            outcome = self.ledger.with_usages(
-                lambda usages: filter_names(epc, names, held_view(usages, holds), resource)
-            )
+            uid = pod_uid(candidates.pod)
+            holds = self.ledger.holds(uid, priority)
+
+            def judge() -> NamesFilterOutcome:  # one lock acquisition, one consistent view, one loop
+                return self.ledger.with_usages(
+                    lambda usages: filter_names(epc, names, held_view(usages, holds), resource)
+                )
+
+            outcome = judge()
+            nominated = nominated_node(candidates.pod) or self.ledger.nominated_node(uid)
+            if nominated in outcome.failed and self._victims_gone(nominated, epc, holds.get(nominated, 0)):
+                outcome = judge()
         else:
             outcome = filter_names(0, names, {}, "")
         return Answer(
@@ -170,6 +182,29 @@ class Verbs:
                 "dropped %d reservation(s) the watch never confirmed: %s", len(expired), expired[:10]
             )
             self.on_expired(expired)
+
+    def _victims_gone(self, node: str, epc: int, held: int) -> bool:
+        """Whether the API server has already deleted pods that the ledger still counts on ``node``,
+        the node preemption nominated this pod to, and that keep it from fitting there.
+
+        kube-scheduler retries the pod as soon as its own watch shows the last victim deleted, which can
+        be before the extender's watch shows it. Refused then, the pod would preempt again, elsewhere:
+        one eviction too many. So when the pods on their way out there (``PodEpc.leaving``) are what
+        stands between the pod and the node, the API server is asked about them (a GET each, only
+        then), and those it no longer has are forgotten at once (:meth:`EpcLedger.confirm_deleted`).
+        """
+        leaving = self.ledger.leaving_on(node)
+        usage = self.ledger.usage(node)
+        if not leaving or usage is None or usage.free is None:
+            return False
+        if usage.free - held + sum(p.epc for p in leaving) < epc:  # even their going would not be enough
+            return False
+        gone = self.binder.deleted(leaving[:MAX_DEPARTURES_ASKED])
+        self.on_departures(min(len(leaving), MAX_DEPARTURES_ASKED), len(gone))
+        if gone:
+            logger.info("the API server has already deleted %s on %s: counted as gone", gone, node)
+            self.ledger.confirm_deleted(gone)
+        return bool(gone)
 
     def _pod_epc(self, candidates: Candidates) -> tuple[int, int, str]:
         """The pod's effective EPC and priority, remembered for its bind; and the first unreadable

@@ -101,7 +101,13 @@ def _interned(facts: PodEpc) -> PodEpc:
     if node is facts.node and namespace is facts.namespace and priority is facts.priority:
         return facts
     return PodEpc(
-        uid=facts.uid, namespace=namespace, name=facts.name, node=node, epc=facts.epc, priority=priority
+        uid=facts.uid,
+        namespace=namespace,
+        name=facts.name,
+        node=node,
+        epc=facts.epc,
+        priority=priority,
+        leaving=facts.leaving,
     )
 
 

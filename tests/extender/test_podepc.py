@@ -6,6 +6,7 @@ PodRequests (adds spec.overhead); limits default missing requests (pkg/apis/core
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -151,7 +152,9 @@ def test_pod_facts_none_when_holding_nothing(changes: dict[str, Any]) -> None:
 def test_terminating_pod_counts_until_gone() -> None:
     # Its enclave holds the EPC until the containers stop (kube-scheduler and kubelet count it too).
     terminating = _assigned(metadata__deletionTimestamp="2026-01-01T00:00:00Z")
-    assert pod_facts(terminating, ALIBABA) == pod_facts(_assigned(), ALIBABA)
+    running = pod_facts(_assigned(), ALIBABA)
+    assert running is not None and not running.leaving
+    assert pod_facts(terminating, ALIBABA) == dataclasses.replace(running, leaving=True)
     terminating["status"]["phase"] = "Succeeded"
     assert pod_facts(terminating, ALIBABA) is None
 
