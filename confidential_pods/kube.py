@@ -120,15 +120,22 @@ class RawApi:
 
     def post(self, path: str, body: bytes, timeout: float) -> tuple[int, bytes]:
         """POST ``body`` (JSON) to ``path``; (HTTP status, answer). Network errors raise as urllib3's."""
+        return self._request("POST", path, body, timeout)
+
+    def get(self, path: str, timeout: float) -> tuple[int, bytes]:
+        """GET ``path``, once (no retry); (HTTP status, answer). Network errors raise as urllib3's."""
+        return self._request("GET", path, None, timeout)
+
+    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> tuple[int, bytes]:
         headers = self._headers | self._credentials()
         pool = self._apiserver_pool()
         if pool is None:
             response = self._manager.request(
-                "POST", self._host + path, body=body, headers=headers, timeout=timeout, retries=False
+                method, self._host + path, body=body, headers=headers, timeout=timeout, retries=False
             )
         else:
             response = pool.urlopen(
-                "POST", self._prefix + path, body=body, headers=headers, timeout=timeout, retries=False,
+                method, self._prefix + path, body=body, headers=headers, timeout=timeout, retries=False,
                 assert_same_host=False,
             )  # fmt: skip
         return int(response.status), bytes(response.data)

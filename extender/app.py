@@ -186,4 +186,5 @@ def _pod_json(pod: PodEpc) -> dict[str, Any]:
         "uid": pod.uid,
         "epc": pod.epc,
         "priority": pod.priority,
+        "leaving": pod.leaving,
     }

@@ -126,11 +126,14 @@ class EpcLedger:
 
     def confirm_deleted(self, uids: Iterable[str]) -> None:
         """The API server no longer has these pods, though the watch has not said so yet: forget them now,
-        and ignore the watch's stale events of them until it does (:meth:`remove_pod`, :meth:`replace`)."""
+        and ignore the watch's stale events of them until it does (:meth:`remove_pod`, :meth:`replace`).
+        A uid the ledger no longer counts (the watch said so while the API server was being asked) is
+        left alone: nothing would come to clear it."""
         with self.lock:
             for uid in uids:
-                self._remove(uid)
-                self._deleted[uid] = None
+                if uid in self._pods:
+                    self._remove(uid)
+                    self._deleted[uid] = None
             while len(self._deleted) > MAX_CONFIRMED_DELETED:
                 del self._deleted[next(iter(self._deleted))]
 

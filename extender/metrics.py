@@ -15,6 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from confidential_pods.endpoints import AppMetrics
+from extender.binding import Departures
 from extender.ledger import EpcLedger
 from extender.preemption import Refined
 from extender.watchevents import EVENT_TYPES, KINDS
@@ -107,7 +108,8 @@ class ExtenderMetrics(AppMetrics):
         self.departures = self.counter(
             "confidential_pods_extender_departures_checked",
             "Pods on their way out that a filter call asked the API server about (on the node preemption "
-            "nominated the pod to), by answer: deleted (the watch had not said so yet) or present.",
+            "nominated the pod to), by answer: deleted (the watch had not said so yet), present, or error "
+            "(not answered: the API server failed or was too slow).",
             ["answer"],
         )
         self.register_live(LedgerCollector(ledger))
@@ -120,9 +122,11 @@ class ExtenderMetrics(AppMetrics):
         self.preemption_nodes.labels(decision="dropped").inc(len(refined.dropped))
         self.preemption_victims_added.inc(refined.added)
 
-    def count_departures(self, asked: int, deleted: int) -> None:
+    def count_departures(self, asked: int, departures: Departures) -> None:
+        deleted = len(departures.deleted)
         self.departures.labels(answer="deleted").inc(deleted)
-        self.departures.labels(answer="present").inc(asked - deleted)
+        self.departures.labels(answer="present").inc(departures.answered - deleted)
+        self.departures.labels(answer="error").inc(asked - departures.answered)
 
     def observe(self, verb: Verb, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(verb=verb, outcome=outcome).inc()

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from confidential_pods.epc import effective_epc
 from confidential_pods.settings import Settings
-from extender.binding import Binder, PendingPods, bind_pod, pod_for_bind
+from extender.binding import Binder, Departures, PendingPods, bind_pod, pod_for_bind
 from extender.ledger import EpcLedger
 from extender.podepc import nominated_node, pod_priority, pod_uid
 from extender.preemption import Preemptor, Refined, refine
@@ -64,7 +64,7 @@ class Verbs:
         clock: Callable[[], float] = time.monotonic,
         on_expired: Callable[[list[str]], object] = lambda uids: None,
         on_preempt: Callable[[Refined], object] = lambda refined: None,
-        on_departures: Callable[[int, int], object] = lambda asked, deleted: None,
+        on_departures: Callable[[int, Departures], object] = lambda asked, departures: None,
     ) -> None:
         self.ledger = ledger
         self.settings = settings
@@ -199,12 +199,20 @@ class Verbs:
             return False
         if usage.free - held + sum(p.epc for p in leaving) < epc:  # even their going would not be enough
             return False
-        gone = self.binder.deleted(leaving[:MAX_DEPARTURES_ASKED])
-        self.on_departures(min(len(leaving), MAX_DEPARTURES_ASKED), len(gone))
-        if gone:
-            logger.info("the API server has already deleted %s on %s: counted as gone", gone, node)
-            self.ledger.confirm_deleted(gone)
-        return bool(gone)
+        asked = leaving[:MAX_DEPARTURES_ASKED]
+        departures = self.binder.deleted(asked)
+        self.on_departures(len(asked), departures)
+        if departures.error:
+            logger.warning(
+                "cannot tell whether %d pod(s) on %s are deleted yet: %s",
+                len(asked) - departures.answered,
+                node,
+                departures.error,
+            )
+        if departures.deleted:
+            logger.info("the API server has already deleted %s on %s", list(departures.deleted), node)
+            self.ledger.confirm_deleted(departures.deleted)
+        return bool(departures.deleted)
 
     def _pod_epc(self, candidates: Candidates) -> tuple[int, int, str]:
         """The pod's effective EPC and priority, remembered for its bind; and the first unreadable

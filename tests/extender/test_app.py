@@ -389,9 +389,25 @@ def test_inspect(client: FlaskClient, ledger: EpcLedger) -> None:
         "free": 30 * MiB,
         "summary": "30Mi free of 93Mi (61Mi used, 2Mi reserved)",
         "pods": [
-            {"namespace": "ml", "name": "inference-0", "uid": "running-1", "epc": 61 * MiB, "priority": 0}
+            {
+                "namespace": "ml",
+                "name": "inference-0",
+                "uid": "running-1",
+                "epc": 61 * MiB,
+                "priority": 0,
+                "leaving": False,
+            }
         ],
-        "reservations": [{"namespace": "kms", "name": "broker", "uid": "r1", "epc": 2 * MiB, "priority": 0}],
+        "reservations": [
+            {
+                "namespace": "kms",
+                "name": "broker",
+                "uid": "r1",
+                "epc": 2 * MiB,
+                "priority": 0,
+                "leaving": False,
+            },
+        ],
         # pods nominated to the node by preemption (their EPC held for them): the preemption issue
         "nominated": [],
     }

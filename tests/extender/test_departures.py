@@ -8,7 +8,11 @@ the API server about the pods on their way out there, and forgets those it no lo
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,7 +23,7 @@ from confidential_pods.quantities import MiB
 from confidential_pods.settings import Settings
 from extender import ledger as ledger_module
 from extender.app import create_app
-from extender.binding import ApiBinder, MemoryBinder
+from extender.binding import ApiBinder, Departures, MemoryBinder
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc, leaving, pod_facts
 from extender.verbs import MAX_DEPARTURES_ASKED, Verbs
@@ -40,14 +44,17 @@ def entry(uid: str, node: str, mib: int, *, priority: int = LOW, out: bool = Fal
 class Oracle(MemoryBinder):
     """The API server as far as ``deleted`` goes: it has deleted ``gone``; it records what it was asked."""
 
-    def __init__(self, gone: Sequence[str] = ()) -> None:
+    def __init__(self, gone: Sequence[str] = (), error: str = "") -> None:
         super().__init__(final=False)
         self.gone = set(gone)
+        self.error = error
         self.asked: list[list[str]] = []
 
-    def deleted(self, pods: Sequence[PodEpc]) -> list[str]:
+    def deleted(self, pods: Sequence[PodEpc]) -> Departures:
         self.asked.append([p.uid for p in pods])
-        return [p.uid for p in pods if p.uid in self.gone]
+        if self.error:  # fails at once
+            return Departures((), 0, self.error)
+        return Departures(tuple(p.uid for p in pods if p.uid in self.gone), len(pods))
 
 
 def preemptor(*, nominated: str | None = "a", mib: int = 50) -> dict[str, Any]:
@@ -137,6 +144,8 @@ def test_a_relist_older_than_the_answer_does_not_bring_the_pod_back() -> None:
     listing.add(kept)
     listing.apply()
     assert ledger.usage("sgx-a").used == 10 * MI  # type: ignore[union-attr]
+    apply_event(ledger, "Pod", ev("MODIFIED", victim), PROFILE)  # still stale after that list
+    assert ledger.usage("sgx-a").used == 10 * MI  # type: ignore[union-attr]
     fresher = Listing("Pod", ledger, PROFILE)
     fresher.add(kept)  # a list without it: the deletion is known, nothing more to ignore
     fresher.apply()
@@ -147,10 +156,22 @@ def test_a_relist_older_than_the_answer_does_not_bring_the_pod_back() -> None:
 def test_the_uids_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ledger_module, "MAX_CONFIRMED_DELETED", 3)
     ledger = EpcLedger()
+    for i in range(5):
+        ledger.set_pod(entry(f"u{i}", "a", 1))
     ledger.confirm_deleted([f"u{i}" for i in range(5)])
+    assert ledger.pod_count() == 0
     ledger.set_pod(entry("u0", "a", 1))  # forgotten first: counted again
     ledger.set_pod(entry("u4", "a", 1))  # still remembered: ignored
     assert ledger.pod("u0") is not None and ledger.pod("u4") is None
+
+
+def test_a_uid_the_watch_removed_meanwhile_is_not_remembered() -> None:
+    ledger = EpcLedger()
+    ledger.set_pod(entry("low-4", "a", 36, out=True))
+    ledger.remove_pod("low-4")  # the watch's DELETED came while the API server was being asked
+    ledger.confirm_deleted(["low-4"])
+    ledger.set_pod(entry("low-4", "a", 36))  # nothing more will clear a memory of it: none was kept
+    assert ledger.pod("low-4") is not None
 
 
 def test_leaving_on_lists_the_largest_first_and_only_the_leaving() -> None:
@@ -188,6 +209,19 @@ def test_a_victim_still_there_keeps_the_node_refused() -> None:
     assert oracle.asked == [["low-4"]] and ledger.pod("low-4") is not None
     metrics = app.get("/metrics").get_data(as_text=True)
     assert 'confidential_pods_extender_departures_checked_total{answer="present"} 1.0' in metrics
+
+
+def test_an_api_server_that_cannot_answer_keeps_the_node_refused_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    oracle = Oracle(gone=["low-4"], error="pods is forbidden (HTTP 403)")
+    ledger, app = scene(RACE, oracle)
+    assert filtered(app, preemptor(), ["a"])["NodeNames"] == []
+    assert ledger.pod("low-4") is not None
+    metrics = app.get("/metrics").get_data(as_text=True)
+    assert 'confidential_pods_extender_departures_checked_total{answer="error"} 1.0' in metrics
+    assert 'confidential_pods_extender_departures_checked_total{answer="present"} 0.0' in metrics
+    assert "cannot tell whether 1 pod(s) on a are deleted yet: pods is forbidden (HTTP 403)" in caplog.text
 
 
 def test_the_nomination_the_watch_showed_counts_when_the_request_has_none() -> None:
@@ -260,23 +294,102 @@ def api() -> Iterator[FakeApiServer]:
 
 
 def test_api_binder_says_which_pods_the_api_server_no_longer_has(api: FakeApiServer) -> None:
-    for name in ("there", "deleted", "recreated"):
+    for name in ("there", "deleted", "recreated", "recreated-here"):
         api.put("Pod", watched_pod(name, "sgx-a", "10"))
-    api.delete("Pod", "team/deleted")
-    api.delete("Pod", "team/recreated")
-    again = watched_pod("recreated", "sgx-a", "10")
-    again["metadata"]["uid"] = "uid-recreated-2"
-    api.put("Pod", again)  # the same name, another pod: the one the ledger counts is gone
-    asked = [PodEpc(f"uid-{n}", "team", n, "sgx-a", 10 * MI) for n in ("there", "deleted", "recreated")]
-    assert ApiBinder(api.api_client()).deleted(asked) == ["uid-deleted", "uid-recreated"]
+    for name in ("deleted", "recreated", "recreated-here"):
+        api.delete("Pod", f"team/{name}")
+    elsewhere = watched_pod("recreated", "sgx-b", "10")
+    elsewhere["metadata"]["uid"] = "uid-recreated-2"
+    here = watched_pod("recreated-here", "sgx-a", "10")
+    here["metadata"]["uid"] = "uid-recreated-here-2"
+    api.put("Pod", elsewhere)  # the same name, another pod elsewhere: the one the ledger counts is gone
+    api.put("Pod", here)  # another pod of that name on the same node may hold that EPC: still counted
+    names = ("there", "deleted", "recreated", "recreated-here")
+    asked = [PodEpc(f"uid-{n}", "team", n, "sgx-a", 10 * MI) for n in names]
+    assert ApiBinder(api.api_client()).deleted(asked) == Departures(("uid-deleted", "uid-recreated"), 4)
+
+
+Script = dict[str, tuple[int, bytes, float]]
+
+
+@contextmanager
+def scripted(answers: Script) -> Iterator[tuple[client.ApiClient, list[str]]]:
+    """An API server answering each GET path as scripted (status, body, seconds before answering)."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            status, body, delay = answers.get(self.path, (404, b"{}", 0.0))
+            time.sleep(delay)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with suppress(OSError):  # the client gave up waiting (the deadline test)
+                self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    configuration = client.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield client.ApiClient(configuration), seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def two_pods() -> list[PodEpc]:
+    return [PodEpc(f"uid-{n}", "team", n, "sgx-a", MI) for n in ("first", "second")]
+
+
+FIRST, SECOND = "/api/v1/namespaces/team/pods/first", "/api/v1/namespaces/team/pods/second"
+
+
+@pytest.mark.parametrize(
+    ("first", "error"),
+    [
+        ((200, b"null", 0.0), "the answer is not a JSON object (HTTP 200)"),
+        ((200, b"not json", 0.0), "the answer is not a JSON object (HTTP 200)"),
+        ((403, b'{"kind":"Status","message":"pods is forbidden"}', 0.0), "pods is forbidden (HTTP 403)"),
+        ((500, b"", 0.0), "no details (HTTP 500)"),
+    ],
+)
+def test_a_pod_that_cannot_be_read_counts_as_there_and_ends_the_round(
+    first: tuple[int, bytes, float], error: str
+) -> None:
+    with scripted({FIRST: first}) as (api_client, seen):
+        departures = ApiBinder(api_client).deleted(two_pods())
+    assert departures == Departures((), 0, error)
+    assert seen == [FIRST]  # the second (deleted: 404) is never asked
+
+
+def test_all_the_reads_share_one_deadline_and_none_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ApiBinder, "DEPARTURES_SECONDS", 0.5)
+    slow = (404, b"{}", 0.3)
+    with scripted({FIRST: slow, SECOND: slow}) as (api_client, seen):
+        started = time.monotonic()
+        departures = ApiBinder(api_client).deleted(two_pods())
+        spent = time.monotonic() - started
+    assert departures.deleted == ("uid-first",) and departures.answered == 1
+    assert "API server unreachable" in departures.error and "timed out" in departures.error
+    assert seen == [FIRST, SECOND] and spent < 0.9  # the second had the 0.2 s left, and no retry
 
 
 def test_api_binder_unreachable_counts_nothing_as_deleted() -> None:
     configuration = client.Configuration()
     configuration.host = "http://127.0.0.1:9"
-    configuration.retries = 0
     binder = ApiBinder(client.ApiClient(configuration))
-    assert binder.deleted([PodEpc("u", "team", "p", "sgx-a", MI)]) == []
+    departures = binder.deleted([PodEpc("u", "team", "p", "sgx-a", MI)])
+    assert departures.deleted == () and departures.answered == 0
+    assert departures.error.startswith("API server unreachable")
 
 
 def test_the_race_against_the_fake_api_server(api: FakeApiServer) -> None:

@@ -1,7 +1,9 @@
 """EpcLedger against a plain model, step by step (hypothesis stateful testing).
 
 Rules: set/remove nodes and pods, reserve/unreserve/expire, relist (``replace``) with the current or a
-new state, relist of one kind through the feed's ``replace_nodes``/``replace_pods``. Invariants after
+new state, relist of one kind through the feed's ``replace_nodes``/``replace_pods``, pods the API server
+said were deleted (``confirm_deleted``: gone, their later events ignored until removed or relisted without
+them). Invariants after
 every step: used is the sum over live pods on the node and never negative, reserved is the sum over
 reservations, free = capacity - used - reserved, and the ledger equals one built from scratch from
 the same nodes, pods and reservations.
@@ -60,6 +62,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.nodes: dict[str, int | None] = {}
         self.pods: dict[str, PodEpc] = {}
         self.held: dict[str, Held] = {}
+        #: Uids confirmed deleted whose removal (or a relist without them) has not come yet.
+        self.deleted: set[str] = set()
 
     # --- the model's rules, mirroring the ledger's documented semantics ---------------------------
 
@@ -72,7 +76,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def _model_replace_pods(self, listed: list[PodEpc]) -> None:
         self.pods = {}
         for pod in listed:
-            self.pods[pod.uid] = pod
+            if pod.uid not in self.deleted:
+                self.pods[pod.uid] = pod
+        self.deleted &= {pod.uid for pod in listed}
         for uid in list(self.held):
             if uid in self.pods:
                 del self.held[uid]
@@ -90,6 +96,8 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(pod=pods)
     def set_pod(self, pod: PodEpc) -> None:
         self.ledger.set_pod(pod)
+        if pod.uid in self.deleted:  # a stale event
+            return
         self.pods[pod.uid] = pod
         self.held.pop(pod.uid, None)
 
@@ -97,6 +105,15 @@ class LedgerMachine(RuleBasedStateMachine):
     def remove_pod(self, uid: str) -> None:
         self.ledger.remove_pod(uid)
         self.pods.pop(uid, None)
+        self.deleted.discard(uid)
+
+    @rule(gone=st.lists(uids, max_size=3))
+    def confirm_deleted(self, gone: list[str]) -> None:
+        self.ledger.confirm_deleted(gone)
+        for uid in gone:
+            if uid in self.pods:
+                del self.pods[uid]
+                self.deleted.add(uid)
 
     @rule(pod=pods)
     def reserve(self, pod: PodEpc) -> None:
