@@ -27,9 +27,9 @@ from extender.podepc import PodEpc
 from extender.serving import api_backend, snapshot_backend
 from extender.watchevents import Applied, apply_event
 from tests.extender import scheduler_json as sj
-from tests.extender.fakeapi import serving
 from tests.extender.test_serving_api import kubeconfig, wait_until
 from tests.extender.test_watching import Harness, node, pod
+from tests.fakeapi import serving
 from tests.test_quantities import HOSTILE
 
 PROFILE = PROFILES["alibaba"]
