@@ -24,9 +24,9 @@ from urllib.parse import quote
 
 from confidential_pods import kube
 from confidential_pods.epc import effective_epc
-from confidential_pods.errors import BindRefused
+from confidential_pods.errors import BindRefused, MalformedInput
 from confidential_pods.profiles import Profile
-from confidential_pods.wire import mapping
+from confidential_pods.wire import decode_json, mapping
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc, pod_priority
 from extender.scheduling import unfit_reason
@@ -354,10 +354,10 @@ class ApiBinder:
 
 
 def _json_object(answer: bytes) -> Mapping[str, Any] | None:
-    """The answer as a JSON object, or None when it is not one."""
+    """The answer as a JSON object, or None when it is not one (or not JSON Python's reader can hold)."""
     try:
-        found = json.loads(answer)
-    except ValueError:
+        found = decode_json(answer)
+    except MalformedInput:
         return None
     return found if isinstance(found, dict) else None
 

@@ -358,6 +358,7 @@ FIRST, SECOND = "/api/v1/namespaces/team/pods/first", "/api/v1/namespaces/team/p
     [
         ((200, b"null", 0.0), "the answer is not a JSON object (HTTP 200)"),
         ((200, b"not json", 0.0), "the answer is not a JSON object (HTTP 200)"),
+        ((200, b"[" * 100_000, 0.0), "the answer is not a JSON object (HTTP 200)"),  # RecursionError
         ((403, b'{"kind":"Status","message":"pods is forbidden"}', 0.0), "pods is forbidden (HTTP 403)"),
         ((500, b"", 0.0), "no details (HTTP 500)"),
     ],
