@@ -66,7 +66,7 @@ def nominated_facts(
     """
     if mapping(pod.get("spec")).get("nodeName"):
         return None
-    return _on_node(pod, mapping(pod.get("status")).get("nominatedNodeName"), profile, unreadable, None)
+    return _on_node(pod, nominated_node(pod), profile, unreadable, None)
 
 
 def nominated_node(pod: Mapping[str, Any]) -> str:
