@@ -6,6 +6,11 @@ cache). The
 extender then judges each candidate by its own ledger, which also knows its reservations (binds not yet
 seen by the watch), EPC held for other nominated pods and pods the scheduler's cache has not seen:
 
+* a node where a proposed victim has equal or higher priority than the preemptor is dropped, whoever
+  proposed it: kube-scheduler evicts what the answer names without checking priorities again. The
+  priority is the ledger's for the pods it knows there (pods holding EPC), and also, when kube-scheduler
+  sent whole Pods (no ``nodeCacheCapable``), the one in the Pod sent; a victim known to neither (a pod
+  without EPC, sent by UID) is left to kube-scheduler's own dry run;
 * a node without SGX EPC, or with less EPC in total than the preemptor needs, is dropped: no eviction
   can help;
 * a node where the free EPC plus the proposed victims' EPC is enough is kept as proposed;
@@ -21,8 +26,9 @@ kube-scheduler prefers the candidate with the fewest). Pure: plain data in, plai
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from confidential_pods.errors import shown
 from extender.ledger import NodeEpc
 from extender.podepc import PodEpc
 
@@ -33,6 +39,9 @@ class Victims:
 
     uids: tuple[str, ...]
     pdb_violations: int = 0
+    #: The victims' ``spec.priority`` by uid, when kube-scheduler sent whole Pods (``NodeNameToVictims``);
+    #: empty when it sent UIDs only (``NodeNameToMetaVictims``).
+    priorities: Mapping[str, int] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -55,13 +64,14 @@ def refine(
     preemptor: Preemptor, candidates: Mapping[str, Victims], nodes: Mapping[str, NodeEpc | None]
 ) -> Refined:
     """Judge every candidate node (``nodes``: the ledger's view of each, None when unknown)."""
-    if preemptor.epc <= 0:  # not an EPC matter: no opinion
-        return Refined(kept=dict(candidates), dropped={}, added=0)
     kept: dict[str, Victims] = {}
     additions: dict[str, int] = {}
     dropped: dict[str, str] = {}
     for name, victims in candidates.items():
-        verdict = _judge(preemptor, victims, nodes.get(name))
+        node = nodes.get(name)
+        verdict: tuple[Victims, int] | str = _outranking(preemptor, victims, node)
+        if not verdict:  # EPC: judged by the ledger; a pod without EPC is not an EPC matter (no opinion)
+            verdict = _judge(preemptor, victims, node) if preemptor.epc > 0 else (victims, 0)
         if isinstance(verdict, str):
             dropped[name] = verdict
         else:
@@ -72,6 +82,19 @@ def refine(
             dropped[name] = "another candidate needs no victims beyond the scheduler's"
             additions[name] = 0
     return Refined(kept=kept, dropped=dropped, added=sum(additions.values()))
+
+
+def _outranking(preemptor: Preemptor, victims: Victims, node: NodeEpc | None) -> str:
+    """Why a proposed victim may not be evicted for the preemptor (equal or higher priority), or ""."""
+    known = {p.uid: p.priority for p in node.pods + node.reservations} if node is not None else {}
+    for uid in victims.uids:
+        priorities = [p for p in (known.get(uid), victims.priorities.get(uid)) if p is not None]
+        if priorities and max(priorities) >= preemptor.priority:
+            return (
+                f"victim {shown(uid)} has priority {max(priorities)}, "
+                f"not lower than the pod's {preemptor.priority}"
+            )
+    return ""
 
 
 def _judge(preemptor: Preemptor, victims: Victims, node: NodeEpc | None) -> tuple[Victims, int] | str:

@@ -14,6 +14,7 @@ from typing import Any, TypedDict, TypeVar
 
 from confidential_pods.errors import MalformedInput
 from confidential_pods.wire import decode_json, depth_exceeds
+from extender.podepc import pod_priority
 from extender.preemption import Victims
 
 #: Highest score an extender may give (``MaxExtenderPriority``).
@@ -355,6 +356,7 @@ def parse_preemption_args(body: bytes) -> PreemptionRequest:
 def _victims_by_node(
     value: object, where: str, struct: type[Any], uid_of: Callable[[object, str], str]
 ) -> dict[str, Victims]:
+    """Victims per node; whole Pods also give their priority (``Victims.priorities``)."""
     if not isinstance(value, dict):
         raise MalformedRequest(f"ExtenderPreemptionArgs.{where} must map node names to victims")
     found: dict[str, Victims] = {}
@@ -365,7 +367,10 @@ def _victims_by_node(
         if not isinstance(pods, list) or isinstance(violations, bool) or not isinstance(violations, int):
             raise MalformedRequest(f"ExtenderPreemptionArgs.{where}[{node!r}] has no list of Pods")
         uids = tuple(uid_of(p, f"{where}[{node!r}].Pods[{i}]") for i, p in enumerate(pods))
-        found[node] = Victims(uids=uids, pdb_violations=violations)
+        priorities = (
+            {uid: pod_priority(p) for uid, p in zip(uids, pods, strict=True)} if struct is VictimPods else {}
+        )
+        found[node] = Victims(uids=uids, pdb_violations=violations, priorities=priorities)
     return found
 
 

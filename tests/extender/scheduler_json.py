@@ -157,3 +157,32 @@ def binding_args(the_pod: dict[str, Any], node_name: str) -> dict[str, Any]:
         "PodUID": the_pod["metadata"]["uid"],
         "Node": node_name,
     }
+
+
+def preemption_args(
+    the_pod: dict[str, Any], victims: dict[str, list[str]], *, pdb_violations: Any = 0
+) -> dict[str, Any]:
+    """ExtenderPreemptionArgs from a nodeCacheCapable extender config: per candidate node, the victims'
+    UIDs (``NodeNameToMetaVictims``; ``NodeNameToVictims`` is null)."""
+    return {
+        "Pod": copy.deepcopy(the_pod),
+        "NodeNameToVictims": None,
+        "NodeNameToMetaVictims": {
+            node: {"Pods": [{"UID": uid} for uid in uids], "NumPDBViolations": pdb_violations}
+            for node, uids in victims.items()
+        },
+    }
+
+
+def preemption_args_with_pods(
+    the_pod: dict[str, Any], victims: dict[str, list[dict[str, Any]]], *, pdb_violations: int = 0
+) -> dict[str, Any]:
+    """ExtenderPreemptionArgs without nodeCacheCapable: the victims as whole Pods (``NodeNameToVictims``)."""
+    return {
+        "Pod": copy.deepcopy(the_pod),
+        "NodeNameToVictims": {
+            node: {"Pods": copy.deepcopy(pods), "NumPDBViolations": pdb_violations}
+            for node, pods in victims.items()
+        },
+        "NodeNameToMetaVictims": None,
+    }

@@ -80,6 +80,36 @@ def test_never_equal_or_higher_priority() -> None:
 
 
 @pytest.mark.parametrize(
+    ("victims", "epc", "dropped"),
+    [
+        # b1 (priority HIGH) proposed beside b2: enough EPC, but b1 may not be evicted for HIGH or lower
+        (("b1", "b2"), 90, "victim 'b1' has priority 1000, not lower than the pod's 1000"),
+        (("b2", "b1"), 10, "victim 'b1' has priority 1000, not lower than the pod's 1000"),
+        # no EPC asked: not an EPC matter, yet a victim of higher priority still drops the node
+        (("b1",), 0, "victim 'b1' has priority 1000, not lower than the pod's 1000"),
+        (("b2",), 10, ""),  # b2 (LOW) alone: kept
+    ],
+)
+def test_a_proposed_victim_of_equal_or_higher_priority_drops_the_node(
+    victims: tuple[str, ...], epc: int, dropped: str
+) -> None:
+    ledger = ledger_of(FULL, RUNNING)
+    out = decide(ledger, Preemptor("p", epc * MiB, HIGH), {"b": Victims(victims, 0)})
+    assert out.dropped == ({"b": dropped} if dropped else {})
+    assert out.kept == ({} if dropped else {"b": Victims(victims, 0)})
+
+
+def test_whole_pods_give_the_priority_of_victims_the_ledger_does_not_hold() -> None:
+    # "x" holds no EPC (unknown to the ledger): its priority comes from the Pod kube-scheduler sent
+    ledger = ledger_of(FULL, RUNNING)
+    higher = Victims(("a3", "x"), 0, priorities={"a3": LOW, "x": HIGH})
+    out = decide(ledger, Preemptor("p", 50 * MiB, HIGH), {"a": higher})
+    assert out.kept == {} and "victim 'x' has priority 1000" in out.dropped["a"]
+    lower = Victims(("a3", "x"), 0, priorities={"a3": LOW, "x": LOW})
+    assert decide(ledger, Preemptor("p", 40 * MiB, HIGH), {"a": lower}).kept == {"a": lower}
+
+
+@pytest.mark.parametrize(
     ("node", "why"),
     [
         ("plain", "no SGX EPC"),
@@ -175,6 +205,41 @@ def test_preempt_node_cache_capable(client: FlaskClient) -> None:
     assert 'confidential_pods_extender_preemption_nodes_total{decision="dropped"} 1.0' in metrics
     assert "confidential_pods_extender_preemption_victims_added_total 1.0" in metrics
     assert 'confidential_pods_extender_requests_total{outcome="ok",verb="preempt"} 1.0' in metrics
+
+
+def test_preempt_drops_a_node_whose_proposed_victim_outranks_the_preemptor() -> None:
+    """Issue 20, defect 6: a caller proposes a priority-1000 victim beside a priority-1 one for a
+    priority-100 preemptor; the free EPC would be enough, but the node must not be in the answer."""
+    running = [pod("u-high", "n", 50, 1000), pod("u-low", "n", 40, 1), pod("u-mid", "n", 5, 100)]
+    ledger = ledger_of({"n": 100}, running)
+    app = create_app(ledger, Settings(), MemoryBinder(final=False), lambda: True).test_client()
+    body = sj.preemption_args(preemptor_pod(20, 100), {"n": ["u-high", "u-low"]})
+    answer = app.post("/preempt", json=body)
+    assert answer.status_code == 200 and answer.get_json() == {"NodeNameToMetaVictims": {}}
+    # equal priority (u-mid: 100) is refused as well; the lower victim alone is answered
+    body = sj.preemption_args(preemptor_pod(20, 100), {"n": ["u-mid", "u-low"]})
+    assert app.post("/preempt", json=body).get_json() == {"NodeNameToMetaVictims": {}}
+    body = sj.preemption_args(preemptor_pod(20, 100), {"n": ["u-low"]})
+    assert app.post("/preempt", json=body).get_json() == {
+        "NodeNameToMetaVictims": {"n": {"Pods": [{"UID": "u-low"}], "NumPDBViolations": 0}}
+    }
+    metrics = app.get("/metrics").get_data(as_text=True)
+    assert 'confidential_pods_extender_preemption_nodes_total{decision="dropped"} 2.0' in metrics
+
+
+def test_preempt_with_whole_pods_reads_the_victims_priority(client: FlaskClient) -> None:
+    # "plain-pod" holds no EPC, so only the Pod sent tells its priority
+    vip = sj.pod("plain-pod", epc_mib=0, uid="plain-pod", node_name="a", phase="Running")
+    vip["spec"]["priority"] = HIGH
+    a3 = sj.pod("a3", epc_mib=40, uid="a3", node_name="a", phase="Running")
+    body = sj.preemption_args_with_pods(preemptor_pod(40, HIGH), {"a": [a3, vip]})
+    assert client.post("/preempt", json=body).get_json() == {"NodeNameToMetaVictims": {}}
+    vip["spec"]["priority"] = LOW
+    body = sj.preemption_args_with_pods(preemptor_pod(40, HIGH), {"a": [a3, vip]})
+    assert client.post("/preempt", json=body).get_json()["NodeNameToMetaVictims"]["a"]["Pods"] == [
+        {"UID": "a3"},
+        {"UID": "plain-pod"},
+    ]
 
 
 def test_preempt_with_whole_pods(client: FlaskClient) -> None:
