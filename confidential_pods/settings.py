@@ -12,12 +12,10 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any, Final, Literal
 
-import yaml
-
-from confidential_pods.errors import ConfigError, QuantityError
+from confidential_pods.documents import load_document, read_text
+from confidential_pods.errors import ConfigError, MalformedInput, QuantityError
 from confidential_pods.profiles import PROFILES, Profile
 from confidential_pods.qcnl import Dcap, read_dcap
 from confidential_pods.quantities import parse_bytes
@@ -247,14 +245,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     if path is None:
         return Settings()
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read configuration file {os.fspath(path)}: {why}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise ConfigError(f"configuration file {os.fspath(path)} is not valid YAML: {exc}") from exc
+        data = load_document(read_text(path, "configuration file"), f"configuration file {os.fspath(path)}")
+    except MalformedInput as exc:
+        raise ConfigError(str(exc)) from None
     if data is None:
         data = {}
     return settings_from_mapping(data)

@@ -46,8 +46,8 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         "spec.nodeName hold EPC; the others are placed in file order. With no files, a built-in "
         "example cluster is used.",
         epilog="exit codes: 0 report printed (unschedulable pods included); 2 a file could not be read "
-        "or parsed (not UTF-8, not YAML/JSON, YAML aliases, nesting deeper than 100 levels, objects that "
-        "are not Nodes or Pods) or the configuration is unusable",
+        "or parsed (not UTF-8, not YAML/JSON, excessive YAML aliasing, nesting deeper than 100 levels, "
+        "objects that are not Nodes or Pods) or the configuration is unusable",
     )
     simulate.add_argument("--nodes", help="file with Nodes (and possibly Pods): v1 List or multi-doc YAML")
     simulate.add_argument("--pods", help="file with Pods (and possibly Nodes)")

@@ -1,9 +1,9 @@
 """Snapshot files: Nodes and Pods from a v1 List or multi-document YAML/JSON, for clusterless use.
 
 One loader for ``extender serve --snapshot`` and ``simulate``: the file is read by the kit's
-document reader (:mod:`confidential_pods.documents`: JSON first, libyaml, no aliases, bounded nesting)
-and reduced at once to its facts (:class:`SnapshotFacts`): node capacities, the pods holding EPC, and
-every pod's UID, EPC and node for a bind. The parsed objects are not kept (at 5,000 nodes and 50,000
+document reader (:mod:`confidential_pods.documents`: JSON first, libyaml, bounded alias expansion,
+bounded nesting) and reduced at once to its facts (:class:`SnapshotFacts`): node capacities, the pods
+holding EPC, and every pod's UID, EPC and node for a bind. The parsed objects are not kept (at 5,000 nodes and 50,000
 pods they would take gigabytes). Assigned pods (``spec.nodeName`` set) are running pods that hold
 EPC; the others are pending pods waiting to be placed (by ``simulate``, or bound through ``/bind``).
 

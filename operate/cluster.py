@@ -15,12 +15,12 @@ from functools import partial
 from typing import Any, Literal
 
 import kubernetes.client
-import yaml
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from confidential_pods.documents import load_document
 from confidential_pods.epc import effective_epc
-from confidential_pods.errors import ConfigError
+from confidential_pods.errors import ConfigError, MalformedInput
 from confidential_pods.kube import status_message
 from confidential_pods.settings import Settings, settings_from_mapping
 from confidential_pods.wire import mapping
@@ -109,9 +109,9 @@ def read_settings(reader: Reader, namespace: str) -> tuple[Settings, str]:
     if not isinstance(text, str):
         raise ConfigError(f"ConfigMap {namespace}/{names[0]} has no config.yaml")
     try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"ConfigMap {namespace}/{names[0]}: config.yaml is not YAML: {exc}") from None
+        data = load_document(text, f"ConfigMap {namespace}/{names[0]} config.yaml") or {}
+    except MalformedInput as exc:
+        raise ConfigError(str(exc)) from None
     return settings_from_mapping(data), f"ConfigMap {namespace}/{names[0]}"
 
 

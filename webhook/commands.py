@@ -34,8 +34,8 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         description="Mutate every Pod and workload pod template in a YAML or JSON file as the webhook "
         "would at admission; other kinds pass through unchanged.",
         epilog="exit codes: 0 written; 1 an object was refused (its name and the reason on stderr, "
-        "nothing written); 2 the input could not be read or parsed (not UTF-8, not YAML/JSON, YAML "
-        "aliases, nested deeper than 100 levels) or the configuration is unusable",
+        "nothing written); 2 the input could not be read or parsed (not UTF-8, not YAML/JSON, excessive YAML "
+        "aliasing, nested deeper than 100 levels) or the configuration is unusable",
     )
     inject.add_argument("-f", "--filename", required=True, help="multi-document YAML file, or - for stdin")
     inject.add_argument("-o", "--output", help="write the result here instead of stdout")

@@ -93,7 +93,7 @@ def run(settings: Settings, *, source: str, output: str | None, namespace_opted_
     """The command's shell: read, inject, write; one line on stderr and an exit code on failure.
 
     Exit codes: 0 written; 1 an object was refused (nothing written); 2 the input could not be read
-    or parsed (not a file, not UTF-8, not YAML/JSON, YAML aliases, nesting too deep).
+    or parsed (not a file, not UTF-8, not YAML/JSON, excessive YAML aliasing, nesting too deep).
     """
     try:
         documents = load_documents(read_text(source), "stdin" if source == "-" else source)
