@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypedDict, TypeVar
 
-from confidential_pods.errors import MalformedInput
+from confidential_pods.errors import MalformedInput, shown
 from confidential_pods.wire import decode_json, depth_exceeds
 from extender.podepc import pod_priority
 from extender.preemption import Victims
@@ -142,6 +142,25 @@ def go_struct(data: object, struct: type[T], name: str) -> T:
         if field is not None:
             fields[field] = value
     return fields  # type: ignore[return-value]
+
+
+#: Go's ``int64``, the type of ``NumPDBViolations`` in kube-scheduler's structs.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def go_int64(value: object, name: str) -> int:
+    """A JSON value read as Go's ``encoding/json`` reads it into an ``int64`` field.
+
+    ``null`` leaves the field at 0. Go takes only integer syntax within int64 (``strconv.ParseInt``):
+    it refuses ``1.5``, ``1.0``, ``1e3`` and ``-0.0`` (which Python reads as floats), numbers past
+    int64, booleans and strings. What Go refuses is refused here too: echoed back, it would fail
+    kube-scheduler's decoding of the whole answer.
+    """
+    if value is None:
+        return 0
+    if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:  # bool is not int here
+        raise MalformedRequest(f"{name} must be an integer within int64, not {shown(value)}")
+    return value
 
 
 def _decode(body: bytes, struct: type[T], name: str) -> T:
@@ -361,12 +380,16 @@ def _victims_by_node(
         raise MalformedRequest(f"ExtenderPreemptionArgs.{where} must map node names to victims")
     found: dict[str, Victims] = {}
     for node, raw in value.items():
-        fields = go_struct(raw, struct, f"{where}[{node!r}]")
-        pods = fields.get("Pods") or []
-        violations = fields.get("NumPDBViolations") or 0
-        if not isinstance(pods, list) or isinstance(violations, bool) or not isinstance(violations, int):
-            raise MalformedRequest(f"ExtenderPreemptionArgs.{where}[{node!r}] has no list of Pods")
-        uids = tuple(uid_of(p, f"{where}[{node!r}].Pods[{i}]") for i, p in enumerate(pods))
+        key = f"{where}[{shown(node)}]"
+        at = f"ExtenderPreemptionArgs.{key}"
+        fields = go_struct(raw, struct, at)
+        pods = fields.get("Pods")
+        if pods is None:
+            pods = []
+        elif not isinstance(pods, list):
+            raise MalformedRequest(f"{at}.Pods must be a list")
+        violations = go_int64(fields.get("NumPDBViolations"), f"{at}.NumPDBViolations")
+        uids = tuple(uid_of(p, f"{key}.Pods[{i}]") for i, p in enumerate(pods))
         priorities = (
             {uid: pod_priority(p) for uid, p in zip(uids, pods, strict=True)} if struct is VictimPods else {}
         )

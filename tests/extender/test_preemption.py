@@ -272,11 +272,77 @@ def test_preempt_go_field_names_in_any_case(client: FlaskClient) -> None:
         ({"Pod": {}, "NodeNameToMetaVictims": []}, "must map node names"),
         ({"Pod": {}, "NodeNameToMetaVictims": {"a": {"Pods": [{}]}}}, "UID must be a non-empty string"),
         ({"Pod": {}, "NodeNameToVictims": {"a": {"Pods": [{"metadata": {}}]}}}, "has no metadata.uid"),
+        ({"Pod": {}, "NodeNameToMetaVictims": {"a": {"Pods": False}}}, "['a'].Pods must be a list"),
+        ({"Pod": {}, "NodeNameToMetaVictims": {"a": {"Pods": {}}}}, "['a'].Pods must be a list"),
     ],
 )
 def test_malformed_preemption_args_are_400(client: FlaskClient, body: Any, fragment: str) -> None:
     answer = client.post("/preempt", json=body)
     assert answer.status_code == 400 and fragment in answer.get_json()["Error"]
+
+
+#: ``NumPDBViolations`` as JSON text → what Go's encoding/json leaves in kube-scheduler's int64 field, or
+#: None where it refuses the text (checked with go1.26 json.Unmarshal into extenderv1.MetaVictims).
+PDB_VIOLATIONS_AS_GO_READS_THEM = [
+    ("0", 0),
+    ("-0", 0),
+    ("3", 3),
+    ("-5", -5),
+    ("null", 0),
+    ("9223372036854775807", 2**63 - 1),
+    ("-9223372036854775808", -(2**63)),
+    ("9223372036854775808", None),
+    ("-9223372036854775809", None),
+    ("99999999999999999999", None),
+    ("1.5", None),
+    ("1.0", None),
+    ("1e3", None),
+    ("1E3", None),
+    ("-0.0", None),
+    ("0.0e0", None),
+    ("true", None),
+    ("false", None),
+    ('"5"', None),
+    ("[]", None),
+    ("{}", None),
+]
+
+
+@pytest.mark.parametrize("mode", ["meta", "whole"])
+@pytest.mark.parametrize(("text", "read"), PDB_VIOLATIONS_AS_GO_READS_THEM)
+def test_num_pdb_violations_is_read_as_go_reads_an_int64(
+    client: FlaskClient, mode: str, text: str, read: int | None
+) -> None:
+    """Issue 20, defect 7: what Go cannot decode into int64 is a 400 naming the field, never echoed
+    (kube-scheduler would fail to decode the whole answer)."""
+    if mode == "meta":
+        args = sj.preemption_args(preemptor_pod(40, HIGH), {"a": ["a3"]}, pdb_violations="@N@")
+        where = "ExtenderPreemptionArgs.NodeNameToMetaVictims['a'].NumPDBViolations"
+    else:
+        victim = sj.pod("a3", epc_mib=40, uid="a3", node_name="a", phase="Running")
+        args = sj.preemption_args_with_pods(preemptor_pod(40, HIGH), {"a": [victim]})
+        args["NodeNameToVictims"]["a"]["NumPDBViolations"] = "@N@"
+        where = "ExtenderPreemptionArgs.NodeNameToVictims['a'].NumPDBViolations"
+    body = json.dumps(args).replace('"@N@"', text)
+    answer = client.post("/preempt", data=body, content_type="application/json")
+    if read is None:
+        assert answer.status_code == 400
+        message = answer.get_json()["Error"]
+        assert message.startswith(f"{where} must be an integer within int64, not ") and "\n" not in message
+    else:
+        assert answer.status_code == 200
+        assert answer.get_json()["NodeNameToMetaVictims"]["a"]["NumPDBViolations"] == read
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(violations=st.integers() | st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**4000]))
+def test_num_pdb_violations_echoed_only_within_int64(client: FlaskClient, violations: int) -> None:
+    args = sj.preemption_args(preemptor_pod(40, HIGH), {"a": ["a3"]}, pdb_violations=violations)
+    answer = client.post("/preempt", data=json.dumps(args), content_type="application/json")
+    if -(2**63) <= violations < 2**63:
+        assert answer.get_json()["NodeNameToMetaVictims"]["a"]["NumPDBViolations"] == violations
+    else:
+        assert answer.status_code == 400 and "NumPDBViolations" in answer.get_json()["Error"]
 
 
 meta_victims = st.dictionaries(
