@@ -12,8 +12,10 @@ import json
 import sys
 import urllib.request
 from collections.abc import Sequence
+from http.client import HTTPException
 from typing import Any
 
+from confidential_pods.documents import printable
 from confidential_pods.errors import ConfidentialPodsError
 from confidential_pods.kube import api_client
 from confidential_pods.settings import Settings, load_settings
@@ -94,18 +96,20 @@ def _doctor(args: argparse.Namespace) -> int:
 
 def _nodes(args: argparse.Namespace) -> int:
     from operate.cluster import Unreadable, ledger_of
-    from operate.views import render_nodes, rows_from_inspect, rows_from_ledger
+    from operate.inspection import MAX_INSPECT_BYTES, read_inspect
+    from operate.views import render_nodes, rows_from_ledger
 
     try:
         reader, settings, _ = _connect(args)
         if args.extender:
-            with urllib.request.urlopen(args.extender.rstrip("/") + "/inspect", timeout=10) as response:
-                answer = json.loads(response.read())
-            rows, source = rows_from_inspect(answer), f"the extender at {args.extender}"
+            url = args.extender.rstrip("/") + "/inspect"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = response.read(MAX_INSPECT_BYTES + 1)
+            rows, source = read_inspect(body, printable(url)), f"the extender at {args.extender}"
         else:
             rows, source = rows_from_ledger(ledger_of(reader, settings)), "the stored pods (no reservations)"
-    except (ConfidentialPodsError, Unreadable, OSError, ValueError) as exc:
-        return _fail(exc)
+    except (ConfidentialPodsError, Unreadable, OSError, ValueError, HTTPException) as exc:
+        return _fail(exc)  # ValueError: a URL urllib cannot use; HTTPException: an answer that is not HTTP
     if args.output == "json":
         print(json.dumps([{**row.__dict__, "free": row.free} for row in rows], indent=2))
     else:

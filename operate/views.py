@@ -2,8 +2,9 @@
 
 ``nodes``: EPC per SGX node, from the stored pods (what any reader of the API can compute: capacity, used,
 held for nominated pods) or from the extender's ``/inspect`` (which also knows its reservations: binds
-the watch has not shown yet). ``why``: the extender's filter answer for a pending pod, computed with the
-extender's own code over the stored state, beside kube-scheduler's FailedScheduling events.
+the watch has not shown yet; read by ``operate/inspection.py``). ``why``: the extender's filter answer
+for a pending pod, computed with the extender's own code over the stored state, beside kube-scheduler's
+FailedScheduling events.
 """
 
 from __future__ import annotations
@@ -54,31 +55,6 @@ def _row(node: NodeEpc) -> NodeRow:
         nominated=sum(p.epc for p in node.nominated),
         pods=len(node.pods),
     )
-
-
-def rows_from_inspect(answer: Mapping[str, Any]) -> list[NodeRow]:
-    """The extender's ``/inspect`` answer (app.node_json per node) as rows; non-SGX nodes left out."""
-    rows = []
-    for item in answer.get("nodes") or []:
-        node = mapping(item)
-        capacity = node.get("capacity")
-        if not isinstance(capacity, int):
-            continue
-        rows.append(
-            NodeRow(
-                name=str(node.get("name")),
-                capacity=capacity,
-                used=_int(node.get("used")),
-                reserved=_int(node.get("reserved")),
-                nominated=sum(_int(mapping(p).get("epc")) for p in node.get("nominated") or []),
-                pods=len(node.get("pods") or []),
-            )
-        )
-    return sorted(rows, key=lambda row: row.name)
-
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def render_nodes(rows: Sequence[NodeRow], resource: str, source: str) -> str:

@@ -4,12 +4,14 @@
   like numbers (Unicode digits, ``_``, white space), and JSON numbers past int64 or 4,300 digits;
 * :func:`deep`: arrays and objects nested hundreds to thousands deep;
 * :func:`poisoned`: a realistic pod with one to three of the fields the servers read replaced by a
-  value of the wrong JSON type, a hostile quantity or a deep structure — every path in :data:`POD_PATHS`.
+  value of the wrong JSON type, a hostile quantity or a deep structure — every path in :data:`POD_PATHS`;
+* :func:`poisoned_at`: the same for any JSON document and the paths its reader reads.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import strategies as st
@@ -111,12 +113,26 @@ def _set(document: Any, path: tuple[str | int, ...], value: Any, resource: str) 
         node = node.setdefault(key, [] if isinstance(following, int) else {})
 
 
+#: What replaces a field: a value of the wrong JSON type, a hostile quantity or a deep structure.
+hostile_values = json_values | hostile_quantities | deep(min_depth=50, max_depth=200)
+
+
+@st.composite
+def poisoned_at(
+    draw: st.DrawFn, base: Any, paths: Sequence[tuple[str | int, ...]], resource: str = ""
+) -> Any:
+    """``base`` (a JSON document) with one to three of ``paths`` replaced by :data:`hostile_values`
+    (what is missing on the way is created; ``RESOURCE`` in a path is ``resource``)."""
+    document = copy.deepcopy(base)
+    for path in draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3, unique=True)):
+        _set(document, path, draw(hostile_values), resource)
+    return document
+
+
 @st.composite
 def poisoned(draw: st.DrawFn, base: dict[str, Any], resource: str) -> dict[str, Any]:
     """``base`` (a realistic pod) with one to three fields it is read by replaced by hostile values."""
     pod = copy.deepcopy(base)
     pod.setdefault("spec", {}).setdefault("initContainers", [{"name": "init", "restartPolicy": "Always"}])
-    for path in draw(st.lists(st.sampled_from(POD_PATHS), min_size=1, max_size=3, unique=True)):
-        value = draw(json_values | hostile_quantities | deep(min_depth=50, max_depth=200))
-        _set(pod, path, value, resource)
-    return pod
+    poisoned_pod: dict[str, Any] = draw(poisoned_at(pod, POD_PATHS, resource))
+    return poisoned_pod

@@ -1,4 +1,5 @@
-"""``kubectl confidential-pods nodes`` and ``why``: the text they print from a ledger or /inspect."""
+"""``kubectl confidential-pods nodes`` and ``why``: the text they print from a ledger or /inspect (a wrong
+/inspect answer: test_inspection.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from confidential_pods.settings import settings_from_mapping
 from extender.app import node_json
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
-from operate.views import NodeRow, render_nodes, render_why, rows_from_inspect, rows_from_ledger, why
+from operate.inspection import rows_from_inspect
+from operate.views import NodeRow, render_nodes, render_why, rows_from_ledger, why
 from tests.extender.ledgers import ledger_of
 
 MIB = 2**20
@@ -39,11 +41,6 @@ def test_rows_from_the_ledger_and_from_inspect_agree() -> None:
         "nodes": [node_json(n) for n in (source.node(name) for name in source.nodes()) if n is not None]
     }
     assert rows_from_inspect(inspect) == rows
-
-
-def test_inspect_answers_of_the_wrong_shape_are_skipped() -> None:
-    junk: dict[str, Any] = {"nodes": ["x", {"name": "n", "capacity": "93"}, {"capacity": 10, "used": True}]}
-    assert rows_from_inspect(junk) == [NodeRow("None", 10, 0, 0, 0, 0)]
 
 
 def test_nodes_table() -> None:
