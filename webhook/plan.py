@@ -26,10 +26,9 @@ from webhook.contract import (
     RUNTIME_CLASS,
     Annotated,
 )
+from webhook.mounts import AESM_SIDECAR, Mounts, plan_mounts
 from webhook.podview import ContainerRef, PodRefused, PodView
 
-#: Name of the injected AESM sidecar (and of a user's own, which is then kept).
-AESM_SIDECAR = "aesmd"
 #: Pod Security levels (``pod-security.kubernetes.io/enforce``) that forbid hostPath volumes.
 NO_HOST_PATH_LEVELS = frozenset({"baseline", "restricted"})
 
@@ -70,6 +69,10 @@ class Plan:
     quoting: Quoting
     aesm: AesmMode
     add_sidecar: bool
+    #: The injected sidecar quotes (quote: aesmd) and gets the webhook's QCNL file.
+    sidecar_qcnl: bool
+    #: The socket and QCNL mounts and volumes to add.
+    mounts: Mounts
     warnings: tuple[str, ...]
 
 
@@ -107,6 +110,16 @@ def make_plan(
             f'"{namespace_level}" forbids; annotate {AESM}: "sidecar" (an aesmd sidecar in the pod), '
             f'{QUOTE}: "in-process" (the app quotes itself) or {AESM}: "none"'
         )
+    sidecar_qcnl = add_sidecar and quoting.mode == "aesmd" and settings.dcap.configured
+    mounts = plan_mounts(
+        view,
+        socket=aesm,
+        clients=enclaves if aesm != "none" else (),
+        quoters=quoting.quoters if quoting.qcnl else (),
+        sidecar=add_sidecar,
+        sidecar_qcnl=sidecar_qcnl,
+        host_path=settings.aesm_host_path,
+    )
     return Plan(
         enclaves=enclaves,
         wanted={ref.name: overrides.get(ref.name, default) for ref in enclaves},
@@ -115,7 +128,9 @@ def make_plan(
         quoting=quoting,
         aesm=aesm,
         add_sidecar=add_sidecar,
-        warnings=tuple(warnings),
+        sidecar_qcnl=sidecar_qcnl,
+        mounts=mounts,
+        warnings=(*warnings, *mounts.warnings),
     )
 
 

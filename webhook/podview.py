@@ -57,9 +57,21 @@ class PodView:
     containers: Mapping[str, ContainerRef]
     runtime_class: str | None
     host_namespaces: tuple[str, ...]
+    #: ``spec.volumes``, each with a string ``name``.
+    volumes: tuple[Mapping[str, Any], ...] = ()
 
     def names(self, field: ContainerField) -> str:
         return ", ".join(ref.name for ref in self.containers.values() if ref.field == field) or "none"
+
+    def mounts(self, ref: ContainerRef) -> list[Mapping[str, Any]]:
+        """The container's ``volumeMounts``, each with a string ``name`` and ``mountPath``."""
+        mounts: list[Mapping[str, Any]] = self.spec[ref.field][ref.index].get("volumeMounts") or []
+        return mounts
+
+    def env(self, ref: ContainerRef) -> list[Mapping[str, Any]]:
+        """The container's ``env`` (a list of objects)."""
+        env: list[Mapping[str, Any]] = self.spec[ref.field][ref.index].get("env") or []
+        return env
 
 
 #: JSON type names used in messages.
@@ -94,6 +106,9 @@ def read_pod(pod: Mapping[str, Any]) -> PodView:
     _get(spec, "overhead", dict, "spec.overhead")
     for name in _SPEC_ARRAYS:
         _objects(spec, name, f"spec.{name}")
+    volumes = _objects(spec, "volumes", "spec.volumes")
+    for index, volume in enumerate(volumes):
+        _name(volume, "name", f"spec.volumes[{index}].name")
     containers = _containers(spec)
     return PodView(
         pod=pod,
@@ -102,6 +117,7 @@ def read_pod(pod: Mapping[str, Any]) -> PodView:
         containers=containers,
         runtime_class=spec.get("runtimeClassName") or None,
         host_namespaces=tuple(name for name in HOST_NAMESPACES if spec.get(name) is True),
+        volumes=tuple(volumes),
     )
 
 
@@ -129,6 +145,9 @@ def _container(field: ContainerField, index: int, container: Mapping[str, Any]) 
         names.update(_get(resources, side, dict, f"{where}.resources.{side}") or {})
     for array in _CONTAINER_ARRAYS:
         _objects(container, array, f"{where}.{array}")
+    for position, mount in enumerate(_objects(container, "volumeMounts", f"{where}.volumeMounts")):
+        for key in ("name", "mountPath"):
+            _name(mount, key, f"{where}.volumeMounts[{position}].{key}")
     _get(container, "restartPolicy", str, f"{where}.restartPolicy")
     security = _get(container, "securityContext", dict, f"{where}.securityContext") or {}
     privileged = _get(security, "privileged", bool, f"{where}.securityContext.privileged")
@@ -148,6 +167,15 @@ def _get(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
     if value is None or type(value) is kind:
         return value
     raise PodRefused(f"{where} must be {_TYPES[kind]}, not {_json_type(value)}")
+
+
+def _name(obj: Mapping[str, Any], key: str, where: str) -> str:
+    """``obj[key]`` as a non-empty string (a volume's name, a mount's path); refuse anything else."""
+    value = obj.get(key)
+    if not isinstance(value, str) or not value:
+        kind = "an empty string" if value == "" else _json_type(value)
+        raise PodRefused(f"{where} must be a non-empty string, not {kind}")
+    return value
 
 
 def _objects(obj: Mapping[str, Any], key: str, where: str) -> list[Mapping[str, Any]]:

@@ -18,21 +18,17 @@ from confidential_pods.epc import effective_epc
 from confidential_pods.errors import QuantityError
 from confidential_pods.qcnl import QCNL_PATH
 from confidential_pods.quantities import format_binary, format_bytes, parse_whole
-from confidential_pods.settings import AesmMode, Settings
+from confidential_pods.settings import Settings
 from webhook import contract
 from webhook.contract import EPC_CONTAINER, QCNL, STATUS
+from webhook.mounts import AESM_SIDECAR, qcnl_mount, socket_mount
 from webhook.mutation import Mutation
 from webhook.patching import PatchBuilder
-from webhook.plan import AESM_SIDECAR, Plan, PodSecurityLevel, make_plan
+from webhook.plan import Plan, PodSecurityLevel, make_plan
 from webhook.podview import ContainerRef, PodRefused, read_annotations, read_pod
 from webhook.routing import DEFAULT_SCHEDULERS, scheduler_for
 
-AESM_VOLUME = "aesmd-socket"
-AESM_MOUNT_PATH = "/var/run/aesmd"
 AESM_ENV = "SGX_AESM_ADDR"
-#: The downward-API volume that turns the QCNL annotation into a file, and the file's name in it.
-QCNL_VOLUME = "qcnl-config"
-QCNL_FILE = "sgx_default_qcnl.conf"
 
 __all__ = ["STATUS", "Mutation", "PodRefused", "mutate"]
 
@@ -71,10 +67,7 @@ def _mutate(
     if provision is not None:
         for ref in plan.quoting.quoters:
             _complete_or_set(builder, ref, provision, "1")
-    if plan.quoting.qcnl:
-        _inject_qcnl(builder, plan.quoting.quoters, settings, warnings)
-    if plan.aesm != "none":
-        _inject_aesm_socket(builder, plan.enclaves, plan.aesm, settings)
+    _inject_mounts(builder, plan, settings)
     if plan.runtime.write:
         builder.set_key(["spec"], "runtimeClassName", plan.runtime.runtime_class)
     scheduler = scheduler_for(view.spec, settings)
@@ -83,10 +76,7 @@ def _mutate(
     _inject_tolerations(builder, settings)
     if plan.add_sidecar:
         # After every container edit: inserting at the front of initContainers shifts their indexes.
-        sidecar_qcnl = plan.quoting.mode == "aesmd" and settings.dcap.configured
-        builder.insert(["spec", "initContainers"], 0, _aesm_sidecar(settings, qcnl=sidecar_qcnl))
-        if sidecar_qcnl:
-            _ensure_qcnl_source(builder, settings)
+        builder.insert(["spec", "initContainers"], 0, _aesm_sidecar(settings, qcnl=plan.sidecar_qcnl))
     total = _total_epc(builder, plan, epc, settings)
     _set_pod_epc_annotation(builder, view.annotations, total, settings, warnings)
     status = {
@@ -208,27 +198,27 @@ def _set_pod_epc_annotation(
     builder.set_key(["metadata", "annotations"], key, value)
 
 
-def _inject_aesm_socket(
-    builder: PatchBuilder, containers: tuple[ContainerRef, ...], mode: AesmMode, settings: Settings
-) -> None:
-    volumes = builder.get(["spec", "volumes"]) or []
-    if not any(v.get("name") == AESM_VOLUME for v in volumes):
-        if mode == "host":
-            # DirectoryOrCreate, as Intel's webhook: on a fresh node the aesmd pod may create it first.
-            volume: dict[str, Any] = {
-                "name": AESM_VOLUME,
-                "hostPath": {"path": settings.aesm_host_path, "type": "DirectoryOrCreate"},
-            }
-        else:
-            volume = {"name": AESM_VOLUME, "emptyDir": {"medium": "Memory"}}
+def _inject_mounts(builder: PatchBuilder, plan: Plan, settings: Settings) -> None:
+    """The QCNL file and the AESM socket, as planned (:mod:`webhook.mounts`), and ``SGX_AESM_ADDR``.
+
+    The QCNL file's content is a pod annotation the webhook writes (it owns it); a downward-API volume makes
+    it a file, and a ``subPath`` mount puts that file (a bind mount of the resolved file, not the volume's
+    ``..data`` symlink) where each quoting container's library reads it. Nothing is created in the pod's
+    namespace.
+    """
+    if plan.mounts.qcnl:
+        text = qcnl.render(settings.dcap)
+        if (builder.get(["metadata", "annotations"]) or {}).get(QCNL) != text:
+            builder.set_key(["metadata", "annotations"], QCNL, text)
+    for volume in plan.mounts.volumes:
         builder.append(["spec", "volumes"], volume)
-    for ref in containers:
-        mounts = builder.get([*ref.path, "volumeMounts"]) or []
-        if not any(m.get("name") == AESM_VOLUME or m.get("mountPath") == AESM_MOUNT_PATH for m in mounts):
-            builder.append([*ref.path, "volumeMounts"], {"name": AESM_VOLUME, "mountPath": AESM_MOUNT_PATH})
-        env = builder.get([*ref.path, "env"]) or []
-        if not any(e.get("name") == AESM_ENV for e in env):
-            builder.append([*ref.path, "env"], {"name": AESM_ENV, "value": "1"})
+    for ref, mount in plan.mounts.add:
+        builder.append([*ref.path, "volumeMounts"], mount)
+    if plan.aesm != "none":
+        for ref in plan.enclaves:
+            env = builder.get([*ref.path, "env"]) or []
+            if not any(e.get("name") == AESM_ENV for e in env):
+                builder.append([*ref.path, "env"], {"name": AESM_ENV, "value": "1"})
 
 
 def _aesm_sidecar(settings: Settings, *, qcnl: bool) -> dict[str, Any]:
@@ -240,9 +230,9 @@ def _aesm_sidecar(settings: Settings, *, qcnl: bool) -> dict[str, Any]:
     for extra in (profile.enclave_resource, profile.provision_resource):
         if extra:
             resources[extra] = "1"
-    mounts: list[dict[str, Any]] = [{"name": AESM_VOLUME, "mountPath": AESM_MOUNT_PATH}]
+    mounts = [socket_mount()]
     if qcnl:
-        mounts.append(_qcnl_mount(QCNL_PATH))
+        mounts.append(qcnl_mount(QCNL_PATH))
     return {
         "name": AESM_SIDECAR,
         "image": settings.aesm_sidecar_image,
@@ -264,60 +254,6 @@ def _restricted_security_context(user: int) -> dict[str, Any]:
     if user:
         context.update(runAsNonRoot=True, runAsGroup=user)
     return context
-
-
-def _inject_qcnl(
-    builder: PatchBuilder, quoters: tuple[ContainerRef, ...], settings: Settings, warnings: list[str]
-) -> None:
-    """The quote library's configuration as a regular file where each quoting container's library reads it.
-
-    Nothing is created in the pod's namespace: the file's content is a pod annotation the webhook writes,
-    a downward-API volume makes it a file, and a ``subPath`` mount puts that file (a bind mount of the
-    resolved file, not the volume's ``..data`` symlink) at ``$QCNL_CONF_PATH`` when the container sets it
-    to an absolute path, else at ``/etc/sgx_default_qcnl.conf``. A container that already mounts something
-    at that path keeps it (with a warning).
-    """
-    _ensure_qcnl_source(builder, settings)
-    for ref in quoters:
-        target = _qcnl_target(builder.get([*ref.path, "env"]) or [])
-        mounts = builder.get([*ref.path, "volumeMounts"]) or []
-        if any(m.get("mountPath") == target for m in mounts):
-            if not any(m.get("name") == QCNL_VOLUME for m in mounts):
-                warnings.append(
-                    f"container {ref.name} mounts its own {target}: kept (the webhook's PCCS settings unused)"
-                )
-            continue
-        builder.append([*ref.path, "volumeMounts"], _qcnl_mount(target))
-
-
-def _ensure_qcnl_source(builder: PatchBuilder, settings: Settings) -> None:
-    """The QCNL annotation (owned by the webhook: set to the rendered file) and its downward-API volume."""
-    text = qcnl.render(settings.dcap)
-    if (builder.get(["metadata", "annotations"]) or {}).get(QCNL) != text:
-        builder.set_key(["metadata", "annotations"], QCNL, text)
-    volumes = builder.get(["spec", "volumes"]) or []
-    if not any(v.get("name") == QCNL_VOLUME for v in volumes):
-        field = f"metadata.annotations['{QCNL}']"
-        builder.append(
-            ["spec", "volumes"],
-            {
-                "name": QCNL_VOLUME,
-                "downwardAPI": {"items": [{"path": QCNL_FILE, "fieldRef": {"fieldPath": field}}]},
-            },
-        )
-
-
-def _qcnl_mount(path: str) -> dict[str, Any]:
-    return {"name": QCNL_VOLUME, "mountPath": path, "subPath": QCNL_FILE, "readOnly": True}
-
-
-def _qcnl_target(env: list[Mapping[str, Any]]) -> str:
-    """Where the container's quote library reads its configuration: ``$QCNL_CONF_PATH`` if set to a path."""
-    for variable in env:
-        value = variable.get("value")
-        if variable.get("name") == qcnl.QCNL_PATH_ENV and isinstance(value, str) and value.startswith("/"):
-            return value
-    return QCNL_PATH
 
 
 def _inject_tolerations(builder: PatchBuilder, settings: Settings) -> None:

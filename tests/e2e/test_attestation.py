@@ -96,7 +96,7 @@ def test_in_process_pod_gets_the_qcnl_file(
     annotations = stored["metadata"]["annotations"]
     assert annotations["confidential-pods.io/qcnl"] == expected_text
     assert json.loads(expected_text)["pccs_url"] == settings["dcap"]["pccsUrl"]
-    (source,) = [v for v in stored["spec"]["volumes"] if v["name"] == "qcnl-config"]
+    (source,) = [v for v in stored["spec"]["volumes"] if v["name"] == "confidential-pods-qcnl"]
     assert source["downwardAPI"]["items"] == [
         {
             "path": "sgx_default_qcnl.conf",
@@ -108,7 +108,7 @@ def test_in_process_pod_gets_the_qcnl_file(
     ]
     (app,) = stored["spec"]["containers"]
     assert {
-        "name": "qcnl-config",
+        "name": "confidential-pods-qcnl",
         "mountPath": "/etc/sgx_default_qcnl.conf",
         "subPath": "sgx_default_qcnl.conf",
         "readOnly": True,

@@ -20,6 +20,8 @@ CONFIDENTIAL = "confidential-pods.io/confidential"
 EPC_ANNOTATION = "confidential-pods.io/epc"
 RUNTIME_CLASS_ANNOTATION = "confidential-pods.io/runtime-class"
 STATUS = "confidential-pods.io/status"
+#: The webhook's own volume for the AESM socket directory (names under confidential-pods- are reserved).
+SOCKET_VOLUME = "confidential-pods-aesmd-socket"
 INJECTION = "confidential-pods.io/injection"
 
 #: What each profile's device plugin wants in requests and limits, written out by hand (not computed with
@@ -97,15 +99,13 @@ def test_annotated_pod_is_stored_with_everything_injected(
 
     app = container(stored, "app")
     assert_epc(app["resources"], APP_RESOURCES[profile])
-    assert any(
-        m["name"] == "aesmd-socket" and m["mountPath"] == "/var/run/aesmd" for m in app["volumeMounts"]
-    )
+    assert any(m["name"] == SOCKET_VOLUME and m["mountPath"] == "/var/run/aesmd" for m in app["volumeMounts"])
     assert {"name": "SGX_AESM_ADDR", "value": "1"} in app["env"]
 
     runtime_class = settings["runtimeClass"]
     if runtime_class == "none":
         # Not sandboxed: the host's AESM socket, no RuntimeClass, no overhead.
-        assert volume(stored, "aesmd-socket")["hostPath"] == {
+        assert volume(stored, SOCKET_VOLUME)["hostPath"] == {
             "path": settings["aesmHostPath"],
             "type": "DirectoryOrCreate",
         }
@@ -117,7 +117,7 @@ def test_annotated_pod_is_stored_with_everything_injected(
         # overhead the RuntimeClass admission plugin sets when it re-runs after the webhook.
         assert stored["spec"]["runtimeClassName"] == runtime_class
         assert stored["spec"]["overhead"] == runtime_class_overhead(kube, runtime_class)
-        assert volume(stored, "aesmd-socket")["emptyDir"] == {"medium": "Memory"}
+        assert volume(stored, SOCKET_VOLUME)["emptyDir"] == {"medium": "Memory"}
         aesmd = container(stored, "aesmd", "initContainers")
         assert aesmd["restartPolicy"] == "Always"
         assert aesmd["image"] == AESM_SIDECAR_IMAGE
@@ -160,7 +160,7 @@ def test_sandboxed_pod_gets_the_runtime_class_overhead(
     assert aesmd["image"] == AESM_SIDECAR_IMAGE
     assert_epc(aesmd["resources"], SIDECAR_RESOURCES[profile])
     assert_epc(container(stored, "app")["resources"], APP_RESOURCES[profile])
-    assert volume(stored, "aesmd-socket")["emptyDir"] == {"medium": "Memory"}
+    assert volume(stored, SOCKET_VOLUME)["emptyDir"] == {"medium": "Memory"}
 
 
 def test_enabled_namespace_injects_every_pod_but_the_opted_out(

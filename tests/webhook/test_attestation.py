@@ -20,7 +20,8 @@ from confidential_pods.profiles import PROFILES
 from confidential_pods.qcnl import QCNL_PATH
 from confidential_pods.settings import Settings, settings_from_mapping
 from tests.webhook.samples import CONFIDENTIAL, container, pod
-from webhook.policy import QCNL_VOLUME, STATUS, mutate
+from webhook.mounts import AESM_VOLUME, QCNL_VOLUME
+from webhook.policy import STATUS, mutate
 
 PCCS = "https://pccs.example.internal:8081/sgx/certification/v4/"
 DCAP = {"pccsUrl": PCCS, "retryTimes": 3, "extra": {"pccs_api_version": "3.1"}}
@@ -97,11 +98,11 @@ def test_profile_quote_aesm_matrix(profile: str, quote: str | None, aesm: str | 
 
     # The AESM socket: a hostPath (DirectoryOrCreate), an in-memory emptyDir shared with the sidecar, or none.
     if socket == "host":
-        assert volumes["aesmd-socket"]["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
+        assert volumes[AESM_VOLUME]["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
     elif socket == "sidecar":
-        assert volumes["aesmd-socket"] == {"name": "aesmd-socket", "emptyDir": {"medium": "Memory"}}
+        assert volumes[AESM_VOLUME] == {"name": AESM_VOLUME, "emptyDir": {"medium": "Memory"}}
     else:
-        assert "aesmd-socket" not in volumes and "env" not in app
+        assert AESM_VOLUME not in volumes and "env" not in app
     if socket != "none":
         assert {"name": "SGX_AESM_ADDR", "value": "1"} in app["env"]
     assert ("aesmd" in by_name) == (socket == "sidecar")

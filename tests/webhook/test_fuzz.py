@@ -85,8 +85,8 @@ containers = st.fixed_dictionaries(
         "volumeMounts": st.lists(
             st.fixed_dictionaries(
                 {
-                    "name": st.sampled_from(["aesmd-socket", "v"]),
-                    "mountPath": st.sampled_from(["/var/run/aesmd", "/x"]),
+                    "name": st.sampled_from(["confidential-pods-aesmd-socket", "aesmd-socket", "v"]),
+                    "mountPath": st.sampled_from(["/var/run/aesmd", "/var/run/aesmd/x", "/run", "/x"]),
                 }
             ),
             max_size=2,
@@ -109,7 +109,10 @@ pods = (
                     "containers": st.lists(containers, max_size=3) | json_values,
                     "initContainers": st.lists(containers, max_size=2) | json_values,
                     "volumes": st.lists(
-                        st.fixed_dictionaries({"name": st.sampled_from(["aesmd-socket", "v"])}), max_size=2
+                        st.fixed_dictionaries(
+                            {"name": st.sampled_from(["confidential-pods-qcnl", "aesmd-socket", "v"])}
+                        ),
+                        max_size=2,
                     )
                     | json_values,
                     "runtimeClassName": st.sampled_from(["kata", "runc", "runv"]) | json_values,

@@ -8,7 +8,9 @@ in-memory emptyDir for an aesmd sidecar or a hostPath DirectoryOrCreate, ``SGX_A
 annotation ``sgx.intel.com/epc`` = the sum in binary units), deployments/sgx_aesmd (the aesmd DaemonSet)
 and deployments/sgx_enclave_apps (the quote sample overlays). Our webhook's additions (scheduler name,
 tolerations, our status marker) are left aside: the comparison is on resources, volume types, env and
-the EPC annotation.
+the EPC annotation. Our socket volume is named ``confidential-pods-aesmd-socket`` (the webhook never takes a
+pod's own volume for it by name); where a pod mounts its own socket directory (Intel's "volumes and mounts
+only once" case) that mount is kept and nothing is added twice.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import kubernetes_validate
 import pytest
 
 from confidential_pods.settings import settings_from_mapping
+from webhook.mounts import AESM_VOLUME
 from webhook.offline import inject_documents
 
 INTEL = settings_from_mapping({"profile": "intel", "runtimeClass": "none", "aesm": "host"})
@@ -119,17 +122,18 @@ def test_intel_e2e_cases(
             if provision[c["name"]]:
                 assert resources[PROVISION] == "1"
     volumes_out = spec.get("volumes", [])
+    socket_volume = volumes[0]["name"] if volumes else AESM_VOLUME  # the pod's own, kept, or ours
     if volume_kind is None:
         assert volumes_out == [] and all("env" not in c for c in spec["containers"])
     else:
-        assert len(volumes_out) == 1 and volumes_out[0]["name"] == "aesmd-socket"
+        assert len(volumes_out) == 1 and volumes_out[0]["name"] == socket_volume
         assert volume_kind in volumes_out[0]
         if volume_kind == "hostPath":
             assert volumes_out[0]["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
         else:
             assert volumes_out[0]["emptyDir"] == {"medium": "Memory"}
         for c in spec["containers"]:
-            assert [m["name"] for m in c["volumeMounts"]] == ["aesmd-socket"]
+            assert [m["name"] for m in c["volumeMounts"]] == [socket_volume]
             assert c["volumeMounts"][0]["mountPath"] == "/var/run/aesmd"
             assert c["env"][0] == {"name": "SGX_AESM_ADDR", "value": "1"}
     assert result["metadata"]["annotations"][EPC] == annotation
@@ -198,9 +202,9 @@ def test_intel_aesmd_daemonset_gets_what_intels_webhook_gives_it() -> None:
     (aesmd,) = spec["containers"]
     assert aesmd["resources"]["limits"] == {EPC: "1Mi", ENCLAVE: "1", PROVISION: "1"}
     assert aesmd["resources"]["requests"] == aesmd["resources"]["limits"]
-    assert {"name": "aesmd-socket", "mountPath": "/var/run/aesmd"} in aesmd["volumeMounts"]
+    assert {"name": AESM_VOLUME, "mountPath": "/var/run/aesmd"} in aesmd["volumeMounts"]
     assert aesmd["env"] == [{"name": "SGX_AESM_ADDR", "value": "1"}]
-    socket = next(v for v in spec["volumes"] if v["name"] == "aesmd-socket")
+    socket = next(v for v in spec["volumes"] if v["name"] == AESM_VOLUME)
     assert socket["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
     assert template_metadata(result)["annotations"][EPC] == "1Mi"
 

@@ -13,6 +13,7 @@ import pytest
 
 from confidential_pods.settings import Settings, settings_from_mapping
 from tests.webhook.samples import CONFIDENTIAL, container, pod, realistic_pod
+from webhook.mounts import AESM_VOLUME
 from webhook.patching import escape, pointer
 from webhook.policy import STATUS, mutate
 
@@ -44,11 +45,11 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
         {
             c0(f"resources/requests/{ALI}"): "64",
             c0(f"resources/limits/{ALI}"): "64",
-            c0("volumeMounts"): [{"name": "aesmd-socket", "mountPath": "/var/run/aesmd"}],
+            c0("volumeMounts"): [{"name": AESM_VOLUME, "mountPath": "/var/run/aesmd"}],
             c0("env"): [{"name": "SGX_AESM_ADDR", "value": "1"}],
             "/spec/volumes": [
                 # DirectoryOrCreate (the attestation issue): the aesmd pod may create it on a fresh node
-                {"name": "aesmd-socket", "hostPath": {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}}
+                {"name": AESM_VOLUME, "hostPath": {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}}
             ],
             "/spec/runtimeClassName": ABSENT,
             "/spec/schedulerName": ABSENT,
@@ -67,8 +68,8 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
             "/spec/initContainers/0/restartPolicy": "Always",
             f"/spec/initContainers/0/resources/requests/{ALI}": "8",
             f"/spec/initContainers/0/resources/limits/{ALI}": "8",
-            "/spec/initContainers/0/volumeMounts/0/name": "aesmd-socket",
-            "/spec/volumes": [{"name": "aesmd-socket", "emptyDir": {"medium": "Memory"}}],
+            "/spec/initContainers/0/volumeMounts/0/name": AESM_VOLUME,
+            "/spec/volumes": [{"name": AESM_VOLUME, "emptyDir": {"medium": "Memory"}}],
             c0("volumeMounts/0/mountPath"): "/var/run/aesmd",
             c0(f"resources/limits/{ALI}"): "64",
         },
@@ -145,7 +146,9 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
         [],
     ),
     (
-        "no-duplicate-env-mount-volume",
+        # The pod's own mount at /var/run/aesmd is its choice: kept (with a warning), and no socket volume
+        # is added for nobody; a volume of its own named like the webhook's old one is just its volume.
+        "own-socket-mount-kept-env-not-duplicated",
         HOST,
         pod(
             annotations=CONFIDENTIAL,
@@ -168,7 +171,7 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
             "/spec/volumes/0": {"name": "aesmd-socket", "hostPath": {"path": "/custom/aesmd"}},
             "/spec/volumes/2": ABSENT,
         },
-        [],
+        ["container app mounts its own /var/run/aesmd: kept (the webhook's AESM socket unused)"],
     ),
     (
         "intel-profile",
@@ -215,7 +218,7 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
         {**SIDECAR, "aesm": "host"},
         pod(annotations={**CONFIDENTIAL, "confidential-pods.io/runtime-class": "none"}, hostNetwork=True),
         False,
-        {"/spec/runtimeClassName": ABSENT, "/spec/volumes/0/name": "aesmd-socket", "/spec/hostNetwork": True},
+        {"/spec/runtimeClassName": ABSENT, "/spec/volumes/0/name": AESM_VOLUME, "/spec/hostNetwork": True},
         [],
     ),
     (
@@ -246,8 +249,8 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
             "/spec/containers/1/resources/limits": ABSENT,
             "/spec/containers/2/env": ABSENT,
             c0("env/2"): {"name": "SGX_AESM_ADDR", "value": "1"},
-            c0("volumeMounts/2/name"): "aesmd-socket",
-            "/spec/volumes/3/name": "aesmd-socket",
+            c0("volumeMounts/2/name"): AESM_VOLUME,
+            "/spec/volumes/3/name": AESM_VOLUME,
         },
         [],
     ),

@@ -1,0 +1,338 @@
+"""The webhook's volumes and mounts against the pod's own (docs/annotations.md, "Volumes and mounts").
+
+Every case applies the patch with jsonpatch to the original and looks at the resulting pod: which volume
+each injected mount names, whether it is read-only, and what a pod that would redirect them is told.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonpatch
+import kubernetes_validate
+import pytest
+
+from confidential_pods.settings import Settings, settings_from_mapping
+from tests.webhook.samples import CONFIDENTIAL, container, pod
+from webhook.offline import InjectRefused, inject_documents
+from webhook.policy import STATUS, mutate
+
+PCCS = "https://pccs.example.internal:8081/sgx/certification/v4/"
+BASE = {"profile": "intel", "aesmSidecarImage": "registry.example/aesmd:2.25", "dcap": {"pccsUrl": PCCS}}
+HOST = {**BASE, "runtimeClass": "none", "aesm": "host"}
+KATA = {**BASE, "runtimeClass": "kata"}
+IN_PROCESS = {"confidential-pods.io/quote": "in-process"}
+QCNL_ANNOTATION = "metadata.annotations['confidential-pods.io/qcnl']"
+
+
+def settings(keys: dict[str, Any]) -> Settings:
+    return settings_from_mapping(keys)
+
+
+def mutated(original: dict[str, Any], keys: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    config = settings(keys)
+    mutation = mutate(original, namespace_opted_in=False, settings=config)
+    assert mutation.outcome == "mutated", mutation.message
+    result = jsonpatch.apply_patch(original, [dict(op) for op in mutation.patch])
+    kubernetes_validate.validate(result, "1.33.0", strict=True)
+    return result, mutation.warnings
+
+
+def denied(original: dict[str, Any], keys: dict[str, Any]) -> str:
+    mutation = mutate(original, namespace_opted_in=False, settings=settings(keys))
+    assert mutation.outcome == "denied", mutation
+    return mutation.message
+
+
+def containers(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = document["spec"]
+    return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
+
+
+def injected_mounts(original: dict[str, Any], result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(container, mount) for every mount the patch added (injected containers: all their mounts)."""
+    before = containers(original)
+    added = []
+    for name, each in containers(result).items():
+        kept = before.get(name, {}).get("volumeMounts", [])
+        added += [(name, mount) for mount in each.get("volumeMounts", []) if mount not in kept]
+    return added
+
+
+def volume(document: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [v for v in document["spec"].get("volumes", []) if v["name"] == name]
+    return found
+
+
+# --- defect 3: an injected mount never binds to the pod's own volume -------------------------------------
+
+HOST_ETC = {"hostPath": {"path": "/etc"}}
+#: (id, settings, pod with a volume of its own named like the webhook's former volumes)
+OWN_VOLUMES = [
+    (
+        "sandboxed-sidecar-own-qcnl-config",  # issue 20: the sidecar mounted the pod's /etc as its QCNL file
+        KATA,
+        pod(annotations=CONFIDENTIAL, volumes=[{"name": "qcnl-config", **HOST_ETC}]),
+    ),
+    (
+        "sandboxed-sidecar-own-aesmd-socket",
+        KATA,
+        pod(annotations=CONFIDENTIAL, volumes=[{"name": "aesmd-socket", **HOST_ETC}]),
+    ),
+    (
+        "host-own-aesmd-socket-mounted-elsewhere",
+        HOST,
+        pod(
+            annotations=CONFIDENTIAL,
+            containers=[container("app", volumeMounts=[{"name": "aesmd-socket", "mountPath": "/host"}])],
+            volumes=[{"name": "aesmd-socket", **HOST_ETC}],
+        ),
+    ),
+    (
+        "in-process-own-qcnl-config",
+        HOST,
+        pod(
+            annotations={**CONFIDENTIAL, **IN_PROCESS, "confidential-pods.io/aesm": "host"},
+            volumes=[
+                {"name": "qcnl-config", "configMap": {"name": "mine"}},
+                {"name": "aesmd-socket", **HOST_ETC},
+            ],
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "original"), [case[1:] for case in OWN_VOLUMES], ids=[case[0] for case in OWN_VOLUMES]
+)
+def test_injected_mounts_name_only_the_webhooks_volumes(
+    keys: dict[str, Any], original: dict[str, Any]
+) -> None:
+    result, _ = mutated(copy.deepcopy(original), keys)
+    own = {v["name"]: v for v in original["spec"]["volumes"]}
+    added = injected_mounts(original, result)
+    assert added
+    for name, mount in added:
+        assert mount["name"] not in own, (name, mount)
+        source = volume(result, mount["name"])
+        if mount["mountPath"] == "/var/run/aesmd":
+            expected = (
+                {"emptyDir": {"medium": "Memory"}}
+                if keys is KATA
+                else {"hostPath": {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}}
+            )
+            assert {k: v for k, v in source.items() if k != "name"} == expected, (name, source)
+        else:  # the QCNL file: the downward-API file of the annotation the webhook wrote
+            assert mount["subPath"] == "sgx_default_qcnl.conf"
+            (item,) = source["downwardAPI"]["items"]
+            assert item["fieldRef"]["fieldPath"] == QCNL_ANNOTATION, (name, source)
+            assert PCCS in result["metadata"]["annotations"]["confidential-pods.io/qcnl"]
+    assert [v for v in result["spec"]["volumes"] if v["name"] in own] == list(own.values())  # left alone
+
+
+#: (id, settings, pod, fragments of the refusal)
+RESERVED = [
+    (
+        "volume-named-like-the-qcnl-volume",
+        KATA,
+        pod(annotations=CONFIDENTIAL, volumes=[{"name": "confidential-pods-qcnl", **HOST_ETC}]),
+        ["spec.volumes[0]", "confidential-pods-qcnl", "reserved", "rename the volume"],
+    ),
+    (
+        "volume-named-like-the-socket-volume",
+        HOST,
+        pod(annotations=CONFIDENTIAL, volumes=[{"name": "confidential-pods-aesmd-socket", **HOST_ETC}]),
+        ["spec.volumes[0]", "confidential-pods-aesmd-socket", "reserved"],
+    ),
+    (
+        "socket-volume-of-the-other-mode",  # a sidecar's emptyDir where the pod gets the host's socket
+        HOST,
+        pod(
+            annotations=CONFIDENTIAL,
+            volumes=[{"name": "confidential-pods-aesmd-socket", "emptyDir": {"medium": "Memory"}}],
+        ),
+        ["confidential-pods-aesmd-socket", "not one of them as the webhook writes it"],
+    ),
+    (
+        "any-name-under-the-prefix",
+        HOST,
+        pod(annotations=CONFIDENTIAL, volumes=[{"name": "confidential-pods-cache", "emptyDir": {}}]),
+        ["spec.volumes[0]", "confidential-pods-cache", "confidential-pods-…"],
+    ),
+    (
+        "mount-of-the-qcnl-volume-as-something-else",
+        HOST,
+        pod(
+            annotations={**CONFIDENTIAL, **IN_PROCESS},
+            containers=[
+                container(
+                    "app",
+                    volumeMounts=[
+                        {"name": "confidential-pods-qcnl", "mountPath": "/etc/passwd", "subPath": "x"}
+                    ],
+                )
+            ],
+        ),
+        ["spec.containers[0].volumeMounts[0]", "container app", "confidential-pods-qcnl", "reserved"],
+    ),
+    (
+        "mount-of-the-socket-volume-elsewhere-in-another-container",
+        HOST,
+        pod(
+            annotations={**CONFIDENTIAL, "confidential-pods.io/containers": "app"},
+            containers=[
+                container("app"),
+                container(
+                    "helper", volumeMounts=[{"name": "confidential-pods-aesmd-socket", "mountPath": "/s"}]
+                ),
+            ],
+        ),
+        ["spec.containers[1].volumeMounts[0]", "container helper", "confidential-pods-aesmd-socket"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "original", "fragments"), [case[1:] for case in RESERVED], ids=[case[0] for case in RESERVED]
+)
+def test_a_pods_use_of_a_reserved_volume_name_is_refused(
+    keys: dict[str, Any], original: dict[str, Any], fragments: list[str]
+) -> None:
+    message = denied(original, keys)
+    for fragment in fragments:
+        assert fragment in message, message
+    with pytest.raises(InjectRefused, match="reserved"):  # inject: the same core, the same refusal
+        inject_documents([original], settings(keys), namespace_opted_in=False)
+
+
+#: (id, settings, pod whose own mount lies inside a path the webhook mounts, fragments of the refusal)
+INSIDE = [
+    (
+        "inside-the-socket-directory",
+        HOST,
+        pod(
+            annotations=CONFIDENTIAL,
+            containers=[container("app", volumeMounts=[{"name": "x", "mountPath": "/var/run/aesmd/extra"}])],
+            volumes=[{"name": "x", "emptyDir": {}}],
+        ),
+        ["container app", "x at /var/run/aesmd/extra", "inside /var/run/aesmd", "AESM socket directory"],
+    ),
+    (
+        "inside-the-socket-directory-through-run",  # /var/run is /run in most images
+        KATA,
+        pod(
+            annotations=CONFIDENTIAL,
+            containers=[container("app", volumeMounts=[{"name": "x", "mountPath": "/run/aesmd/x/"}])],
+            volumes=[{"name": "x", "emptyDir": {}}],
+        ),
+        ["container app", "/run/aesmd/x/", "inside /var/run/aesmd"],
+    ),
+    (
+        "inside-the-qcnl-file",
+        HOST,
+        pod(
+            annotations={**CONFIDENTIAL, **IN_PROCESS},
+            containers=[
+                container("app", volumeMounts=[{"name": "x", "mountPath": "/etc/sgx_default_qcnl.conf/x"}])
+            ],
+            volumes=[{"name": "x", "emptyDir": {}}],
+        ),
+        ["container app", "inside /etc/sgx_default_qcnl.conf", "quote library's configuration"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "original", "fragments"), [case[1:] for case in INSIDE], ids=[case[0] for case in INSIDE]
+)
+def test_a_pods_mount_inside_a_webhook_mount_is_refused(
+    keys: dict[str, Any], original: dict[str, Any], fragments: list[str]
+) -> None:
+    message = denied(original, keys)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+#: (id, settings, pod, container, its mounts after the patch, warnings)
+BESIDE = [
+    (
+        "own-socket-directory-kept",
+        HOST,
+        pod(
+            annotations=CONFIDENTIAL,
+            containers=[container("app", volumeMounts=[{"name": "mine", "mountPath": "/var/run/aesmd/"}])],
+            volumes=[{"name": "mine", "emptyDir": {}}],
+        ),
+        "app",
+        [{"name": "mine", "mountPath": "/var/run/aesmd/"}],
+        ["container app mounts its own /var/run/aesmd: kept (the webhook's AESM socket unused)"],
+    ),
+    (
+        "own-run-directory-above-the-socket",  # /var/run as an emptyDir is common: ours goes on top
+        HOST,
+        pod(
+            annotations=CONFIDENTIAL,
+            containers=[container("app", volumeMounts=[{"name": "run", "mountPath": "/var/run"}])],
+            volumes=[{"name": "run", "emptyDir": {}}],
+        ),
+        "app",
+        [
+            {"name": "run", "mountPath": "/var/run"},
+            {"name": "confidential-pods-aesmd-socket", "mountPath": "/var/run/aesmd"},
+        ],
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "original", "name", "mounts", "warnings"),
+    [case[1:] for case in BESIDE],
+    ids=[case[0] for case in BESIDE],
+)
+def test_a_pods_own_mounts_at_or_above_a_webhook_path(
+    keys: dict[str, Any], original: dict[str, Any], name: str, mounts: list[Any], warnings: list[str]
+) -> None:
+    result, given = mutated(original, keys)
+    assert containers(result)[name]["volumeMounts"] == mounts
+    assert list(given) == warnings
+    used = {m["name"] for c in containers(result).values() for m in c.get("volumeMounts", [])}
+    assert {v["name"] for v in result["spec"]["volumes"]} <= used  # no volume added for nobody
+
+
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": "shop"},
+    "spec": {
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}, "annotations": CONFIDENTIAL},
+            "spec": {"containers": [container("app"), container("worker")]},
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("keys", "annotations"),
+    [
+        (HOST, {}),
+        (KATA, {}),
+        (HOST, IN_PROCESS),
+        (KATA, IN_PROCESS),
+        (HOST, {"confidential-pods.io/aesm": "none"}),
+    ],
+    ids=["host", "sidecar", "in-process-host", "in-process-kata", "no-socket"],
+)
+def test_inject_twice_is_idempotent(keys: dict[str, Any], annotations: dict[str, str]) -> None:
+    document = copy.deepcopy(DEPLOYMENT)
+    document["spec"]["template"]["metadata"]["annotations"].update(annotations)
+    config = settings(keys)
+    (once,) = inject_documents([document], config, namespace_opted_in=False).documents
+    assert inject_documents([once], config, namespace_opted_in=False).documents == [once]
+    # Without the marker (a template copied without it): the webhook's own volumes and mounts are its own.
+    unmarked = copy.deepcopy(once)
+    del unmarked["spec"]["template"]["metadata"]["annotations"][STATUS]
+    assert inject_documents([unmarked], config, namespace_opted_in=False).documents == [once]
