@@ -9,6 +9,10 @@ configuration (one file, a ``subPath`` of a downward-API volume). What the pod b
   volume the webhook writes (its own output read again: a manifest ``inject`` wrote, its status marker
   removed); a mount of a reserved volume only when it is one the webhook writes. Anything else is refused,
   naming the volume. (A pod carrying the marker is never mutated at all.)
+- Only the socket's server, the container named ``aesmd`` (the injected sidecar, or the pod's own aesmd:
+  Intel's DaemonSet is one), mounts the socket directory writable. Every other container is a client that
+  only ``connect()``s, which a read-only mount allows: it cannot unlink ``aesm.socket`` or plant its own,
+  on the node (host mode: the directory is shared by every pod there) or in the pod.
 - A pod mount exactly where the webhook would mount is the pod's choice: kept, with a warning. A pod mount
   inside such a path is refused (it would land in the socket directory, or under a file).
 
@@ -65,8 +69,10 @@ def qcnl_volume() -> dict[str, Any]:
     return {"name": QCNL_VOLUME, "downwardAPI": {"items": items}}
 
 
-def socket_mount() -> dict[str, Any]:
-    return {"name": AESM_VOLUME, "mountPath": AESM_MOUNT_PATH}
+def socket_mount(*, server: bool) -> dict[str, Any]:
+    """The socket directory: writable for its ``server`` (aesmd creates the socket), read-only for clients."""
+    mount = {"name": AESM_VOLUME, "mountPath": AESM_MOUNT_PATH}
+    return mount if server else {**mount, "readOnly": True}
 
 
 def qcnl_mount(path: str) -> dict[str, Any]:
@@ -92,7 +98,7 @@ def plan_mounts(
     for ref in view.containers.values():
         _check_reserved_mounts(view, ref)
     wanted = [(ref, qcnl_mount(qcnl_target(view, ref))) for ref in quoters]
-    wanted += [(ref, socket_mount()) for ref in clients]
+    wanted += [(ref, socket_mount(server=ref.name == AESM_SIDECAR)) for ref in clients]
     add: list[tuple[ContainerRef, Mapping[str, Any]]] = []
     used = {AESM_VOLUME} if sidecar else set()
     used |= {QCNL_VOLUME} if sidecar_qcnl else set()
@@ -131,12 +137,14 @@ def _check_volumes(view: PodView, ours: Mapping[str, Mapping[str, Any]]) -> None
 
 
 def _check_reserved_mounts(view: PodView, ref: ContainerRef) -> None:
-    """A mount of a reserved volume must be one the webhook writes (its own output read again)."""
+    """A mount of a reserved volume must be one the webhook writes (its own output read again): the socket
+    directory writable only in its server."""
     for index, mount in enumerate(view.mounts(ref)):
         name = mount["name"]
         if not name.startswith(RESERVED_PREFIX):
             continue
-        if mount == socket_mount() or mount == qcnl_mount(mount["mountPath"]):
+        ours = [socket_mount(server=False), qcnl_mount(mount["mountPath"])]
+        if mount in ours or (ref.name == AESM_SIDECAR and mount == socket_mount(server=True)):
             continue
         raise PodRefused(
             f"{ref.where}.volumeMounts[{index}]: container {ref.name} mounts {name}, a volume name reserved "

@@ -230,7 +230,7 @@ def _aesm_sidecar(settings: Settings, *, qcnl: bool) -> dict[str, Any]:
     for extra in (profile.enclave_resource, profile.provision_resource):
         if extra:
             resources[extra] = "1"
-    mounts = [socket_mount()]
+    mounts = [socket_mount(server=True)]
     if qcnl:
         mounts.append(qcnl_mount(QCNL_PATH))
     return {

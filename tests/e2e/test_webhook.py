@@ -99,6 +99,8 @@ def test_annotated_pod_is_stored_with_everything_injected(
 
     app = container(stored, "app")
     assert_epc(app["resources"], APP_RESOURCES[profile])
+    # read-only: the app only connect()s to the socket (the aesmd that serves it mounts it writable)
+    assert [m.get("readOnly") for m in app["volumeMounts"] if m["name"] == SOCKET_VOLUME] == [True]
     assert any(m["name"] == SOCKET_VOLUME and m["mountPath"] == "/var/run/aesmd" for m in app["volumeMounts"])
     assert {"name": "SGX_AESM_ADDR", "value": "1"} in app["env"]
 
@@ -121,6 +123,7 @@ def test_annotated_pod_is_stored_with_everything_injected(
         aesmd = container(stored, "aesmd", "initContainers")
         assert aesmd["restartPolicy"] == "Always"
         assert aesmd["image"] == AESM_SIDECAR_IMAGE
+        assert [m.get("readOnly") for m in aesmd["volumeMounts"] if m["name"] == SOCKET_VOLUME] == [None]
         assert_epc(aesmd["resources"], SIDECAR_RESOURCES[profile])
 
     assert stored["spec"]["schedulerName"] == "confidential-scheduler"

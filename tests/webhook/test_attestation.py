@@ -105,7 +105,11 @@ def test_profile_quote_aesm_matrix(profile: str, quote: str | None, aesm: str | 
         assert AESM_VOLUME not in volumes and "env" not in app
     if socket != "none":
         assert {"name": "SGX_AESM_ADDR", "value": "1"} in app["env"]
+        # The app only connect()s: read-only. The sidecar serves the socket: writable.
+        assert {"name": AESM_VOLUME, "mountPath": "/var/run/aesmd", "readOnly": True} in app["volumeMounts"]
     assert ("aesmd" in by_name) == (socket == "sidecar")
+    if socket == "sidecar":
+        assert {"name": AESM_VOLUME, "mountPath": "/var/run/aesmd"} in by_name["aesmd"]["volumeMounts"]
 
     # The provisioning device: on every container that quotes, where the profile has a resource for it.
     app_limits = app["resources"]["limits"]

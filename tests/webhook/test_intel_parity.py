@@ -9,8 +9,9 @@ annotation ``sgx.intel.com/epc`` = the sum in binary units), deployments/sgx_aes
 and deployments/sgx_enclave_apps (the quote sample overlays). Our webhook's additions (scheduler name,
 tolerations, our status marker) are left aside: the comparison is on resources, volume types, env and
 the EPC annotation. Our socket volume is named ``confidential-pods-aesmd-socket`` (the webhook never takes a
-pod's own volume for it by name); where a pod mounts its own socket directory (Intel's "volumes and mounts
-only once" case) that mount is kept and nothing is added twice.
+pod's own volume for it by name) and mounted read-only but in the ``aesmd`` container, which serves the
+socket; where a pod mounts its own socket directory (Intel's "volumes and mounts only once" case) that mount
+is kept and nothing is added twice.
 """
 
 from __future__ import annotations
@@ -135,6 +136,8 @@ def test_intel_e2e_cases(
         for c in spec["containers"]:
             assert [m["name"] for m in c["volumeMounts"]] == [socket_volume]
             assert c["volumeMounts"][0]["mountPath"] == "/var/run/aesmd"
+            if volumes is None:  # ours: read-only but in the aesmd container, which creates the socket
+                assert c["volumeMounts"][0].get("readOnly", False) is (c["name"] != "aesmd"), c["name"]
             assert c["env"][0] == {"name": "SGX_AESM_ADDR", "value": "1"}
     assert result["metadata"]["annotations"][EPC] == annotation
 
@@ -202,6 +205,7 @@ def test_intel_aesmd_daemonset_gets_what_intels_webhook_gives_it() -> None:
     (aesmd,) = spec["containers"]
     assert aesmd["resources"]["limits"] == {EPC: "1Mi", ENCLAVE: "1", PROVISION: "1"}
     assert aesmd["resources"]["requests"] == aesmd["resources"]["limits"]
+    # writable: this aesmd creates the node's socket (every other container mounts the directory read-only)
     assert {"name": AESM_VOLUME, "mountPath": "/var/run/aesmd"} in aesmd["volumeMounts"]
     assert aesmd["env"] == [{"name": "SGX_AESM_ADDR", "value": "1"}]
     socket = next(v for v in spec["volumes"] if v["name"] == AESM_VOLUME)

@@ -7,11 +7,17 @@ each injected mount names, whether it is read-only, and what a pod that would re
 from __future__ import annotations
 
 import copy
+import errno
+import os
+import socket
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
 import kubernetes_validate
 import pytest
+import yaml
 
 from confidential_pods.settings import Settings, settings_from_mapping
 from tests.webhook.samples import CONFIDENTIAL, container, pod
@@ -24,6 +30,8 @@ HOST = {**BASE, "runtimeClass": "none", "aesm": "host"}
 KATA = {**BASE, "runtimeClass": "kata"}
 IN_PROCESS = {"confidential-pods.io/quote": "in-process"}
 QCNL_ANNOTATION = "metadata.annotations['confidential-pods.io/qcnl']"
+SOCKET_DIR = "/var/run/aesmd"
+SOCKET_VOLUME = "confidential-pods-aesmd-socket"
 
 
 def settings(keys: dict[str, Any]) -> Settings:
@@ -190,6 +198,15 @@ RESERVED = [
         ),
         ["spec.containers[1].volumeMounts[0]", "container helper", "confidential-pods-aesmd-socket"],
     ),
+    (
+        "writable-socket-mount-in-a-client",  # only the socket's server, the aesmd container, may write it
+        HOST,
+        pod(
+            annotations=CONFIDENTIAL,
+            containers=[container("app", volumeMounts=[{"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR}])],
+        ),
+        ["spec.containers[0].volumeMounts[0]", "container app", "confidential-pods-aesmd-socket"],
+    ),
 ]
 
 
@@ -279,7 +296,7 @@ BESIDE = [
         "app",
         [
             {"name": "run", "mountPath": "/var/run"},
-            {"name": "confidential-pods-aesmd-socket", "mountPath": "/var/run/aesmd"},
+            {"name": "confidential-pods-aesmd-socket", "mountPath": "/var/run/aesmd", "readOnly": True},
         ],
         [],
     ),
@@ -336,3 +353,134 @@ def test_inject_twice_is_idempotent(keys: dict[str, Any], annotations: dict[str,
     unmarked = copy.deepcopy(once)
     del unmarked["spec"]["template"]["metadata"]["annotations"][STATUS]
     assert inject_documents([unmarked], config, namespace_opted_in=False).documents == [once]
+
+
+# --- defect 4: the socket directory is read-only but for its server -------------------------------------
+
+INTEL_HOST = {"profile": "intel", "runtimeClass": "none", "aesm": "host"}
+QUOTE_PROVIDER = {"sgx.intel.com/quote-provider": "aesmd"}
+INTEL_EPC = {"limits": {"sgx.intel.com/epc": "1Mi"}}
+#: (id, settings, pod, {container: its socket mount is writable}; no other container mounts it)
+SOCKET_USERS = [
+    ("host-app", HOST, pod(annotations=CONFIDENTIAL), {"app": False}),
+    (
+        "host-two-apps",
+        HOST,
+        pod(annotations=CONFIDENTIAL, containers=[container("app"), container("worker")]),
+        {"app": False, "worker": False},
+    ),
+    ("sandboxed-injected-sidecar", KATA, pod(annotations=CONFIDENTIAL), {"app": False, "aesmd": True}),
+    (
+        "pods-own-aesmd-sidecar",
+        {**HOST, "aesm": "sidecar"},
+        pod(
+            annotations={**CONFIDENTIAL, "confidential-pods.io/containers": "app,aesmd"},
+            init=[container("aesmd", restartPolicy="Always")],
+        ),
+        {"app": False, "aesmd": True},
+    ),
+    (
+        "intel-aesmd-daemonset-serves-the-node",  # Intel's deployments/sgx_aesmd through the webhook
+        INTEL_HOST,
+        pod(
+            annotations={**CONFIDENTIAL, **QUOTE_PROVIDER},
+            containers=[container("aesmd", resources=INTEL_EPC)],
+        ),
+        {"aesmd": True},
+    ),
+    (
+        "intel-aesmd-sidecar",
+        INTEL_HOST,
+        pod(
+            annotations={**CONFIDENTIAL, **QUOTE_PROVIDER},
+            containers=[container("test", resources=INTEL_EPC), container("aesmd", resources=INTEL_EPC)],
+        ),
+        {"test": False, "aesmd": True},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "original", "writable"),
+    [case[1:] for case in SOCKET_USERS],
+    ids=[case[0] for case in SOCKET_USERS],
+)
+def test_socket_clients_mount_read_only_and_its_server_writable(
+    keys: dict[str, Any], original: dict[str, Any], writable: dict[str, bool]
+) -> None:
+    result, _ = mutated(original, keys)
+    for name, each in containers(result).items():
+        mounts = [m for m in each.get("volumeMounts", []) if m["mountPath"] == SOCKET_DIR]
+        if name not in writable:
+            assert mounts == [], name
+            continue
+        expected = {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR}
+        assert mounts == [expected if writable[name] else {**expected, "readOnly": True}], name
+
+
+def test_the_aesmd_daemonsets_own_socket_mount_stays_writable() -> None:
+    # The DaemonSet we ship (the chart renders the same object: tests/manifests/test_helm.py) creates the
+    # node's socket, so its mount is writable; even opted in, the webhook keeps that mount as it is.
+    path = Path(__file__).parents[2] / "manifests" / "components" / "aesmd" / "daemonset.yaml"
+    (daemonset,) = yaml.safe_load_all(path.read_text(encoding="utf-8"))
+    (aesmd,) = daemonset["spec"]["template"]["spec"]["containers"]
+    own = [m for m in aesmd["volumeMounts"] if m["mountPath"] == SOCKET_DIR]
+    assert own == [{"name": "aesmd-socket", "mountPath": SOCKET_DIR}]
+    config = settings({**INTEL_HOST, "dcap": {"pccsUrl": PCCS}})
+    (result,) = inject_documents([daemonset], config, namespace_opted_in=True).documents
+    (after,) = result["spec"]["template"]["spec"]["containers"]
+    assert [m for m in after["volumeMounts"] if m["mountPath"] == SOCKET_DIR] == own
+
+
+def _run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+def test_a_client_connects_through_a_read_only_bind_mount(tmp_path: Path) -> None:
+    """What a read-only socket mount means, on real mounts: connect() and talk, but no unlink, no planting.
+
+    The kubelet bind-mounts a volume and remounts it read-only for ``readOnly: true``; the kernel checks
+    write permission on the socket inode for connect(), not on the mount (EROFS is for files, directories
+    and links: fs/namei.c, ``sb_permission``/``mnt_want_write``).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root to bind-mount (CI runs as root: there it runs)")
+    served, client_dir = tmp_path / "aesmd", tmp_path / "ro"
+    served.mkdir()
+    client_dir.mkdir()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(served / "aesm.socket"))
+    server.listen(1)
+    bound = _run("mount", "--bind", str(served), str(client_dir))
+    if bound.returncode != 0:
+        server.close()
+        pytest.skip(f"mount --bind is not permitted here (no CAP_SYS_ADMIN?): {bound.stderr.strip()}")
+    try:
+        remounted = _run("mount", "-o", "remount,bind,ro", str(client_dir))
+        assert remounted.returncode == 0, remounted.stderr
+        assert os.statvfs(client_dir).f_flag & os.ST_RDONLY
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.connect(str(client_dir / "aesm.socket"))
+            connection, _ = server.accept()
+            with connection:
+                client.sendall(b"GetQuote")
+                assert connection.recv(16) == b"GetQuote"
+                connection.sendall(b"quote")
+                assert client.recv(16) == b"quote"
+        planted = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        attempts = {
+            "unlink the socket": lambda: (client_dir / "aesm.socket").unlink(),
+            "plant a socket": lambda: planted.bind(str(client_dir / "planted.socket")),
+            "rename the socket": lambda: (client_dir / "aesm.socket").rename(client_dir / "old.socket"),
+            "create a file": lambda: (client_dir / "aesm.socket.new").write_bytes(b""),
+        }
+        for what, attempt in attempts.items():
+            with pytest.raises(OSError) as refused:
+                attempt()
+            assert refused.value.errno == errno.EROFS, what
+        planted.close()
+        assert sorted(p.name for p in served.iterdir()) == ["aesm.socket"]  # still there for every client
+    finally:
+        unmounted = _run("umount", str(client_dir))
+        server.close()
+        assert unmounted.returncode == 0, unmounted.stderr

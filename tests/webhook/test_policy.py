@@ -45,7 +45,8 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
         {
             c0(f"resources/requests/{ALI}"): "64",
             c0(f"resources/limits/{ALI}"): "64",
-            c0("volumeMounts"): [{"name": AESM_VOLUME, "mountPath": "/var/run/aesmd"}],
+            # read-only: the app only connect()s; it cannot unlink or replace the node's socket
+            c0("volumeMounts"): [{"name": AESM_VOLUME, "mountPath": "/var/run/aesmd", "readOnly": True}],
             c0("env"): [{"name": "SGX_AESM_ADDR", "value": "1"}],
             "/spec/volumes": [
                 # DirectoryOrCreate (the attestation issue): the aesmd pod may create it on a fresh node
@@ -68,9 +69,10 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
             "/spec/initContainers/0/restartPolicy": "Always",
             f"/spec/initContainers/0/resources/requests/{ALI}": "8",
             f"/spec/initContainers/0/resources/limits/{ALI}": "8",
-            "/spec/initContainers/0/volumeMounts/0/name": AESM_VOLUME,
+            # the sidecar serves the socket: its mount is writable
+            "/spec/initContainers/0/volumeMounts/0": {"name": AESM_VOLUME, "mountPath": "/var/run/aesmd"},
             "/spec/volumes": [{"name": AESM_VOLUME, "emptyDir": {"medium": "Memory"}}],
-            c0("volumeMounts/0/mountPath"): "/var/run/aesmd",
+            c0("volumeMounts/0"): {"name": AESM_VOLUME, "mountPath": "/var/run/aesmd", "readOnly": True},
             c0(f"resources/limits/{ALI}"): "64",
         },
         [],
