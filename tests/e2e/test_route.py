@@ -141,3 +141,23 @@ def test_failure_scope_is_the_epc_pods(
     assert "route.confidential-pods.io" in str(refused.value)
     with contextlib.suppress(ApiError):
         kube.delete(f"/api/v1/namespaces/{namespace}/pods/plain-while-down")
+
+
+def test_a_misspelt_opt_in_is_refused_never_routed(
+    installation: Installation, kube: Kube, make_namespace: Callable[..., str], router: Webhook
+) -> None:
+    """An EPC pod annotated "True" goes to the injecting entry, which refuses it; the route entry, whose
+    not-opted-in condition is that entry's complement, never sees it (in an enabled namespace either)."""
+    profile = installation.profile
+    namespace = make_namespace()
+    create_routed(kube, namespace, epc_pod("warm-up", profile.epc_resource), router)
+    reviews = router.reviews(endpoint="/route")
+    enabled = make_namespace({"confidential-pods.io/injection": "enabled"})
+    entries = ((namespace, "pod.confidential-pods.io"), (enabled, "namespace.confidential-pods.io"))
+    for target, entry in entries:
+        with pytest.raises(ApiError) as refused:
+            kube.create(f"/api/v1/namespaces/{target}/pods",
+                        epc_pod("misspelt", profile.epc_resource, {CONFIDENTIAL: "True"}))  # fmt: skip
+        assert f'admission webhook "{entry}" denied the request' in refused.value.message
+        assert f"annotation {CONFIDENTIAL}='True' is not valid" in refused.value.message
+    assert router.reviews(endpoint="/route") == reviews

@@ -201,11 +201,12 @@ def test_disabled_namespace_and_kube_system_are_never_sent(
     before = installation.webhook.reviews()
 
     in_disabled = pods(app_pod("annotated", {CONFIDENTIAL: "true"}), namespace=disabled)
+    misspelt_in_disabled = pods(app_pod("misspelt", {CONFIDENTIAL: "yes"}), namespace=disabled)
     in_kube_system = pods(app_pod(f"annotated-{namespace}", {CONFIDENTIAL: "true"}), namespace="kube-system")
     not_annotated = pods(app_pod("not-annotated"))
-    misspelt = pods(app_pod("misspelt", {CONFIDENTIAL: "yes"}))
+    opted_out = pods(app_pod("opted-out", {CONFIDENTIAL: "false"}))
 
-    for stored in (in_disabled, in_kube_system, not_annotated, misspelt):
+    for stored in (in_disabled, misspelt_in_disabled, in_kube_system, not_annotated, opted_out):
         assert_not_mutated(stored)
     assert installation.webhook.reviews() == before
 

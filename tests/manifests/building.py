@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ MANIFESTS = REPO / "manifests"
 KUSTOMIZE_VERSION = "v5.8.2"
 INSTALL_COMMAND = f"GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@{KUSTOMIZE_VERSION}"
 CHART = REPO / "charts" / "confidential-pods"
+INSTALL_DOC = REPO / "docs" / "install.md"
 HELM_VERSION = "v3.22.0"
 HELM_INSTALL_COMMAND = f"GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"
 
@@ -88,23 +90,40 @@ def kustomize_build(kustomize: str, directory: Path) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
-def build_with_components(kustomize: str, install: str, components: list[str], work: Path) -> list[Manifest]:
+def build_with_components(
+    kustomize: str,
+    install: str,
+    components: list[str],
+    work: Path,
+    patches: list[Manifest] | None = None,
+) -> list[Manifest]:
     """``install`` (a name of :data:`BUILDS`) with optional components of manifests/components added, as a
     user's overlay adds them (a kustomization in ``work`` naming both by relative path: kustomize refuses
-    absolute ones)."""
+    absolute ones), and the overlay's own ``patches`` if given."""
 
     def relative(path: Path) -> str:
         return os.path.relpath(path, work)
 
-    kustomization = {
+    kustomization: Manifest = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "resources": [relative(BUILDS[install])],
         "components": [relative(MANIFESTS / "components" / name) for name in components],
     }
+    if patches:
+        kustomization["patches"] = patches
     work.mkdir(parents=True, exist_ok=True)
     (work / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     return kustomize_build(kustomize, work)
+
+
+def documented_patches(marker: str, document: Path = INSTALL_DOC) -> list[Manifest]:
+    """The ``patches`` of the one YAML block of ``document`` that contains ``marker``: what the docs tell an
+    operator to add to an overlay, built by the tests exactly as written."""
+    blocks = re.findall(r"```yaml\n(.*?)```", document.read_text(encoding="utf-8"), flags=re.DOTALL)
+    (block,) = [b for b in blocks if marker in b]
+    patches: list[Manifest] = yaml.safe_load(block)["patches"]
+    return patches
 
 
 def sent(entry: Manifest, pod: Manifest) -> bool:

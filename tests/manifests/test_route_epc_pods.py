@@ -7,9 +7,21 @@ from typing import Any
 import pytest
 
 from confidential_pods.profiles import PROFILES
-from tests.manifests.building import INSTALLS, Manifest, build_with_components, find, sent
+from tests.manifests.building import (
+    INSTALLS,
+    Manifest,
+    build_with_components,
+    documented_patches,
+    find,
+    helm_template,
+    sent,
+)
 
 ENTRIES = ["namespace.confidential-pods.io", "pod.confidential-pods.io", "route.confidential-pods.io"]
+#: An ``epcResource`` no profile uses, as docs/install.md's patch names it.
+EPC_RESOURCE = "example.com/sgx_epc"
+#: The JSON patch docs/install.md gives an overlay with ``epcResource`` set (found by its target path).
+DOCUMENTED_PATCH = "/webhooks/2/matchConditions/0/expression"
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +85,10 @@ def _epc(resource: str, where: str = "limits") -> dict[str, Any]:
         (lambda r: _pod(_epc(r), {"confidential-pods.io/confidential": "false"}), True),  # opted out
         (lambda r: _pod(_epc(r), {"team": "payments"}), True),
         (lambda r: _pod(_epc(r), {"confidential-pods.io/confidential": "true"}), False),
+        # Any other value goes to an injecting entry, which refuses it: never routed as if not opted in.
+        (lambda r: _pod(_epc(r), {"confidential-pods.io/confidential": "True"}), False),
+        (lambda r: _pod(_epc(r), {"confidential-pods.io/confidential": "yes"}), False),
+        (lambda r: _pod(_epc(r), {"confidential-pods.io/confidential": ""}), False),
         (lambda r: _pod(_epc(r), {"confidential-pods.io/status": "{}"}), False),  # injected before
         (lambda r: _pod(), False),
         (lambda r: _pod({"limits": {"cpu": "1"}}), False),
@@ -98,3 +114,55 @@ def test_component_is_in_no_overlay_by_default(built: dict[str, list[Manifest]])
     for name in INSTALLS:
         configuration = find(built[name], "MutatingWebhookConfiguration", "confidential-pods")
         assert [entry["name"] for entry in configuration["webhooks"]] == ENTRIES[:2]
+
+
+# --- epcResource set to another name: the entry must select the pods that request it ---
+
+
+@pytest.fixture(scope="module")
+def configured_entries(
+    helm: str, kustomize: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Manifest]:
+    """The route entry with ``epcResource: example.com/sgx_epc``: from the chart (config.epcResource) and from
+    kustomize (the component plus the patch docs/install.md gives, read from there)."""
+    chart = helm_template(helm, "overlay=azure", "routeEPCPods=true", f"config.epcResource={EPC_RESOURCE}")
+    work = tmp_path_factory.mktemp("route-epc-resource")
+    patches = documented_patches(DOCUMENTED_PATCH)
+    built = build_with_components(kustomize, "azure", ["route-epc-pods"], work, patches)
+    return {"chart": _route_entry(chart), "kustomize": _route_entry(built)}
+
+
+@pytest.mark.parametrize("source", ["chart", "kustomize"])
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        (_pod(_epc(EPC_RESOURCE)), True),
+        (_pod(_epc(EPC_RESOURCE, "requests")), True),
+        (_pod(init=_epc(EPC_RESOURCE)), True),
+        (_pod(_epc(EPC_RESOURCE), {"confidential-pods.io/confidential": "false"}), True),
+        (_pod(_epc(EPC_RESOURCE), {"confidential-pods.io/confidential": "true"}), False),
+        (_pod(_epc(EPC_RESOURCE), {"confidential-pods.io/status": "{}"}), False),
+        *((_pod(_epc(profile.epc_resource)), True) for profile in PROFILES.values()),
+        (_pod({"limits": {"example.com/other": "1"}}), False),
+        (_pod(), False),
+    ],
+)
+def test_the_entry_selects_pods_requesting_the_configured_resource(
+    configured_entries: dict[str, Manifest], source: str, pod: dict[str, Any], expected: bool
+) -> None:
+    assert sent(configured_entries[source], pod) is expected
+
+
+def test_without_the_patch_the_configured_resource_is_not_routed(routed: dict[str, list[Manifest]]) -> None:
+    """Why the patch is needed: the component alone names the profiles' resources only."""
+    assert not sent(_route_entry(routed["azure"]), _pod(_epc(EPC_RESOURCE)))
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_a_profile_resource_as_epc_resource_leaves_the_entry_as_the_component_writes_it(
+    helm: str, routed: dict[str, list[Manifest]], profile: str
+) -> None:
+    """epcResource set to a name the list has already (e.g. sgx.intel.com/epc on AKS): named once."""
+    resource = PROFILES[profile].epc_resource
+    chart = helm_template(helm, "overlay=azure", "routeEPCPods=true", f"config.epcResource={resource}")
+    assert _route_entry(chart) == _route_entry(routed["azure"])

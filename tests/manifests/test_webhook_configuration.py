@@ -8,6 +8,8 @@ import pytest
 
 from tests.manifests.building import INSTALLS, Manifest, find, sent
 from tests.manifests.upstream_types import STRUCTS, unknown_fields
+from webhook.contract import opt_in
+from webhook.podview import PodRefused
 
 EXCLUDED_NAMESPACES = ["kube-system", "kube-public", "kube-node-lease", "confidential-pods"]
 POD_CREATE_ONLY = [
@@ -145,11 +147,12 @@ def test_each_namespace_reaches_at_most_one_entry(
 # --- the CEL matchCondition, evaluated with cel-python on sample pods ---
 
 #: The condition, written without CEL optionals (``.?``/``[?]``) so that it compiles on every API
-#: server with GA matchConditions (1.30+). The e2e suite proves it on a real API server.
+#: server with GA matchConditions (1.30+). The e2e suite proves it on a real API server. Every value but
+#: "false" is sent: "true" is injected, any other value refused with the webhook's message.
 EXPECTED_CONDITION = (
     "has(object.metadata.annotations) && "
     "'confidential-pods.io/confidential' in object.metadata.annotations && "
-    "object.metadata.annotations['confidential-pods.io/confidential'] == 'true'"
+    "object.metadata.annotations['confidential-pods.io/confidential'] != 'false'"
 )
 
 
@@ -192,8 +195,12 @@ MATCH_CASES = [
             (_pod({CONFIDENTIAL: "true"}), True),
             (_pod({CONFIDENTIAL: "true", "other": "x"}), True),
             (_pod({CONFIDENTIAL: "false"}), False),
-            (_pod({CONFIDENTIAL: "True"}), False),
-            (_pod({CONFIDENTIAL: ""}), False),
+            # Sent, and refused by the webhook with a message (never created unchanged without a word).
+            (_pod({CONFIDENTIAL: "True"}), True),
+            (_pod({CONFIDENTIAL: "yes"}), True),
+            (_pod({CONFIDENTIAL: "1"}), True),
+            (_pod({CONFIDENTIAL: "False"}), True),
+            (_pod({CONFIDENTIAL: ""}), True),
             (_pod({"confidential-pods.io/epc": "64Mi"}), False),
             (_pod({}), False),
             (_pod(None), False),
@@ -226,3 +233,27 @@ def test_match_conditions(
     entry = _entries(_configuration(built, "base"))[entry_name]
     assert len(entry["matchConditions"]) == 1
     assert sent(entry, pod) is expected
+
+
+#: Values of the annotation, well and badly written (the last with a Cyrillic e).
+VALUES = ["true", "false", "True", "TRUE", "False", "yes", "no", "1", "0", "on"]
+VALUES += ["", " true", "true ", "tru\u0435"]
+
+
+@pytest.mark.parametrize("namespace_opted_in", [False, True], ids=["pod-entry", "namespace-entry"])
+@pytest.mark.parametrize("value", [*VALUES, None], ids=repr)
+def test_entries_send_exactly_the_pods_the_webhook_answers(
+    built: dict[str, list[Manifest]], namespace_opted_in: bool, value: str | None
+) -> None:
+    """The CEL condition of each entry sends a pod iff the webhook has something to say about it: it injects
+    it or refuses it with a message. A pod the webhook would only skip is not sent (it never depends on the
+    webhook); a pod the webhook would refuse is never left out (it is never created unchanged in silence)."""
+    entry = _entries(_configuration(built, "base"))[
+        "namespace.confidential-pods.io" if namespace_opted_in else "pod.confidential-pods.io"
+    ]
+    annotations = {} if value is None else {CONFIDENTIAL: value}
+    try:
+        answers = opt_in(annotations, namespace_opted_in=namespace_opted_in) is None  # injected
+    except PodRefused:
+        answers = True  # refused with the webhook's message
+    assert sent(entry, _pod(annotations)) is answers

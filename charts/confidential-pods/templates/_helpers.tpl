@@ -100,3 +100,18 @@ confidential-pods-aesmd-config-{{ include "cp.config" . | sha256sum | trunc 10 }
 {{- define "cp.aesmd" -}}
 {{- if kindIs "invalid" .Values.aesmd.enabled -}}{{ eq .Values.overlay "intel" }}{{- else -}}{{ .Values.aesmd.enabled }}{{- end -}}
 {{- end -}}
+
+{{- /* The EPC resources the route entry's CEL names (manifests/components/route-epc-pods): every profile's, and
+config.epcResource when set to another name. The name is written into CEL, so it must be an extended resource name
+(the webhook's own rule, confidential_pods/settings.py), which has no quote to escape. */ -}}
+{{- define "cp.routedResources" -}}
+{{- $resources := list "alibabacloud.com/sgx_epc_MiB" "kubernetes.azure.com/sgx_epc_mem_in_MiB" "sgx.intel.com/epc" -}}
+{{- $configured := (fromYaml (include "cp.config" .)).epcResource -}}
+{{- if $configured -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+/[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$" (toString $configured)) -}}
+{{- fail (printf "config.epcResource %q: not an extended resource name such as sgx.intel.com/epc" (toString $configured)) -}}
+{{- end -}}
+{{- if not (has $configured $resources) -}}{{- $resources = append $resources $configured -}}{{- end -}}
+{{- end -}}
+{{- range $i, $resource := $resources -}}{{ if $i }}, {{ end }}'{{ $resource }}'{{- end -}}
+{{- end -}}
