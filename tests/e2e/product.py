@@ -16,7 +16,9 @@ in a cluster, except that our two components run as local processes instead of c
 - kube-scheduler runs the build's KubeSchedulerConfiguration and container flags, with the extender's
   ``urlPrefix`` pointed at the local extender (``confidential-pods extender serve``, watching the apiserver);
 - the RuntimeClasses of manifests/runtimeclasses (``kata-qemu``, ``kata-clh``, ``runv``) are created, so
-  the RuntimeClass admission plugin sets their overhead.
+  the RuntimeClass admission plugin sets their overhead;
+- the build's ValidatingAdmissionPolicy and its binding (our annotations fixed at admission) are created as
+  built: the apiserver evaluates them itself.
 
 :meth:`Installation.uninstall` stops the processes and deletes what was created (but the namespace, which
 never finishes terminating without kube-controller-manager).
@@ -70,6 +72,12 @@ RBAC_COLLECTIONS = {
     "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
 }
 WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+ADMISSION_REGISTRATION = "/apis/admissionregistration.k8s.io/v1"
+#: The admission policy kinds of a build, in creation order (the policy before its binding).
+POLICY_COLLECTIONS = {
+    "ValidatingAdmissionPolicy": f"{ADMISSION_REGISTRATION}/validatingadmissionpolicies",
+    "ValidatingAdmissionPolicyBinding": f"{ADMISSION_REGISTRATION}/validatingadmissionpolicybindings",
+}
 RUNTIME_CLASSES = "/apis/node.k8s.io/v1/runtimeclasses"
 START_TIMEOUT = 60.0
 
@@ -148,6 +156,12 @@ class Overlay:
             service = webhook["clientConfig"].pop("service")
             webhook["clientConfig"]["url"] = base_url + service.get("path", "/")
         return dict(configuration)
+
+    def admission_policies(self) -> list[Manifest]:
+        """ValidatingAdmissionPolicies and their bindings, in creation order."""
+        order = list(POLICY_COLLECTIONS)
+        chosen = [o for o in self.objects if o["kind"] in POLICY_COLLECTIONS]
+        return sorted(chosen, key=lambda o: order.index(o["kind"]))
 
     def rbac(self) -> list[Manifest]:
         """ServiceAccounts, Roles, ClusterRoles and their bindings, in creation order."""
@@ -449,6 +463,10 @@ def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path
         for runtime_class in runtime_classes():
             apply(kube, RUNTIME_CLASSES, runtime_class)
             created.append(f"{RUNTIME_CLASSES}/{runtime_class['metadata']['name']}")
+        for policy in overlay.admission_policies():
+            collection = POLICY_COLLECTIONS[policy["kind"]]
+            apply(kube, collection, policy)
+            created.append(f"{collection}/{policy['metadata']['name']}")
 
         config = workdir / "config.yaml"
         config.write_text(yaml.safe_dump(overlay.settings(), sort_keys=False))

@@ -24,6 +24,10 @@ pytestmark = pytest.mark.e2e
 NAMESPACE = "confidential-pods"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"
 CONFIGURATION = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/confidential-pods"
+POLICY = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies/confidential-pods-annotations"
+POLICY_BINDING = (
+    "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings/confidential-pods-annotations"
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +78,9 @@ def test_install_upgrade_uninstall(plane: ControlPlane, tmp_path: Path) -> None:
         "/apis/rbac.authorization.k8s.io/v1/clusterroles/confidential-pods-webhook"
     )  # pod-security-lookup
     assert kube.get(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/confidential-pods-certs-install")
+    # Our annotations fixed at admission: the policy, bound to deny.
+    assert kube.get(POLICY)["spec"]["failurePolicy"] == "Fail"
+    assert kube.get(POLICY_BINDING)["spec"]["validationActions"] == ["Deny"]
 
     helm(
         plane,
@@ -94,6 +101,7 @@ def test_install_upgrade_uninstall(plane: ControlPlane, tmp_path: Path) -> None:
 
     helm(plane, "uninstall", "confidential-pods")
     assert kube.get(DEPLOYMENTS)["items"] == []
-    with pytest.raises(ApiError) as gone:
-        kube.get(CONFIGURATION)
-    assert gone.value.status == 404
+    for path in (CONFIGURATION, POLICY, POLICY_BINDING):
+        with pytest.raises(ApiError) as gone:
+            kube.get(path)
+        assert gone.value.status == 404, path

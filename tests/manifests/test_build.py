@@ -157,6 +157,8 @@ EXPECTED_OBJECTS = {
     ("PodDisruptionBudget", "confidential-pods-webhook"),
     ("Service", "confidential-pods-webhook"),
     ("MutatingWebhookConfiguration", "confidential-pods"),
+    ("ValidatingAdmissionPolicy", "confidential-pods-annotations"),
+    ("ValidatingAdmissionPolicyBinding", "confidential-pods-annotations"),
     ("Deployment", "confidential-scheduler"),
     ("PodDisruptionBudget", "confidential-scheduler"),
     ("ConfigMap", "confidential-pods-config"),
@@ -220,7 +222,14 @@ def test_each_install_has_exactly_the_expected_objects(built: dict[str, list[Man
 @pytest.mark.parametrize("name", INSTALLS)
 def test_namespaces_are_explicit(built: dict[str, list[Manifest]], name: str) -> None:
     """Namespaced objects sit in confidential-pods, except the one RoleBinding kube-system needs."""
-    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+    cluster_scoped = {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    }
     for obj in built[name]:
         namespace = obj["metadata"].get("namespace")
         if obj["kind"] in cluster_scoped:
