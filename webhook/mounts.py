@@ -15,6 +15,9 @@ configuration (one file, a ``subPath`` of a downward-API volume). What the pod b
   on the node (host mode: the directory is shared by every pod there) or in the pod.
 - A pod mount exactly where the webhook would mount is the pod's choice: kept, with a warning. A pod mount
   inside such a path is refused (it would land in the socket directory, or under a file).
+- ``$QCNL_CONF_PATH`` (where the webhook mounts the QCNL file) at, inside or above the socket directory or the
+  SGX devices is refused naming the variable and the container: the file would hide the socket while
+  ``SGX_AESM_ADDR=1`` says it is there, or the socket would hide the file. Never a half-configured pod.
 
 :func:`plan_mounts` decides, for the pod the view describes, the mounts and volumes to add.
 """
@@ -41,6 +44,9 @@ QCNL_VOLUME: Final = RESERVED_PREFIX + "qcnl"
 QCNL_FILE: Final = "sgx_default_qcnl.conf"
 #: Name of the injected AESM sidecar (and of a user's own, which is then kept): the socket's server.
 AESM_SIDECAR: Final = "aesmd"
+#: Where the SGX device plugins put the devices in an enclave container (the in-kernel driver's nodes, its
+#: legacy /dev/sgx/ links, the out-of-tree driver's node): the QCNL file may not hide one.
+DEVICE_PATHS: Final = ("/dev/sgx_enclave", "/dev/sgx_provision", "/dev/sgx", "/dev/isgx")
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ def plan_mounts(
     _check_volumes(view, ours)
     for ref in view.containers.values():
         _check_reserved_mounts(view, ref)
-    wanted = [(ref, qcnl_mount(qcnl_target(view, ref))) for ref in quoters]
+    wanted = [(ref, qcnl_mount(_qcnl_path(view, ref, socket_too=ref in clients))) for ref in quoters]
     wanted += [(ref, socket_mount(server=ref.name == AESM_SIDECAR)) for ref in clients]
     add: list[tuple[ContainerRef, Mapping[str, Any]]] = []
     used = {AESM_VOLUME} if sidecar else set()
@@ -123,6 +129,22 @@ def qcnl_target(view: PodView, ref: ContainerRef) -> str:
         if variable.get("name") == QCNL_PATH_ENV:
             value = variable.get("value")
     return value if isinstance(value, str) and value.startswith("/") else QCNL_PATH
+
+
+def _qcnl_path(view: PodView, ref: ContainerRef, *, socket_too: bool) -> str:
+    """The container's QCNL path, refused where it would hide (or be hidden by) the socket or a device."""
+    target = qcnl_target(view, ref)
+    taken = dict.fromkeys(DEVICE_PATHS, "the SGX devices the device plugin adds")
+    if socket_too:
+        taken[AESM_MOUNT_PATH] = "the webhook mounts the AESM socket directory"
+    for path, what in taken.items():
+        if _overlaps(target, path):
+            raise PodRefused(
+                f"container {ref.name}: {QCNL_PATH_ENV}={target} is at, inside or above {path}, "
+                f"where {what}; point {QCNL_PATH_ENV} at a file elsewhere (unset, the quote library "
+                f"reads {QCNL_PATH})"
+            )
+    return target
 
 
 def _check_volumes(view: PodView, ours: Mapping[str, Mapping[str, Any]]) -> None:
@@ -192,6 +214,13 @@ def _forms(path: str) -> set[str]:
         if normal == alias or normal.startswith(alias + "/"):
             forms.add(target + normal[len(alias) :])
     return forms
+
+
+def _overlaps(one: str, other: str) -> bool:
+    """The paths are the same, or one lies below the other (in any of their forms)."""
+    return (
+        any(a == b for a in _forms(one) for b in _forms(other)) or _inside(one, other) or _inside(other, one)
+    )
 
 
 def _inside(inner: str, outer: str) -> bool:

@@ -484,3 +484,112 @@ def test_a_client_connects_through_a_read_only_bind_mount(tmp_path: Path) -> Non
         unmounted = _run("umount", str(client_dir))
         server.close()
         assert unmounted.returncode == 0, unmounted.stderr
+
+
+# --- defect 5: $QCNL_CONF_PATH over a path the webhook mounts -----------------------------------------------
+
+
+def qcnl_pod(path: str, aesm: str = "host") -> dict[str, Any]:
+    """A pod that quotes in-process, its app reading the QCNL file at ``path``, with the socket or not."""
+    env = [{"name": "QCNL_CONF_PATH", "value": path}]
+    annotations = {**CONFIDENTIAL, **IN_PROCESS, "confidential-pods.io/aesm": aesm}
+    return pod(annotations=annotations, containers=[container("app", env=env)])
+
+
+def own_aesmd_pod(path: str) -> dict[str, Any]:
+    """A pod with its own aesmd sidecar (it quotes, serves the socket) reading its QCNL file at ``path``."""
+    aesmd = container("aesmd", restartPolicy="Always", env=[{"name": "QCNL_CONF_PATH", "value": path}])
+    annotations = {**CONFIDENTIAL, "confidential-pods.io/containers": "app,aesmd"}
+    return pod(annotations=annotations, init=[aesmd])
+
+
+#: (id, settings, pod, the container named in the refusal, the value)
+QCNL_OVER = [
+    *[
+        (f"app-{path}", HOST, qcnl_pod(path), "app", path)
+        for path in (
+            "/var/run/aesmd",  # issue 20: the file replaced the socket directory, SGX_AESM_ADDR=1 stayed
+            "/var/run/aesmd/",
+            "//var/run/aesmd",
+            "/var/run/aesmd/x.conf",
+            "/var/run/aesmd/../aesmd/q.conf",
+            "/run/aesmd/qcnl.json",  # /var/run is /run in most images
+            "/var/run",
+            "/var",
+            "/",
+            "/dev/sgx_provision",
+            "/dev/sgx/provision",
+            "/dev/sgx_enclave",
+            "/dev",
+        )
+    ],
+    (
+        "own-aesmd-sidecar",
+        {**HOST, "aesm": "sidecar"},
+        own_aesmd_pod("/var/run/aesmd/q.conf"),
+        "aesmd",
+        "/var/run/aesmd/q.conf",
+    ),
+    (
+        "devices-without-socket",
+        HOST,
+        qcnl_pod("/dev/sgx_provision", aesm="none"),
+        "app",
+        "/dev/sgx_provision",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "original", "name", "value"),
+    [case[1:] for case in QCNL_OVER],
+    ids=[case[0] for case in QCNL_OVER],
+)
+def test_qcnl_conf_path_over_a_webhook_path_is_refused(
+    keys: dict[str, Any], original: dict[str, Any], name: str, value: str
+) -> None:
+    message = denied(original, keys)
+    assert f"container {name}: QCNL_CONF_PATH={value} is at, inside or above" in message, message
+    with pytest.raises(InjectRefused, match=f"container {name}: QCNL_CONF_PATH"):
+        inject_documents([original], settings(keys), namespace_opted_in=False)
+
+
+#: (id, settings, pod, where the app's QCNL file goes, the app gets the socket)
+QCNL_BESIDE = [
+    ("elsewhere", HOST, qcnl_pod("/opt/app/qcnl.json"), "/opt/app/qcnl.json", True),
+    (
+        "etc-directory",
+        HOST,
+        qcnl_pod("/etc/qcnl/sgx_default_qcnl.conf"),
+        "/etc/qcnl/sgx_default_qcnl.conf",
+        True,
+    ),
+    ("prefix-but-not-below", HOST, qcnl_pod("/var/run/aesmd2/q.conf"), "/var/run/aesmd2/q.conf", True),
+    ("devices-prefix", HOST, qcnl_pod("/devices.conf"), "/devices.conf", True),
+    (
+        "no-socket-in-the-pod",
+        HOST,
+        qcnl_pod("/var/run/aesmd/q.conf", aesm="none"),
+        "/var/run/aesmd/q.conf",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "original", "target", "socket_too"),
+    [case[1:] for case in QCNL_BESIDE],
+    ids=[case[0] for case in QCNL_BESIDE],
+)
+def test_qcnl_conf_path_beside_the_socket_gets_both(
+    keys: dict[str, Any], original: dict[str, Any], target: str, socket_too: bool
+) -> None:
+    result, _ = mutated(original, keys)
+    app = containers(result)["app"]
+    qcnl = {"name": "confidential-pods-qcnl", "mountPath": target, "subPath": "sgx_default_qcnl.conf"}
+    expected = [{**qcnl, "readOnly": True}]
+    if socket_too:
+        expected.append({"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR, "readOnly": True})
+    assert app["volumeMounts"] == expected
+    # Never half-configured: SGX_AESM_ADDR only where the socket is mounted.
+    assert ({"name": "SGX_AESM_ADDR", "value": "1"} in app.get("env", [])) is socket_too
