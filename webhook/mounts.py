@@ -121,7 +121,7 @@ def plan_mounts(
     return Mounts(tuple(add), volumes, qcnl=QCNL_VOLUME in used, warnings=tuple(warnings))
 
 
-def qcnl_target(view: PodView, ref: ContainerRef) -> str:
+def _qcnl_target(view: PodView, ref: ContainerRef) -> str:
     """Where the container's quote library reads its configuration: ``$QCNL_CONF_PATH`` when set to an
     absolute path (the last value wins, as in the kubelet), else ``/etc/sgx_default_qcnl.conf``."""
     value: object = None
@@ -133,7 +133,7 @@ def qcnl_target(view: PodView, ref: ContainerRef) -> str:
 
 def _qcnl_path(view: PodView, ref: ContainerRef, *, socket_too: bool) -> str:
     """The container's QCNL path, refused where it would hide (or be hidden by) the socket or a device."""
-    target = qcnl_target(view, ref)
+    target = _qcnl_target(view, ref)
     taken = dict.fromkeys(DEVICE_PATHS, "the SGX devices the device plugin adds")
     if socket_too:
         taken[AESM_MOUNT_PATH] = "the webhook mounts the AESM socket directory"
