@@ -3,9 +3,10 @@
 One loader for ``extender serve --snapshot`` and ``simulate``: the file is read by the kit's
 document reader (:mod:`confidential_pods.documents`: JSON first, libyaml, bounded alias expansion,
 bounded nesting) and reduced at once to its facts (:class:`SnapshotFacts`): node capacities, the pods
-holding EPC, and every pod's UID, EPC and node for a bind. The parsed objects are not kept (at 5,000 nodes and 50,000
-pods they would take gigabytes). Assigned pods (``spec.nodeName`` set) are running pods that hold
-EPC; the others are pending pods waiting to be placed (by ``simulate``, or bound through ``/bind``).
+holding EPC, and every pod's UID, EPC and node for a bind. The parsed objects are not kept (at 5,000
+nodes and 50,000 pods they would take gigabytes). Assigned pods (``spec.nodeName`` set) are running
+pods that hold EPC; the others are pending pods waiting to be placed (by ``simulate``, or bound through
+``/bind``).
 
 A quantity that cannot be read (a node's allocatable, a pod's request) counts as no EPC and is listed
 in :attr:`SnapshotFacts.unreadable`, which both commands report.
