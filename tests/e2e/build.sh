@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Build the real control plane for the e2e suite: kube-apiserver, kube-scheduler and etcd, from the Go module
-# in tests/e2e/controlplane (one pinned Kubernetes release, see docs/e2e.md); and goref, the reference
-# extender in Go of benchmarks/goref (tests/extender/test_goref.py checks it answers as ours does).
+# Build the real cluster for the e2e suite from the Go module in tests/e2e/controlplane (one pinned Kubernetes
+# release, see docs/e2e.md): kube-apiserver, kube-scheduler and etcd; kubelet and sgx-device-plugin for the
+# e2e node (tests/e2e/node.py); the pause program of the pinned release (build/pause/linux/pause.c, compiled
+# static with gcc as upstream does); and goref, the reference extender in Go of benchmarks/goref
+# (tests/extender/test_goref.py checks it answers as ours does).
 #
 # Output: $E2E_BIN_DIR (default: <repo>/.cache/e2e-bin/<kubernetes version>/), git-ignored. The binaries are
-# reused while the stamp (hash of go.mod, go.sum, the main packages and the Go version) matches; pass --force
-# to rebuild anyway. The compile runs under `nice -n 19` with at most 2 parallel jobs: the machine is shared.
+# reused while the stamp (hash of go.mod, go.sum, the main packages, pause.c and the toolchains) matches; pass
+# --force to rebuild anyway. The compile runs under `nice -n 19` with at most 2 parallel jobs: the machine is
+# shared.
 #
 # Environment:
 #   E2E_BIN_DIR         where the binaries go (default above)
@@ -15,14 +18,16 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 module_dir="$here/controlplane"
-components=(kube-apiserver kube-scheduler etcd)
+components=(kube-apiserver kube-scheduler etcd kubelet sgx-device-plugin)
+# Every file build.sh writes and checks (pause is compiled with gcc, the rest with go).
+products=("${components[@]}" pause)
 
 force=0
 for arg in "$@"; do
     case "$arg" in
         --force) force=1 ;;
         -h | --help)
-            sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -59,20 +64,33 @@ ldflags() {
         "-X $pkg.gitTreeState=clean"
 }
 
+# pause.c of the pinned release, from the module cache (the module zip keeps build/pause/), compiled with
+# the flags of upstream's build/pause/Makefile and the version it stamps.
+kubernetes_dir="$(cd "$module_dir" && go mod download -json "k8s.io/kubernetes@$k8s_version" | awk -F'"' '$2 == "Dir" {print $4}')"
+pause_src="$kubernetes_dir/build/pause/linux/pause.c"
+pause_tag="$(awk '$1 == "TAG" && $2 == "?=" {print $3}' "$kubernetes_dir/build/pause/Makefile")"
+pause_cflags=(-Os -Wall -Werror -static "-DVERSION=v$pause_tag-$k8s_version")
+if ! command -v gcc >/dev/null 2>&1; then
+    echo "build.sh: 'gcc' not found: the pause image needs it (apt-get install gcc libc6-dev)" >&2
+    exit 1
+fi
+
 stamp="$(
     cd "$module_dir"
     {
         go version
         echo "CGO_ENABLED=0 -trimpath"
         ldflags
-        sha256sum go.mod go.sum cmd/*/main.go
+        sha256sum go.mod go.sum cmd/*/main.go "$pause_src"
+        gcc --version | head -1
+        echo "${pause_cflags[*]}"
     } | sha256sum | awk '{print $1}'
 )"
 
 up_to_date() {
     [[ -f "$out_dir/.stamp" ]] && [[ "$(cat "$out_dir/.stamp")" == "$stamp" ]] || return 1
     local c
-    for c in "${components[@]}"; do
+    for c in "${products[@]}"; do
         [[ -x "$out_dir/$c" ]] || return 1
     done
 }
@@ -100,16 +118,23 @@ echo "build.sh: building ${components[*]} (Kubernetes $k8s_version, $(go version
 start=$(date +%s)
 (
     cd "$module_dir"
-    # Static binaries as upstream ships them; no C toolchain needed.
+    # Static binaries as upstream ships them; the Go ones need no C toolchain.
     CGO_ENABLED=0 nice -n 19 go build -p "$jobs" -mod=readonly -trimpath -ldflags="$(ldflags)" \
-        -o "$staging/" ./cmd/kube-apiserver ./cmd/kube-scheduler ./cmd/etcd
+        -o "$staging/" "${components[@]/#/./cmd/}"
 )
+nice -n 19 gcc "${pause_cflags[@]}" -o "$staging/pause" "$pause_src"
 end=$(date +%s)
 
 for c in "${components[@]}"; do
-    "$staging/$c" --version >/dev/null
+    case "$c" in
+        sgx-device-plugin) "$staging/$c" --help 2>&1 | grep -- -mode >/dev/null ;;
+        *) "$staging/$c" --version >/dev/null ;;
+    esac
+done
+"$staging/pause" -v | grep "^pause.c v$pause_tag-" >/dev/null
+for c in "${products[@]}"; do
     mv -f "$staging/$c" "$out_dir/$c"
 done
 echo "$stamp" >"$out_dir/.stamp"
 echo "build.sh: built in $((end - start)) s:"
-(cd "$out_dir" && du -h "${components[@]}")
+(cd "$out_dir" && du -h "${products[@]}")
