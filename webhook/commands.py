@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from confidential_pods.cli import add_config_option, add_serving_options, component, serving_options
 from confidential_pods.settings import Settings
+from webhook.plan import PodSecurityLevel
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
@@ -32,7 +33,9 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         "inject",
         help="mutate Pods and workload pod templates in YAML offline, as the webhook would",
         description="Mutate every Pod and workload pod template in a YAML or JSON file as the webhook "
-        "would at admission; other kinds pass through unchanged.",
+        "would at admission; other kinds pass through unchanged. Namespaces in the input are read as the "
+        "webhook reads them: confidential-pods.io/injection=enabled opts their pods in, disabled leaves them "
+        "alone, pod-security.kubernetes.io/enforce is the level host-mode pods are judged by.",
         epilog="exit codes: 0 written; 1 an object was refused (its name and the reason on stderr, "
         "nothing written); 2 the input could not be read or parsed (not UTF-8, not YAML/JSON, excessive YAML "
         "aliasing, nested deeper than 100 levels) or the configuration is unusable",
@@ -43,7 +46,15 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     inject.add_argument(
         "--namespace-opted-in",
         action="store_true",
-        help="treat objects as if their namespace were labelled confidential-pods.io/injection=enabled",
+        help="treat objects as if their namespace were labelled confidential-pods.io/injection=enabled "
+        "(a Namespace in the input speaks for its own objects: enabled, or disabled to leave them alone)",
+    )
+    inject.add_argument(
+        "--pod-security",
+        choices=get_args(PodSecurityLevel),
+        help="the Pod Security level (pod-security.kubernetes.io/enforce) the objects' namespace enforces, "
+        "as the webhook reads it: a host-mode pod is refused under baseline or restricted (a Namespace in "
+        "the input speaks for its own objects; unsaid, the level is unknown and not judged)",
     )
     inject.set_defaults(handler=_inject)
 
@@ -78,6 +89,7 @@ def _inject(args: argparse.Namespace) -> int:
         source=args.filename,
         output=args.output,
         namespace_opted_in=args.namespace_opted_in,
+        namespace_level=args.pod_security,
     )
 
 

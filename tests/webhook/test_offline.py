@@ -137,3 +137,123 @@ def test_stdin_through_the_console_script(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "alibabacloud.com/sgx_epc_MiB" in done.stdout
+
+
+# --- issue 23, item 8: namespaces in the same input; the Pod Security level only where known -------------
+
+INJECTION = "confidential-pods.io/injection"
+ENFORCE = "pod-security.kubernetes.io/enforce"
+
+
+def namespace(name: str, **labels: str) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def plain(kind: str = "Deployment", where: str = "shop") -> dict[str, object]:
+    """A workload whose pods do not opt in themselves."""
+    document = workload(kind)
+    document["metadata"] = {"name": "web", "namespace": where}
+    document["spec"]["template"] = {"spec": TEMPLATE["spec"]}  # type: ignore[index]
+    return document
+
+
+def injected(document: object) -> bool:
+    template = document["spec"]["template"]  # type: ignore[index]
+    return "confidential-pods.io/status" in (template.get("metadata") or {}).get("annotations", {})
+
+
+#: (id, documents before the workload, --namespace-opted-in, the workload, injected?)
+NAMESPACES = [
+    ("enabled-namespace-in-the-input", [namespace("shop", **{INJECTION: "enabled"})], False, plain(), True),
+    (
+        "enabled-namespace-in-a-list",
+        [{"kind": "List", "items": [namespace("shop", **{INJECTION: "enabled"})]}],
+        False,
+        plain(),
+        True,
+    ),
+    ("another-namespace-enabled", [namespace("other", **{INJECTION: "enabled"})], False, plain(), False),
+    ("unlabelled-namespace", [namespace("shop")], False, plain(), False),
+    ("unlabelled-namespace-beats-the-flag", [namespace("shop")], True, plain(), False),
+    ("flag-for-namespaces-not-in-the-input", [namespace("other")], True, plain(), True),
+    (
+        "disabled-namespace-annotated-pod",
+        [namespace("shop", **{INJECTION: "disabled"})],
+        True,
+        workload("Deployment"),
+        False,
+    ),
+    ("system-namespace", [], True, plain(where="kube-system"), False),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "flag", "document", "expected"), [r[1:] for r in NAMESPACES], ids=[r[0] for r in NAMESPACES]
+)
+def test_namespaces_in_the_input_are_read_as_the_webhook_reads_them(
+    before: list[object], flag: bool, document: dict[str, object], expected: bool
+) -> None:
+    result = inject_documents([*before, document], SETTINGS, namespace_opted_in=flag)
+    assert injected(result.documents[-1]) is expected
+    assert result.documents[: len(before)] == before  # Namespaces pass through unchanged
+
+
+def test_an_annotated_pod_in_a_disabled_namespace_is_left_with_a_warning() -> None:
+    result = inject_documents(
+        [namespace("shop", **{INJECTION: "disabled"}), workload("Deployment")],
+        SETTINGS,
+        namespace_opted_in=False,
+    )
+    assert result.warnings == [
+        f"Deployment/shop/web: namespace shop is labelled {INJECTION}=disabled: the webhook is not called; "
+        "left unchanged"
+    ]
+
+
+HOST = settings_from_mapping({"aesm": "host", "runtimeClass": "none"})
+
+
+@pytest.mark.parametrize(
+    ("before", "level", "refused"),
+    [
+        ([], None, False),  # unknown: not judged, and no warning (there was one for every host-mode pod)
+        ([], "privileged", False),
+        ([], "baseline", True),
+        ([], "restricted", True),
+        ([namespace("shop", **{ENFORCE: "restricted"})], None, True),
+        (
+            [namespace("shop", **{ENFORCE: "privileged"})],
+            "restricted",
+            False,
+        ),  # the Namespace speaks for itself
+        ([namespace("other", **{ENFORCE: "baseline"})], None, False),
+    ],
+)
+def test_the_pod_security_level_is_judged_only_where_known(
+    before: list[object], level: str | None, refused: bool
+) -> None:
+    documents = [*before, workload("Deployment")]
+    if refused:
+        with pytest.raises(
+            InjectRefused, match=r"^Deployment/shop/web: the host's AESM socket is a hostPath"
+        ):
+            inject_documents(documents, HOST, namespace_opted_in=False, namespace_level=level)  # type: ignore[arg-type]
+        return
+    result = inject_documents(documents, HOST, namespace_opted_in=False, namespace_level=level)  # type: ignore[arg-type]
+    assert injected(result.documents[-1]) and result.warnings == []
+
+
+def test_the_installed_command_reads_namespaces_and_levels(tmp_path: Path) -> None:
+    source = tmp_path / "in.yaml"
+    source.write_text(yaml.safe_dump_all([namespace("shop", **{INJECTION: "enabled"}), plain()]))
+    config = tmp_path / "config.yaml"
+    config.write_text("aesm: host\nruntimeClass: none\n")
+    base = [sys.executable, "-m", "confidential_pods", "inject", "-f", str(source), "--config", str(config)]
+    done = subprocess.run(base, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert injected(list(yaml.safe_load_all(done.stdout))[-1])
+    source.write_text(yaml.safe_dump(plain()))  # its namespace not in the input: the flags speak for it
+    flags = ["--namespace-opted-in", "--pod-security", "baseline"]
+    refused = subprocess.run([*base, *flags], capture_output=True, text=True, check=False, timeout=60)
+    assert refused.returncode == 1
+    assert 'Pod Security level "baseline" forbids' in refused.stderr
