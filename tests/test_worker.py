@@ -279,7 +279,14 @@ def test_a_body_trickling_in_holds_no_slot(
     other.timeout = 2
     assert get(other)[0] == 200  # the one slot is free: the trickling body is read before taking it
     started = time.monotonic()
-    assert slow.recv(1024) == b""  # and the trickler is cut off at the request deadline
+    # And the trickler is cut off at the request deadline: an end of stream, or a reset when a trickled
+    # byte arrived after the server's last read (TCP answers a close with unread data by RST).
+    # A trickler that is not cut off makes recv time out after 10 s and fails the test.
+    try:
+        answer = slow.recv(1024)
+    except ConnectionResetError:
+        answer = b""
+    assert answer == b""
     assert time.monotonic() - started < 5
     stop.set()
     slow.close()
