@@ -41,16 +41,20 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
 
     simulate = subcommands.add_parser(
         "simulate",
-        help="place pending pods on a snapshot as the extender would, and show EPC per node",
-        description="Run the extender's filter/prioritize/bind over Nodes and Pods from files. Pods with "
-        "spec.nodeName hold EPC; the others are placed in file order. With no files, a built-in "
-        "example cluster is used.",
-        epilog="exit codes: 0 report printed (unschedulable pods included); 2 a file could not be read "
-        "or parsed (not UTF-8, not YAML/JSON, excessive YAML aliasing, nesting deeper than 100 levels, "
-        "objects that are not Nodes or Pods) or the configuration is unusable",
+        help="place pending pods on a snapshot as the webhook, kube-scheduler and the extender would",
+        description="Place pending pods and workloads from files, in file order, as they would be "
+        "placed: the webhook's mutation first (with --config, as inject), then kube-scheduler's own "
+        "filters (cordons, taints and tolerations, nodeSelector, required node affinity), then the "
+        "extender's filter, prioritize and bind. Pods with spec.nodeName hold EPC; Deployments, "
+        "StatefulSets, ReplicaSets, Jobs and CronJobs become their pods, a DaemonSet one pod per eligible "
+        "node; Namespaces count as the webhook counts them. What kube-scheduler checks besides is named "
+        "in the report. With no files, a built-in example cluster is used.",
+        epilog="exit codes: 0 report printed (unschedulable and refused pods included); 2 a file could not "
+        "be read or parsed (not UTF-8, not YAML/JSON, excessive YAML aliasing, nesting deeper than 100 "
+        "levels, objects that are not Nodes, Pods, Namespaces or workloads) or the configuration is unusable",
     )
     simulate.add_argument("--nodes", help="file with Nodes (and possibly Pods): v1 List or multi-doc YAML")
-    simulate.add_argument("--pods", help="file with Pods (and possibly Nodes)")
+    simulate.add_argument("--pods", help="file with Pods, workloads, Namespaces (and possibly Nodes)")
     add_config_option(simulate)
     simulate.add_argument("--strategy", choices=SCORING_STRATEGIES, help="override scoringStrategy")
     simulate.set_defaults(handler=_simulate)

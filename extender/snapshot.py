@@ -19,14 +19,16 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from confidential_pods.documents import load_documents, printable, read_text
 from confidential_pods.epc import node_capacity
 from confidential_pods.errors import MalformedInput
-from confidential_pods.profiles import Profile
+from confidential_pods.profiles import PROFILES, Profile
+from confidential_pods.wire import POD_TEMPLATES, mapping
 from extender.binding import KnownPod
 from extender.ledger import EpcLedger
+from extender.placement import NodeFacts, node_facts
 from extender.podepc import PodEpc, pod_facts
 
 _LIST_KINDS = {"List", "NodeList", "PodList"}
@@ -49,8 +51,15 @@ class SnapshotFacts:
     assigned: list[PodEpc] = field(default_factory=list)
     pods: dict[str, KnownPod] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
-    #: The pending pods as raw JSON, in file order: kept only when asked (``simulate`` places them).
+    #: The pending pods and workloads as raw JSON, in file order: kept only when asked (``simulate``
+    #: places them).
     pending: list[dict[str, Any]] = field(default_factory=list)
+    #: Kept with the pending pods: what the scheduler's filters read of each node,
+    nodes: dict[str, NodeFacts] = field(default_factory=dict)
+    #: the labels of the Namespaces in the files,
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: and the EPC resources of every profile each node advertises (a hint when none is the profile's).
+    advertised: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __add__(self, other: SnapshotFacts) -> SnapshotFacts:
         return SnapshotFacts(
@@ -59,6 +68,9 @@ class SnapshotFacts:
             pods={**self.pods, **other.pods},
             unreadable=self.unreadable + other.unreadable,
             pending=self.pending + other.pending,
+            nodes={**self.nodes, **other.nodes},
+            namespaces={**self.namespaces, **other.namespaces},
+            advertised={**self.advertised, **other.advertised},
         )
 
 
@@ -87,7 +99,7 @@ def load_snapshot_facts(
 
 
 def facts_of(
-    objects: Iterable[tuple[Literal["Node", "Pod"], dict[str, Any]]],
+    objects: Iterable[tuple[str, dict[str, Any]]],
     profile: Profile,
     *,
     keep_pending: bool = False,
@@ -103,11 +115,21 @@ def facts_of(
     pods: list[tuple[str, str, str, int, str, str, tuple[str, str, int, int] | None]] = []
     unreadable: list[str] = []
     pending: list[dict[str, Any]] = []
+    kept = SnapshotFacts(pending=pending)  # what only simulate keeps
     for kind, obj in objects:
         if kind == "Node":
             found: list[str] = []
             nodes.append((_name(obj), node_capacity(obj, profile, found)))
             unreadable.extend(f"Node {printable(_name(obj))} {problem}" for problem in found)
+            if keep_pending:
+                _keep_node(kept, obj)
+            continue
+        if kind != "Pod":
+            if keep_pending and kind == "Namespace":
+                labels = mapping(mapping(obj.get("metadata")).get("labels"))
+                kept.namespaces[_name(obj)] = {k: v for k, v in labels.items() if isinstance(v, str)}
+            elif keep_pending:
+                pending.append(obj)  # a workload: simulate places its pods
             continue
         known = KnownPod.of(obj, profile)
         held = pod_facts(obj, profile, epc=known.epc)  # the EPC counted once
@@ -121,7 +143,14 @@ def facts_of(
     del nodes, pods
     packed_nodes, packed_pods = json.loads(packed)
     del packed
-    facts = SnapshotFacts(capacities=dict(packed_nodes), unreadable=unreadable, pending=pending)
+    facts = SnapshotFacts(
+        capacities=dict(packed_nodes),
+        unreadable=unreadable,
+        pending=pending,
+        nodes=kept.nodes,
+        namespaces=kept.namespaces,
+        advertised=kept.advertised,
+    )
     intern = sys.intern  # 50,000 pods share a few namespaces and 5,000 node names
     for namespace, name, uid, epc, node, problem, held_row in packed_pods:
         namespace = intern(namespace)
@@ -141,40 +170,56 @@ def facts_of(
     return facts
 
 
+#: Every profile's EPC resource.
+_EPC_RESOURCES = tuple(sorted({p.epc_resource for p in PROFILES.values()}))
+
+
+def _keep_node(kept: SnapshotFacts, node: dict[str, Any]) -> None:
+    facts = node_facts(node)
+    kept.nodes[facts.name] = facts
+    allocatable = mapping(mapping(node.get("status")).get("allocatable"))
+    offered = tuple(r for r in _EPC_RESOURCES if r in allocatable)
+    if offered:
+        kept.advertised[facts.name] = offered
+
+
 def fill_ledger_from_facts(ledger: EpcLedger, facts: SnapshotFacts) -> None:
     """Replace the ledger's content with the snapshot's nodes and assigned pods."""
     ledger.replace(facts.capacities, facts.assigned)
 
 
-def _kubernetes_objects(
-    documents: list[object], source: str
-) -> Iterator[tuple[Literal["Node", "Pod"], dict[str, Any]]]:
-    """Every Node and Pod, checked (names set, pods with a spec, namespace defaulted), in file order.
+def _kubernetes_objects(documents: list[object], source: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every Node, Pod, Namespace and workload, checked (names set, pods with a spec, namespace defaulted),
+    in file order.
 
     Each document is dropped from ``documents`` once read, so that a caller keeping only facts
     does not hold the whole parsed file until the end.
     """
+    allowed = ("Node", "Pod", "Namespace", *POD_TEMPLATES)
     for index in range(len(documents)):
         document, documents[index] = documents[index], None
         for where, obj in _objects(document, index, printable(source)):
             kind = obj.get("kind")
-            if kind not in ("Node", "Pod"):
+            if kind not in allowed:
                 shown = printable(repr(kind))[:60]
-                raise SnapshotError(f"{where}: kind {shown} is not Node, Pod or a List of them")
+                raise SnapshotError(
+                    f"{where}: kind {shown} is not Node, Pod, Namespace, a workload or a List of them"
+                )
             yield kind, _checked(kind, obj, where)
 
 
-def _checked(kind: Literal["Node", "Pod"], obj: dict[str, Any], where: str) -> dict[str, Any]:
-    """A Node or Pod with a name (and a namespace defaulted), and a spec for a Pod."""
+def _checked(kind: str, obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """An object with a name (and a namespace defaulted but for Nodes and Namespaces), and a spec for a
+    Pod."""
     metadata = obj.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     if not isinstance(metadata, dict) or not isinstance(name, str) or not name:
         raise SnapshotError(f"{where}: {kind} without metadata.name")
     if not isinstance(metadata.get("namespace", ""), str):
         raise SnapshotError(f"{where}: {kind} {printable(name)}: metadata.namespace is not a string")
-    if kind == "Pod":
-        if not isinstance(obj.get("spec"), dict):
-            raise SnapshotError(f"{where}: Pod {printable(name)} without spec")
+    if kind == "Pod" and not isinstance(obj.get("spec"), dict):
+        raise SnapshotError(f"{where}: Pod {printable(name)} without spec")
+    if kind not in ("Node", "Namespace"):
         metadata.setdefault("namespace", "default")
     return obj
 
