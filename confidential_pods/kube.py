@@ -28,27 +28,59 @@ class CredentialsError(ConfidentialPodsError):
     """No usable credentials for the API server (a kubeconfig that does not load, no ServiceAccount)."""
 
 
-def configuration(kubeconfig: str | None = None) -> client.Configuration:
-    """The client configuration: ``kubeconfig``, else in-cluster, else the default kubeconfig."""
+#: Where a pod's ServiceAccount namespace is mounted (kubectl's default namespace in a pod).
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def configuration(kubeconfig: str | None = None, context: str | None = None) -> client.Configuration:
+    """The client configuration: ``kubeconfig``, else in-cluster, else the default kubeconfig;
+    ``context`` names a kubeconfig context (in a pod too: then the default kubeconfig is read)."""
     loaded = client.Configuration()
     try:
-        if kubeconfig:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=loaded)  # type: ignore[no-untyped-call]
-        elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if not kubeconfig and not context and _in_cluster():
             config.load_incluster_config(client_configuration=loaded)  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(client_configuration=loaded)  # type: ignore[no-untyped-call]
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig or None, context=context or None, client_configuration=loaded
+            )
     except (ConfigException, OSError) as exc:
-        where = (
-            f"kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster ServiceAccount or ~/.kube/config"
-        )
-        raise CredentialsError(f"cannot load API server credentials from {where}: {exc}") from None
+        raise CredentialsError(
+            f"cannot load API server credentials from {_where(kubeconfig)}: {exc}"
+        ) from None
     return loaded
 
 
-def api_client(kubeconfig: str | None = None) -> client.ApiClient:
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
     """An API client (see :func:`configuration`)."""
-    return client.ApiClient(configuration(kubeconfig))
+    return client.ApiClient(configuration(kubeconfig, context))
+
+
+def default_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
+    """The namespace kubectl would use without ``-n``: the kubeconfig context's ``namespace`` (``context``,
+    else the current one), else ``default``; in a pod without a kubeconfig, the pod's own namespace."""
+    if not kubeconfig and not context and _in_cluster():
+        try:
+            with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as file:
+                return file.read().strip() or "default"
+        except OSError:
+            return "default"
+    try:
+        contexts, current = config.list_kube_config_contexts(config_file=kubeconfig or None)  # type: ignore[no-untyped-call]
+    except (ConfigException, OSError) as exc:
+        raise CredentialsError(f"cannot read the namespace from {_where(kubeconfig)}: {exc}") from None
+    chosen = next((c for c in contexts or () if c.get("name") == context), None) if context else current
+    if context and chosen is None:
+        raise CredentialsError(f"context {context!r} not found in {_where(kubeconfig)}")
+    namespace = ((chosen or {}).get("context") or {}).get("namespace")
+    return namespace if isinstance(namespace, str) and namespace else "default"
+
+
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def _where(kubeconfig: str | None) -> str:
+    return f"kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster ServiceAccount or ~/.kube/config"
 
 
 def status_message(exc: Any) -> str:

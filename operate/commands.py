@@ -1,8 +1,10 @@
 """``confidential-pods doctor`` and the ``kubectl confidential-pods`` plugin (``nodes``, ``why``, ``doctor``).
 
 The plugin is the executable ``kubectl-confidential_pods`` the package installs: kubectl finds it on
-PATH and runs it for ``kubectl confidential-pods …``, passing the rest of the command line. It reads with
-``--kubeconfig``, else ``$KUBECONFIG`` / ``~/.kube/config`` (as kubectl), else the in-cluster account.
+PATH and runs it for ``kubectl confidential-pods …``, passing the rest of the command line. It takes
+kubectl's own flags where kubectl users put them, before or after the command: ``--kubeconfig`` (else
+``$KUBECONFIG`` / ``~/.kube/config``, else the in-cluster account), ``--context``, ``-n`` (else the
+context's namespace), ``-A``, and ``--version``.
 """
 
 from __future__ import annotations
@@ -15,20 +17,30 @@ from collections.abc import Sequence
 from http.client import HTTPException
 from typing import Any
 
+from confidential_pods import __version__
 from confidential_pods.documents import printable
 from confidential_pods.errors import ConfidentialPodsError
-from confidential_pods.kube import api_client
+from confidential_pods.kube import api_client, default_namespace
 from confidential_pods.settings import Settings, load_settings
 
 DEFAULT_NAMESPACE = "confidential-pods"
 
 
+#: ``why`` with ``-A``: kubectl refuses a name across all namespaces (``kubectl get pod NAME -A``) too.
+ACROSS_NAMESPACES = (
+    "a pod cannot be looked up by name across all namespaces (kubectl refuses it too): "
+    "drop -A, and give -n NAMESPACE unless the pod is in the context's namespace"
+)
+
+
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     """``confidential-pods doctor`` (the same command as ``kubectl confidential-pods doctor``)."""
-    _add_doctor(subcommands)
+    _add_doctor(subcommands, defaults=True)
 
 
-def _add_doctor(subcommands: argparse._SubParsersAction[Any]) -> None:
+def _add_doctor(
+    subcommands: argparse._SubParsersAction[Any], *, defaults: bool, kubectl: bool = False
+) -> None:
     doctor = subcommands.add_parser(
         "doctor",
         help="check an installation against the live cluster (read-only)",
@@ -39,31 +51,59 @@ def _add_doctor(subcommands: argparse._SubParsersAction[Any]) -> None:
         epilog="exit codes: 0 every check ok; 1 a warning; 2 a failure, or the cluster or configuration "
         "could not be read",
     )
-    _add_cluster_options(doctor)
+    _add_cluster_options(doctor, defaults=defaults, kubectl=kubectl)
     doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
     doctor.set_defaults(handler=_doctor)
 
 
-def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+def _add_cluster_options(parser: argparse.ArgumentParser, *, defaults: bool, kubectl: bool = False) -> None:
+    """The options that say which cluster and installation to read. The plugin declares them on its own
+    parser (``defaults``) and again on each command without defaults, so that they are taken before or
+    after the command, as kubectl takes its flags; ``kubectl`` adds ``-n`` and ``-A``."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     parser.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)"
+        "--kubeconfig",
+        default=default(None),
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
+    )
+    parser.add_argument(
+        "--context", default=default(None), help="kubeconfig context to use (default: the current context)"
     )
     parser.add_argument(
         "--install-namespace",
-        default=DEFAULT_NAMESPACE,
+        default=default(DEFAULT_NAMESPACE),
         help=f"namespace confidential-pods is installed in (default {DEFAULT_NAMESPACE})",
     )
     parser.add_argument(
         "--config",
         dest="config_file",
+        default=default(None),
         help="configuration file to check against (default: the ConfigMap the webhook Deployment mounts)",
     )
+    if kubectl:
+        parser.add_argument(
+            "-n",
+            "--namespace",
+            default=default(None),
+            help="the pod's namespace for why (default: the kubeconfig context's namespace, else default)",
+        )
+        parser.add_argument(
+            "-A",
+            "--all-namespaces",
+            action="store_true",
+            default=default(False),
+            help="nodes and doctor read every namespace anyway; why refuses it, as kubectl refuses a name "
+            "across all namespaces",
+        )
 
 
 def _connect(args: argparse.Namespace) -> tuple[Any, Settings, str]:
     from operate.cluster import Reader, read_settings
 
-    reader = Reader(api_client(args.kubeconfig))
+    reader = Reader(api_client(args.kubeconfig, args.context))
     if args.config_file:
         return reader, load_settings(args.config_file), args.config_file
     settings, source = read_settings(reader, args.install_namespace)
@@ -121,15 +161,18 @@ def _why(args: argparse.Namespace) -> int:
     from operate.cluster import Unreadable, ledger_of
     from operate.views import render_why, why
 
+    if args.all_namespaces:
+        return _fail(ConfidentialPodsError(ACROSS_NAMESPACES))
     try:
+        namespace = args.namespace or default_namespace(args.kubeconfig, args.context)
         reader, settings, _ = _connect(args)
-        pod = reader.get(reader.core.read_namespaced_pod, args.pod, args.namespace)
+        pod = reader.get(reader.core.read_namespaced_pod, args.pod, namespace)
         if pod is None:
-            return _fail(ConfidentialPodsError(f"pod {args.namespace}/{args.pod} not found"))
+            return _fail(ConfidentialPodsError(f"pod {namespace}/{args.pod} not found"))
         events = list(
             reader.items(
                 reader.core.list_namespaced_event,
-                args.namespace,
+                namespace,
                 field_selector=f"involvedObject.name={args.pod},reason=FailedScheduling",
             )
         )
@@ -145,9 +188,11 @@ def plugin_parser() -> argparse.ArgumentParser:
         prog="kubectl confidential-pods",
         description="SGX EPC of the cluster as confidential-pods sees it.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_cluster_options(parser, defaults=True, kubectl=True)
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
     nodes = subcommands.add_parser("nodes", help="EPC per SGX node: a bar, used, reserved, free, nominated")
-    _add_cluster_options(nodes)
+    _add_cluster_options(nodes, defaults=False, kubectl=True)
     nodes.add_argument(
         "--extender",
         metavar="URL",
@@ -158,12 +203,9 @@ def plugin_parser() -> argparse.ArgumentParser:
     nodes.set_defaults(handler=_nodes)
     why_parser = subcommands.add_parser("why", help="why a pod is pending: the extender's reasons and events")
     why_parser.add_argument("pod", help="pod name")
-    why_parser.add_argument(
-        "-n", "--namespace", default="default", help="the pod's namespace (default default)"
-    )
-    _add_cluster_options(why_parser)
+    _add_cluster_options(why_parser, defaults=False, kubectl=True)
     why_parser.set_defaults(handler=_why)
-    _add_doctor(subcommands)
+    _add_doctor(subcommands, defaults=False, kubectl=True)
     return parser
 
 

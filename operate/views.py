@@ -21,6 +21,7 @@ from confidential_pods.terminal import bar, table
 from confidential_pods.wire import mapping
 from extender.binding import MemoryBinder
 from extender.ledger import EpcLedger, NodeEpc
+from extender.podepc import pod_uid
 from extender.verbs import Verbs
 from extender.wire import Candidates
 
@@ -99,10 +100,15 @@ class Why:
 
 
 def why(pod: Mapping[str, Any], ledger: EpcLedger, settings: Settings) -> Why:
-    """The filter verb's answer for ``pod`` on every node the ledger knows (stored state: no reservations)."""
+    """The filter verb's answer for ``pod`` on every node the ledger knows (stored state: no reservations).
+
+    The pod's own entry is taken out of ``ledger`` first: a pod that is bound (or running) is asked about
+    as the scheduler asked about it, without its own EPC counted against its node.
+    """
     metadata, spec = mapping(pod.get("metadata")), mapping(pod.get("spec"))
     problems: list[str] = []
     epc = effective_epc(pod, settings.profile, problems)
+    ledger.remove_pod(pod_uid(pod))
     names = tuple(sorted(ledger.nodes()))
     verbs = Verbs(ledger, settings, MemoryBinder(), clock=lambda: 0.0)
     answer = verbs.filter(Candidates(pod=pod, names=names)).body

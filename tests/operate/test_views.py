@@ -88,3 +88,14 @@ def test_why_for_pods_the_extender_has_no_say_in() -> None:
     assert "cannot be read" in render_why(unreadable, [], SETTINGS)
     bound = why(pending("16", nodeName="sgx-a"), ledger(), SETTINGS)
     assert "shop/big is bound to sgx-a" in render_why(bound, [], SETTINGS)
+
+
+def test_why_never_counts_a_pod_against_its_own_node() -> None:
+    """The running pod kms holds 48Mi of sgx-a (96Mi, 16Mi nominated for vip): asked why, it fits there,
+    as the scheduler found when it placed it (counted against itself, 32Mi free < 48Mi)."""
+    running = pending("48", nodeName="sgx-a")
+    running["metadata"] = {"namespace": "shop", "name": "kms", "uid": "uid-kms"}
+    answer = why(running, ledger(), SETTINGS)
+    assert answer.passed == ("sgx-a",)
+    assert answer.reasons["sgx-b"] == "insufficient SGX EPC: pod requests 48Mi, node has 4Mi free of 64Mi"
+    assert "fits now on 1 node(s): sgx-a" in render_why(answer, [], SETTINGS)
