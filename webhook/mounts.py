@@ -13,7 +13,9 @@ configuration (one file, a ``subPath`` of a downward-API volume). What the pod b
   Intel's DaemonSet is one), mounts the socket directory writable. Every other container is a client that
   only ``connect()``s, which a read-only mount allows: it cannot unlink ``aesm.socket`` or plant its own,
   on the node (host mode: the directory is shared by every pod there) or in the pod.
-- A pod mount exactly where the webhook would mount is the pod's choice: kept, with a warning. A pod mount
+- A pod mount exactly where the webhook would mount is the pod's choice: kept, with a warning. So is a mount
+  of the socket itself (``/var/run/aesmd/aesm.socket``: Alibaba's own samples mount the node's socket file
+  so): the container has its socket, and the webhook's directory would only cover it. Any other pod mount
   inside such a path is refused (it would land in the socket directory, or under a file).
 - ``$QCNL_CONF_PATH`` (where the webhook mounts the QCNL file) at, inside or above the socket directory or the
   SGX devices is refused naming the variable and the container: the file would hide the socket while
@@ -39,6 +41,8 @@ RESERVED_PREFIX: Final = "confidential-pods-"
 #: The AESM socket's directory: a hostPath (``aesm: host``) or an in-memory emptyDir (``aesm: sidecar``).
 AESM_VOLUME: Final = RESERVED_PREFIX + "aesmd-socket"
 AESM_MOUNT_PATH: Final = "/var/run/aesmd"
+#: The socket aesmd serves in that directory (``SGX_AESM_ADDR=1`` makes the quote library dial it).
+AESM_SOCKET_PATH: Final = AESM_MOUNT_PATH + "/aesm.socket"
 #: The downward-API volume that turns the QCNL annotation into a file, and the file's name in it.
 QCNL_VOLUME: Final = RESERVED_PREFIX + "qcnl"
 QCNL_FILE: Final = "sgx_default_qcnl.conf"
@@ -188,6 +192,13 @@ def _fits(
             warnings.append(f"container {ref.name} mounts its own {path}: kept ({unused} unused)")
             return False
     for theirs in own:
+        if not qcnl and _same(theirs["mountPath"], AESM_SOCKET_PATH):
+            warnings.append(
+                f"container {ref.name} mounts its own AESM socket at {theirs['mountPath']}: kept "
+                f"(the webhook's {path} not mounted over it)"
+            )
+            return False
+    for theirs in own:
         if _inside(theirs["mountPath"], path):
             what = "the quote library's configuration" if qcnl else "the AESM socket directory"
             raise PodRefused(
@@ -216,11 +227,14 @@ def _forms(path: str) -> set[str]:
     return forms
 
 
+def _same(one: str, other: str) -> bool:
+    """The paths are the same (in any of their forms)."""
+    return any(a == b for a in _forms(one) for b in _forms(other))
+
+
 def _overlaps(one: str, other: str) -> bool:
     """The paths are the same, or one lies below the other (in any of their forms)."""
-    return (
-        any(a == b for a in _forms(one) for b in _forms(other)) or _inside(one, other) or _inside(other, one)
-    )
+    return _same(one, other) or _inside(one, other) or _inside(other, one)
 
 
 def _inside(inner: str, outer: str) -> bool:

@@ -32,6 +32,7 @@ IN_PROCESS = {"confidential-pods.io/quote": "in-process"}
 QCNL_ANNOTATION = "metadata.annotations['confidential-pods.io/qcnl']"
 SOCKET_DIR = "/var/run/aesmd"
 SOCKET_VOLUME = "confidential-pods-aesmd-socket"
+SOCKET_FILE = "/var/run/aesmd/aesm.socket"
 
 
 def settings(keys: dict[str, Any]) -> Settings:
@@ -284,6 +285,38 @@ BESIDE = [
         "app",
         [{"name": "mine", "mountPath": "/var/run/aesmd/"}],
         ["container app mounts its own /var/run/aesmd: kept (the webhook's AESM socket unused)"],
+    ),
+    (
+        "own-socket-file-kept",  # Alibaba's hello_world sample: the node's socket file, mounted by itself
+        HOST,
+        pod(
+            annotations=CONFIDENTIAL,
+            containers=[container("app", volumeMounts=[{"name": "aesmsocket", "mountPath": SOCKET_FILE}])],
+            volumes=[{"name": "aesmsocket", "hostPath": {"path": SOCKET_FILE, "type": "Socket"}}],
+        ),
+        "app",
+        [{"name": "aesmsocket", "mountPath": SOCKET_FILE}],
+        [
+            f"container app mounts its own AESM socket at {SOCKET_FILE}: kept "
+            "(the webhook's /var/run/aesmd not mounted over it)"
+        ],
+    ),
+    (
+        "own-socket-file-through-run-kept-in-a-sandbox",  # /run is /var/run; the sidecar still gets its own
+        KATA,
+        pod(
+            annotations=CONFIDENTIAL,
+            containers=[
+                container("app", volumeMounts=[{"name": "s", "mountPath": "/run/aesmd/aesm.socket"}])
+            ],
+            volumes=[{"name": "s", "hostPath": {"path": SOCKET_FILE, "type": "Socket"}}],
+        ),
+        "app",
+        [{"name": "s", "mountPath": "/run/aesmd/aesm.socket"}],
+        [
+            "container app mounts its own AESM socket at /run/aesmd/aesm.socket: kept (the webhook's "
+            "/var/run/aesmd not mounted over it)"
+        ],
     ),
     (
         "own-run-directory-above-the-socket",  # /var/run as an emptyDir is common: ours goes on top
