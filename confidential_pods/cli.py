@@ -1,15 +1,19 @@
 """The ``confidential-pods`` command line: one entry point, a subcommand per job.
 
 Each component registers its own subcommands (``webhook/commands.py``, ``extender/commands.py``,
-``certs/commands.py``); this module only assembles them and maps errors to exit codes.
+``certs/commands.py``); this module only assembles them and maps errors to exit codes. It also gives every
+command what the command line as a whole has: ``--log-level`` before or after the command, a group's help
+when it is given without a command (on stderr, exit 2: a usage error, as kubectl treats a group without a
+command), and shell completion (argcomplete: ``confidential-pods completion bash``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from confidential_pods import __version__
@@ -28,13 +32,79 @@ def build_parser() -> argparse.ArgumentParser:
         description="SGX confidential pods for Kubernetes: admission webhook, scheduler extender and tools.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_log_level(parser, default="INFO")
     subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
     webhook_commands.register(subcommands)
     extender_commands.register(subcommands)
     certs_commands.register(subcommands)
     operate_commands.register(subcommands)
+    _add_completion(subcommands)
+    finish(parser)
     return parser
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: The shells argcomplete writes a hook for.
+SHELLS = ("bash", "zsh", "fish", "tcsh")
+#: The executables the completion hook covers.
+EXECUTABLES = ("confidential-pods", "kubectl-confidential_pods")
+
+
+def add_log_level(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    """``--log-level``; ``default`` None: only when given (a command's copy of the top-level option)."""
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default=argparse.SUPPRESS if default is None else default,
+        help="log level (default INFO)",
+    )
+
+
+def finish(parser: argparse.ArgumentParser) -> None:
+    """Every command takes ``--log-level`` where it is written; a parser without a command to run shows
+    its own help (:func:`main` prints ``args.help_of``)."""
+    parser.set_defaults(help_of=parser)
+    for command in _commands(parser):
+        if not any("--log-level" in a.option_strings for a in command._actions):
+            add_log_level(command, default=None)
+        if any(isinstance(a, argparse._SubParsersAction) for a in command._actions):
+            command.set_defaults(help_of=command)
+
+
+def _commands(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in dict.fromkeys(action.choices.values()):  # an alias is the same parser
+                yield command
+                yield from _commands(command)
+
+
+def _add_completion(subcommands: argparse._SubParsersAction[Any]) -> None:
+    completion = subcommands.add_parser(
+        "completion",
+        help="print the shell completion hook (bash, zsh, fish, tcsh)",
+        description="Print the shell code that completes confidential-pods and kubectl-confidential_pods "
+        "(argcomplete). Load it in the shell's startup file, e.g. for bash: "
+        'eval "$(confidential-pods completion bash)"',
+    )
+    completion.add_argument("shell", choices=SHELLS)
+    completion.set_defaults(handler=_completion)
+
+
+def complete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request, and exit, when the hook asks (argcomplete's protocol);
+    otherwise nothing (argcomplete is not even imported: the servers start without it)."""
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from argcomplete.shell_integration import shellcode
+
+    sys.stdout.write(shellcode(list(EXECUTABLES), shell=args.shell))
+    return 0
 
 
 def component(subcommands: argparse._SubParsersAction[Any], name: str, what: str) -> Any:
@@ -98,6 +168,7 @@ def serving_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    complete(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, args.log_level),
@@ -105,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help(sys.stderr)
+        args.help_of.print_help(sys.stderr)
         return 2
     try:
         if hasattr(args, "config"):  # every command that reads the configuration has --config

@@ -211,7 +211,10 @@ def plugin_parser() -> argparse.ArgumentParser:
 
 def plugin_main(argv: Sequence[str] | None = None) -> int:
     """``kubectl-confidential_pods``: the kubectl plugin's entry point."""
+    from confidential_pods.cli import complete
+
     parser = plugin_parser()
+    complete(parser)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:
