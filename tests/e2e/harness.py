@@ -5,9 +5,10 @@ ports, writes its output to ``<log_dir>/<name>.log`` and is stopped (SIGTERM, th
 :meth:`ControlPlane.stop`.
 
 The apiserver runs the way a cluster's does where it matters to us: real TLS (a throwaway CA, see
-:mod:`tests.e2e.pki`), client-certificate authentication, RBAC authorization, service-account tokens, and the
-default admission plugins including ServiceAccount, RuntimeClass, MutatingAdmissionWebhook and
-ValidatingAdmissionWebhook. There is no kube-controller-manager and no kubelet, hence deliberate changes:
+:mod:`tests.e2e.pki`), client-certificate authentication, Node and RBAC authorization, service-account
+tokens, the default admission plugins including NodeRestriction, ServiceAccount, RuntimeClass,
+MutatingAdmissionWebhook and ValidatingAdmissionWebhook, and a client certificate for kubelets (logs, exec) so
+a real node (:mod:`tests.e2e.node`) can join. There is no kube-controller-manager, hence deliberate changes:
 
 - ``TaintNodesByCondition`` is disabled: it taints every new Node ``node.kubernetes.io/not-ready:NoSchedule``
   and only the node lifecycle controller would remove it (kubernetes-sigs/scheduler-plugins' integration tests
@@ -49,6 +50,7 @@ KUBERNETES_SERVICE_IP = "10.0.0.1"
 #: Admission plugins named on the command line on top of the release's default set (they are in it
 #: already; naming them makes the harness fail loudly if a release drops one).
 ENABLED_ADMISSION_PLUGINS = (
+    "NodeRestriction",
     "ServiceAccount",
     "RuntimeClass",
     "MutatingAdmissionWebhook",
@@ -60,6 +62,13 @@ DISABLED_ADMISSION_PLUGINS = ("TaintNodesByCondition",)
 SCHEDULER_READY_LINE = '"Handlers synced"'
 #: The user kube-scheduler authenticates as on a cluster; bootstrap RBAC binds system:kube-scheduler to it.
 SCHEDULER_USER = "system:kube-scheduler"
+#: How the apiserver authorizes: the Node authorizer first (a kubelet, user ``system:node:<name>`` in group
+#: ``system:nodes``, may read and write only what its pods need; the NodeRestriction admission plugin limits
+#: its writes to its own Node and pods), then RBAC, as kubeadm configures it.
+AUTHORIZATION_MODES = ("Node", "RBAC")
+#: The apiserver's identity towards kubelets (logs, exec, port-forward): group system:masters, so a kubelet's
+#: webhook authorization (a SubjectAccessReview) allows it, as kubeadm's ``apiserver-kubelet-client`` is.
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 #: Ports are picked free, then bound by another process: a rare race, retried this many times.
 START_ATTEMPTS = 3
 
@@ -231,6 +240,13 @@ def start_apiserver(
         server=True,
     )
     admin = ca.issue(pki_dir, "admin", common_name="admin", organizations=("system:masters",), client=True)
+    kubelet_client = ca.issue(
+        pki_dir,
+        "apiserver-kubelet-client",
+        common_name=KUBELET_CLIENT_USER,
+        organizations=("system:masters",),
+        client=True,
+    )
     sa_keys = pki.write_service_account_keys(pki_dir)
     port = free_port()
     url = f"https://127.0.0.1:{port}"
@@ -246,7 +262,11 @@ def start_apiserver(
         f"--tls-cert-file={serving.cert}",
         f"--tls-private-key-file={serving.key}",
         f"--client-ca-file={ca.files.cert}",
-        "--authorization-mode=RBAC",
+        f"--authorization-mode={','.join(AUTHORIZATION_MODES)}",
+        f"--kubelet-client-certificate={kubelet_client.cert}",
+        f"--kubelet-client-key={kubelet_client.key}",
+        # A node's InternalIP, never its name: there is no DNS for node names here (tests/e2e/node.py).
+        "--kubelet-preferred-address-types=InternalIP",
         "--anonymous-auth=false",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         "--allow-privileged=true",
