@@ -26,93 +26,50 @@ NodeRestriction. Everything runs as host processes started and stopped by pid (t
 Only one node runs on a machine at a time (a lock file): the bridge, the pod range and the kubelet's
 device-plugin directory are the machine's. :meth:`Node.stop` tears everything down and
 :func:`leftovers` says what, if anything, survived.
+
+Beside it: :mod:`tests.e2e.nodeconfig` (the files the daemons read), :mod:`tests.e2e.nodehost` (the host's
+side: packages, bridge, mount namespace members, cgroups, :func:`~tests.e2e.nodehost.leftovers`, the lock) and
+:mod:`tests.e2e.nodeimages` (pause and busybox).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import yaml
 
 from tests.e2e.harness import ApiServer, BinariesMissingError, default_bin_dir
 from tests.e2e.kube import ApiError, Kube
-from tests.e2e.nodeimages import BUSYBOX
+from tests.e2e.nodeconfig import (
+    BRIDGE,
+    NODE_IP,
+    PREFIX_LENGTH,
+    cni_conflist,
+    containerd_config,
+    kubelet_config,
+)
+from tests.e2e.nodehost import (
+    host_problems,
+    ip,
+    kill_namespace_members,
+    leftovers,
+    machine_lock,
+    make_stand_in_devices,
+    mount_namespace,
+    remove_kubelet_cgroups,
+)
 from tests.e2e.ociarchive import ImageArchive
 from tests.e2e.processes import HarnessError, Process, wait_until
-from tests.machine import free_port
-
-BRIDGE = "cpe2e0"
-POD_CIDR = "10.244.0.0/24"
-NODE_IP = "10.244.0.1"
-PREFIX_LENGTH = 24
-#: RuntimeClass handlers the node's containerd runs with runc (the product's RuntimeClasses use them).
-RUNTIME_HANDLERS = ("kata", "kata-qemu", "kata-clh", "runv")
-LOCK_FILE = Path("/run/confidential-pods-e2e-node.lock")
-LOCK_TIMEOUT = 1200.0
-CNI_BIN_DIR = Path("/usr/lib/cni")
-#: What the node needs from the host, and the Debian package that has it.
-HOST_TOOLS = {
-    "containerd": "containerd",
-    "containerd-shim-runc-v2": "containerd",
-    "ctr": "containerd",
-    "runc": "runc",
-    "busybox": "busybox-static",
-    "nsenter": "util-linux",
-    "unshare": "util-linux",
-    "ip": "iproute2",
-}
-CNI_PLUGINS = ("bridge", "host-local", "loopback")
-APT_INSTALL = (
-    "apt-get install -y --no-install-recommends containerd runc containernetworking-plugins busybox-static"
-)
 
 
 class NodeUnavailableError(HarnessError):
     """This host cannot run the e2e node (not root, or a package missing); the message says what to do."""
-
-
-def host_problems() -> list[str]:
-    """What keeps this host from running the node: empty when it can."""
-    problems: list[str] = []
-    if os.geteuid() != 0:
-        problems.append("the e2e node needs root (containerd, runc, mounts, a bridge)")
-    missing = {pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None}
-    if any(not (CNI_BIN_DIR / plugin).is_file() for plugin in CNI_PLUGINS):
-        missing.add("containernetworking-plugins")
-    if BUSYBOX.is_file() and not _statically_linked(BUSYBOX):  # Debian's busybox, not busybox-static
-        missing.add("busybox-static")
-    if missing:
-        problems.append(f"missing Debian packages {', '.join(sorted(missing))}: {APT_INSTALL}")
-    return problems
-
-
-def _statically_linked(path: Path) -> bool:
-    """An x86-64 ELF executable without a PT_INTERP program header (no dynamic loader needed)."""
-    with path.open("rb") as binary:
-        header = binary.read(64)
-        if header[:5] != b"\x7fELF\x02":
-            return False
-        phoff = int.from_bytes(header[0x20:0x28], "little")
-        entry_size = int.from_bytes(header[0x36:0x38], "little")
-        count = int.from_bytes(header[0x38:0x3A], "little")
-        binary.seek(phoff)
-        table = binary.read(entry_size * count)
-    pt_interp = 3
-    return all(
-        int.from_bytes(table[i * entry_size : i * entry_size + 4], "little") != pt_interp
-        for i in range(count)
-    )
 
 
 @dataclass(frozen=True)
@@ -186,7 +143,7 @@ class Node:
         if problems:
             raise NodeUnavailableError("; ".join(problems))
         node = cls(name, api, NodeBinaries.locate(), workdir, log_dir, sandbox_image=images[0].reference)
-        with _machine_lock():
+        with machine_lock():
             try:
                 node._start(images)
                 yield node
@@ -199,7 +156,7 @@ class Node:
     def _start(self, images: Sequence[ImageArchive]) -> None:
         for directory in ("var-lib-kubelet", "var-log", "containerd", "cni/net.d", "kubelet/pki", "dev/sgx"):
             (self.workdir / directory).mkdir(parents=True, exist_ok=True)
-        _make_stand_in_devices(self.dev_dir)
+        make_stand_in_devices(self.dev_dir)
         self._create_bridge()
         self._start_holder()
         self._start_containerd()
@@ -213,11 +170,11 @@ class Node:
     # --- the pieces -------------------------------------------------------------------------------------
 
     def _create_bridge(self) -> None:
-        _ip("link", "del", BRIDGE, check=False)  # a crashed earlier run's (the lock is ours)
-        _ip("link", "add", BRIDGE, "type", "bridge")
+        ip("link", "del", BRIDGE, check=False)  # a crashed earlier run's (the lock is ours)
+        ip("link", "add", BRIDGE, "type", "bridge")
         self._created.append("bridge")
-        _ip("addr", "add", f"{NODE_IP}/{PREFIX_LENGTH}", "dev", BRIDGE)
-        _ip("link", "set", BRIDGE, "up")
+        ip("addr", "add", f"{NODE_IP}/{PREFIX_LENGTH}", "dev", BRIDGE)
+        ip("link", "set", BRIDGE, "up")
 
     def _start_holder(self) -> None:
         kubelet_dir = Path("/var/lib/kubelet")
@@ -245,7 +202,7 @@ class Node:
             what="the node's mount namespace",
             alive=holder.check_alive,
         )
-        self.namespace = _mount_namespace(holder.popen.pid) or ""
+        self.namespace = mount_namespace(holder.popen.pid) or ""
 
     def _in_namespace(self, *args: str) -> tuple[str, ...]:
         assert self.holder is not None
@@ -327,24 +284,7 @@ class Node:
         return reason[0]
 
     def _write_cni_config(self) -> None:
-        conflist = {
-            "cniVersion": "1.0.0",
-            "name": "e2e",
-            "plugins": [
-                {
-                    "type": "bridge",
-                    "bridge": BRIDGE,
-                    "isGateway": False,
-                    "ipMasq": False,
-                    "hairpinMode": True,
-                    "ipam": {
-                        "type": "host-local",
-                        "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
-                        "dataDir": str(self.workdir / "cni" / "ipam"),
-                    },
-                }
-            ],
-        }
+        conflist = cni_conflist(self.workdir / "cni" / "ipam")
         (self.workdir / "cni" / "net.d" / "10-e2e.conflist").write_text(json.dumps(conflist, indent=2))
 
     def ready(self) -> bool:
@@ -392,14 +332,14 @@ class Node:
             self._remove_containers()
             self.containerd.stop()
         if self.holder is not None:
-            _kill_namespace_members(self.holder.popen.pid)
+            kill_namespace_members(self.holder.popen.pid)
             self.holder.stop()
         if "bridge" in self._created:
-            _ip("link", "del", BRIDGE, check=False)
+            ip("link", "del", BRIDGE, check=False)
         if "/var/lib/kubelet" in self._created:
             with contextlib.suppress(OSError):
                 Path("/var/lib/kubelet").rmdir()
-        _remove_kubelet_cgroups()
+        remove_kubelet_cgroups()
         with contextlib.suppress(ApiError, OSError):
             self.kube.delete(f"/api/v1/nodes/{self.name}")
 
@@ -430,139 +370,6 @@ class Node:
                     self.ctr("containers", "delete", container)
 
 
-def containerd_config(workdir: Path, sandbox_image: str) -> str:
-    """containerd's config v2 for the node: everything under ``workdir``, the CRI as this machine needs it."""
-    base = workdir / "containerd"
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    lines = [
-        "version = 2",
-        f"root = {json.dumps(str(base / 'root'))}",
-        f"state = {json.dumps(str(base / 'state'))}",
-        "[grpc]",
-        f"  address = {json.dumps(str(base / 'containerd.sock'))}",
-        "[ttrpc]",
-        f"  address = {json.dumps(str(base / 'containerd.sock.ttrpc'))}",
-        '[plugins."io.containerd.internal.v1.opt"]',
-        f"  path = {json.dumps(str(base / 'opt'))}",
-        f"[{cri}]",
-        f"  sandbox_image = {json.dumps(sandbox_image)}",
-        "  restrict_oom_score_adj = true  # the VM withholds CAP_SYS_RESOURCE",
-        "  disable_apparmor = true",
-        "  tolerate_missing_hugepages_controller = true",
-        "  netns_mounts_under_state_dir = true",
-        f"[{cri}.cni]",
-        f"  bin_dir = {json.dumps(str(CNI_BIN_DIR))}",
-        f"  conf_dir = {json.dumps(str(workdir / 'cni' / 'net.d'))}",
-        "  max_conf_num = 1",
-        f"[{cri}.containerd]",
-        '  default_runtime_name = "runc"',
-    ]
-    for handler in ("runc", *RUNTIME_HANDLERS):
-        lines += [
-            f"[{cri}.containerd.runtimes.{json.dumps(handler)}]",
-            '  runtime_type = "io.containerd.runc.v2"',
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def kubelet_config(client_ca: Path, containerd_socket: Path) -> dict[str, object]:
-    """The KubeletConfiguration: cgroup v1 with cgroupfs, x509 + webhook auth, no eviction or image GC."""
-    return {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1",
-        "kind": "KubeletConfiguration",
-        "address": NODE_IP,
-        "port": free_port(),
-        "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1",
-        "healthzPort": free_port(),
-        "authentication": {
-            "anonymous": {"enabled": False},
-            "webhook": {"enabled": False},
-            "x509": {"clientCAFile": str(client_ca)},
-        },
-        "authorization": {"mode": "Webhook"},
-        "cgroupDriver": "cgroupfs",
-        "failCgroupV1": False,
-        "failSwapOn": False,
-        "containerRuntimeEndpoint": f"unix://{containerd_socket}",
-        "resolvConf": "",
-        "localStorageCapacityIsolation": False,
-        # The images cannot be pulled again: never collect them; no disk-pressure evictions on a CI disk.
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "0%", "imagefs.available": "0%"},
-    }
-
-
-def _make_stand_in_devices(dev_dir: Path) -> None:
-    """``sgx_enclave``, ``sgx_provision`` and ``sgx/{enclave,provision}``: character devices as /dev/null."""
-    null = os.stat("/dev/null").st_rdev
-    for name in ("sgx_enclave", "sgx_provision", "sgx/enclave", "sgx/provision"):
-        path = dev_dir / name
-        if not path.exists():
-            os.mknod(path, 0o666 | 0o020000, null)  # S_IFCHR
-            path.chmod(0o666)
-
-
-def _ip(*args: str, check: bool = True) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=False)
-    if check and done.returncode != 0:
-        raise HarnessError(f"ip {' '.join(args)}: {done.stderr.strip()}")
-
-
-def _mount_namespace(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/mnt")
-    except OSError:
-        return None
-
-
-def _kill_namespace_members(holder_pid: int) -> None:
-    """SIGKILL what still runs in the node's mount namespace besides its holder (runc shims, mostly)."""
-    namespace = _mount_namespace(holder_pid)
-    if namespace is None:
-        return
-    for entry in Path("/proc").iterdir():
-        if (
-            entry.name.isdigit()
-            and int(entry.name) != holder_pid
-            and _mount_namespace(int(entry.name)) == namespace
-        ):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(entry.name), signal.SIGKILL)
-
-
-def _remove_kubelet_cgroups() -> None:
-    """Remove the (empty) cgroups kubelet made under each cgroup v1 hierarchy: ``kubepods`` and below."""
-    for top in Path("/sys/fs/cgroup").glob("*/kubepods"):
-        for current, _dirs, _files in sorted(os.walk(top), key=lambda w: -len(w[0])):
-            with contextlib.suppress(OSError):
-                Path(current).rmdir()
-
-
-def leftovers(workdir: Path, namespace: str) -> list[str]:
-    """What of a stopped node is still there: processes (named for its files, or in its mount namespace),
-    mounts of its files or of /var/lib/kubelet, the bridge. Empty when all is gone."""
-    found: list[str] = []
-    marker = str(workdir)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            if marker in cmdline or (namespace and _mount_namespace(int(entry.name)) == namespace):
-                found.append(f"process {entry.name}: {cmdline.strip()}")
-    with Path("/proc/self/mountinfo").open() as mountinfo:
-        found += [f"mount {line.split()[4]}" for line in _mounts_of(mountinfo, marker)]
-    if Path(f"/sys/class/net/{BRIDGE}").exists():
-        found.append(f"network interface {BRIDGE}")
-    return found
-
-
-def _mounts_of(mountinfo: IO[str], marker: str) -> list[str]:
-    return [line for line in mountinfo if marker in line or " /var/lib/kubelet" in line]
-
-
 def publish_root_ca(kube: Kube, namespace: str, ca: Path) -> None:
     """Create ``kube-root-ca.crt`` in ``namespace``, as kube-controller-manager's root-ca-cert-publisher does.
 
@@ -581,22 +388,3 @@ def publish_root_ca(kube: Kube, namespace: str, ca: Path) -> None:
     except ApiError as exc:
         if exc.status != 409:
             raise
-
-
-@contextlib.contextmanager
-def _machine_lock() -> Iterator[None]:
-    """One e2e node per machine at a time: wait for another run's node to finish."""
-    with LOCK_FILE.open("a") as lock:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise HarnessError(f"another e2e node held {LOCK_FILE} for {LOCK_TIMEOUT:.0f}s") from None
-                time.sleep(1)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

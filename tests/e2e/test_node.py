@@ -19,7 +19,9 @@ import pytest
 from tests.e2e import gate
 from tests.e2e.harness import BinariesMissingError, ControlPlane, pinned_kubernetes_version
 from tests.e2e.kube import JSON, JSON_PATCH, ApiError, Kube
-from tests.e2e.node import NODE_IP, POD_CIDR, Node, NodeBinaries, host_problems, publish_root_ca
+from tests.e2e.node import Node, NodeBinaries, publish_root_ca
+from tests.e2e.nodeconfig import NODE_IP, POD_CIDR
+from tests.e2e.nodehost import host_problems
 from tests.e2e.nodeimages import BUSYBOX_IMAGE, busybox_image, pause_image
 from tests.e2e.processes import wait_until
 

@@ -9,7 +9,7 @@ import tarfile
 import tomllib
 from pathlib import Path
 
-from tests.e2e.node import NODE_IP, RUNTIME_HANDLERS, containerd_config, kubelet_config
+from tests.e2e.nodeconfig import NODE_IP, RUNTIME_HANDLERS, containerd_config, kubelet_config
 from tests.e2e.ociarchive import ImageConfig, directory, file, symlink, tree, write_docker_archive
 
 
