@@ -32,10 +32,15 @@ class CredentialsError(ConfidentialPodsError):
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
-def configuration(kubeconfig: str | None = None, context: str | None = None) -> client.Configuration:
+def configuration(
+    kubeconfig: str | None = None, context: str | None = None, *, retries: int | None = None
+) -> client.Configuration:
     """The client configuration: ``kubeconfig``, else in-cluster, else the default kubeconfig;
-    ``context`` names a kubeconfig context (in a pod too: then the default kubeconfig is read)."""
+    ``context`` names a kubeconfig context (in a pod too: then the default kubeconfig is read).
+    ``retries``: urllib3's retries per request (None: urllib3's default of 3, each logged as a warning);
+    the command-line tools pass 0, so an unreachable API server is one error, not three warnings first."""
     loaded = client.Configuration()
+    loaded.retries = retries
     try:
         if not kubeconfig and not context and _in_cluster():
             config.load_incluster_config(client_configuration=loaded)  # type: ignore[no-untyped-call]
@@ -50,9 +55,27 @@ def configuration(kubeconfig: str | None = None, context: str | None = None) -> 
     return loaded
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+def api_client(
+    kubeconfig: str | None = None, context: str | None = None, *, retries: int | None = None
+) -> client.ApiClient:
     """An API client (see :func:`configuration`)."""
-    return client.ApiClient(configuration(kubeconfig, context))
+    return client.ApiClient(configuration(kubeconfig, context, retries=retries))
+
+
+def network_reason(exc: BaseException) -> str:
+    """The short cause of a network error (``Connection refused``, ``timed out``): urllib3 wraps the
+    socket's error in one or two exceptions whose text repeats the pool, the host and the URL."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, TimeoutError) or "timed out" in str(current).lower():
+            return "timed out"
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        reason = getattr(current, "reason", None)
+        current = reason if isinstance(reason, BaseException) else (current.__cause__ or current.__context__)
+    return str(exc).rsplit(": ", 1)[-1].strip("()\"'") or type(exc).__name__
 
 
 def default_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:

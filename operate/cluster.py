@@ -21,7 +21,7 @@ from urllib3.exceptions import HTTPError
 from confidential_pods.documents import load_document
 from confidential_pods.epc import effective_epc
 from confidential_pods.errors import ConfigError, MalformedInput
-from confidential_pods.kube import status_message
+from confidential_pods.kube import network_reason, status_message
 from confidential_pods.settings import Settings, settings_from_mapping
 from confidential_pods.wire import mapping
 from extender.ledger import EpcLedger
@@ -36,7 +36,8 @@ from operate.facts import (
 )
 
 PAGE = 500
-TIMEOUT = (10, 60)
+#: (connect, read) seconds: an API server that does not answer a connection in 5 s is reported unreachable.
+TIMEOUT = (5, 60)
 #: The ConfigMap volume of the webhook Deployment that holds config.yaml.
 CONFIG_VOLUME = "config"
 
@@ -45,10 +46,16 @@ class Unreadable(Exception):
     """The API server refused a read (the message says what it answered)."""
 
 
+class Unreachable(Unreadable):
+    """The API server could not be reached at all (connection refused, timed out, TLS failed): every
+    other read would fail the same way, so the tools stop at the first with one line."""
+
+
 class Reader:
     """Reads objects of one cluster; every call returns parsed JSON or raises :class:`Unreadable`."""
 
     def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self.host = str(api.configuration.host)
         self.core = kubernetes.client.CoreV1Api(api)
         self.apps = kubernetes.client.AppsV1Api(api)
         self.coordination = kubernetes.client.CoordinationV1Api(api)
@@ -63,7 +70,7 @@ class Reader:
                 return None
             raise Unreadable(f"{exc.status} {status_message(exc)}") from None
         except (HTTPError, OSError) as exc:
-            raise Unreadable(str(exc)) from None
+            raise Unreachable(f"cannot reach the API server at {self.host}: {network_reason(exc)}") from None
 
     def items(self, call: Callable[..., Any], *args: Any, **query: Any) -> Iterator[dict[str, Any]]:
         """Every item of a list, page by page."""
@@ -148,13 +155,16 @@ def summary(pod: dict[str, Any], settings: Settings) -> PodSummary:
 
 
 def gather(reader: Reader, settings: Settings, namespace: str, now: datetime | None = None) -> ClusterFacts:
-    """Everything :func:`~operate.doctor.diagnose` checks; each read that fails is noted, not raised."""
+    """Everything :func:`~operate.doctor.diagnose` checks; each read the API server refuses is noted, not
+    raised (an API server that cannot be reached raises :class:`Unreachable` at the first read)."""
     unreadable: dict[str, str] = {}
     found: dict[str, Any] = {}
 
     def attempt(what: str, read: Callable[[], Any]) -> None:
         try:
             found[what] = read()
+        except Unreachable:
+            raise  # one answer for all: the caller says it once
         except Unreadable as exc:
             unreadable[what] = str(exc)
 

@@ -12,16 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from http.client import HTTPException
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from certs.durations import format_duration, parse_duration
+from certs.errors import DurationError
 from confidential_pods import __version__
 from confidential_pods.documents import printable
-from confidential_pods.errors import ConfidentialPodsError
-from confidential_pods.kube import api_client, default_namespace
+from confidential_pods.errors import ConfidentialPodsError, ConfigError, MalformedInput
+from confidential_pods.kube import CredentialsError, api_client, default_namespace
 from confidential_pods.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from operate.facts import Finding
 
 DEFAULT_NAMESPACE = "confidential-pods"
 
@@ -52,7 +59,19 @@ def _add_doctor(
         "could not be read",
     )
     _add_cluster_options(doctor, defaults=defaults, kubectl=kubectl)
-    doctor.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    doctor.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object on every exit, errors included ({error, exitCode})",
+    )
+    doctor.add_argument(
+        "--wait",
+        metavar="DURATION",
+        help=f"re-run the checks every {POLL_SECONDS:g}s until none fails (e.g. 90s, 5m; at most "
+        f"{format_duration(MAX_WAIT)}); when the time is up, report what is not ready",
+    )
     doctor.set_defaults(handler=_doctor)
 
 
@@ -103,7 +122,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, defaults: bool, kub
 def _connect(args: argparse.Namespace) -> tuple[Any, Settings, str]:
     from operate.cluster import Reader, read_settings
 
-    reader = Reader(api_client(args.kubeconfig, args.context))
+    reader = Reader(api_client(args.kubeconfig, args.context, retries=0))
     if args.config_file:
         return reader, load_settings(args.config_file), args.config_file
     settings, source = read_settings(reader, args.install_namespace)
@@ -115,23 +134,114 @@ def _fail(exc: Exception) -> int:
     return 2
 
 
+#: ``doctor --wait``: seconds between rounds of checks, and the longest wait accepted.
+POLL_SECONDS = 3.0
+MAX_WAIT = timedelta(hours=24)
+
+
+def wait_for(duration: str) -> float:
+    """``--wait DURATION`` in seconds: a whole number and a unit (``90s``, ``5m``, ``1h``), at most a day."""
+    try:
+        if len(duration) > 12:  # before int(): a long digit string is not a duration anyone means
+            raise DurationError(f"{duration[:12]!r}…")
+        wait = parse_duration(duration)
+    except DurationError:
+        raise ConfigError(f"--wait: {duration[:40]!r} is not a duration such as 90s, 5m or 1h") from None
+    if wait > MAX_WAIT:
+        raise ConfigError(f"--wait: {duration} is longer than {format_duration(MAX_WAIT)}")
+    return wait.total_seconds()
+
+
 def _doctor(args: argparse.Namespace) -> int:
-    from operate.cluster import Unreadable, gather
-    from operate.doctor import EXIT_CODES, diagnose, render, worst
+    from operate.cluster import Unreadable
+    from operate.doctor import EXIT_CODES, render, worst
 
     try:
-        reader, settings, source = _connect(args)
+        wait = wait_for(args.wait) if args.wait else None
+        outcome = _examine(args) if wait is None else _examine_until_ready(args, wait)
     except (ConfidentialPodsError, Unreadable) as exc:
-        return _fail(exc)
-    findings = diagnose(gather(reader, settings, args.install_namespace))
+        return _doctor_error(args, exc)
+    source, settings, findings, waited = outcome
     verdict = worst(findings)
+    failing = [f.check for f in findings if f.status == "fail"]
     if args.output == "json":
-        document = {"configuration": source, "worst": verdict, "checks": [f.as_json() for f in findings]}
+        document: dict[str, Any] = {
+            "configuration": source,
+            "worst": verdict,
+            "checks": [f.as_json() for f in findings],
+        }
+        if waited is not None:
+            document |= {"ready": not failing, "waitedSeconds": round(waited)}
         print(json.dumps(document, indent=2))
     else:
         print(f"configuration: {source}, profile {settings.profile.name} ({settings.profile.epc_resource})")
+        if waited is not None:
+            print(_waited(failing, waited))
         print(render(findings), end="")
     return EXIT_CODES[verdict]
+
+
+def _waited(failing: list[str], waited: float) -> str:
+    if not failing:
+        return f"ready after {waited:.0f}s"
+    return f"not ready after {waited:.0f}s: {', '.join(failing)} failing"
+
+
+Outcome = tuple[str, Settings, list["Finding"], float | None]
+
+
+def _examine(args: argparse.Namespace) -> Outcome:
+    from operate.cluster import gather
+    from operate.doctor import diagnose
+
+    reader, settings, source = _connect(args)
+    return source, settings, diagnose(gather(reader, settings, args.install_namespace)), None
+
+
+def _examine_until_ready(
+    args: argparse.Namespace,
+    seconds: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """Re-run :func:`_examine` every :data:`POLL_SECONDS` until no check fails or ``seconds`` pass; the
+    last round's outcome (or, when the last round could not read the cluster, its error). A configuration
+    or credentials that cannot be read fail at once: waiting does not fix them."""
+    from operate.cluster import Unreadable
+
+    start = clock()
+    deadline = start + seconds
+    shown: list[str] | None = None
+    while True:
+        try:
+            source, settings, findings, _ = _examine(args)
+            failing = [f.check for f in findings if f.status == "fail"]
+            error: Exception | None = None
+        except (CredentialsError, MalformedInput):
+            raise
+        except ConfigError as exc:
+            if args.config_file:
+                raise
+            error, failing = exc, ["configuration"]  # read from the cluster: e.g. not installed yet
+        except Unreadable as exc:
+            error, failing = exc, ["api-server"]
+        now = clock()
+        if not failing or now >= deadline:
+            if error is not None:
+                raise Unreadable(f"not ready after {now - start:.0f}s: {error}")
+            return source, settings, findings, now - start
+        if failing != shown and args.output == "text":
+            print(f"waiting: {', '.join(failing)} failing", file=sys.stderr)
+            shown = failing
+        sleep(min(POLL_SECONDS, deadline - now))
+
+
+def _doctor_error(args: argparse.Namespace, exc: Exception) -> int:
+    """The doctor could not check at all: one line on stderr, or with ``-o json`` one object on stdout."""
+    if args.output == "json":
+        print(json.dumps({"error": str(exc), "exitCode": 2}, indent=2))
+        return 2
+    return _fail(exc)
 
 
 def _nodes(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 Pure: :func:`diagnose` takes :class:`ClusterFacts` (read by ``operate/cluster.py``, or built by a test)
 and returns one :class:`Finding` per check — ``ok``, ``warn`` or ``fail``, one line of why and, when it
-is not ok, what to do. Nothing here talks to the API server. The exit code is the worst finding's
+is not ok, what to do; a check whose prerequisite failed is ``skipped`` and names it (:data:`CHECKS` says
+which check needs which). Nothing here talks to the API server. The exit code is the worst finding's
 (:data:`EXIT_CODES`).
 """
 
@@ -31,23 +32,33 @@ from operate.facts import (
     SCHEDULER_DEPLOYMENT,
     WEBHOOK_CONFIGURATION,
     WEBHOOK_DEPLOYMENT,
-    Check,
     ClusterFacts,
     Finding,
     PodSummary,
+    Status,
+    Step,
     cannot_read,
     judge,
     listed,
     render,
+    skipped,
     worst,
 )
 
-__all__ = ["EXIT_CODES", "ClusterFacts", "Finding", "PodSummary", "diagnose", "render", "worst"]
+__all__ = ["CHECKS", "EXIT_CODES", "ClusterFacts", "Finding", "PodSummary", "diagnose", "render", "worst"]
 
 
 def diagnose(facts: ClusterFacts) -> list[Finding]:
-    """Every check, in the order an operator would look."""
-    return [check(facts) for check in CHECKS]
+    """Every check, in the order an operator would look; one whose prerequisite did not pass (failed, or
+    was itself skipped) is ``skipped`` instead of failing again on the same cause."""
+    findings: list[Finding] = []
+    status: dict[str, Status] = {}
+    for step in CHECKS:
+        blocked = {name: status[name] for name in step.needs if status.get(name) in ("fail", "skipped")}
+        finding = skipped(step, blocked) if blocked else step.run(facts)
+        status[step.name] = finding.status
+        findings.append(finding)
+    return findings
 
 
 # --- the checks --------------------------------------------------------------------------------------
@@ -397,14 +408,17 @@ def route_entry(facts: ClusterFacts) -> Finding:
     )
 
 
-CHECKS: tuple[Check, ...] = (
-    epc_resource,
-    webhook_configuration,
-    webhook_ready,
-    scheduler_ready,
-    aesm_source,
-    pod_security,
-    unrouted_epc_pods,
-    epc_overcommit,
-    route_entry,
+#: The checks in the order an operator looks, each with the checks it needs to have passed: the EPC on
+#: the nodes cannot be judged overcommitted when no node advertises the resource or the pods could not be
+#: read; the routing entry is looked for in a webhook configuration that exists and could be read.
+CHECKS: tuple[Step, ...] = (
+    Step("epc-resource", epc_resource),
+    Step("webhook-configuration", webhook_configuration),
+    Step("webhook", webhook_ready),
+    Step("scheduler", scheduler_ready),
+    Step("aesm-source", aesm_source),
+    Step("pod-security", pod_security),
+    Step("epc-pods-scheduler", unrouted_epc_pods),
+    Step("epc-overcommit", epc_overcommit, needs=("epc-resource", "epc-pods-scheduler")),
+    Step("route-epc-pods", route_entry, needs=("webhook-configuration",)),
 )

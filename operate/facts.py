@@ -11,8 +11,9 @@ from typing import Any, Literal
 
 from confidential_pods.settings import Settings
 
-Status = Literal["ok", "warn", "fail"]
-EXIT_CODES: dict[Status, int] = {"ok": 0, "warn": 1, "fail": 2}
+#: ``skipped``: a check it depends on did not pass, so it says nothing of its own (its cause is reported).
+Status = Literal["ok", "warn", "fail", "skipped"]
+EXIT_CODES: dict[Status, int] = {"ok": 0, "warn": 1, "fail": 2, "skipped": 0}
 #: Serving certificates that expire sooner than this are reported (the rotation renews 30 days ahead).
 EXPIRY_WARNING = timedelta(days=21)
 #: Names of the objects the manifests install (manifests/base).
@@ -28,15 +29,25 @@ SHOWN = 5
 
 @dataclass(frozen=True)
 class Finding:
-    """One check's verdict: ``message`` says why in one line, ``hint`` what to do (empty when ok)."""
+    """One check's verdict: ``message`` says why in one line, ``hint`` what to do (empty when ok);
+    ``depends_on``: the checks that did not pass, when it is ``skipped``."""
 
     check: str
     status: Status
     message: str
     hint: str = ""
+    depends_on: tuple[str, ...] = ()
 
-    def as_json(self) -> dict[str, str]:
-        return {"check": self.check, "status": self.status, "message": self.message, "hint": self.hint}
+    def as_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "check": self.check,
+            "status": self.status,
+            "message": self.message,
+            "hint": self.hint,
+        }
+        if self.depends_on:
+            document["dependsOn"] = list(self.depends_on)
+        return document
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,23 @@ class ClusterFacts:
 Check = Callable[[ClusterFacts], Finding]
 
 
+@dataclass(frozen=True)
+class Step:
+    """One check as :func:`~operate.doctor.diagnose` runs it: its name, the function, and the checks whose
+    failure makes its own answer meaningless (it is then ``skipped``, naming them)."""
+
+    name: str
+    run: Check
+    needs: tuple[str, ...] = ()
+
+
+def skipped(step: Step, blocked: Mapping[str, Status]) -> Finding:
+    """``step`` not run: ``blocked`` (check → its status) did not pass."""
+    names = tuple(blocked)
+    why = ", ".join(f"{name} ({status})" for name, status in blocked.items())
+    return Finding(step.name, "skipped", f"depends on {why}", depends_on=names)
+
+
 def cannot_read(check: str, facts: ClusterFacts, *needed: str) -> Finding | None:
     missing = [f"{what}: {facts.unreadable[what]}" for what in needed if what in facts.unreadable]
     if not missing:
@@ -109,11 +137,12 @@ def worst(findings: Iterable[Finding]) -> Status:
 
 
 def render(findings: Sequence[Finding]) -> str:
-    """One line per check (``ok``/``warn``/``fail``, the check, why), the hint indented below it."""
+    """One line per check (``ok``/``warn``/``fail``/``skipped``, the check, why), the hint indented below."""
     width = max(len(f.check) for f in findings) if findings else 0
+    status_width = max([4, *(len(f.status) for f in findings)])
     lines = []
     for finding in findings:
-        lines.append(f"{finding.status:<4}  {finding.check:<{width}}  {finding.message}")
+        lines.append(f"{finding.status:<{status_width}}  {finding.check:<{width}}  {finding.message}")
         if finding.hint:
-            lines.append(f"{'':<4}  {'':<{width}}  → {finding.hint}")
+            lines.append(f"{'':<{status_width}}  {'':<{width}}  → {finding.hint}")
     return "\n".join(lines) + "\n"

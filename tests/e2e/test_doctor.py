@@ -193,6 +193,9 @@ def test_doctor_sees_a_healthy_installation_and_each_seeded_fault(
     assert node not in checks["epc-overcommit"]["message"]
     assert f"{namespace}/kms" not in checks["epc-pods-scheduler"]["message"]
     assert code == {"ok": 0, "warn": 1, "fail": 2}[document["worst"]]
+    # Nothing fails: --wait returns at the first round, ready.
+    code, _, document = doctor(installation, "--wait", "60s")
+    assert document["ready"] is True and code < 2, document
 
     # Faults, each named in its check.
     set_ready(kube, "confidential-pods-webhook", 0)
@@ -229,6 +232,9 @@ def test_doctor_sees_a_healthy_installation_and_each_seeded_fault(
     assert checks["epc-resource"]["status"] == "fail"
     assert f"{profile.epc_resource} on " in checks["epc-resource"]["message"]
     assert "set epcResource:" in checks["epc-resource"]["hint"]
+    # no EPC resource known: the nodes' EPC cannot be judged overcommitted, so that check is skipped
+    assert checks["epc-overcommit"]["status"] == "skipped"
+    assert checks["epc-overcommit"]["dependsOn"] == ["epc-resource"]
     assert checks["route-epc-pods"]["status"] == "warn"  # the key without the entry
 
 

@@ -12,6 +12,7 @@ import pytest
 from certs.authority import bundle_pem, certificate_pem, issue_authority, issue_serving, service_names
 from confidential_pods.settings import settings_from_mapping
 from operate.doctor import (
+    CHECKS,
     EXIT_CODES,
     ClusterFacts,
     Finding,
@@ -254,3 +255,83 @@ def test_exit_code_and_rendering() -> None:
     assert worst(findings) == "warn" and EXIT_CODES["warn"] == 1
     assert render(findings) == "ok    a   fine\nwarn  bb  meh\n          → do this\n"
     assert worst([*findings, Finding("c", "fail", "bad")]) == "fail"
+
+
+#: Faults and what each does to the checks that depend on the failed one: (facts, {check: status}).
+MISSING_CONFIGURATION = healthy(webhook_configuration=None)
+NO_EPC_NODES = healthy(nodes=[node("plain", {})])
+PODS_FORBIDDEN = healthy(unreadable={"pods": "403 pods is forbidden"})
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected", "depends_on"),
+    [
+        pytest.param(
+            MISSING_CONFIGURATION,
+            {"webhook-configuration": "fail", "route-epc-pods": "skipped", "epc-overcommit": "ok"},
+            {"route-epc-pods": ("webhook-configuration",)},
+            id="no-webhook-configuration",
+        ),
+        pytest.param(
+            healthy(unreadable={"webhook configuration": "403 forbidden"}),
+            {"webhook-configuration": "fail", "route-epc-pods": "skipped"},
+            {"route-epc-pods": ("webhook-configuration",)},
+            id="webhook-configuration-unreadable",
+        ),
+        pytest.param(
+            NO_EPC_NODES,
+            {"epc-resource": "fail", "epc-overcommit": "skipped", "route-epc-pods": "ok"},
+            {"epc-overcommit": ("epc-resource",)},
+            id="no-node-advertises-epc",
+        ),
+        pytest.param(
+            PODS_FORBIDDEN,
+            {"epc-resource": "ok", "epc-pods-scheduler": "fail", "epc-overcommit": "skipped"},
+            {"epc-overcommit": ("epc-pods-scheduler",)},
+            id="pods-unreadable",
+        ),
+        pytest.param(
+            healthy(unreadable={"nodes": "403 nodes is forbidden", "pods": "403 pods is forbidden"}),
+            {"epc-resource": "fail", "epc-pods-scheduler": "fail", "epc-overcommit": "skipped"},
+            {"epc-overcommit": ("epc-resource", "epc-pods-scheduler")},
+            id="nodes-and-pods-unreadable",
+        ),
+        pytest.param(
+            # a warning is not a failure: what depends on it still runs
+            healthy(pods=[pod("kms", "sgx-a", 16), pod("rogue", "sgx-a", 16, scheduler="default-scheduler")]),
+            {"epc-pods-scheduler": "warn", "epc-overcommit": "ok"},
+            {},
+            id="warning-does-not-skip",
+        ),
+    ],
+)
+def test_checks_that_depend_on_a_failed_one_are_skipped(
+    facts: ClusterFacts, expected: dict[str, str], depends_on: dict[str, tuple[str, ...]]
+) -> None:
+    by_check = {f.check: f for f in diagnose(facts)}
+    assert {name: by_check[name].status for name in expected} == expected
+    skipped = {name: f for name, f in by_check.items() if f.status == "skipped"}
+    assert {name: f.depends_on for name, f in skipped.items()} == depends_on
+    for finding in skipped.values():
+        assert finding.message == "depends on " + ", ".join(f"{n} (fail)" for n in finding.depends_on)
+        assert finding.hint == "" and finding.as_json()["dependsOn"] == list(finding.depends_on)
+    # a check is skipped only because another failed: the verdict is that failure's
+    assert worst(by_check.values()) == ("fail" if skipped else "warn")
+
+
+def test_every_prerequisite_is_an_earlier_check() -> None:
+    names = [step.name for step in CHECKS]
+    assert len(set(names)) == len(names)
+    assert [f.check for f in diagnose(healthy())] == names
+    for position, step in enumerate(CHECKS):
+        assert set(step.needs) <= set(names[:position]), step
+
+
+def test_a_skipped_check_is_rendered_with_its_status_spelled_out() -> None:
+    findings = [
+        Finding("a", "fail", "bad", "fix"),
+        Finding("b", "skipped", "depends on a (fail)", depends_on=("a",)),
+    ]
+    assert render(findings) == ("fail     a  bad\n            → fix\nskipped  b  depends on a (fail)\n")
+    assert worst(findings) == "fail" and worst(findings[1:]) == "ok"
+    assert "dependsOn" not in findings[0].as_json()
