@@ -26,6 +26,10 @@ AesmMode = Literal["host", "sidecar", "none"]
 AESM_MODES: tuple[AesmMode, ...] = ("host", "sidecar", "none")
 ScoringStrategy = Literal["LeastAllocated", "MostAllocated"]
 SCORING_STRATEGIES: tuple[ScoringStrategy, ...] = ("LeastAllocated", "MostAllocated")
+#: Who reads a refusal that a configuration key could lift (:meth:`Settings.to_set`): the webhook's
+#: answers go to a pod's author, who asks the cluster operator; the offline tools' (``inject``,
+#: ``simulate``) to the person running them, who owns the ``--config`` file.
+Audience = Literal["webhook", "offline"]
 #: How a confidential pod produces DCAP quotes: through the AESM socket, its own quote library, or not.
 QuoteMode = Literal["aesmd", "in-process", "none"]
 QUOTE_MODES: tuple[QuoteMode, ...] = ("aesmd", "in-process", "none")
@@ -44,8 +48,10 @@ class Settings:
     profile: Profile = PROFILES["alibaba"]
     default_epc: int = 64 * 1024 * 1024
     max_epc_per_pod: int = 16 * 1024**3
-    #: RuntimeClass set on opted-in pods; None means leave the pod's runtime alone.
-    runtime_class: str | None = "kata"
+    #: RuntimeClass set on opted-in pods; None (the default) leaves the pod's runtime alone. A sandbox
+    #: (Kata, runV) needs ``aesmSidecarImage`` for pods that quote through aesmd: the clouds that run one
+    #: say so in their overlay (``runtimeClass: runv`` on ACK), the defaults run anywhere.
+    runtime_class: str | None = None
     #: RuntimeClass names that run pods in a VM (a host AESM socket cannot reach in).
     sandbox_runtime_classes: frozenset[str] = frozenset(
         {"kata", "kata-qemu", "kata-clh", "kata-fc", "kata-qemu-tdx", "kata-qemu-sgx", "runv"}
@@ -75,6 +81,17 @@ class Settings:
     epc_unit: int | None = None
     #: ``/route`` sets the scheduler of pods that request EPC without opting in (the third webhook entry).
     route_epc_pods: bool = False
+
+    #: Not a configuration key: the shell that runs the core says who reads its refusals (webhook
+    #: serving leaves "webhook"; webhook/offline.py sets "offline").
+    audience: Audience = "webhook"
+
+    def to_set(self, keys: str) -> str:
+        """What the reader of a refusal does to have ``keys`` set: set them in the ``--config`` file they
+        run with (offline), or ask the cluster operator, who owns the webhook's configuration."""
+        if self.audience == "offline":
+            return f"set {keys} in the --config file"
+        return f"ask the cluster operator to set {keys}"
 
     def is_sandbox(self, runtime_class: str | None) -> bool:
         """Whether a pod with this RuntimeClass runs inside a VM sandbox (Kata, runV)."""

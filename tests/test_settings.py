@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jsonpatch
 import pytest
 
 from confidential_pods.profiles import PROFILES
 from confidential_pods.settings import ConfigError, Settings, load_settings, settings_from_mapping
+from webhook.policy import mutate
 
 
 def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -15,7 +17,9 @@ def test_defaults_without_file(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     assert settings == Settings()
     assert settings.profile is PROFILES["alibaba"]
-    assert settings.runtime_class == "kata"
+    assert settings.runtime_class is None  # the pod's runtime is left alone: no sidecar image needed
+    assert settings.quote == "aesmd" and settings.aesm_sidecar_image is None
+    assert settings.audience == "webhook"
     assert settings.aesm == "host"
     assert settings.aesm_host_path == "/var/run/aesmd"
     assert settings.default_epc == 64 * 2**20
@@ -133,3 +137,61 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     listy.write_text("- profile\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_settings(listy)
+
+
+# --- issue 23, item 1: defaults that work together -------------------------------------------------------
+
+PLAIN_OPTED_IN = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {
+        "name": "app",
+        "namespace": "shop",
+        "annotations": {"confidential-pods.io/confidential": "true"},
+    },
+    "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
+}
+RUNTIME_CLASSES = {"unset": {}, "none": {"runtimeClass": "none"}, "kata": {"runtimeClass": "kata"},
+                   "runv": {"runtimeClass": "runv"}}  # fmt: skip
+
+
+def _outcome(profile: str, quote: str, runtime: str) -> str:
+    """What a plain opted-in pod meets, every other key at its default: admitted; refused by the loader
+    (``load:<key>``); refused at admission (``pod:<key>``), the one combination left: a sandbox chosen in
+    the configuration without the aesmd image its pods need (the alibaba overlay as shipped, runv)."""
+    if quote == "in-process":
+        return "load:dcap.pccsUrl"
+    if quote == "aesmd" and runtime in ("kata", "runv"):
+        return "pod:aesmSidecarImage"
+    return "admitted"
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIME_CLASSES))
+@pytest.mark.parametrize("quote", ["unset", "aesmd", "in-process", "none"])
+@pytest.mark.parametrize("profile", ["unset", *PROFILES])
+def test_default_combinations_admit_a_plain_opted_in_pod_or_name_the_key(
+    profile: str, quote: str, runtime: str
+) -> None:
+    data: dict[str, object] = {**RUNTIME_CLASSES[runtime]}
+    if profile != "unset":
+        data["profile"] = profile
+    if quote != "unset":
+        data["quote"] = quote
+    expected = _outcome(profile, "aesmd" if quote == "unset" else quote, runtime)
+    if expected.startswith("load:"):
+        with pytest.raises(ConfigError, match=f"^{expected.removeprefix('load:')}"):
+            settings_from_mapping(data)
+        return
+    settings = settings_from_mapping(data)
+    mutation = mutate(PLAIN_OPTED_IN, namespace_opted_in=False, settings=settings)
+    if expected.startswith("pod:"):
+        assert mutation.outcome == "denied" and expected.removeprefix("pod:") in mutation.message
+        return
+    assert mutation.outcome == "mutated", mutation.message
+    pod = jsonpatch.apply_patch(PLAIN_OPTED_IN, [dict(op) for op in mutation.patch])
+    (app,) = pod["spec"]["containers"]
+    assert app["resources"]["limits"][settings.profile.epc_resource]  # it got its EPC
+
+
+def test_the_built_in_defaults_admit_a_plain_opted_in_pod() -> None:
+    assert mutate(PLAIN_OPTED_IN, namespace_opted_in=False, settings=Settings()).outcome == "mutated"

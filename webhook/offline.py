@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +99,7 @@ def admission(pod: Mapping[str, Any], namespace: str, settings: Settings, scope:
     return mutate(
         pod,
         namespace_opted_in=facts.injection == "enabled",
-        settings=settings,
+        settings=replace(settings, audience="offline"),  # refusals name the --config key to set
         namespace_level=facts.level,
     )
 

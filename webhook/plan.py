@@ -6,7 +6,9 @@ whether the pod ends up in a VM sandbox, how the pod quotes (``confidential-pods
 ``sgx.intel.com/quote-provider`` under the intel profile) and so which containers get the provisioning
 device and the quote library's configuration, and where its AESM socket comes from. Everything that can
 be refused from the annotations, the pod's shape and its namespace's Pod Security level is refused here,
-with a message for the pod's author.
+with a message for the pod's author; what only a configuration key can lift is said to whoever sets it
+(:meth:`~confidential_pods.settings.Settings.to_set`: the cluster operator, or the ``--config`` file of an
+offline tool).
 """
 
 from __future__ import annotations
@@ -101,8 +103,10 @@ def make_plan(
             else f"{AESM}=sidecar"
         )
         raise PodRefused(
-            f"an aesmd sidecar is needed ({why}) but the webhook has no aesmSidecarImage configured; "
-            f'ask the cluster operator to set aesmSidecarImage, or annotate {AESM}: "none"'
+            f"an aesmd sidecar is needed ({why}) but there is no aesmSidecarImage configured; "
+            f"{settings.to_set('aesmSidecarImage')} (an aesmd image, docs/attestation.md), "
+            f'or annotate {AESM}: "none"'
+            + (f" or {RUNTIME_CLASS}: none" if runtime.sandboxed and runtime.write else "")
         )
     if aesm == "host" and namespace_level in NO_HOST_PATH_LEVELS:
         raise PodRefused(
@@ -215,8 +219,8 @@ def _quoting(
     if mode == "in-process":
         if not configured:
             raise PodRefused(
-                f"{QUOTE}=in-process needs the quote library's PCCS configuration, which the webhook lacks "
-                f'(dcap.pccsUrl); ask the cluster operator to set it, or annotate {QUOTE}: "aesmd"'
+                f"{QUOTE}=in-process needs the quote library's PCCS configuration (dcap.pccsUrl), which "
+                f'is not configured; {settings.to_set("dcap.pccsUrl")}, or annotate {QUOTE}: "aesmd"'
             )
         return Quoting(mode, enclaves, qcnl=True)
     own_aesmd = tuple(ref for ref in enclaves if ref.name == AESM_SIDECAR) if mode == "aesmd" else ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import yaml
 from confidential_pods.cli import main
 from confidential_pods.settings import settings_from_mapping
 from webhook.offline import InjectRefused, inject_documents
+from webhook.policy import mutate
 
 TEMPLATE = {
     "metadata": {"labels": {"app": "web"}, "annotations": {"confidential-pods.io/confidential": "true"}},
@@ -97,8 +99,9 @@ def test_namespace_opt_in_flag() -> None:
 
 
 def test_denial_names_the_object() -> None:
+    kata = settings_from_mapping({"runtimeClass": "kata"})  # a sandbox without an aesmd sidecar image
     with pytest.raises(InjectRefused, match=r"^Deployment/shop/web: an aesmd sidecar is needed"):
-        inject_documents([workload("Deployment")], settings_from_mapping({}), namespace_opted_in=False)
+        inject_documents([workload("Deployment")], kata, namespace_opted_in=False)
 
 
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,7 +119,9 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert deployment["spec"]["template"]["metadata"]["annotations"]["sgx.intel.com/epc"] == "64Mi"
     assert config_map["kind"] == "ConfigMap"
 
-    assert main(["inject", "-f", str(source)]) == 1
+    kata = tmp_path / "kata.yaml"
+    kata.write_text("runtimeClass: kata\n")
+    assert main(["inject", "-f", str(source), "--config", str(kata)]) == 1
     assert "refused Deployment/shop/web" in capsys.readouterr().err
     assert main(["inject", "-f", str(tmp_path / "missing.yaml")]) == 2
     bad_config = tmp_path / "bad.yaml"
@@ -257,3 +262,80 @@ def test_the_installed_command_reads_namespaces_and_levels(tmp_path: Path) -> No
     refused = subprocess.run([*base, *flags], capture_output=True, text=True, check=False, timeout=60)
     assert refused.returncode == 1
     assert 'Pod Security level "baseline" forbids' in refused.stderr
+
+
+# --- issue 23, item 1: the defaults admit a plain opted-in pod; refusals name the --config key -------------
+
+INSTALLED = str(Path(sys.executable).parent / "confidential-pods")
+
+
+def test_first_inject_without_config_succeeds_through_the_installed_command(tmp_path: Path) -> None:
+    """A newcomer's first step: a plain opted-in Deployment, no --config, no $CONFIDENTIAL_PODS_CONFIG."""
+    source = tmp_path / "web.yaml"
+    source.write_text(yaml.safe_dump(workload("Deployment")))
+    environment = {k: v for k, v in os.environ.items() if k != "CONFIDENTIAL_PODS_CONFIG"}
+    done = subprocess.run(
+        [INSTALLED, "inject", "-f", str(source)], capture_output=True, text=True, check=False, env=environment
+    )
+    assert done.returncode == 0, done.stderr
+    template = yaml.safe_load(done.stdout)["spec"]["template"]
+    (app,) = template["spec"]["containers"]
+    assert app["resources"]["limits"]["alibabacloud.com/sgx_epc_MiB"] == "64"  # defaultEPC, alibaba
+    assert "runtimeClassName" not in template["spec"]  # runtimeClass: none by default
+    assert template["spec"]["volumes"][0]["hostPath"]["path"] == "/var/run/aesmd"  # aesm: host
+    kubernetes_validate.validate(yaml.safe_load(done.stdout), "1.33.0", strict=True)
+
+
+SANDBOX = {"runtimeClass": "kata"}
+IN_PROCESS = {"confidential-pods.io/confidential": "true", "confidential-pods.io/quote": "in-process"}
+
+
+@pytest.mark.parametrize(
+    ("config", "annotations", "key"),
+    [
+        pytest.param(SANDBOX, None, "aesmSidecarImage", id="sandbox-without-sidecar-image"),
+        pytest.param({"aesm": "sidecar"}, None, "aesmSidecarImage", id="aesm-sidecar-without-image"),
+        pytest.param({}, IN_PROCESS, "dcap.pccsUrl", id="in-process-without-pccs"),
+    ],
+)
+def test_refusals_a_key_could_lift_name_the_config_key_offline_and_the_operator_in_the_webhook(
+    config: dict[str, str], annotations: dict[str, str] | None, key: str
+) -> None:
+    document = workload("Deployment")
+    if annotations is not None:
+        document["spec"]["template"] = {
+            **TEMPLATE,
+            "metadata": {**TEMPLATE["metadata"], "annotations": annotations},
+        }  # type: ignore[index]
+    settings = settings_from_mapping(config)
+    with pytest.raises(InjectRefused) as refused:
+        inject_documents([document], settings, namespace_opted_in=False)
+    offline = str(refused.value)
+    assert f"set {key}" in offline and "in the --config file" in offline and "operator" not in offline
+    template = document["spec"]["template"]  # type: ignore[index]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", **template["metadata"]},
+        "spec": template["spec"],
+    }
+    answer = mutate(
+        pod, namespace_opted_in=False, settings=settings
+    )  # as the webhook answers the pod's author
+    assert answer.outcome == "denied"
+    assert f"ask the cluster operator to set {key}" in answer.message and "--config" not in answer.message
+
+
+def test_the_installed_inject_names_the_config_key(tmp_path: Path) -> None:
+    source, config = tmp_path / "web.yaml", tmp_path / "kata.yaml"
+    source.write_text(yaml.safe_dump(workload("Deployment")))
+    config.write_text("runtimeClass: kata\n")
+    done = subprocess.run(
+        [INSTALLED, "inject", "-f", str(source), "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "set aesmSidecarImage" in done.stderr and "in the --config file" in done.stderr
+    assert "cluster operator" not in done.stderr

@@ -23,7 +23,8 @@ INTEL = "sgx.intel.com~1epc"
 ENCLAVE = "sgx.intel.com~1enclave"
 AZURE = "kubernetes.azure.com~1sgx_epc_mem_in_MiB"
 HOST = {"aesm": "host", "runtimeClass": "none"}
-SIDECAR = {"aesmSidecarImage": "registry.example/aesmd:2.25"}
+#: A sandbox RuntimeClass with its aesmd sidecar image (the defaults leave the runtime alone).
+SIDECAR = {"runtimeClass": "kata", "aesmSidecarImage": "registry.example/aesmd:2.25"}
 ABSENT = object()
 
 
@@ -58,7 +59,7 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
         [],
     ),
     (
-        "default-kata-sidecar",
+        "kata-sidecar",
         SIDECAR,
         pod(annotations=CONFIDENTIAL),
         False,
@@ -479,7 +480,12 @@ DENIED: list[tuple[str, dict[str, Any], dict[str, Any], list[str]]] = [
         _with({"confidential-pods.io/runtime-class": "Kata_QEMU"}),
         ["'Kata_QEMU'", "RuntimeClass"],
     ),
-    ("sidecar-without-image", {}, _with({}), ["aesmSidecarImage", "kata", "confidential-pods.io/aesm"]),
+    (
+        "sidecar-without-image",
+        {"runtimeClass": "kata"},
+        _with({}),
+        ["aesmSidecarImage", "kata", "ask the cluster operator", "confidential-pods.io/aesm"],
+    ),
     (
         "host-aesm-in-sandbox",
         SIDECAR,
@@ -538,7 +544,9 @@ def test_denied(keys: dict[str, Any], original: dict[str, Any], fragments: list[
 
 def test_intel_sidecar_gets_enclave_and_epc() -> None:
     mutation = mutate(
-        pod(annotations=CONFIDENTIAL), namespace_opted_in=False, settings=settings(profile="intel", **SIDECAR)
+        pod(annotations=CONFIDENTIAL),
+        namespace_opted_in=False,
+        settings=settings(**{"profile": "intel", **SIDECAR}),
     )
     result = jsonpatch.apply_patch(pod(annotations=CONFIDENTIAL), [dict(op) for op in mutation.patch])
     sidecar = result["spec"]["initContainers"][0]
