@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the real cluster for the e2e suite from the Go module in tests/e2e/controlplane (one pinned Kubernetes
-# release, see docs/e2e.md): kube-apiserver, kube-scheduler and etcd; kubelet and sgx-device-plugin for the
-# e2e node (tests/e2e/node.py); the pause program of the pinned release (build/pause/linux/pause.c, compiled
-# static with gcc as upstream does); and goref, the reference extender in Go of benchmarks/goref
+# release, see docs/e2e.md): kube-apiserver, kube-scheduler, kube-controller-manager and etcd; kubelet and
+# sgx-device-plugin for the e2e node (tests/e2e/node.py); the pause program of the pinned release
+# (build/pause/linux/pause.c, compiled static with gcc as upstream does); and goref, the reference extender in Go of benchmarks/goref
 # (tests/extender/test_goref.py checks it answers as ours does).
 #
 # Output: $E2E_BIN_DIR (default: <repo>/.cache/e2e-bin/<kubernetes version>/), git-ignored. The binaries are
@@ -18,7 +18,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 module_dir="$here/controlplane"
-components=(kube-apiserver kube-scheduler etcd kubelet sgx-device-plugin)
+components=(kube-apiserver kube-scheduler kube-controller-manager etcd kubelet sgx-device-plugin)
 # Every file build.sh writes and checks (pause is compiled with gcc, the rest with go).
 products=("${components[@]}" pause)
 

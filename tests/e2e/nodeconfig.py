@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.e2e.harness import SERVICE_CLUSTER_IP_RANGE
 from tests.machine import free_port
 
 BRIDGE = "cpe2e0"
@@ -84,7 +85,7 @@ def kubelet_config(client_ca: Path, containerd_socket: Path) -> dict[str, object
 
 
 def cni_conflist(ipam_dir: Path) -> dict[str, object]:
-    """bridge + host-local on :data:`BRIDGE`: no gateway route, no masquerading, no IP forwarding."""
+    """bridge + host-local on :data:`BRIDGE`: no default route, no masquerading, no IP forwarding."""
     return {
         "cniVersion": "1.0.0",
         "name": "e2e",
@@ -98,6 +99,9 @@ def cni_conflist(ipam_dir: Path) -> dict[str, object]:
                 "ipam": {
                     "type": "host-local",
                     "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
+                    # The Service range via the node (test_on_node.py forwards the ``kubernetes`` Service's
+                    # address there to the apiserver): the one route off the pod range.
+                    "routes": [{"dst": SERVICE_CLUSTER_IP_RANGE, "gw": NODE_IP}],
                     "dataDir": str(ipam_dir),
                 },
             }
