@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -37,6 +38,13 @@ def missing_reason(exc: BinariesMissingError) -> str:
     if shutil.which("go") is None:
         return f"e2e tests need the control-plane binaries, built from Go modules: {INSTALL_HINT}"
     return f"{exc} (once: about 10 minutes and ~4 GB of Go caches)"
+
+
+def unavailable(config: pytest.Config, reason: str) -> NoReturn:
+    """Skip the test for ``reason`` (what this machine lacks); fail instead where e2e is required."""
+    if required(config):
+        pytest.fail(f"{reason} [e2e is required here]", pytrace=False)
+    pytest.skip(reason)
 
 
 def binaries(config: pytest.Config) -> Binaries:

@@ -38,12 +38,6 @@ SGX_CHECK = (
 )
 
 
-def _unavailable(config: pytest.Config, reason: str) -> None:
-    if gate.required(config):
-        pytest.fail(f"{reason} [e2e is required here]", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def node(
     request: pytest.FixtureRequest,
@@ -54,11 +48,11 @@ def node(
     """The e2e node for this module; torn down after it, and nothing may be left behind (Node.run checks)."""
     problems = host_problems()
     if problems:
-        _unavailable(request.config, "; ".join(problems))
+        gate.unavailable(request.config, "; ".join(problems))
     try:
         binaries = NodeBinaries.locate()
     except BinariesMissingError as exc:
-        _unavailable(request.config, str(exc))
+        gate.unavailable(request.config, str(exc))
     images = tmp_path_factory.mktemp("node-images")
     archives = [pause_image(binaries.pause, images), busybox_image(images)]
     workdir = tmp_path_factory.mktemp("node")

@@ -111,12 +111,6 @@ SIDECAR_QCNL = (
 )
 
 
-def _unavailable(config: pytest.Config, reason: str) -> None:
-    if gate.required(config):
-        pytest.fail(f"{reason} [e2e is required here]", pytrace=False)
-    pytest.skip(reason)
-
-
 def built_overlay(work: Path, images: dict[str, str]) -> list[JSON]:
     """The alibaba overlay as a user builds it after ``kustomize edit set image`` and setting dcap.pccsUrl."""
     kustomize = find_kustomize()
@@ -226,12 +220,12 @@ def installed(
     default scheduler, and the alibaba overlay installed on them."""
     problems = host_problems()
     if problems:
-        _unavailable(request.config, "; ".join(problems))
+        gate.unavailable(request.config, "; ".join(problems))
     try:
         binaries = NodeBinaries.locate()
         archives = built.locate()
     except (BinariesMissingError, built.ImagesMissingError) as exc:
-        _unavailable(request.config, str(exc))
+        gate.unavailable(request.config, str(exc))
     images = {name: archive.reference for name, archive in archives.items()}
     work = tmp_path_factory.mktemp("on-node")
     log_dir = e2e_log_dir / "on-node"
