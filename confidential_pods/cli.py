@@ -18,7 +18,7 @@ from typing import Any
 
 from confidential_pods import __version__
 from confidential_pods.errors import ConfigError
-from confidential_pods.settings import load_settings
+from confidential_pods.settings import load_settings, problems
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,9 +113,14 @@ def component(subcommands: argparse._SubParsersAction[Any], name: str, what: str
     return group.add_subparsers(title=f"{name} commands", metavar="COMMAND")
 
 
-def add_config_option(parser: argparse.ArgumentParser) -> None:
-    """``--config FILE``: the configuration file, read by :func:`main` into ``args.settings``."""
+def add_config_option(parser: argparse.ArgumentParser, *, complete: bool = False) -> None:
+    """``--config FILE``: the configuration file, read by :func:`main` into ``args.settings``.
+
+    ``complete``: the command mutates pods as the webhook would, so a configuration that leaves a key to
+    set (:func:`~confidential_pods.settings.problems`) is a usage error (exit 2, one line per key), not a
+    refusal of each pod."""
     parser.add_argument("--config", help="configuration file (default $CONFIDENTIAL_PODS_CONFIG)")
+    parser.set_defaults(complete_config=complete)
 
 
 def add_serving_options(
@@ -181,6 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(args, "config"):  # every command that reads the configuration has --config
             args.settings = load_settings(args.config)
+            if getattr(args, "complete_config", False):
+                incomplete = problems(args.settings)
+                for problem in incomplete:
+                    print(
+                        f"confidential-pods: configuration incomplete: {problem} "
+                        f"(set {problem.key} in the --config file)",
+                        file=sys.stderr,
+                    )
+                if incomplete:
+                    return 2
         code: int = handler(args)
     except ConfigError as exc:
         print(f"confidential-pods: configuration error: {exc}", file=sys.stderr)

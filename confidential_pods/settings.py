@@ -3,7 +3,8 @@
 One YAML mapping with camelCase keys (``--config FILE`` or ``$CONFIDENTIAL_PODS_CONFIG``). Every key is
 optional. :data:`KEYS` is the contract, one row per key (name → reader → field of :class:`Settings`):
 the set of known keys, the reading loop and docs/configuration.md follow it. A bad value fails at start
-with a :class:`~confidential_pods.errors.ConfigError` naming the key.
+with a :class:`~confidential_pods.errors.ConfigError` naming the key; keys valid one by one that together
+leave a key to set are :func:`problems` (the offline tools exit 2, the webhook stays unready).
 """
 
 from __future__ import annotations
@@ -293,9 +294,63 @@ def settings_from_mapping(data: object) -> Settings:
         )
     if settings.default_epc > settings.max_epc_per_pod:
         raise ConfigError("defaultEPC: must not be larger than maxEPCPerPod")
-    if settings.quote == "in-process" and not settings.dcap.configured:
-        raise ConfigError(
-            "dcap.pccsUrl: required when quote is in-process (every enclave container quotes with it); "
-            "set the PCCS of your cluster (docs/attestation.md)"
-        )
     return settings
+
+
+# --- completeness: keys valid one by one that leave a key to set -----------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A key the configuration must set for what its other keys chose (each key valid on its own)."""
+
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.message}"
+
+
+def problems(settings: Settings) -> tuple[Problem, ...]:
+    """What keeps ``settings`` from admitting a plain opted-in pod: a key to set, with why.
+
+    The rule: a value wrong on its own (a placeholder, a typo, a bad quantity) fails the loader
+    (:class:`ConfigError`, nothing starts); keys valid one by one that together leave a key unset are
+    returned here, and the shells decide: ``inject`` and ``simulate`` exit 2, ``webhook serve`` starts
+    unready with one log line (so a rollout never replaces good replicas with ones that refuse every pod).
+    """
+    found: list[Problem] = []
+    image = settings.aesm_sidecar_image
+    if settings.quote == "aesmd" and not image and settings.is_sandbox(settings.runtime_class):
+        found.append(
+            Problem(
+                "aesmSidecarImage",
+                f"runtimeClass {settings.runtime_class} runs pods in a VM sandbox, which the host's AESM "
+                "socket does not reach, and quote is aesmd: every opted-in pod needs an aesmd sidecar, "
+                "whose image this key names (docs/attestation.md); set it, or set runtimeClass: none",
+            )
+        )
+    elif settings.quote == "aesmd" and not image and settings.aesm == "sidecar":
+        found.append(
+            Problem(
+                "aesmSidecarImage",
+                "aesm is sidecar and quote is aesmd: every opted-in pod gets an aesmd sidecar, whose "
+                "image this key names (docs/attestation.md); set it, or set aesm: host",
+            )
+        )
+    if settings.quote == "in-process" and not settings.dcap.configured:
+        found.append(
+            Problem(
+                "dcap.pccsUrl",
+                "quote is in-process: every enclave container quotes with the PCCS this key names; set "
+                "the PCCS of your cluster (docs/attestation.md), or set quote: aesmd",
+            )
+        )
+    return tuple(found)
+
+
+def incomplete(settings: Settings) -> str:
+    """:func:`problems` as one line, each key to set first ("" when there are none): the webhook's
+    ``/readyz`` reason and its log line."""
+    found = problems(settings)
+    return "configuration incomplete: " + "; ".join(map(str, found)) if found else ""

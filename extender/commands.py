@@ -51,11 +51,12 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         "in the report. With no files, a built-in example cluster is used.",
         epilog="exit codes: 0 report printed (unschedulable and refused pods included); 2 a file could not "
         "be read or parsed (not UTF-8, not YAML/JSON, excessive YAML aliasing, nesting deeper than 100 "
-        "levels, objects that are not Nodes, Pods, Namespaces or workloads) or the configuration is unusable",
+        "levels, objects that are not Nodes, Pods, Namespaces or workloads) or the configuration is unusable "
+        "or incomplete (one line per key to set)",
     )
     simulate.add_argument("--nodes", help="file with Nodes (and possibly Pods): v1 List or multi-doc YAML")
     simulate.add_argument("--pods", help="file with Pods, workloads, Namespaces (and possibly Nodes)")
-    add_config_option(simulate)
+    add_config_option(simulate, complete=True)
     simulate.add_argument("--strategy", choices=SCORING_STRATEGIES, help="override scoringStrategy")
     simulate.set_defaults(handler=_simulate)
 

@@ -8,7 +8,14 @@ import jsonpatch
 import pytest
 
 from confidential_pods.profiles import PROFILES
-from confidential_pods.settings import ConfigError, Settings, load_settings, settings_from_mapping
+from confidential_pods.settings import (
+    ConfigError,
+    Settings,
+    incomplete,
+    load_settings,
+    problems,
+    settings_from_mapping,
+)
 from webhook.policy import mutate
 
 
@@ -156,13 +163,12 @@ RUNTIME_CLASSES = {"unset": {}, "none": {"runtimeClass": "none"}, "kata": {"runt
 
 
 def _outcome(profile: str, quote: str, runtime: str) -> str:
-    """What a plain opted-in pod meets, every other key at its default: admitted; refused by the loader
-    (``load:<key>``); refused at admission (``pod:<key>``), the one combination left: a sandbox chosen in
-    the configuration without the aesmd image its pods need (the alibaba overlay as shipped, runv)."""
+    """What a plain opted-in pod meets, every other key at its default: admitted, or a key to set
+    (:func:`problems`: refused at start-up by the offline tools, the webhook unready), never pod by pod."""
     if quote == "in-process":
-        return "load:dcap.pccsUrl"
+        return "dcap.pccsUrl"
     if quote == "aesmd" and runtime in ("kata", "runv"):
-        return "pod:aesmSidecarImage"
+        return "aesmSidecarImage"  # the alibaba overlay as shipped (runv)
     return "admitted"
 
 
@@ -178,19 +184,47 @@ def test_default_combinations_admit_a_plain_opted_in_pod_or_name_the_key(
     if quote != "unset":
         data["quote"] = quote
     expected = _outcome(profile, "aesmd" if quote == "unset" else quote, runtime)
-    if expected.startswith("load:"):
-        with pytest.raises(ConfigError, match=f"^{expected.removeprefix('load:')}"):
-            settings_from_mapping(data)
-        return
     settings = settings_from_mapping(data)
     mutation = mutate(PLAIN_OPTED_IN, namespace_opted_in=False, settings=settings)
-    if expected.startswith("pod:"):
-        assert mutation.outcome == "denied" and expected.removeprefix("pod:") in mutation.message
+    if expected != "admitted":
+        assert [problem.key for problem in problems(settings)] == [expected]
+        assert incomplete(settings).startswith(f"configuration incomplete: {expected}: ")
+        # what start-up refuses is exactly what the pod would meet
+        assert mutation.outcome == "denied" and expected in mutation.message
         return
+    assert problems(settings) == () and incomplete(settings) == ""
     assert mutation.outcome == "mutated", mutation.message
     pod = jsonpatch.apply_patch(PLAIN_OPTED_IN, [dict(op) for op in mutation.patch])
     (app,) = pod["spec"]["containers"]
     assert app["resources"]["limits"][settings.profile.epc_resource]  # it got its EPC
+
+
+IMAGE = {"aesmSidecarImage": "registry.example/aesmd:2.25"}
+PCCS = {"dcap": {"pccsUrl": "https://pccs.example:8081/sgx/certification/v4/"}}
+
+
+@pytest.mark.parametrize(
+    ("data", "keys"),
+    [
+        pytest.param({}, [], id="defaults"),
+        pytest.param({"runtimeClass": "runv"}, ["aesmSidecarImage"], id="sandbox"),
+        pytest.param({"runtimeClass": "runv", **IMAGE}, [], id="sandbox-with-image"),
+        pytest.param({"runtimeClass": "runv", "quote": "none"}, [], id="sandbox-not-quoting"),
+        pytest.param({"runtimeClass": "gvisor"}, ["aesmSidecarImage"], id="any-configured-class-sandboxes"),
+        pytest.param({"aesm": "sidecar"}, ["aesmSidecarImage"], id="aesm-sidecar"),
+        pytest.param({"aesm": "sidecar", **IMAGE}, [], id="aesm-sidecar-with-image"),
+        pytest.param({"aesm": "sidecar", "quote": "none"}, [], id="aesm-sidecar-not-quoting"),
+        pytest.param({"aesm": "none"}, [], id="aesm-none"),
+        pytest.param({"quote": "in-process"}, ["dcap.pccsUrl"], id="in-process"),
+        pytest.param({"quote": "in-process", **PCCS}, [], id="in-process-with-pccs"),
+        pytest.param({"quote": "in-process", "runtimeClass": "kata"}, ["dcap.pccsUrl"], id="in-process-kata"),
+    ],
+)
+def test_problems_name_the_key_to_set(data: dict[str, object], keys: list[str]) -> None:
+    found = problems(settings_from_mapping(data))
+    assert [problem.key for problem in found] == keys
+    for problem in found:
+        assert str(problem).startswith(f"{problem.key}: ") and "; set " in problem.message
 
 
 def test_the_built_in_defaults_admit_a_plain_opted_in_pod() -> None:

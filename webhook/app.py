@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, request
 
 from confidential_pods.endpoints import Responder, handle_http_errors, json_text, probes, serve_posts
-from confidential_pods.settings import Settings
+from confidential_pods.settings import Settings, incomplete
 from webhook.admission import Decide, admit
 from webhook.metrics import WebhookMetrics
 from webhook.plan import PodSecurityLevel
@@ -38,7 +38,12 @@ def create_app(
     namespace_level: Callable[[str], PodSecurityLevel | None] | None = None,
 ) -> Flask:
     """Build the webhook app. ``ready`` backs ``/readyz`` (the serving shell flips it while draining);
-    ``namespace_level`` reads a namespace's Pod Security level (``webhook.namespaces``), if given."""
+    ``namespace_level`` reads a namespace's Pod Security level (``webhook.namespaces``), if given.
+
+    A configuration that leaves a key to set (``settings.incomplete``) keeps ``/readyz`` at 503 with the
+    reason and ``/healthz`` at 200: no Service endpoint, so a rollout stops at the first such replica (the
+    good ones keep serving) and the apiserver refuses opted-in pods itself (failurePolicy Fail); no
+    restart loop."""
     app = Flask("confidential-pods-webhook")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     metrics = metrics if metrics is not None else WebhookMetrics()
@@ -50,7 +55,8 @@ def create_app(
     }
     serve_posts(app, responders, _error)
 
-    app.register_blueprint(probes(ready, metrics))
+    reason = incomplete(settings)
+    app.register_blueprint(probes((lambda: False) if reason else ready, metrics, not_ready=reason))
     handle_http_errors(app, _error, on_too_large=lambda: metrics.observe(request.path, "malformed", 0.0))
     return app
 

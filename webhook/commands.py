@@ -38,11 +38,12 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         "alone, pod-security.kubernetes.io/enforce is the level host-mode pods are judged by.",
         epilog="exit codes: 0 written; 1 an object was refused (its name and the reason on stderr, "
         "nothing written); 2 the input could not be read or parsed (not UTF-8, not YAML/JSON, excessive YAML "
-        "aliasing, nested deeper than 100 levels) or the configuration is unusable",
+        "aliasing, nested deeper than 100 levels) or the configuration is unusable or incomplete (one line "
+        "per key to set)",
     )
     inject.add_argument("-f", "--filename", required=True, help="multi-document YAML file, or - for stdin")
     inject.add_argument("-o", "--output", help="write the result here instead of stdout")
-    add_config_option(inject)
+    add_config_option(inject, complete=True)
     inject.add_argument(
         "--namespace-opted-in",
         action="store_true",

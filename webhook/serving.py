@@ -23,7 +23,7 @@ from typing import Any
 from confidential_pods import kube, serving
 from confidential_pods.errors import ServingError
 from confidential_pods.listening import check_address
-from confidential_pods.settings import Settings
+from confidential_pods.settings import Settings, incomplete
 from confidential_pods.tlscontext import ReloadingContext
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ def serve(
             worker_class,
             threads,
         )
+        reason = incomplete(settings)
+        if reason:  # one line, here in the arbiter rather than in each worker
+            logger.error("not ready (/readyz answers 503) until the configuration is complete: %s", reason)
         levels = _namespace_levels(kubeconfig) if namespace_lookup else None
         return serving.run(spec, lambda ready: _app(settings, ready, levels, tls), tls=tls)
     except ServingError as exc:

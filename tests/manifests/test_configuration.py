@@ -14,7 +14,7 @@ import yaml
 
 from confidential_pods.errors import ConfigError
 from confidential_pods.profiles import PROFILES
-from confidential_pods.settings import Settings, settings_from_mapping
+from confidential_pods.settings import Settings, problems, settings_from_mapping
 from tests.manifests.building import INSTALLS, MANIFESTS, PROFILE_OF, Manifest, find
 from webhook.policy import mutate
 
@@ -23,13 +23,25 @@ EXAMPLES = MANIFESTS / "examples"
 
 #: The region an operator sets in the alibaba overlay (its dcap.pccsUrl is required per region).
 REGION = "cn-hangzhou"
+#: The aesmd image an operator sets where the overlay sandboxes pods (alibaba: runv).
+AESMD_IMAGE = "registry.example.com/sgx/aesmd:2.25"
 
 
-def settings_of(objects: list[Manifest]) -> Settings:
+def shipped_settings(objects: list[Manifest]) -> Settings:
+    """The overlay's configuration as shipped, but the region, which the loader refuses as a placeholder."""
     config_map = find(objects, "ConfigMap", "confidential-pods-config")
     assert set(config_map["data"]) == {"config.yaml"}
     text = config_map["data"]["config.yaml"].replace("<region>", REGION)  # what the operator does
     return settings_from_mapping(yaml.safe_load(text))
+
+
+def settings_of(objects: list[Manifest]) -> Settings:
+    """The configuration as an operator completes it: the region, and the aesmd image the overlay needs."""
+    settings = shipped_settings(objects)
+    if problems(settings):
+        settings = replace(settings, aesm_sidecar_image=AESMD_IMAGE)
+    assert problems(settings) == ()
+    return settings
 
 
 def test_alibaba_overlay_requires_the_region(built: dict[str, list[Manifest]]) -> None:
@@ -99,21 +111,31 @@ def test_confidential_deployment_example_is_injected(built: dict[str, list[Manif
     assert result["spec"]["schedulerName"] == "confidential-scheduler"
 
 
+@pytest.mark.parametrize("name", INSTALLS)
+def test_overlays_as_shipped_leave_only_the_documented_keys_to_set(
+    built: dict[str, list[Manifest]], name: str
+) -> None:
+    """The webhook starts unready (the offline tools exit 2) with these until they are set; the alibaba
+    overlay's config.yaml says so beside runtimeClass: runv."""
+    expected = ["aesmSidecarImage"] if name == "alibaba" else []
+    assert [problem.key for problem in problems(shipped_settings(built[name]))] == expected
+
+
 def test_alibaba_needs_an_aesmd_image_for_runv(built: dict[str, list[Manifest]]) -> None:
-    """As shipped, the alibaba overlay refuses sandboxed pods until aesmSidecarImage is set
-    (docs/install.md says how); with it set, the example is injected with the sidecar."""
-    settings = settings_of(built["alibaba"])
+    """As shipped, the alibaba overlay's configuration is incomplete (aesmSidecarImage, docs/install.md
+    says how); with it set, the example is injected with the sidecar."""
+    (problem,) = problems(shipped_settings(built["alibaba"]))
+    assert problem.key == "aesmSidecarImage" and "runtimeClass runv" in problem.message
+    text = find(built["alibaba"], "ConfigMap", "confidential-pods-config")["data"]["config.yaml"]
+    assert "aesmSidecarImage" in text and "/readyz" in text  # the comment says what happens until it is set
     (deployment,) = _documents(EXAMPLES / "confidential-deployment.yaml")
     pod = _template_pod(deployment)
-    refused = mutate(pod, namespace_opted_in=False, settings=settings)
-    assert refused.outcome == "denied"
-    assert "no aesmSidecarImage configured" in refused.message
-    configured = replace(settings, aesm_sidecar_image="registry.example.com/sgx/aesmd:2.25")
-    mutation = mutate(pod, namespace_opted_in=False, settings=configured)
+    mutation = mutate(pod, namespace_opted_in=False, settings=settings_of(built["alibaba"]))
     assert mutation.outcome == "mutated", mutation.message
     result = jsonpatch.apply_patch(pod, mutation.patch)
     assert result["spec"]["runtimeClassName"] == "runv"
     assert [c["name"] for c in result["spec"]["initContainers"]] == ["aesmd"]
+    assert result["spec"]["initContainers"][0]["image"] == AESMD_IMAGE
 
 
 @pytest.mark.parametrize("name", INSTALLS)

@@ -169,6 +169,27 @@ def test_readiness_follows_the_shell() -> None:
     assert app.test_client().get("/readyz").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        pytest.param({"runtimeClass": "runv"}, "aesmSidecarImage", id="sandbox-without-image"),
+        pytest.param({"aesm": "sidecar"}, "aesmSidecarImage", id="aesm-sidecar-without-image"),
+        pytest.param({"quote": "in-process"}, "dcap.pccsUrl", id="in-process-without-pccs"),
+    ],
+)
+def test_an_incomplete_configuration_is_unready_with_the_key_whatever_the_shell_says(
+    config: dict[str, str], key: str
+) -> None:
+    app = create_app(settings_from_mapping(config), ready=lambda: True)
+    answer = app.test_client().get("/readyz")
+    assert answer.status_code == 503
+    assert answer.get_json()["reason"].startswith(f"configuration incomplete: {key}: ")
+    assert app.test_client().get("/healthz").status_code == 200  # liveness: no restart loop
+    complete = create_app(settings_from_mapping({**config, "aesmSidecarImage": "r.example/aesmd:1",
+                                                  "dcap": {"pccsUrl": "https://pccs.example/"}}))  # fmt: skip
+    assert complete.test_client().get("/readyz").status_code == 200
+
+
 def test_internal_error_fails_closed_with_uid(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")

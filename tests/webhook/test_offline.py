@@ -120,8 +120,19 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert config_map["kind"] == "ConfigMap"
 
     kata = tmp_path / "kata.yaml"
-    kata.write_text("runtimeClass: kata\n")
-    assert main(["inject", "-f", str(source), "--config", str(kata)]) == 1
+    kata.write_text("runtimeClass: kata\n")  # incomplete: refused at start, not pod by pod
+    assert main(["inject", "-f", str(source), "--config", str(kata), "-o", str(tmp_path / "no.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "configuration incomplete: aesmSidecarImage: runtimeClass kata" in err
+    assert err.count("\n") == 1 and "(set aesmSidecarImage in the --config file)" in err
+    assert not (tmp_path / "no.yaml").exists()
+    in_process = workload("Deployment")
+    in_process["spec"]["template"] = {  # type: ignore[index]
+        **TEMPLATE,
+        "metadata": {**TEMPLATE["metadata"], "annotations": IN_PROCESS},
+    }
+    source.write_text(yaml.safe_dump(in_process))
+    assert main(["inject", "-f", str(source)]) == 1  # a pod's own annotation: refused pod by pod
     assert "refused Deployment/shop/web" in capsys.readouterr().err
     assert main(["inject", "-f", str(tmp_path / "missing.yaml")]) == 2
     bad_config = tmp_path / "bad.yaml"
@@ -336,6 +347,6 @@ def test_the_installed_inject_names_the_config_key(tmp_path: Path) -> None:
         text=True,
         check=False,
     )
-    assert done.returncode == 1 and done.stdout == ""
-    assert "set aesmSidecarImage" in done.stderr and "in the --config file" in done.stderr
-    assert "cluster operator" not in done.stderr
+    assert done.returncode == 2 and done.stdout == ""
+    assert "set aesmSidecarImage in the --config file" in done.stderr
+    assert "cluster operator" not in done.stderr and done.stderr.count("\n") == 1

@@ -174,11 +174,12 @@ def start_server(
     workers: int = 2,
     threads: int = 2,
     drain_seconds: float | None = None,
+    config_text: str = CONFIG,
 ) -> Server:
     """`confidential-pods webhook serve …`, or serve() itself when a drain period is asked for."""
     port = free_port()
     config = tmp_path / "config.yaml"
-    config.write_text(CONFIG)
+    config.write_text(config_text)
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir(exist_ok=True)
     log = tmp_path / "server.log"
@@ -574,6 +575,27 @@ def test_drain_period_fails_readiness_but_keeps_serving(tmp_path: Path, ca: Auth
     log = server.log.read_text()
     assert "/readyz now fails; serving 3.0 s more before stopping" in log
     assert "Traceback" not in log
+
+
+def test_an_incomplete_configuration_starts_unready_with_one_line_naming_the_key(
+    tmp_path: Path, ca: Authority
+) -> None:
+    """The alibaba overlay as shipped (runv, no aesmSidecarImage): the webhook starts, /readyz 503 with
+    the key to set (no endpoint, so a rollout stops there), /healthz 200 (no restart loop)."""
+    cert, key = write_pair(tmp_path / "certs", issue_serving_pair(ca))
+    server = start_server(tmp_path, ca, cert, key, workers=2, config_text="runtimeClass: runv\n")
+    try:
+        status, body = server.get("/readyz")
+        assert status == 503
+        reason = json.loads(body)["reason"]
+        assert reason.startswith("configuration incomplete: aesmSidecarImage: runtimeClass runv")
+        assert server.get("/healthz")[0] == 200
+        assert server.get("/readyz")[0] == 503  # stays unready, in every worker
+    finally:
+        assert stop_server(server) == 0
+    lines = [line for line in server.log.read_text().splitlines() if "aesmSidecarImage" in line]
+    assert len(lines) == 1, lines
+    assert "ERROR" in lines[0] and "not ready (/readyz answers 503)" in lines[0]
 
 
 # ---------------------------------------------------------------- hostile bodies
