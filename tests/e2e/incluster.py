@@ -7,21 +7,37 @@
 - :func:`apply_all`, :func:`delete_all`, :func:`delete_and_wait`: what ``kubectl apply --server-side -f`` and
   ``kubectl delete -f`` send (kubectl is not on CI's machine).
 
-:data:`APISERVER_ARGS`: the apiserver flags such a control plane needs. Used by tests/e2e/test_on_node.py.
+:data:`APISERVER_ARGS`: the apiserver flags such a control plane needs.
+
+:func:`installed_on_node`: all of it, the node and an overlay installed as a user installs it (what
+tests/e2e/test_on_node.py and test_on_node_intel.py share), with the PCCS stand-in, :func:`opted_in_pod`
+and :func:`observe` (what such a pod sees from inside).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+import yaml
+
+from tests.e2e import gate
 from tests.e2e.harness import KUBERNETES_SERVICE_IP, BinariesMissingError, ControlPlane, default_bin_dir
+from tests.e2e.images import built
 from tests.e2e.kube import JSON, ApiError, Kube
-from tests.e2e.nodeconfig import BRIDGE
-from tests.e2e.processes import Process, wait_until
+from tests.e2e.node import Node, NodeBinaries
+from tests.e2e.nodeconfig import BRIDGE, NODE_IP
+from tests.e2e.nodehost import host_problems
+from tests.e2e.nodeimages import busybox_image, pause_image
+from tests.e2e.pki import CertificateAuthority
+from tests.e2e.processes import HarnessError, Process, wait_until
+from tests.manifests.building import MANIFESTS, find_kustomize
 
 #: Webhook Services are called at their endpoints' pod IPs (EndpointSlices), not at their ClusterIP: there is
 #: no kube-proxy (the pinned cmd/kube-apiserver/app/server.go, buildServiceResolver).
@@ -36,6 +52,7 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
     "namespace-controller",
     "disruption-controller",
+    "daemonset-controller",
 )
 #: Kinds without a namespace, among what test_on_node.py applies.
 CLUSTER_KINDS = {
@@ -142,3 +159,255 @@ def controller_manager(control_plane: ControlPlane, log_dir: Path) -> Iterator[P
         yield process
     finally:
         process.stop()
+
+
+# --- The product installed on the node as a user installs it (test_on_node.py, test_on_node_intel.py) ---
+
+NAMESPACE = "confidential-pods"
+#: Where the tests' own pods go (the PCCS stand-in and the opted-in pods).
+APP_NAMESPACE = "e2e-on-node"
+PCCS_PORT = 8081
+PCCS_URL = f"https://{NODE_IP}:{PCCS_PORT}/sgx/certification/v4/"
+UPSTREAM_IMAGE = "ghcr.io/confidential-pods/confidential-pods"
+UPSTREAM_SCHEDULER = "registry.k8s.io/kube-scheduler"
+#: What an opted-in pod's application prints about itself (its image is ours: python3), then it stays up
+#: for the test to look into its other containers.
+OBSERVE = r"""
+import json, os, socket, ssl, stat, sys, time, urllib.request
+qcnl = "/etc/sgx_default_qcnl.conf"
+print("QCNL_PRESENT", os.path.lexists(qcnl))
+if os.path.lexists(qcnl):
+    print("QCNL_KIND", "symlink" if os.path.islink(qcnl) else "regular" if os.path.isfile(qcnl) else "other")
+    with open(qcnl) as f:
+        print("QCNL_JSON", json.dumps(json.load(f)))
+with open("/proc/self/mounts") as f:
+    for line in f:
+        fields = line.split()
+        if fields[1] in ("/var/run/aesmd", "/run/aesmd"):  # /var/run may be a link to /run
+            print("AESM_MOUNT", fields[3].split(",")[0])
+error = None
+for attempt in range(60):
+    try:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect("/var/run/aesmd/aesm.socket")
+        s.close()
+        error = None
+        break
+    except OSError as exc:
+        error = exc
+        time.sleep(0.5)
+print("AESM_CONNECT", error or "ok")
+print("SGX_AESM_ADDR", os.environ.get("SGX_AESM_ADDR"))
+for path in ("/dev/sgx_enclave", "/dev/sgx_provision"):
+    try:
+        print("DEVICE", path, "char" if stat.S_ISCHR(os.stat(path).st_mode) else "other")
+    except OSError as exc:
+        print("DEVICE", path, exc)
+visible = os.environ.get("SGX_VISIBLE_DEVICES", "")
+print("EPC_UNITS", len(visible.split(",")) if visible else 0)
+try:
+    context = ssl.create_default_context(cafile="/etc/pccs-ca/ca.crt")
+    with urllib.request.urlopen(sys.argv[1] + "rootcacrl", context=context, timeout=10) as answer:
+        print("PCCS", answer.status)
+except Exception as exc:
+    print("PCCS", repr(exc))
+print("DONE", flush=True)
+time.sleep(600)
+"""
+#: What a test runs in an aesmd container (busybox sh builtins only): the QCNL file's kind, then its text.
+QCNL_IN_AESMD = (
+    "f=/etc/sgx_default_qcnl.conf; if [ -L $f ]; then echo symlink; elif [ -f $f ]; then echo regular; "
+    'else echo missing; fi; while IFS= read -r line || [ -n "$line" ]; do echo "$line"; done < $f'
+)
+
+
+@dataclass
+class Installed:
+    node: Node
+    kube: Kube
+    images: dict[str, str]
+
+
+def built_overlay(
+    work: Path, overlay_name: str, images: dict[str, str], edits: Sequence[Sequence[str]] = ()
+) -> list[JSON]:
+    """The overlay as a user builds it after ``kustomize edit set image`` and setting dcap.pccsUrl (and
+    ``aesmSidecarImage``: the aesmd stand-in), from a copy of manifests/ in ``work``. ``edits``: more
+    ``kustomize edit`` commands (their arguments) to run in the copy's overlay."""
+    kustomize = find_kustomize()
+    if kustomize is None:
+        raise HarnessError("kustomize not found; .ci/run installs it")
+    shutil.copytree(MANIFESTS, work / "manifests")
+    overlay = work / "manifests" / "overlays" / overlay_name
+    replace = [
+        f"{UPSTREAM_IMAGE}={images['confidential-pods']}",
+        f"{UPSTREAM_SCHEDULER}={images['kube-scheduler']}",
+    ]
+    for edit in (["set", "image", *replace], *edits):
+        subprocess.run([str(kustomize), "edit", *edit], cwd=overlay, check=True)
+    config = yaml.safe_load((overlay / "config.yaml").read_text())
+    config.setdefault("dcap", {})["pccsUrl"] = PCCS_URL
+    config["aesmSidecarImage"] = images["aesmd-standin"]
+    (overlay / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    built = subprocess.run(
+        [str(kustomize), "build", str(overlay)], check=True, capture_output=True, text=True
+    ).stdout
+    return [document for document in yaml.safe_load_all(built) if document]
+
+
+def deployment_available(kube: Kube, name: str, namespace: str = NAMESPACE) -> bool:
+    deployment = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+    wanted = deployment["spec"].get("replicas", 1)
+    return bool(deployment.get("status", {}).get("availableReplicas", 0) == wanted)
+
+
+def job_complete(kube: Kube, name: str) -> bool:
+    job = kube.get(f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{name}")
+    return any(
+        c["type"] == "Complete" and c["status"] == "True" for c in job.get("status", {}).get("conditions", [])
+    )
+
+
+def pccs_pod(image: str) -> JSON:
+    """The PCCS stand-in: host network, so its certificate names the node's address, which pods reach."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "pccs", "labels": {"app": "pccs"}},
+        "spec": {
+            "hostNetwork": True,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "pccs",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "args": [f"--listen={NODE_IP}:{PCCS_PORT}"],
+                    "volumeMounts": [{"name": "tls", "mountPath": "/etc/pccs/tls", "readOnly": True}],
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "allowPrivilegeEscalation": False,
+                        "readOnlyRootFilesystem": True,
+                    },
+                }
+            ],
+            "volumes": [{"name": "tls", "secret": {"secretName": "pccs-tls"}}],
+        },
+    }
+
+
+def opted_in_pod(image: str, name: str = "enclave", **annotations: str) -> JSON:
+    """A pod asking for confidential-pods (``annotations``: more of ours) whose application prints
+    :data:`OBSERVE`'s findings."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "annotations": {"confidential-pods.io/confidential": "true", **annotations},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["python3", "-c", OBSERVE, PCCS_URL],
+                    "volumeMounts": [{"name": "pccs-ca", "mountPath": "/etc/pccs-ca", "readOnly": True}],
+                }
+            ],
+            "volumes": [{"name": "pccs-ca", "configMap": {"name": "pccs-ca"}}],
+        },
+    }
+
+
+def observe(kube: Kube, name: str, namespace: str = APP_NAMESPACE) -> tuple[JSON, dict[str, str], str]:
+    """Wait for the opted-in pod ``name`` to print what it sees; its pod, the facts and the whole log."""
+    path = f"/api/v1/namespaces/{namespace}/pods/{name}"
+    log = ""
+
+    def observed() -> bool:
+        nonlocal log
+        if kube.get(path).get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            return True
+        with contextlib.suppress(ApiError):
+            log = kube.get_text(path + "/log?container=app")
+        return "DONE" in log
+
+    wait_until(observed, timeout=120, what=f"the opted-in pod {name} to print what it sees")
+    found: dict[str, str] = {}
+    for line in log.splitlines():
+        key, _, value = line.partition(" ")
+        found.setdefault(key, value)
+    return kube.get(path), found, log
+
+
+def _namespaced(api_version: str, kind: str, name: str, **fields: object) -> JSON:
+    meta = {"name": name, "namespace": APP_NAMESPACE}
+    return {"apiVersion": api_version, "kind": kind, "metadata": meta, **fields}
+
+
+@contextlib.contextmanager
+def installed_on_node(
+    config: pytest.Config,
+    log_dir: Path,
+    work: Path,
+    prepare: Callable[[Kube, Node, dict[str, str]], list[JSON]],
+) -> Iterator[Installed]:
+    """A control plane of the caller's own (the session's may hold a product installed from processes,
+    tests/e2e/product.py, whose webhook would mutate these pods too), the node, kube-controller-manager, the
+    default scheduler, the PCCS stand-in, and an overlay installed on them: ``prepare`` readies the node for
+    it (device plugin, labels, NFD's resources) and returns its manifests (:func:`built_overlay`) to apply."""
+    problems = host_problems()
+    if problems:
+        gate.unavailable(config, "; ".join(problems))
+    try:
+        binaries = NodeBinaries.locate()
+        archives = built.locate()
+    except (BinariesMissingError, built.ImagesMissingError) as exc:
+        gate.unavailable(config, str(exc))
+    images = {name: archive.reference for name, archive in archives.items()}
+    node_images = [pause_image(binaries.pause, work), busybox_image(work), *archives.values()]
+    with contextlib.ExitStack() as stack:
+        control_plane = stack.enter_context(
+            ControlPlane.run(gate.binaries(config), work, log_dir, apiserver_args=APISERVER_ARGS)
+        )
+        control_plane.start_scheduler(name="kube-scheduler-default")
+        kube = control_plane.api.admin_client()
+        node = stack.enter_context(Node.run(control_plane.api, work / "node", log_dir, images=node_images))
+        stack.enter_context(controller_manager(control_plane, log_dir))
+        stack.enter_context(apiserver_service_route(kube, control_plane.api.url))
+        manifests = prepare(kube, node, images)
+
+        # The tests' namespace, and the PCCS stand-in in it with a certificate of a test CA for the node's IP.
+        app_namespace: JSON = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}}
+        apply_all(kube, [app_namespace])
+        stack.callback(delete_and_wait, kube, [app_namespace])
+        ca = CertificateAuthority.create(work / "pccs-ca")
+        cert = ca.issue(work / "pccs-ca", "pccs", common_name="pccs", ip_addresses=(NODE_IP,), server=True)
+        tls = {"tls.crt": cert.cert.read_text(), "tls.key": cert.key.read_text()}
+        apply_all(
+            kube,
+            [
+                _namespaced("v1", "Secret", "pccs-tls", type="kubernetes.io/tls", stringData=tls),
+                _namespaced("v1", "ConfigMap", "pccs-ca", data={"ca.crt": ca.files.cert.read_text()}),
+            ],
+        )
+        kube.create(f"/api/v1/namespaces/{APP_NAMESPACE}/pods", pccs_pod(images["pccs-standin"]))
+
+        apply_all(kube, manifests)
+        stack.callback(delete_and_wait, kube, manifests)
+        wait_until(
+            lambda: job_complete(kube, "confidential-pods-certs-install"),
+            timeout=180,
+            what="the certificate Job to complete",
+        )
+        for name in ("confidential-pods-webhook", "confidential-scheduler"):
+            wait_until(
+                lambda name=name: deployment_available(kube, name),  # type: ignore[misc]
+                timeout=180,
+                what=f"Deployment {name} available",
+            )
+        yield Installed(node, kube, images)

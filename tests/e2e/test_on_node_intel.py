@@ -1,0 +1,171 @@
+"""The intel overlay runs as pods on the real node, installed as a user installs it (issue 24, item 5, intel).
+
+As tests/e2e/test_on_node.py does for alibaba (tests/e2e/incluster.py: a control plane of the module's own,
+the node, kube-controller-manager, the PCCS stand-in): ``kustomize edit set image`` in a copy of
+``manifests/overlays/intel`` replaces our image, kube-scheduler's and the AESM DaemonSet's
+(``aesmd-image-required.invalid/aesmd``, the component's placeholder) by the images build.sh built, the aesmd
+one by the aesmd stand-in. The node runs the device plugin in Intel's mode (``sgx.intel.com/enclave`` and
+``provision``), carries node-feature-discovery's label ``intel.feature.node.kubernetes.io/sgx=true`` (the
+DaemonSet's node affinity) and ``sgx.intel.com/epc`` in its status capacity, as NFD's rule sets it.
+
+The AESM DaemonSet runs as root here, as Intel's aesmd image does (the DaemonSet leaves the user to the
+image; the stand-in image's user is 65532): ``kustomize edit add patch`` sets the container's
+``runAsUser: 0`` in the copy. Its hostPath ``/var/run/aesmd`` (``DirectoryOrCreate``) is the host's
+``/run/aesmd``: the node's mount namespace shares ``/run`` with the host. The module refuses to run when it
+exists already and removes it after the node stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e import gate
+from tests.e2e.incluster import (
+    APP_NAMESPACE,
+    PCCS_URL,
+    QCNL_IN_AESMD,
+    Installed,
+    built_overlay,
+    installed_on_node,
+    observe,
+    opted_in_pod,
+)
+from tests.e2e.kube import JSON, Kube
+from tests.e2e.node import Node
+from tests.e2e.processes import wait_until
+
+pytestmark = pytest.mark.e2e
+
+AESMD_NAMESPACE = "confidential-pods-aesmd"
+AESMD_DAEMONSET = "confidential-pods-aesmd"
+#: The AESM DaemonSet's image as the aesmd component names it until a user sets theirs.
+AESMD_PLACEHOLDER = "aesmd-image-required.invalid/aesmd"
+#: The DaemonSet's hostPath, as the host sees it (/var/run is a link to /run).
+HOST_AESMD_DIR = Path("/var/run/aesmd")
+INTEL_EPC = "sgx.intel.com/epc"
+EPC_MIB = 256
+NFD_SGX_LABEL = "intel.feature.node.kubernetes.io/sgx"
+JSON_PATCH = "application/json-patch+json"
+#: Intel's aesmd image runs as root (/dev/sgx_provision is root:sgx_prv 0660 on a node).
+AESMD_AS_ROOT = json.dumps(
+    [{"op": "add", "path": "/spec/template/spec/containers/0/securityContext/runAsUser", "value": 0}]
+)
+
+
+@pytest.fixture(scope="module")
+def installed(
+    request: pytest.FixtureRequest, e2e_log_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Installed]:
+    """The intel overlay on the node (tests/e2e/incluster.py), the AESM DaemonSet's pod Ready; the host's
+    ``/run/aesmd`` removed after."""
+    if HOST_AESMD_DIR.exists():
+        gate.unavailable(request.config, f"{HOST_AESMD_DIR} exists on this machine: the test would share it")
+    work = tmp_path_factory.mktemp("on-node-intel")
+
+    def prepare(kube: Kube, node: Node, images: dict[str, str]) -> list[JSON]:
+        node.start_device_plugin("intel", "--enclave-limit=20", "--provision-limit=20")
+        kube.patch(f"/api/v1/nodes/{node.name}", {"metadata": {"labels": {NFD_SGX_LABEL: "true"}}})
+        kube.patch(
+            f"/api/v1/nodes/{node.name}/status",
+            [{"op": "add", "path": "/status/capacity/sgx.intel.com~1epc", "value": str(EPC_MIB << 20)}],
+            content_type=JSON_PATCH,
+        )
+        edits = [
+            ["set", "image", f"{AESMD_PLACEHOLDER}={images['aesmd-standin']}"],
+            ["add", "patch", "--kind", "DaemonSet", "--name", AESMD_DAEMONSET, "--patch", AESMD_AS_ROOT],
+        ]
+        return built_overlay(work, "intel", images, edits)
+
+    try:
+        with installed_on_node(request.config, e2e_log_dir / "on-node-intel", work, prepare) as product:
+            wait_until(lambda: daemonset_ready(product.kube), timeout=120, what="the AESM DaemonSet Ready")
+            yield product
+    finally:
+        shutil.rmtree(HOST_AESMD_DIR, ignore_errors=True)
+
+
+def daemonset_ready(kube: Kube) -> bool:
+    status = kube.get(f"/apis/apps/v1/namespaces/{AESMD_NAMESPACE}/daemonsets/{AESMD_DAEMONSET}").get(
+        "status", {}
+    )
+    return bool(status.get("desiredNumberScheduled") == 1 and status.get("numberReady") == 1)
+
+
+def aesmd_pod(kube: Kube) -> JSON:
+    (pod,) = kube.get(f"/api/v1/namespaces/{AESMD_NAMESPACE}/pods")["items"]
+    return pod
+
+
+def test_the_aesm_daemonset_runs_our_images_and_serves_the_socket_with_the_qcnl_file(
+    installed: Installed,
+) -> None:
+    pod = aesmd_pod(installed.kube)
+    assert pod["spec"]["nodeName"] == installed.node.name
+    (aesmd,) = pod["spec"]["containers"]
+    assert aesmd["image"] == installed.images["aesmd-standin"]
+    assert aesmd["securityContext"]["runAsUser"] == 0  # the test's patch: root, as Intel's image runs
+    (qcnl_init,) = pod["spec"]["initContainers"]
+    assert qcnl_init["image"] == installed.images["confidential-pods"]
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["ready"], status  # its probes: test -S /var/run/aesmd/aesm.socket
+    output = installed.node.ctr(
+        "tasks",
+        "exec",
+        "--exec-id",
+        "qcnl-check",
+        status["containerID"].removeprefix("containerd://"),
+        "sh",
+        "-c",
+        QCNL_IN_AESMD,
+    )
+    kind, _, text = output.partition("\n")
+    assert kind == "regular", output
+    qcnl: dict[str, Any] = json.loads(text)
+    assert qcnl["pccs_url"] == PCCS_URL, qcnl
+    assert (HOST_AESMD_DIR / "aesm.socket").is_socket()
+
+
+def test_a_host_mode_pod_runs_and_reaches_the_node_aesm_socket(installed: Installed) -> None:
+    kube = installed.kube
+    created = kube.create(
+        f"/api/v1/namespaces/{APP_NAMESPACE}/pods", opted_in_pod(installed.images["confidential-pods"])
+    )
+    spec = created["spec"]
+    assert spec["schedulerName"] == "confidential-scheduler"
+    assert "runtimeClassName" not in spec  # runtimeClass: none - runc and the host's AESM
+    assert not spec.get("initContainers")
+    (app,) = spec["containers"]
+    assert app["resources"]["limits"][INTEL_EPC] == "64Mi"
+
+    pod, facts, log = observe(kube, "enclave")
+    assert pod["status"]["phase"] == "Running", (pod["status"], log)
+    assert pod["spec"]["nodeName"] == installed.node.name
+    assert facts["AESM_CONNECT"] == "ok", log
+    assert facts["AESM_MOUNT"] == "ro", log
+    assert facts["SGX_AESM_ADDR"] == "1", log
+    assert "DEVICE /dev/sgx_enclave char" in log, log
+    assert facts["QCNL_PRESENT"] == "False", log  # quote: aesmd - the DaemonSet's aesmd has the file
+    assert facts["PCCS"] == "200", log
+    kube.delete(f"/api/v1/namespaces/{APP_NAMESPACE}/pods/enclave", grace_period_seconds=0)
+
+
+def test_an_in_process_pod_gets_the_qcnl_file_and_the_provisioning_device(installed: Installed) -> None:
+    kube = installed.kube
+    pod = opted_in_pod(
+        installed.images["confidential-pods"], "in-process", **{"confidential-pods.io/quote": "in-process"}
+    )
+    kube.create(f"/api/v1/namespaces/{APP_NAMESPACE}/pods", pod)
+    pod, facts, log = observe(kube, "in-process")
+    assert pod["status"]["phase"] == "Running", (pod["status"], log)
+    assert facts["QCNL_KIND"] == "regular", log
+    qcnl = json.loads(facts["QCNL_JSON"])
+    assert qcnl["pccs_url"] == PCCS_URL and qcnl["use_secure_cert"] is True, qcnl
+    assert "DEVICE /dev/sgx_enclave char" in log and "DEVICE /dev/sgx_provision char" in log, log
+    assert facts["PCCS"] == "200", log
+    kube.delete(f"/api/v1/namespaces/{APP_NAMESPACE}/pods/in-process", grace_period_seconds=0)
