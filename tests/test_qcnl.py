@@ -11,7 +11,7 @@ import pytest
 from confidential_pods.cli import main
 from confidential_pods.errors import ConfigError
 from confidential_pods.qcnl import Dcap, read_dcap, render
-from confidential_pods.settings import Settings, settings_from_mapping
+from confidential_pods.settings import Settings, problems, settings_from_mapping
 
 PCCS = "https://sgx-dcap-server.cn-hangzhou.aliyuncs.com/sgx/certification/v4/"
 
@@ -85,10 +85,12 @@ def test_quote_key_and_its_need_for_a_pccs() -> None:
     assert settings_from_mapping({"quote": "none"}).quote == "none"
     with pytest.raises(ConfigError, match="quote: 'inproc' is not one of"):
         settings_from_mapping({"quote": "inproc"})
-    with pytest.raises(ConfigError, match=r"dcap.pccsUrl: required when quote is in-process"):
-        settings_from_mapping({"quote": "in-process"})
+    # valid key by key, incomplete together: named by problems() (the offline tools exit 2, the webhook is
+    # unready), not refused by the loader
+    (problem,) = problems(settings_from_mapping({"quote": "in-process"}))
+    assert problem.key == "dcap.pccsUrl" and problem.message.startswith("quote is in-process")
     configured = settings_from_mapping({"quote": "in-process", "dcap": {"pccsUrl": PCCS}})
-    assert configured.dcap.pccs_url == PCCS
+    assert configured.dcap.pccs_url == PCCS and problems(configured) == ()
     with pytest.raises(ConfigError, match="aesmSidecarUser"):
         settings_from_mapping({"aesmSidecarUser": -1})
 
