@@ -19,8 +19,8 @@ would mutate these pods too). What a cluster has and this one lacks is provided 
   confidential-scheduler of the build (two replicas, leader election, the extender sidecar) places the
   opted-in pod.
 
-The intel overlay: tests/e2e/test_on_node_intel.py. Not here yet: the Helm chart, Pod Security ``restricted``,
-pod lifecycle and preemption on the node.
+An opted-in pod also runs in a namespace enforcing Pod Security ``restricted``. The intel overlay:
+tests/e2e/test_on_node_intel.py. Not here yet: the Helm chart, pod lifecycle and preemption on the node.
 """
 
 from __future__ import annotations
@@ -41,12 +41,14 @@ from tests.e2e.incluster import (
     Installed,
     apply_all,
     built_overlay,
+    delete_and_wait,
     installed_on_node,
     observe,
     opted_in_pod,
 )
-from tests.e2e.kube import JSON, Kube
+from tests.e2e.kube import JSON, ApiError, Kube
 from tests.e2e.node import Node
+from tests.e2e.processes import wait_until
 from tests.manifests.building import MANIFESTS
 
 pytestmark = pytest.mark.e2e
@@ -145,3 +147,58 @@ def test_opted_in_pod_runs_with_the_aesmd_sidecar_and_sees_what_was_injected(ins
     (sidecar_spec,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "aesmd"]
     assert sidecar_spec["resources"]["limits"][ALIBABA_EPC] == "8"
     kube.delete(path, grace_period_seconds=0)
+
+
+RESTRICTED_NAMESPACE = "e2e-restricted"
+
+
+def test_an_opted_in_pod_runs_in_a_namespace_enforcing_restricted(installed: Installed) -> None:
+    """Pod Security ``restricted`` enforced: the webhook's sidecar and volumes pass it, the pod runs."""
+    kube = installed.kube
+    namespace: JSON = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": RESTRICTED_NAMESPACE,
+            "labels": {"pod-security.kubernetes.io/enforce": "restricted"},
+        },
+    }
+    apply_all(kube, [namespace])
+    try:
+        _wait_gone(kube, f"/api/v1/namespaces/{APP_NAMESPACE}/pods/enclave")  # its EPC free again
+        pod = opted_in_pod(installed.images["confidential-pods"])
+        pod["spec"]["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        pod["spec"]["containers"][0]["securityContext"] = {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        created = kube.create(f"/api/v1/namespaces/{RESTRICTED_NAMESPACE}/pods", pod)
+        (sidecar,) = [c for c in created["spec"]["initContainers"] if c["name"] == "aesmd"]
+        assert sidecar["securityContext"]["runAsNonRoot"] is True, sidecar
+        observed, facts, log = observe(kube, "enclave", RESTRICTED_NAMESPACE)
+        assert observed["status"]["phase"] == "Running", (observed["status"], log)
+        assert facts["AESM_CONNECT"] == "ok", log
+        assert facts["SGX_AESM_ADDR"] == "1", log
+        assert facts["EPC_UNITS"] == "64", log
+        assert "DEVICE /dev/sgx_enclave char" in log, log
+        # The same pod without the securityContext restricted asks for is refused: the level is enforced.
+        unrestricted = opted_in_pod(installed.images["confidential-pods"], "unrestricted")
+        try:
+            kube.create(f"/api/v1/namespaces/{RESTRICTED_NAMESPACE}/pods", unrestricted)
+        except ApiError as exc:
+            assert exc.status == 403 and "restricted" in str(exc), exc
+        else:
+            raise AssertionError("a pod violating restricted was admitted")
+    finally:
+        delete_and_wait(kube, [namespace])
+
+
+def _wait_gone(kube: Kube, path: str) -> None:
+    def gone() -> bool:
+        try:
+            kube.get(path)
+        except ApiError as exc:
+            return exc.status == 404
+        return False
+
+    wait_until(gone, timeout=60, what=f"{path} gone")
