@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -22,6 +23,7 @@ from certs.objects import webhook_bundles
 from confidential_pods.epc import node_capacity
 from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import format_bytes
+from confidential_pods.settings import incomplete, problems
 from confidential_pods.wire import mapping
 from operate.facts import (
     ENFORCE_LABEL,
@@ -190,7 +192,18 @@ def _dialed_name(entry: Mapping[str, Any]) -> str:
 
 
 def webhook_ready(facts: ClusterFacts) -> Finding:
-    return _deployment_ready("webhook", WEBHOOK_DEPLOYMENT, facts)
+    """The webhook Deployment is ready; when it is not and the configuration leaves a key to set (the webhook
+    then stays unready by design), the finding names the key."""
+    found = _deployment_ready("webhook", WEBHOOK_DEPLOYMENT, facts)
+    keys = list(dict.fromkeys(problem.key for problem in problems(facts.settings)))
+    if found.status == "ok" or not keys or facts.deployments.get(WEBHOOK_DEPLOYMENT) is None:
+        return found
+    return replace(
+        found,
+        message=f"{found.message}: {incomplete(facts.settings)}",
+        hint=f"set {', '.join(keys)} in the webhook's configuration (confidential-pods precheck names what "
+        "is left); the webhook stays unready until then",
+    )
 
 
 def scheduler_ready(facts: ClusterFacts) -> Finding:

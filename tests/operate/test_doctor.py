@@ -184,6 +184,18 @@ def test_webhook_readiness(deployments: dict[str, Any], status: str) -> None:
     assert webhook_ready(healthy(deployments=deployments)).status == status
 
 
+def test_an_unready_webhook_with_an_incomplete_configuration_names_the_key() -> None:
+    runv = settings_from_mapping({"runtimeClass": "runv"})
+    unready = webhook_ready(healthy(settings=runv, deployments={"confidential-pods-webhook": deployment(0)}))
+    assert unready.status == "fail"
+    assert "replicas ready: configuration incomplete: aesmSidecarImage: runtimeClass runv" in unready.message
+    assert unready.hint.startswith("set aesmSidecarImage in the webhook's configuration")
+    ready = webhook_ready(healthy(settings=runv))  # ready anyway (an older configuration): nothing to add
+    assert ready.status == "ok" and "incomplete" not in ready.message
+    complete = webhook_ready(healthy(deployments={"confidential-pods-webhook": deployment(0)}))
+    assert complete.status == "fail" and "incomplete" not in complete.message
+
+
 def test_scheduler_leader() -> None:
     stale = {
         "spec": {
