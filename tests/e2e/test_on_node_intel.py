@@ -167,5 +167,6 @@ def test_an_in_process_pod_gets_the_qcnl_file_and_the_provisioning_device(instal
     qcnl = json.loads(facts["QCNL_JSON"])
     assert qcnl["pccs_url"] == PCCS_URL and qcnl["use_secure_cert"] is True, qcnl
     assert "DEVICE /dev/sgx_enclave char" in log and "DEVICE /dev/sgx_provision char" in log, log
+    assert facts["AESM_CONNECT"] == "no socket directory", log  # in-process: no AESM socket is mounted
     assert facts["PCCS"] == "200", log
     kube.delete(f"/api/v1/namespaces/{APP_NAMESPACE}/pods/in-process", grace_period_seconds=0)
