@@ -39,7 +39,9 @@ _KEYS: Final = {
     "localPckUrl": "local_pck_url",
     "pckCacheExpireHours": "pck_cache_expire_hours",
 }
-_PLACEHOLDER = re.compile(r"<[^>]*>")
+#: ``<region>``, ``<your-pccs>``: text the user replaces (refused in dcap URLs; ``precheck`` finds it
+#: anywhere).
+PLACEHOLDER = re.compile(r"<[^>]*>")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def _url(key: str, value: object) -> str | None:
         return None
     if not isinstance(value, str):
         raise ConfigError(f"{key}: must be a URL, got {value!r}")
-    placeholder = _PLACEHOLDER.search(value)
+    placeholder = PLACEHOLDER.search(value)
     if placeholder:
         raise ConfigError(
             f"{key}: {value!r} still holds a placeholder ({placeholder.group(0)}): "

@@ -19,13 +19,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from confidential_pods.documents import load_document
 from confidential_pods.errors import ConfigError
+from confidential_pods.qcnl import PLACEHOLDER
 from confidential_pods.settings import problems, settings_from_mapping
 
-#: ``<region>``, ``<your-pccs>``: text the user replaces (the loader refuses it in dcap URLs).
-PLACEHOLDER = re.compile(r"<[^<>]+>")
 #: The ConfigMap of the build that holds the webhook's and the extender's configuration.
 CONFIG_MAP = "confidential-pods-config"
 _POD_SPEC_PATHS = (
@@ -76,7 +74,7 @@ def check_objects(objects: Sequence[object]) -> list[ToSet]:
         kind, name = obj.get("kind"), _name(obj)
         data = obj.get("data")
         if kind == "ConfigMap" and _is_config(obj) and isinstance(data, Mapping) and "config.yaml" in data:
-            config = yaml.safe_load(str(data["config.yaml"])) or {}
+            config = load_document(str(data["config.yaml"]), f"ConfigMap {name} config.yaml") or {}
             configs.append((f"ConfigMap {name}", config))
             found += check_config(config, f"ConfigMap {name}")
         for container, image, command in _containers(obj):

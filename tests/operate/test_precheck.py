@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
+from confidential_pods.errors import MalformedInput
 from operate.precheck import ToSet, check_config, check_objects
 
 PCCS = "https://pccs.example:8081/sgx/certification/v4/"
@@ -83,3 +84,18 @@ def test_objects_name_each_image_and_key_to_set(objects: list[dict[str, Any]], t
 
 def test_to_set_reads_as_one_line() -> None:
     assert str(ToSet("aesmSidecarImage", "config.yaml", "why")) == "set aesmSidecarImage (config.yaml): why"
+
+
+def test_the_builds_configuration_is_read_by_the_one_reader() -> None:
+    # The ConfigMap's config.yaml was read with bare yaml.safe_load: an alias bomb in it went unbounded
+    # into check_config. It goes through confidential_pods.documents, as every file does.
+    bomb = ["extra:", "  l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"  l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 9)]
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "confidential-pods-config", "namespace": "confidential-pods"},
+        "data": {"config.yaml": "\n".join(bomb) + "\n"},
+    }
+    with pytest.raises(MalformedInput, match=r"config\.yaml contains excessive aliasing"):
+        check_objects([config_map])
