@@ -3,13 +3,16 @@
 Raw JSON (``_preload_content=False``), lists page by page; pods are reduced to a
 :class:`~operate.doctor.PodSummary` as each page arrives, so a cluster of 150,000 pods is never held
 whole. A read the API server refuses is recorded (``unreadable``) for the checks to report, not raised.
-The configuration is the one the webhook runs with: the ConfigMap its Deployment mounts as ``config``.
+The configuration is the one the webhook runs with: the ConfigMap its Deployment mounts as ``config``; the
+KubeSchedulerConfiguration the one ``confidential-scheduler`` runs with: the ConfigMap mounted as
+``scheduler-config``. Both are parsed by the one bounded reader (:mod:`confidential_pods.documents`): a
+ConfigMap is input the doctor does not control.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal
@@ -40,10 +43,12 @@ PAGE = 500
 TIMEOUT = (5, 60)
 #: The ConfigMap volume of the webhook Deployment that holds config.yaml.
 CONFIG_VOLUME = "config"
+#: The ConfigMap volume of the scheduler Deployment that holds its KubeSchedulerConfiguration (config.yaml).
+SCHEDULER_CONFIG_VOLUME = "scheduler-config"
 
 
 class Unreadable(Exception):
-    """The API server refused a read (the message says what it answered)."""
+    """The API server refused a read, or what it answered cannot be used (the message says which)."""
 
 
 class Unreachable(Unreadable):
@@ -99,27 +104,54 @@ def read_settings(reader: Reader, namespace: str) -> tuple[Settings, str]:
     deployment = reader.get(reader.apps.read_namespaced_deployment, WEBHOOK_DEPLOYMENT, namespace)
     if deployment is None:
         raise ConfigError(f"Deployment {namespace}/{WEBHOOK_DEPLOYMENT} not found; pass --config FILE")
-    volumes = (
-        mapping(mapping(mapping(deployment.get("spec")).get("template")).get("spec")).get("volumes") or []
-    )
-    names = [
-        mapping(mapping(v).get("configMap")).get("name")
-        for v in volumes
-        if mapping(v).get("name") == CONFIG_VOLUME
-    ]
-    if not names or not isinstance(names[0], str):
+    name = mounted_config_map(deployment, CONFIG_VOLUME)
+    if name is None:
         raise ConfigError(
             f"Deployment {namespace}/{WEBHOOK_DEPLOYMENT} mounts no ConfigMap as {CONFIG_VOLUME!r}"
         )
-    config_map = reader.get(reader.core.read_namespaced_config_map, names[0], namespace)
+    config_map = reader.get(reader.core.read_namespaced_config_map, name, namespace)
     text = mapping(mapping(config_map).get("data")).get("config.yaml")
     if not isinstance(text, str):
-        raise ConfigError(f"ConfigMap {namespace}/{names[0]} has no config.yaml")
+        raise ConfigError(f"ConfigMap {namespace}/{name} has no config.yaml")
     try:
-        data = load_document(text, f"ConfigMap {namespace}/{names[0]} config.yaml") or {}
+        data = load_document(text, f"ConfigMap {namespace}/{name} config.yaml") or {}
     except MalformedInput as exc:
         raise ConfigError(str(exc)) from None
-    return settings_from_mapping(data), f"ConfigMap {namespace}/{names[0]}"
+    return settings_from_mapping(data), f"ConfigMap {namespace}/{name}"
+
+
+def mounted_config_map(deployment: Mapping[str, Any], volume: str) -> str | None:
+    """The name of the ConfigMap ``deployment`` mounts as ``volume`` (None: no such ConfigMap volume)."""
+    volumes = mapping(mapping(mapping(deployment.get("spec")).get("template")).get("spec")).get("volumes")
+    for entry in volumes if isinstance(volumes, list) else ():
+        if mapping(entry).get("name") == volume:
+            name = mapping(mapping(entry).get("configMap")).get("name")
+            return name if isinstance(name, str) and name else None
+    return None
+
+
+def read_scheduler_configuration(
+    reader: Reader, deployment: Mapping[str, Any], namespace: str
+) -> dict[str, Any]:
+    """The KubeSchedulerConfiguration of the scheduler ``deployment`` (its ``scheduler-config`` ConfigMap's
+    ``config.yaml``); :class:`Unreadable` says why there is none."""
+    where = f"Deployment {namespace}/{SCHEDULER_DEPLOYMENT}"
+    name = mounted_config_map(deployment, SCHEDULER_CONFIG_VOLUME)
+    if name is None:
+        raise Unreadable(f"{where} mounts no ConfigMap as {SCHEDULER_CONFIG_VOLUME!r}")
+    config_map = reader.get(reader.core.read_namespaced_config_map, name, namespace)
+    if config_map is None:
+        raise Unreadable(f"ConfigMap {namespace}/{name} ({where} mounts it) does not exist")
+    text = mapping(config_map.get("data")).get("config.yaml")
+    if not isinstance(text, str):
+        raise Unreadable(f"ConfigMap {namespace}/{name} has no config.yaml")
+    try:
+        document = load_document(text, f"ConfigMap {namespace}/{name} config.yaml")
+    except MalformedInput as exc:
+        raise Unreadable(str(exc)) from None
+    if not isinstance(document, dict):
+        raise Unreadable(f"ConfigMap {namespace}/{name} config.yaml is not a KubeSchedulerConfiguration")
+    return document
 
 
 def ledger_of(reader: Reader, settings: Settings) -> EpcLedger:
@@ -183,6 +215,12 @@ def gather(reader: Reader, settings: Settings, namespace: str, now: datetime | N
     deployments = (WEBHOOK_DEPLOYMENT, SCHEDULER_DEPLOYMENT)
     for name in deployments:
         attempt(f"deployment {name}", partial(reader.get, apps.read_namespaced_deployment, name, namespace))
+    scheduler = found.get(f"deployment {SCHEDULER_DEPLOYMENT}")
+    if scheduler is not None:
+        attempt(
+            "scheduler configuration",
+            lambda: read_scheduler_configuration(reader, scheduler, namespace),
+        )
     attempt(
         "lease",
         lambda: reader.get(reader.coordination.read_namespaced_lease, SCHEDULER_DEPLOYMENT, namespace),
@@ -199,6 +237,7 @@ def gather(reader: Reader, settings: Settings, namespace: str, now: datetime | N
         serving_secret=found.get("serving secret"),
         deployments={name: found.get(f"deployment {name}") for name in deployments},
         lease=found.get("lease"),
+        scheduler_configuration=found.get("scheduler configuration"),
         daemonsets=found.get("daemonsets") or (),
         unreadable=unreadable,
     )

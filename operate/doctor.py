@@ -46,6 +46,7 @@ from operate.facts import (
     skipped,
     worst,
 )
+from operate.schedulermode import scheduler_mode
 
 __all__ = ["CHECKS", "EXIT_CODES", "ClusterFacts", "Finding", "PodSummary", "diagnose", "render", "worst"]
 
@@ -429,6 +430,7 @@ CHECKS: tuple[Step, ...] = (
     Step("webhook-configuration", webhook_configuration),
     Step("webhook", webhook_ready),
     Step("scheduler", scheduler_ready),
+    Step("scheduler-mode", scheduler_mode),
     Step("aesm-source", aesm_source),
     Step("pod-security", pod_security),
     Step("epc-pods-scheduler", unrouted_epc_pods),

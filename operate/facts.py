@@ -1,5 +1,6 @@
 """What ``confidential-pods doctor`` reads and says: the facts of a cluster, one finding per check, the
-verdict and its text. Pure data and the helpers every check shares (``operate/doctor.py`` holds the checks).
+verdict and its text. Pure data and the helpers every check shares (``operate/doctor.py`` holds the checks,
+``operate/schedulermode.py`` the scheduler configuration's).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class ClusterFacts:
     serving_secret: Mapping[str, Any] | None = None
     deployments: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
     lease: Mapping[str, Any] | None = None
+    #: The KubeSchedulerConfiguration the scheduler Deployment mounts (``scheduler-config``); None when there
+    #: is no such Deployment, or ``unreadable["scheduler configuration"]`` says why it could not be read.
+    scheduler_configuration: Mapping[str, Any] | None = None
     daemonsets: Sequence[Mapping[str, Any]] = ()
     unreadable: Mapping[str, str] = field(default_factory=dict)
 

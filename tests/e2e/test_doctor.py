@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from extender.modes import classify
 from tests.commands import cli, kubectl_plugin
 from tests.e2e.kube import JSON, Kube, pod_events
 from tests.e2e.processes import wait_until
@@ -41,7 +42,7 @@ def _micro(moment: datetime) -> str:
 
 @pytest.fixture
 def seeded(installation: Installation, kube: Kube) -> Iterator[Installation]:
-    """The installation's Deployments (ready), its ConfigMap, a fresh leader Lease."""
+    """The installation's Deployments (ready), their ConfigMaps, a fresh leader Lease."""
     created: list[str] = []
     config_map = {
         "apiVersion": "v1",
@@ -51,6 +52,10 @@ def seeded(installation: Installation, kube: Kube) -> Iterator[Installation]:
     }
     kube.create(f"/api/v1/namespaces/{NAMESPACE}/configmaps", config_map)
     created.append(f"/api/v1/namespaces/{NAMESPACE}/configmaps/{CONFIG_MAP}")
+    # The scheduler's KubeSchedulerConfiguration, as built (the Deployment mounts it as scheduler-config).
+    scheduler_config = installation.overlay.one("ConfigMap", "confidential-scheduler-config")
+    kube.create(f"/api/v1/namespaces/{NAMESPACE}/configmaps", scheduler_config)
+    created.append(f"/api/v1/namespaces/{NAMESPACE}/configmaps/{scheduler_config['metadata']['name']}")
     for name in ("confidential-pods-webhook", "confidential-scheduler"):
         deployment = json.loads(json.dumps(installation.overlay.one("Deployment", name)))
         for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
@@ -183,10 +188,13 @@ def test_doctor_sees_a_healthy_installation_and_each_seeded_fault(
         "webhook-configuration",
         "webhook",
         "scheduler",
+        "scheduler-mode",
         "aesm-source",
         "route-epc-pods",
     ):
         assert checks[name]["status"] == "ok", checks[name]
+    mode = classify(installation.overlay.scheduler_config(""), profile.epc_resource).mode
+    assert mode is not None and checks["scheduler-mode"]["message"].startswith(f"{mode} mode: ")
     assert profile.epc_resource in checks["epc-resource"]["message"]
     assert "confidential-scheduler-0_e2e" in checks["scheduler"]["message"]
     assert aesm_daemonset in checks["aesm-source"]["message"]
@@ -208,9 +216,18 @@ def test_doctor_sees_a_healthy_installation_and_each_seeded_fault(
     restricted = make_namespace(
         {"confidential-pods.io/injection": "enabled", "pod-security.kubernetes.io/enforce": "restricted"}
     )
+    scheduler_config = installation.overlay.one("ConfigMap", "confidential-scheduler-config")
+    ignorable = installation.overlay.scheduler_config("http://127.0.0.1:8444")
+    ignorable["extenders"][0]["ignorable"] = True
+    kube.patch(
+        f"/api/v1/namespaces/{NAMESPACE}/configmaps/{scheduler_config['metadata']['name']}",
+        {"data": {"config.yaml": yaml.safe_dump(ignorable)}},
+    )
     code, checks, _ = doctor(installation)
     assert code == 2
     assert checks["webhook"]["status"] == "fail" and "0 of 2 replicas ready" in checks["webhook"]["message"]
+    assert checks["scheduler-mode"]["status"] == "fail"
+    assert "the extender is ignorable" in checks["scheduler-mode"]["message"]
     assert checks["scheduler"]["status"] == "fail" and "last renewed" in checks["scheduler"]["message"]
     assert checks["epc-pods-scheduler"]["status"] == "warn"
     assert f"{namespace}/rogue (default-scheduler)" in checks["epc-pods-scheduler"]["message"]

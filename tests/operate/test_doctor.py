@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from certs.authority import bundle_pem, certificate_pem, issue_authority, issue_serving, service_names
+from confidential_pods.documents import load_document
 from confidential_pods.settings import settings_from_mapping
 from operate.doctor import (
     CHECKS,
@@ -34,11 +36,19 @@ from operate.doctor import (
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NAMESPACE = "confidential-pods"
 EPC = "alibabacloud.com/sgx_epc_MiB"
-SETTINGS = settings_from_mapping(
-    {"aesm": "host", "schedulerName": "confidential-scheduler",
-     "preemptingSchedulerName": "confidential-scheduler-preempting"}
-)  # fmt: skip
+SETTINGS = settings_from_mapping({"aesm": "host", "schedulerName": "confidential-scheduler"})
 MIB = 2**20
+REPO = Path(__file__).resolve().parents[2]
+
+
+def shipped_scheduler_configuration(path: str) -> dict[str, Any]:
+    """A KubeSchedulerConfiguration of manifests/, read as the doctor reads the ConfigMap holding it."""
+    document: dict[str, Any] = load_document((REPO / path).read_text(), path)
+    return document
+
+
+#: The alibaba overlay's configuration (native mode), as its ConfigMap holds it.
+NATIVE = shipped_scheduler_configuration("manifests/overlays/alibaba/scheduler-config.yaml")
 
 
 def node(name: str, allocatable: dict[str, str]) -> dict[str, Any]:
@@ -83,6 +93,7 @@ def healthy(**changes: Any) -> ClusterFacts:
         webhook_configuration=configuration,
         serving_secret=secret,
         deployments={"confidential-pods-webhook": deployment(2), "confidential-scheduler": deployment(2)},
+        scheduler_configuration=NATIVE,
         lease={
             "spec": {
                 "holderIdentity": "scheduler-0",

@@ -120,6 +120,8 @@ def test_wait_times_out_and_says_what_is_not_ready(files: dict[str, str]) -> Non
     statuses = {c["check"]: c["status"] for c in document["checks"]}
     assert statuses["webhook-configuration"] == statuses["webhook"] == "fail"
     assert statuses["route-epc-pods"] == "skipped"
+    # no scheduler Deployment: the cluster's own scheduler, whose configuration is not read
+    assert statuses["scheduler-mode"] == "ok"
     text = doctor("--kubeconfig", files["kubeconfig"], "--config", files["config"], "--wait", "1s")
     assert text.returncode == 2
     assert (
