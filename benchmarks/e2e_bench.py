@@ -11,7 +11,8 @@ One run (issue 5, "Benchmark (not a test)"):
 * **phase a, with the extender**: ``--pods`` pods annotated ``confidential-pods.io/confidential: "true"``
   are created in a namespace the webhook serves; it mutates them (EPC, AESM, RuntimeClass,
   ``schedulerName: confidential-scheduler``) and confidential-scheduler places them with the extender's
-  filter, prioritize and bind;
+  filter (and, with ``--mode ledger``, its prioritize and bind; in native mode kube-scheduler scores and
+  binds);
 * all of them are deleted (grace period 0) and the run waits until the extender's ledger is empty again,
   so both phases see the same empty nodes;
 * **phase b, without the extender**: the same pods, as stored after the webhook (a dry-run create of a
@@ -59,12 +60,12 @@ from pathlib import Path
 from typing import Any
 
 from confidential_pods.quantities import parse_decimal
+from extender.modes import MODES
 from tests.e2e.harness import ApiServer, Binaries, ControlPlane
 from tests.e2e.kube import JSON, Kube, create_namespace, create_node
 from tests.e2e.processes import Process, wait_until
 from tests.e2e.product import Installation, Samples, install, metric_samples, sum_matching
 from tests.machine import load_average, tree_cpu_seconds
-from tests.manifests.building import in_tree_scoring
 
 CONFIDENTIAL = "confidential-pods.io/confidential"
 STATUS = "confidential-pods.io/status"
@@ -705,16 +706,8 @@ class Bench:
         def adjust(config: dict[str, Any]) -> None:
             if not args.as_shipped:
                 config["clientConnection"] = {**config.get("clientConnection", {}), **connection}
-            if args.in_tree_scoring:  # as the chart's scheduler.scoring: in-tree writes it
-                scored = in_tree_scoring(
-                    config, installation.settings.get("scoringStrategy", "LeastAllocated")
-                )
-                config.clear()
-                config.update(scored)
-            if args.filter_only:
-                filter_only(config)
 
-        if not args.as_shipped or args.in_tree_scoring:
+        if not args.as_shipped:
             installation.scheduler.stop()
             installation.adjust_scheduler_config = adjust
             installation.start_scheduler()
@@ -746,18 +739,6 @@ class Bench:
 
     def delete_all(self, namespace: str) -> None:
         delete_all(self.api, self.kube, namespace, self.args.threads)
-
-
-def filter_only(config: dict[str, Any]) -> None:
-    """A measurement, not a configuration the project offers: no bind verb either, kube-scheduler binds, and
-    NodeResourcesFit counts EPC in every profile (no ``ignoredResources``), so that its cache, which holds the
-    binds it has in flight, keeps two pods from the same EPC; the extender answers ``/filter`` alone."""
-    for extender in config.get("extenders", []):
-        extender.pop("bindVerb", None)
-    for profile in config.get("profiles", []):
-        for plugin in profile.get("pluginConfig", []):
-            if plugin.get("name") == "NodeResourcesFit":
-                plugin.get("args", {}).pop("ignoredResources", None)
 
 
 def prepare_cluster(bench: Bench) -> tuple[JSON, dict[str, str]]:
@@ -934,10 +915,11 @@ def figures(
             if args.as_shipped
             else f"both qps {args.scheduler_qps:g}, burst {2 * args.scheduler_qps:g}"
         ),
-        "scoring": "in-tree (NodeResourcesFit, no prioritize verb)" if args.in_tree_scoring else "extender",
-        "binding": "kube-scheduler (no bind verb; NodeResourcesFit counts EPC)"
-        if args.filter_only
-        else "extender",
+        "mode": (
+            "native (kube-scheduler counts, scores and binds; the extender filters)"
+            if args.mode == "native"
+            else "ledger (the extender filters, scores and binds)"
+        ),
         "node_allocatable": allocatable,
         "phases": [
             {**asdict(p), "pods_per_s": p.pods_per_s, "creates_per_s": p.creates_per_s}
@@ -1125,10 +1107,7 @@ def report(result: Mapping[str, Any]) -> None:
     c, d = (p["cpu_s"] for p in result["scheduling_only"])
     for name in a:
         print(f"  {name:<24}" + "".join(f"{x.get(name, 0.0):>8.1f}" for x in (a, b, c, d)))
-    print(
-        f"schedulers' API clients: {result['schedulers_client']}; EPC scoring: {result['scoring']}; "
-        f"binding: {result['binding']}"
-    )
+    print(f"schedulers' API clients: {result['schedulers_client']}; mode: {result['mode']}")
     print("ratios in this run (goal):")
     for name, value in result["ratios"].items():
         goal, kind = GOALS[name]
@@ -1160,16 +1139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "binds wait on that limiter), confidential-scheduler the overlay's (its binds are the extender's)",
     )
     parser.add_argument(
-        "--in-tree-scoring",
-        action="store_true",
-        help="confidential-scheduler as the chart's scheduler.scoring: in-tree configures it (no prioritize "
-        "verb: NodeResourcesFit scores EPC itself)",
-    )
-    parser.add_argument(
-        "--filter-only",
-        action="store_true",
-        help="a measurement, not an offered configuration: --in-tree-scoring and no bind verb either "
-        "(kube-scheduler binds; NodeResourcesFit counts EPC in every profile)",
+        "--mode",
+        choices=MODES,
+        default="native",
+        help='the scheduling mode installed (docs/extender.md "Modes"): native, as the overlays ship (the '
+        "extender filters; kube-scheduler scores and binds), or ledger (the overlay with its ledger-mode "
+        "component: the extender also scores and binds)",
     )
     parser.add_argument(
         "--perf",
@@ -1181,7 +1156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs also on success")
     args = parser.parse_args(argv)
-    args.in_tree_scoring = args.in_tree_scoring or args.filter_only  # no prioritize verb either
+    build = args.overlay if args.mode == "native" else f"{args.overlay}+ledger"
 
     binaries = Binaries.locate()
     log_dir = Path(tempfile.mkdtemp(prefix="e2e-bench-logs-"))
@@ -1190,7 +1165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with (
             tempfile.TemporaryDirectory(prefix="e2e-bench-") as workdir,
             ControlPlane.run(binaries, Path(workdir) / "plane", log_dir) as plane,
-            install(plane, args.overlay, Path(workdir) / "install", log_dir) as installation,
+            install(plane, build, Path(workdir) / "install", log_dir) as installation,
         ):
             result = measure(args, plane, installation)
         result["loadavg_end"] = load_average()

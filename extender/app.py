@@ -71,12 +71,14 @@ def create_app(
     pending: PendingPods | None = None,
     metrics: ExtenderMetrics | None = None,
     draining: Callable[[], bool] = lambda: False,
+    counts_epc: bool = True,
 ) -> Flask:
     """Build the extender app over one ledger. ``ready`` (the ledger has been listed) gates the verbs
     and backs ``/readyz``; ``draining`` (the serving layer's SIGTERM drain) fails ``/readyz`` only: the
     verbs kube-scheduler still sends while the Service's endpoints catch up are answered.
 
     ``metrics`` lets the caller register more collectors (the watch feed's) in the same registry.
+    ``counts_epc``: whether ``/filter`` refuses by free EPC (:attr:`~extender.verbs.Verbs.counts_epc`).
     """
     app = Flask("confidential-pods-extender")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -94,6 +96,7 @@ def create_app(
         on_expired=metrics.count_expired,
         on_preempt=metrics.count_preemption,
         on_departures=metrics.count_departures,
+        counts_epc=counts_epc,
     )
     responders = {f"/{route.verb}": _responder(route, verbs, ready, metrics) for route in ROUTES}
     serve_posts(app, responders, _error)

@@ -8,6 +8,7 @@ from typing import Any
 
 from confidential_pods.cli import add_config_option, add_serving_options, component, serving_options
 from confidential_pods.settings import SCORING_STRATEGIES, Settings
+from extender.modes import MODES
 
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
@@ -37,6 +38,12 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         default=None,
         help="largest request body in bytes, chunked or not (default 128 MiB: 5,000 whole Nodes fit)",
     )
+    serve.add_argument(
+        "--scheduler-config",
+        help="kube-scheduler's configuration file (as the scheduler's pod mounts it), read once for the "
+        "scheduling mode: in native mode /filter leaves EPC to kube-scheduler's NodeResourcesFit; without "
+        'it, or when the file contradicts its mode, /filter counts EPC itself (docs/extender.md "Modes")',
+    )
     serve.set_defaults(handler=_serve)
 
     simulate = subcommands.add_parser(
@@ -45,11 +52,15 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         description="Place pending pods and workloads from files, in file order, as they would be "
         "placed: the webhook's mutation first (with --config, as inject), then kube-scheduler's own "
         "filters (cordons, taints and tolerations, nodeSelector, required node affinity), then the "
-        "extender's filter, prioritize and bind. Pods with spec.nodeName hold EPC; Deployments, "
+        "extender's filter, then the scheduling mode's score and bind: native (the default) scores as "
+        "kube-scheduler's NodeResourcesFit scores EPC (0-100; cpu and memory not modelled) and binds as "
+        "kube-scheduler does, ledger uses the extender's prioritize (0-10) and bind. The report's first "
+        "line says which. Pods with spec.nodeName hold EPC; Deployments, "
         "StatefulSets, ReplicaSets, Jobs and CronJobs become their pods, a DaemonSet one pod per eligible "
         "node; Namespaces count as the webhook counts them. What kube-scheduler checks besides is named "
         "in the report. With no files, a built-in example cluster is used.",
-        epilog="exit codes: 0 report printed (unschedulable and refused pods included); 2 a file could not "
+        epilog="exit codes: 0 report printed (unschedulable and refused pods included); 2 an option's value "
+        "is unknown (one line after the usage), a file could not "
         "be read or parsed (not UTF-8, not YAML/JSON, excessive YAML aliasing, nesting deeper than 100 "
         "levels, objects that are not Nodes, Pods, Namespaces or workloads) or the configuration is unusable "
         "or incomplete (one line per key to set)",
@@ -57,7 +68,18 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     simulate.add_argument("--nodes", help="file with Nodes (and possibly Pods): v1 List or multi-doc YAML")
     simulate.add_argument("--pods", help="file with Pods, workloads, Namespaces (and possibly Nodes)")
     add_config_option(simulate, complete=True)
-    simulate.add_argument("--strategy", choices=SCORING_STRATEGIES, help="override scoringStrategy")
+    simulate.add_argument(
+        "--strategy",
+        choices=SCORING_STRATEGIES,
+        help="override scoringStrategy (native mode: as NodeResourcesFit's scoringStrategy type)",
+    )
+    simulate.add_argument(
+        "--mode",
+        choices=MODES,
+        default="native",
+        help="who scores and binds: native, kube-scheduler (NodeResourcesFit, 0-100; the shipped default), "
+        "or ledger, the extender (prioritize 0-10, bind); default native",
+    )
     simulate.set_defaults(handler=_simulate)
 
 
@@ -71,6 +93,7 @@ def _serve(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         max_body=args.max_body,
         metrics_address=(args.metrics_host, args.metrics_port) if args.metrics_port else None,
+        scheduler_config=args.scheduler_config,
     )
 
 
@@ -91,6 +114,6 @@ def _simulate(args: argparse.Namespace) -> int:
     except SnapshotError as exc:
         print(f"confidential-pods simulate: {exc}", file=sys.stderr)
         return 2
-    result = simulate(facts, settings, args.strategy)
+    result = simulate(facts, settings, args.strategy, args.mode)
     sys.stdout.write(render(result))
     return 0

@@ -32,13 +32,15 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from confidential_pods import kube, serving
-from confidential_pods.errors import ServingError
+from confidential_pods.documents import load_document, read_text
+from confidential_pods.errors import MalformedInput, ServingError
 from confidential_pods.listening import bind_listener, listen_error, resolve
 from confidential_pods.settings import Settings
 from extender.app import create_app
 from extender.binding import ApiBinder, Binder, MemoryBinder
 from extender.ledger import EpcLedger
 from extender.metrics import ExtenderMetrics
+from extender.modes import ModeReport, classify, describe, filter_counts_epc
 from extender.snapshot import SnapshotError, fill_ledger_from_facts, load_snapshot_facts
 
 logger = logging.getLogger(__name__)
@@ -161,8 +163,13 @@ def serve(
     max_body: int | None = None,
     drain_seconds: float = 0.0,
     metrics_address: tuple[str, int] | None = None,
+    scheduler_config: str | None = None,
 ) -> int:
     """Serve the extender until SIGTERM/SIGINT; start-up errors print one line and return 1.
+
+    ``scheduler_config``: kube-scheduler's configuration file (the one the scheduler's pod mounts), read once
+    for its mode (:mod:`extender.modes`): in native mode ``/filter`` leaves EPC to kube-scheduler. Without it,
+    or when the file contradicts its mode (each contradiction logged), ``/filter`` counts EPC itself.
 
     ``metrics_address``: also serve ``/metrics`` alone (no verb, no ``/inspect``) on this address, so that
     Prometheus can scrape the extender while its verbs stay on localhost.
@@ -182,6 +189,7 @@ def serve(
         if max_body is not None and max_body < 1024:
             raise ServingError("--max-body must be at least 1024 bytes")
         tls = serving.load_tls(spec)
+        report = scheduling_mode(scheduler_config, settings) if scheduler_config else None
         try:
             backend = snapshot_backend(snapshot, settings) if snapshot else api_backend(kubeconfig, settings)
         except SnapshotError as exc:
@@ -203,13 +211,42 @@ def serve(
             settings.profile.name,
             settings.scoring_strategy,
         )
-        return serving.run(spec, lambda draining: _app(backend, settings, draining, max_body), tls=tls)
+        counts_epc = filter_counts_epc(report)
+        if report is None:
+            logger.info("no --scheduler-config: /filter counts EPC itself (as in ledger mode)")
+        else:
+            logger.info("%s (%s)", describe(report), scheduler_config)
+            for problem in report.problems:
+                logger.warning(
+                    "scheduler configuration %s: %s; /filter counts EPC itself", scheduler_config, problem
+                )
+        return serving.run(
+            spec, lambda draining: _app(backend, settings, draining, max_body, counts_epc), tls=tls
+        )
     except ServingError as exc:
         print(f"confidential-pods extender serve: {exc}", file=sys.stderr)
         return 1
 
 
-def _app(backend: Backend, settings: Settings, not_draining: Callable[[], bool], max_body: int | None) -> Any:
+def scheduling_mode(path: str, settings: Settings) -> ModeReport:
+    """The mode of kube-scheduler's configuration at ``path`` for the configured EPC resource; a file that
+    cannot be read or is not a KubeSchedulerConfiguration is a :class:`ServingError` naming it."""
+    try:
+        config = load_document(read_text(path, "scheduler configuration"), path)
+    except MalformedInput as exc:
+        raise ServingError(f"--scheduler-config: {exc}") from None
+    if not isinstance(config, dict) or config.get("kind") != "KubeSchedulerConfiguration":
+        raise ServingError(f"--scheduler-config {path}: not a KubeSchedulerConfiguration")
+    return classify(config, settings.profile.epc_resource)
+
+
+def _app(
+    backend: Backend,
+    settings: Settings,
+    not_draining: Callable[[], bool],
+    max_body: int | None,
+    counts_epc: bool = True,
+) -> Any:
     app = create_app(
         backend.ledger,
         settings,
@@ -217,6 +254,7 @@ def _app(backend: Backend, settings: Settings, not_draining: Callable[[], bool],
         backend.ready,
         metrics=backend.metrics,
         draining=lambda: not not_draining(),
+        counts_epc=counts_epc,
     )
     if max_body is not None:
         app.config["MAX_CONTENT_LENGTH"] = max_body

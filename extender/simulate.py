@@ -10,9 +10,16 @@ workload's pods in its place: :mod:`extender.workloads`):
    is placed as it is;
 2. keeps the nodes kube-scheduler's own filters leave it (:mod:`extender.placement`: cordons, taints and
    tolerations, nodeSelector, required node affinity);
-3. calls the same :class:`~extender.verbs.Verbs` methods kube-scheduler reaches over HTTP — filter,
-   prioritize, bind — with those nodes: the highest score wins, ties go to the node name that sorts
-   first (kube-scheduler picks among equals at random). Binds are final in memory.
+3. asks the extender's filter (:meth:`~extender.verbs.Verbs.filter`, the code kube-scheduler reaches over
+   HTTP) about those nodes, then chooses and binds as the scheduling mode does (:mod:`extender.modes`):
+
+   - **native** (the shipped default): kube-scheduler scores the nodes left with NodeResourcesFit
+     (:func:`fit_score`: EPC only here, 0-100) and binds; the extender's watch then sees the pod on its node,
+     so the ledger counts it as used. No reservation.
+   - **ledger**: the extender's prioritize (0-10) and bind, a bind being final in memory.
+
+   The highest score wins, ties go to the node name that sorts first (kube-scheduler picks among equals at
+   random).
 
 What kube-scheduler checks besides is named in the report (:func:`~extender.placement.unmodelled`).
 :func:`render` turns the result into the report.
@@ -31,13 +38,15 @@ import jsonpatch
 
 from confidential_pods.documents import printable
 from confidential_pods.epc import effective_epc
+from confidential_pods.errors import BindRefused
 from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import format_bytes
 from confidential_pods.settings import ScoringStrategy, Settings
 from confidential_pods.terminal import BAR_WIDTH, bar, table
 from confidential_pods.wire import mapping
 from extender.binding import MemoryBinder
-from extender.ledger import EpcLedger, NodeEpc
+from extender.ledger import EpcLedger, NodeEpc, NodeUsage
+from extender.modes import Mode
 from extender.placement import (
     NodeFacts,
     PlacementError,
@@ -46,7 +55,7 @@ from extender.placement import (
     refusal,
     unmodelled,
 )
-from extender.podepc import pod_uid
+from extender.podepc import pod_facts, pod_uid
 from extender.snapshot import SnapshotFacts, fill_ledger_from_facts, snapshot_facts
 from extender.verbs import Verbs
 from extender.wire import MAX_EXTENDER_PRIORITY, MIN_EXTENDER_PRIORITY, BindRequest, Candidates
@@ -59,6 +68,12 @@ PREFERS = {
     "LeastAllocated": "the most EPC left after placing (spreads)",
     "MostAllocated": "the least EPC left after placing (packs)",
 }
+#: kube-scheduler's ``framework.MaxNodeScore``: a score plugin's range is 0..100.
+MAX_NODE_SCORE = 100
+#: What native mode's SCORE leaves out (in the report's "Not modelled" part, counting the pods scored).
+UNSCORED = (
+    "NodeResourcesFit's cpu and memory scores (the overlays weigh them 1, 1 to EPC's 3), other score plugins"
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,8 @@ class SimulationResult:
     unmodelled: dict[str, int] = field(default_factory=dict)
     #: When no node advertises the profile's EPC resource but some advertise another profile's.
     hint: str = ""
+    #: Who scores and binds (:mod:`extender.modes`); ``Placement.score`` is 0-100 in native, 0-10 in ledger.
+    mode: Mode = "native"
 
 
 def example_facts(settings: Settings) -> SnapshotFacts:
@@ -119,9 +136,14 @@ def example_facts(settings: Settings) -> SnapshotFacts:
 
 
 def simulate(
-    facts: SnapshotFacts, settings: Settings, strategy: ScoringStrategy | None = None
+    facts: SnapshotFacts,
+    settings: Settings,
+    strategy: ScoringStrategy | None = None,
+    mode: Mode = "native",
 ) -> SimulationResult:
-    """Place the snapshot's pending pods and workloads (``facts.pending``) one by one, in file order."""
+    """Place the snapshot's pending pods and workloads (``facts.pending``) one by one, in file order, as
+    ``mode`` schedules them; ``strategy`` overrides the settings' (in native mode it stands for
+    NodeResourcesFit's ``scoringStrategy.type``)."""
     settings = replace(settings, scoring_strategy=strategy or settings.scoring_strategy)
     ledger = EpcLedger()
     fill_ledger_from_facts(ledger, facts)
@@ -144,9 +166,11 @@ def simulate(
         if expansion.origin:
             workloads.append((expansion.origin, len(expansion.pods), expansion.how))
         for pod in expansion.pods:
-            placement, admitted = _place(verbs, pod, nodes, admit, expansion.origin)
+            placement, admitted = _place(verbs, pod, nodes, admit, expansion.origin, mode)
             placements.append(placement)
             ignored.update(unmodelled(admitted))
+            if mode == "native" and placement.score is not None:
+                ignored[UNSCORED] += 1
     return SimulationResult(
         strategy=settings.scoring_strategy,
         resource=settings.profile.epc_resource,
@@ -157,6 +181,7 @@ def simulate(
         workloads=tuple(workloads),
         unmodelled=dict(ignored),
         hint=profile_hint(facts, settings.profile.epc_resource),
+        mode=mode,
     )
 
 
@@ -181,9 +206,10 @@ def _place(
     nodes: Sequence[NodeFacts],
     admit: Callable[[dict[str, Any]], Mutation],
     origin: str,
+    mode: Mode,
 ) -> tuple[Placement, dict[str, Any]]:
-    """webhook → kube-scheduler's filters → the extender's filter, prioritize, bind for one pod; and the
-    pod as admitted."""
+    """webhook → kube-scheduler's filters → the extender's filter → the mode's score and bind for one pod;
+    and the pod as admitted."""
     metadata = mapping(pod.get("metadata"))
     namespace, name = str(metadata.get("namespace") or "default"), str(metadata.get("name") or "")
     mutation = admit(pod) if not metadata.get("uid") else Mutation("unchanged")  # stored: admitted already
@@ -215,14 +241,60 @@ def _place(
     if not passed:
         reasons.update({**filtered["FailedNodes"], **filtered["FailedAndUnresolvableNodes"]})
         return replace(unplaced, reasons=dict(sorted(reasons.items()))), pod
-    priorities = json.loads(verbs.prioritize(Candidates(pod=pod, names=tuple(passed))).body)
-    best = min(priorities, key=lambda entry: (-entry["Score"], entry["Host"]))  # ties: first by name
-    node, score = best["Host"], best["Score"]
+    node, score = _choose(verbs, pod, passed, epc, mode)
     request = BindRequest(pod_name=name, pod_namespace=namespace, pod_uid=pod_uid(pod), node=node)
-    error = verbs.bind(request).body["Error"]
+    native = mode == "native"
+    error = _scheduler_bind(verbs, pod, request, epc) if native else verbs.bind(request).body["Error"]
     if error:  # cannot happen single-threaded; kept honest rather than assumed
         return replace(unplaced, reasons={node: error}), pod
     return replace(unplaced, node=node, score=score), pod
+
+
+def _choose(
+    verbs: Verbs, pod: dict[str, Any], passed: Sequence[str], epc: int, mode: Mode
+) -> tuple[str, int]:
+    """The best node of those the filters passed, scored as ``mode`` scores, and its score; ties go to the
+    name that sorts first."""
+    if mode == "native":
+        strategy = verbs.settings.scoring_strategy
+        scored = [(name, fit_score(epc, verbs.ledger.usage(name), strategy)) for name in passed]
+    else:
+        answer = json.loads(verbs.prioritize(Candidates(pod=pod, names=tuple(passed))).body)
+        scored = [(entry["Host"], entry["Score"]) for entry in answer]
+    node, score = min(scored, key=lambda entry: (-entry[1], entry[0]))
+    return str(node), int(score)
+
+
+def fit_score(epc: int, usage: NodeUsage | None, strategy: ScoringStrategy) -> int:
+    """NodeResourcesFit's score (0..100) of a node for a pod requesting ``epc``, counting EPC alone.
+
+    kube-scheduler's ``leastRequestedScore`` / ``mostRequestedScore`` (``pkg/scheduler/framework/plugins/
+    noderesources``), with ``requested`` the node's requests after placing the pod: LeastAllocated
+    ``(capacity - requested) * 100 // capacity`` (0 when it does not fit), MostAllocated
+    ``requested * 100 // capacity`` (``requested`` capped at capacity). With EPC alone its weight cancels
+    out; cpu and memory, which the overlays weigh 1 each against EPC's 3, are not modelled.
+    """
+    if usage is None or not usage.capacity:
+        return 0
+    capacity = usage.capacity
+    requested = usage.used + usage.reserved + epc
+    if strategy == "MostAllocated":
+        return min(requested, capacity) * MAX_NODE_SCORE // capacity
+    return 0 if requested > capacity else (capacity - requested) * MAX_NODE_SCORE // capacity
+
+
+def _scheduler_bind(verbs: Verbs, pod: dict[str, Any], request: BindRequest, epc: int) -> str:
+    """kube-scheduler's bind in native mode: the Binding (in memory), then the pod as the extender's watch
+    sees it, assigned to the node and holding its EPC as used; no reservation. An error, or ""."""
+    try:
+        verbs.binder.bind(request)
+    except BindRefused as exc:
+        return f"binding {request.pod_namespace}/{request.pod_name} failed: {exc}"
+    assigned = {**pod, "spec": {**mapping(pod.get("spec")), "nodeName": request.node}}
+    entry = pod_facts(assigned, verbs.settings.profile, epc=epc)
+    if entry is not None:
+        verbs.ledger.set_pod(entry)
+    return ""
 
 
 def _filtered(constraints: PodConstraints, nodes: Sequence[NodeFacts]) -> tuple[list[str], dict[str, str]]:
@@ -248,15 +320,7 @@ def render(result: SimulationResult) -> str:
     stuck = [p for p in result.placements if p.unschedulable]
     refused = [p for p in result.placements if p.refused]
     free_riders = [p for p in result.placements if not p.needs_epc and not p.unschedulable and not p.refused]
-    lines = [f"Scoring strategy {result.strategy}, EPC resource {result.resource}"]
-    lines.append(
-        f"SCORE {MIN_EXTENDER_PRIORITY}-{MAX_EXTENDER_PRIORITY}, higher is preferred: {result.strategy} "
-        f"favours {PREFERS[result.strategy]}"
-    )
-    lines.append(
-        "Filters: cordons, taints and tolerations, nodeSelector, required node affinity, then free EPC "
-        "(the extender)"
-    )
+    lines = _mode_lines(result)
     if result.hint:
         lines.append(printable(result.hint))
     lines.append("")
@@ -292,6 +356,29 @@ def render(result: SimulationResult) -> str:
         lines.append("Not modelled here (kube-scheduler still checks them)")
         lines.extend(f"  {printable(rule)}: {count} pod(s)" for rule, count in result.unmodelled.items())
     return "\n".join(lines) + "\n"
+
+
+def _mode_lines(result: SimulationResult) -> list[str]:
+    """Who filters, scores and binds; the strategy; what SCORE means; the filters."""
+    strategy, prefers = result.strategy, PREFERS[result.strategy]
+    filters = "Filters: cordons, taints and tolerations, nodeSelector, required node affinity, then free EPC "
+    if result.mode == "native":
+        return [
+            f"Mode native: kube-scheduler counts, scores (NodeResourcesFit {strategy}, EPC only here) and "
+            "binds; the extender filters",
+            f"Scoring strategy {strategy}, EPC resource {result.resource}",
+            f"SCORE 0-{MAX_NODE_SCORE}, higher is preferred: NodeResourcesFit's EPC share, {strategy} "
+            f"favours {prefers}",
+            filters + "(the extender, as NodeResourcesFit)",
+        ]
+    return [
+        f"Mode ledger: the extender filters, scores {strategy} "
+        f"{MIN_EXTENDER_PRIORITY}-{MAX_EXTENDER_PRIORITY} and binds",
+        f"Scoring strategy {strategy}, EPC resource {result.resource}",
+        f"SCORE {MIN_EXTENDER_PRIORITY}-{MAX_EXTENDER_PRIORITY}, higher is preferred: {strategy} "
+        f"favours {prefers}",
+        filters + "(the extender)",
+    ]
 
 
 def _unschedulable(stuck: Sequence[Placement]) -> list[str]:

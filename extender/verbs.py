@@ -65,8 +65,14 @@ class Verbs:
         on_expired: Callable[[list[str]], object] = lambda uids: None,
         on_preempt: Callable[[Refined], object] = lambda refined: None,
         on_departures: Callable[[int, Departures], object] = lambda asked, departures: None,
+        counts_epc: bool = True,
     ) -> None:
         self.ledger = ledger
+        #: Whether /filter refuses nodes by the ledger's free EPC. False in native mode (extender/modes.py),
+        #: where kube-scheduler's NodeResourcesFit counts EPC with its own binds in flight and nominated pods:
+        #: a second count from a watch a few milliseconds behind could only refuse a pod that fits (after a
+        #: delete), leaving it unschedulable until the next cluster event.
+        self.counts_epc = counts_epc
         self.settings = settings
         self.binder = binder
         self.pending = pending if pending is not None else PendingPods()
@@ -86,7 +92,7 @@ class Verbs:
             answer = filter_result_in_order(candidates, (), {}, dict.fromkeys(candidates.names, reason))
             return Answer(answer, "refused")
         names = candidates.names
-        if epc > 0:
+        if epc > 0 and self.counts_epc:
             self.expire()
             resource = self.settings.profile.epc_resource
             uid = pod_uid(candidates.pod)

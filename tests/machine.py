@@ -29,14 +29,25 @@ def free_port() -> int:
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
     """SIGTERM, up to ``timeout`` seconds to exit (a server drains), then SIGKILL; reaped. Idempotent.
-    Returns the exit code (``-9`` when it had to be killed)."""
+    Returns the exit code (``-9`` when it had to be killed).
+
+    A process that leads its own process group (``start_new_session``) is killed with its whole group: a
+    gunicorn worker that was still booting when its master forwarded SIGTERM never sees it (the master's
+    handler, inherited across the fork, swallows it) and would otherwise go on serving after its master was
+    killed, until it notices its parent changed. The group is killed before the leader is reaped, while
+    its id cannot have been reused.
+    """
     if process.poll() is not None:
         return process.returncode
+    leads_group = os.getpgid(process.pid) == process.pid
     process.send_signal(signal.SIGTERM)
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
+        if leads_group:
+            os.killpg(process.pid, signal.SIGKILL)
+        else:
+            process.kill()
         return process.wait(timeout=timeout)
 
 

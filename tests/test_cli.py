@@ -53,11 +53,14 @@ def test_log_level_before_or_after_the_command(args: list[str], level: str) -> N
 
 
 def test_log_level_after_the_command_takes_effect() -> None:
-    """simulate's binds log at DEBUG: shown only when asked, before or after the command."""
-    after = run("simulate", "--log-level", "DEBUG")
+    """simulate's binds in ledger mode (the extender's) log at DEBUG: shown only when asked, before or after
+    the command."""
+    after = run("simulate", "--mode", "ledger", "--log-level", "DEBUG")
     assert after.returncode == 0 and " DEBUG extender.verbs: bound " in after.stderr
-    assert " DEBUG extender.verbs: bound " in run("--log-level", "DEBUG", "simulate").stderr
-    assert " DEBUG " not in run("simulate").stderr
+    assert (
+        " DEBUG extender.verbs: bound " in run("--log-level", "DEBUG", "simulate", "--mode", "ledger").stderr
+    )
+    assert " DEBUG " not in run("simulate", "--mode", "ledger").stderr
 
 
 def test_an_unknown_level_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -145,8 +145,9 @@ def make_node(kube: Kube) -> Iterator[Callable[..., JSON]]:
 
 
 #: The overlays of manifests/ the product tests run against, one after the other: one per resource profile
-#: the manifests ship (alibaba: ACK with runV; intel: Intel's device plugin; azure: AKS confidential nodes).
-OVERLAYS = ("alibaba", "intel", "azure")
+#: the manifests ship (alibaba: ACK with runV; intel: Intel's device plugin; azure: AKS confidential nodes),
+#: each as shipped (native mode) and with its ledger-mode component (``+ledger``; docs/extender.md "Modes").
+OVERLAYS = ("alibaba", "intel", "azure", "alibaba+ledger", "intel+ledger", "azure+ledger")
 
 
 @pytest.fixture(scope="session", params=OVERLAYS)

@@ -31,6 +31,7 @@ import json
 import os
 import ssl
 import subprocess
+import tempfile
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -42,12 +43,21 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from confidential_pods.profiles import PROFILES, Profile
+from extender.modes import Mode, classify
 from tests.commands import certs_generate, cli, extender_serve, webhook_serve
 from tests.e2e.harness import ApiServer, ControlPlane
 from tests.e2e.kube import JSON, ApiError, Kube
 from tests.e2e.processes import HarnessError, Process, wait_until
 from tests.machine import free_port
-from tests.manifests.building import BUILDS, MANIFESTS, KustomizeError, find_kustomize, kustomize_build
+from tests.manifests.building import (
+    BUILDS,
+    LEDGER_COMPONENT,
+    MANIFESTS,
+    KustomizeError,
+    build_with_components,
+    find_kustomize,
+    kustomize_build,
+)
 
 NAMESPACE = "confidential-pods"
 SERVICE = "confidential-pods-webhook"
@@ -93,13 +103,41 @@ class Overlay:
 
     @classmethod
     def build(cls, name: str) -> Overlay:
+        """``name``: a build of :data:`BUILDS` (native mode, as shipped), or ``<build>+ledger``: that build
+        with the ledger-mode component of its profile, as a user's overlay adds it."""
         kustomize = find_kustomize()
         if kustomize is None:
             raise HarnessError("kustomize not found; .ci/run installs it (see tests/manifests/building.py)")
+        install, _, mode = name.partition("+")
         try:
+            if mode == "ledger":
+                with tempfile.TemporaryDirectory(prefix="overlay-") as work:
+                    components = [LEDGER_COMPONENT[install]]
+                    objects = build_with_components(kustomize, install, components, Path(work))
+                return cls(name=name, objects=objects)
+            if mode:
+                raise HarnessError(f"build {name}: unknown mode {mode!r} (only +ledger)")
             return cls(name=name, objects=kustomize_build(kustomize, BUILDS[name]))
         except KustomizeError as exc:
             raise HarnessError(str(exc)) from exc
+
+    @property
+    def install(self) -> str:
+        """The build of manifests/ without the mode: ``alibaba`` for ``alibaba+ledger``."""
+        return self.name.partition("+")[0]
+
+    @property
+    def mode(self) -> Mode:
+        """The scheduling mode of the build's scheduler configuration (extender/modes.py)."""
+        mode = classify(self.scheduler_config(""), self.profile.epc_resource).mode
+        if mode is None:
+            raise HarnessError(f"build {self.name}: no scheduling mode")
+        return mode
+
+    @property
+    def components(self) -> list[str]:
+        """The components of manifests/components this build adds to :attr:`install`."""
+        return [LEDGER_COMPONENT[self.install]] if self.name.endswith("+ledger") else []
 
     def one(self, kind: str, name: str) -> Manifest:
         """The object of ``kind`` named ``name`` (or ``name-<hash>`` for generated ConfigMaps)."""
@@ -332,9 +370,14 @@ class Extender(LocalServer):
     name: ClassVar[str] = "extender"
     kubeconfig: Path
     config: Path
+    #: kube-scheduler's configuration, read for its mode (as the scheduler's pod mounts it for the sidecar).
+    scheduler_config: Path | None = None
 
     def command(self) -> list[str]:
-        return extender_serve(self.port, "--kubeconfig", str(self.kubeconfig), "--config", str(self.config))
+        mode = ("--scheduler-config", str(self.scheduler_config)) if self.scheduler_config else ()
+        return extender_serve(
+            self.port, "--kubeconfig", str(self.kubeconfig), "--config", str(self.config), *mode
+        )
 
     def requests(self, **labels: str) -> float:
         """``confidential_pods_extender_requests_total`` summed over the samples matching ``labels``."""
@@ -503,7 +546,11 @@ def install(plane: ControlPlane, overlay_name: str, workdir: Path, log_dir: Path
         wait_webhook_registered(kube, "default")
 
         scheduler_kubeconfig = api.service_account_kubeconfig(NAMESPACE, SCHEDULER_ACCOUNT)
-        extender = Extender(kubeconfig=scheduler_kubeconfig, config=config, log_dir=log_dir)
+        scheduler_config = workdir / "scheduler-config.yaml"
+        scheduler_config.write_text(yaml.safe_dump(overlay.scheduler_config("http://127.0.0.1:8444")))
+        extender = Extender(
+            kubeconfig=scheduler_kubeconfig, config=config, log_dir=log_dir, scheduler_config=scheduler_config
+        )
         processes.append(extender)
         extender.start()
         scheduler = start_confidential_scheduler(plane, overlay, extender.url, scheduler_kubeconfig)

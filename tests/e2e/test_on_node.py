@@ -203,8 +203,8 @@ def test_a_pod_that_succeeds_or_is_deleted_frees_its_epc_for_the_next_pending_po
     installed: Installed,
 ) -> None:
     """128 MiB of EPC hold one opted-in pod (64 + the sidecar's 8): the next one waits, refused by the
-    confidential-scheduler pod's extender, until the first succeeds; the third waits until the second is
-    deleted. Both are then bound by it and run."""
+    confidential-scheduler pod's kube-scheduler (native mode: NodeResourcesFit counts the EPC), until the
+    first succeeds; the third waits until the second is deleted. Both are then bound and run."""
     kube = installed.kube
     pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
     _wait_gone(kube, f"{pods}/enclave")
@@ -220,11 +220,11 @@ def test_a_pod_that_succeeds_or_is_deleted_frees_its_epc_for_the_next_pending_po
     def refused(name: str) -> bool:
         pod = kube.get(f"{pods}/{name}")
         conditions = pod.get("status", {}).get("conditions", [])
-        # NodeResourcesFit ignores the EPC resource here: the extender's refusal, in its words.
+        # Native mode: kube-scheduler's NodeResourcesFit counts the EPC resource the device plugin advertises.
         return any(
             c["type"] == "PodScheduled"
             and c.get("reason") == "Unschedulable"
-            and "insufficient SGX EPC" in c.get("message", "")
+            and f"Insufficient {ALIBABA_EPC}" in c.get("message", "")
             for c in conditions
         )
 

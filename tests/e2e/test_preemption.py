@@ -1,12 +1,12 @@
 """EPC-aware preemption on the real kube-scheduler: a critical enclave evicts the fewest lower-priority ones.
 
-Every test runs once per overlay. PriorityClasses ``e2e-low`` (100) and ``e2e-high`` (1000); the webhook
-routes pods that may preempt to ``confidential-scheduler-preempting`` (NodeResourcesFit counts EPC there, so
-DefaultPreemption's dry run sees it), whose extender's ``preempt`` verb checks the candidates against its
-ledger. There is no kubelet: a background thread plays its part for the test's namespace — a pod that
-preemption deleted (``deletionTimestamp`` set) is removed as soon as it shows up, as a kubelet would after
-stopping its containers. Another thread samples every node's stored pods throughout: no node may ever hold
-more EPC than it has.
+Every test runs once per overlay and scheduling mode. PriorityClasses ``e2e-low`` (100) and ``e2e-high``
+(1000); every confidential pod goes to ``confidential-scheduler``, whose one profile counts EPC in
+NodeResourcesFit in both modes (so DefaultPreemption's dry run sees it), and whose extender's ``preempt`` verb
+checks the candidates against its ledger. There is no kubelet: a background thread plays its part for the
+test's namespace — a pod that preemption deleted (``deletionTimestamp`` set) is removed as soon as it shows
+up, as a kubelet would after stopping its containers. Another thread samples every node's stored pods
+throughout: no node may ever hold more EPC than it has.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from confidential_pods.quantities import MiB
 from tests.e2e.kube import JSON, ApiError, Kube, delete_pod, pod_events
 from tests.e2e.processes import wait_until
-from tests.e2e.product import Installation
+from tests.e2e.product import SCHEDULER_NAME, Installation
 from tests.e2e.test_scheduling import (
     POD_EPC,
     SIDECAR_EPC,
@@ -39,7 +39,6 @@ __all__ = ["scene", "sgx_node"]  # the fixtures, shared with test_scheduling
 
 pytestmark = pytest.mark.e2e
 
-PREEMPTING = "confidential-scheduler-preempting"
 LOW, HIGH = "e2e-low", "e2e-high"
 
 
@@ -143,7 +142,7 @@ def fill(
 ) -> dict[str, str]:
     for name in names:
         stored = pods(with_priority(confidential_pod(name), LOW, labels))
-        assert stored["spec"]["schedulerName"] == PREEMPTING  # priority 100 may preempt: routed there
+        assert stored["spec"]["schedulerName"] == SCHEDULER_NAME  # one profile, preempting or not
     current = wait_until_bound(kube, namespace, names)
     return {name: current[name] for name in names}
 
@@ -182,7 +181,7 @@ def test_critical_enclave_evicts_the_fewest_lower_priority_enclaves(
         assert sorted(low.values()) == sorted(nodes * 3)  # both nodes full: half a pod free on each
         before = set(namespace_pods(kube, namespace))
         critical = pods(with_priority(confidential_pod("critical"), HIGH))
-        assert critical["spec"]["schedulerName"] == PREEMPTING
+        assert critical["spec"]["schedulerName"] == SCHEDULER_NAME
         placed = wait_until_bound(kube, namespace, ["critical"], timeout=2 * TIMEOUT)
         node = placed["critical"]
         # One victim (one freed pod plus the half pod free is enough), on the node the critical pod got.
@@ -213,8 +212,8 @@ def test_a_pod_that_fits_nowhere_even_after_eviction_preempts_nothing(
     assert all(not p["metadata"].get("deletionTimestamp") for p in current.values())
     assert preemption.kubelet.removed == [] and set(current) == {"huge", "low-0", "low-1", "low-2"}
     assert bound(current) == dict.fromkeys(["low-0", "low-1", "low-2"], node)
-    # What the user is told in the preempting profile: kube-scheduler's own NodeResourcesFit message for the
-    # EPC resource (the extender is asked only about nodes it lets through), and that preemption cannot help.
+    # What the user is told: kube-scheduler's own NodeResourcesFit message for the EPC resource (the extender
+    # is asked only about nodes it lets through), and that preemption cannot help.
     events = pod_events(kube, namespace, "huge", "FailedScheduling")
     messages = " ".join(event.get("message", "") for event in events)
     assert f"Insufficient {installation.profile.epc_resource}" in messages, messages
@@ -254,5 +253,5 @@ def test_a_pdb_protected_victim_is_avoided_when_another_candidate_exists(
     assert all(f"kms-{i}" in current for i in range(3))  # the protected pods stay
     assert "plain" in current  # a pod without EPC is never a victim of an EPC shortage
     assert sum(1 for i in range(3) if f"batch-{i}" not in current) == 1
-    assert critical["spec"]["schedulerName"] == PREEMPTING
+    assert critical["spec"]["schedulerName"] == SCHEDULER_NAME
     assert SIDECAR_EPC  # (the arithmetic of test_scheduling applies: EFFECTIVE includes the sidecar)

@@ -35,7 +35,9 @@ def router(installation: Installation, kube: Kube, tmp_path: Path) -> Iterator[W
     """A second webhook with routeEPCPods on, registered for the component's third entry only."""
     kustomize = find_kustomize()
     assert kustomize is not None
-    objects = build_with_components(kustomize, installation.overlay.name, ["route-epc-pods"], tmp_path / "k")
+    overlay = installation.overlay
+    components = [*overlay.components, "route-epc-pods"]
+    objects = build_with_components(kustomize, overlay.install, components, tmp_path / "k")
     entries = find(objects, "MutatingWebhookConfiguration", "confidential-pods")["webhooks"]
     (entry,) = [e for e in entries if e["name"] == "route.confidential-pods.io"]
     config = tmp_path / "config.yaml"
@@ -97,7 +99,8 @@ def test_epc_pod_without_opt_in_is_placed_by_the_confidential_scheduler(
     assert pod["spec"]["schedulerName"] == installation.settings["schedulerName"]
     assert "confidential-pods.io/status" not in pod["metadata"].get("annotations", {})  # nothing injected
     name = pod["metadata"]["name"]
-    # No default-scheduler runs here: only the confidential scheduler can bind it, through the extender.
+    # No default-scheduler runs here: only the confidential scheduler can bind it (itself in native mode,
+    # through the extender in ledger mode).
     wait_until(lambda: namespace_pods(kube, namespace)[name]["spec"].get("nodeName") == node,
                timeout=TIMEOUT, what="the routed pod to be bound")  # fmt: skip
     assert router.reviews(endpoint="/route", outcome="mutated") >= 1

@@ -1,9 +1,11 @@
 """Scheduling through the real kube-scheduler and our extender: placement by free EPC, never overcommitted.
 
-Every test runs once per overlay of manifests/ (the ``installation`` fixture: alibaba, intel, azure): the
-``confidential-scheduler`` kube-scheduler runs the overlay's KubeSchedulerConfiguration, whose extender
-(filter, prioritize, bind) is ``confidential-pods extender serve`` watching the apiserver
-(tests/e2e/product.py).
+Every test runs once per overlay of manifests/ and scheduling mode (the ``installation`` fixture: alibaba,
+intel, azure, each as shipped — native mode — and with its ledger-mode component): the
+``confidential-scheduler`` kube-scheduler runs the build's KubeSchedulerConfiguration, whose extender is
+``confidential-pods extender serve`` watching the apiserver (tests/e2e/product.py). In both modes
+NodeResourcesFit counts EPC, so a pod that fits nowhere is told ``Insufficient <EPC resource>``; in native
+mode kube-scheduler scores and binds, in ledger mode the extender does (its prioritize and bind verbs).
 
 Pods are created as users create them: annotated confidential with an EPC size, mutated by the webhook (EPC
 requests, schedulerName, tolerations and, on alibaba, RuntimeClass ``runv`` with an aesmd sidecar). Nodes are
@@ -20,9 +22,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
@@ -31,14 +32,11 @@ from confidential_pods.quantities import MiB
 from tests.e2e.kube import JSON, Kube, delete_pod, pod_events
 from tests.e2e.processes import wait_until
 from tests.e2e.product import SCHEDULER_NAME, Installation
-from tests.manifests.building import in_tree_scoring
 
 pytestmark = pytest.mark.e2e
 
 CONFIDENTIAL = "confidential-pods.io/confidential"
 EPC_ANNOTATION = "confidential-pods.io/epc"
-#: Our extender's refusal, as it reaches the pod's FailedScheduling event (extender/scheduling.py).
-REASON = "insufficient SGX EPC"
 
 #: EPC each pod asks for, MiB.
 POD_EPC = 64
@@ -131,9 +129,14 @@ def unschedulable_message(pod: JSON) -> str | None:
     return None
 
 
-def refused_by_us(kube: Kube, namespace: str, pod: JSON, text: str = REASON) -> bool:
-    """Whether kube-scheduler recorded ``text`` (by default our extender's reason) for not placing the pod:
-    in its ``PodScheduled`` condition and in a FailedScheduling event."""
+def insufficient(profile: Profile) -> str:
+    """What kube-scheduler's NodeResourcesFit says of a node without enough free EPC (both modes)."""
+    return f"Insufficient {profile.epc_resource}"
+
+
+def refused_by_us(kube: Kube, namespace: str, pod: JSON, text: str) -> bool:
+    """Whether kube-scheduler recorded ``text`` for not placing the pod: in its ``PodScheduled`` condition and
+    in a FailedScheduling event."""
     if text not in (unschedulable_message(pod) or ""):
         return False
     events = pod_events(kube, namespace, pod["metadata"]["name"], "FailedScheduling")
@@ -168,8 +171,13 @@ def ledger(installation: Installation, node: str) -> tuple[int, set[str]]:
 
 
 def binds(installation: Installation) -> float:
-    """Binds our extender has done (kube-scheduler delegates binding to the extender's bind verb)."""
+    """Binds our extender has done (in ledger mode kube-scheduler delegates binding to its bind verb)."""
     return installation.extender.requests(verb="bind", outcome="ok")
+
+
+def extender_binds(installation: Installation, placed: int) -> int:
+    """How many of ``placed`` binds the extender does in the installation's mode: all or none."""
+    return placed if installation.overlay.mode == "ledger" else 0
 
 
 def wait_pods(
@@ -191,14 +199,15 @@ def wait_pods(
 
 
 def settled(
-    kube: Kube, namespace: str, names: Sequence[str], placed: int
+    kube: Kube, namespace: str, names: Sequence[str], placed: int, reason: str
 ) -> Callable[[dict[str, JSON]], bool]:
-    """A :func:`wait_pods` condition: at least ``placed`` of ``names`` bound, each other one refused by us."""
+    """A :func:`wait_pods` condition: at least ``placed`` of ``names`` bound, each other one refused with
+    ``reason``."""
 
     def condition(current: dict[str, JSON]) -> bool:
         on_nodes = bound(current)
         return len(on_nodes) >= placed and all(
-            refused_by_us(kube, namespace, current[name]) for name in names if name not in on_nodes
+            refused_by_us(kube, namespace, current[name], reason) for name in names if name not in on_nodes
         )
 
     return condition
@@ -246,7 +255,7 @@ class Scene:
         current = wait_pods(
             self.kube,
             self.namespace,
-            settled(self.kube, self.namespace, names, fitting),
+            settled(self.kube, self.namespace, names, fitting, insufficient(self.installation.profile)),
             f"{fitting} pods bound and the other {refused} refused for EPC",
         )
         return current, bound(current)
@@ -281,7 +290,8 @@ def create_batch(
 def test_batch_lands_only_where_epc_is_free(
     scene: Scene,
 ) -> None:
-    """8 pods, room for 6 on two SGX nodes: 3 each, bound by our extender; the rest Pending with our reason.
+    """8 pods, room for 6 on two SGX nodes: 3 each (bound by our extender in ledger mode, by kube-scheduler in
+    native mode); the rest Pending, told why.
 
     A small SGX node (less than one pod) and a node without SGX get none.
     """
@@ -299,19 +309,11 @@ def test_batch_lands_only_where_epc_is_free(
     assert len(placed) == 6, placed
     assert sorted(placed.values()) == sorted(big * 3), placed
     # Why each node was refused, as kube-scheduler tells the user (one line per reason, with a node count):
-    # the full SGX nodes and the small one by our extender; the node without SGX by our extender on alibaba,
-    # and on intel already by kube-scheduler itself (it has no sgx.intel.com/enclave to give).
-    no_sgx = {
-        "alibaba": f"1 node has no SGX EPC ({profile.epc_resource})",
-        "azure": f"1 node has no SGX EPC ({profile.epc_resource})",
-        "intel": "1 Insufficient sgx.intel.com/enclave",
-    }[profile.name]
-    reasons = [
-        f"2 {REASON}: pod requests {effective}Mi, "
-        f"node has {effective // 2}Mi free of {slots_capacity(effective, 3)}Mi",
-        f"1 {REASON}: pod requests {effective}Mi, node has only {effective - 8}Mi in total",
-        no_sgx,
-    ]
+    # NodeResourcesFit finds too little EPC on all four (the node without SGX has none); on intel the node
+    # without SGX has no sgx.intel.com/enclave to give either. `kubectl confidential-pods why` has numbers.
+    reasons = [f"4 {insufficient(profile)}"]
+    if profile.name == "intel":
+        reasons.append("1 Insufficient sgx.intel.com/enclave")
     for name in set(names) - set(placed):
         assert current[name]["status"]["phase"] == "Pending"
         message = unschedulable_message(current[name]) or ""
@@ -320,11 +322,11 @@ def test_batch_lands_only_where_epc_is_free(
 
     used = assert_not_overcommitted(kube, profile, [*big, small, plain])
     assert used == {big[0]: 3 * effective, big[1]: 3 * effective, small: 0, plain: 0}
-    # Every bind went through our extender's bind verb (kube-scheduler's own binder never ran for them).
-    assert binds(installation) - before == len(placed)
+    # Ledger mode: every bind went through our extender's bind verb; native mode: none did.
+    assert binds(installation) - before == extender_binds(installation, len(placed))
 
 
-def test_pod_too_large_for_every_node_stays_pending_with_our_reason(
+def test_pod_too_large_for_every_node_stays_pending_told_why(
     scene: Scene,
 ) -> None:
     installation, kube, namespace, pods, sgx_node = scene.parts()
@@ -333,11 +335,10 @@ def test_pod_too_large_for_every_node_stays_pending_with_our_reason(
     capacity = slots_capacity(effective, 3)
     nodes = [sgx_node(capacity) for _ in range(2)]
     before = binds(installation)
-    # 1Gi asked; alibaba adds the sidecar's 8Mi. Both are far above the nodes' 252Mi / 224Mi.
-    asked = {"alibaba": "1032Mi", "azure": "1Gi", "intel": "1Gi"}[profile.name]
+    # 1Gi asked (alibaba adds the sidecar's 8Mi): far above the nodes' 252Mi / 224Mi.
     create_batch(installation, pods, ["huge"], epc_mib=1024)
 
-    expected = f"{REASON}: pod requests {asked}, node has only {capacity}Mi in total"
+    expected = f"0/{len(nodes)} nodes are available: {len(nodes)} {insufficient(profile)}"
     current = wait_pods(
         kube,
         namespace,
@@ -374,12 +375,18 @@ def test_deleting_pods_frees_epc_for_the_pending_pod(
     current, placed = scene.settle(names, 3)
     assert sorted(placed.values()) == [node] * 3, placed
     (waiting,) = set(names) - set(placed)
-    # What the 4th pod was told: the node's free EPC is the half pod left over.
-    free = f"node has {capacity - 3 * effective}Mi free of {capacity}Mi"
+    # What the 4th pod was told: the node has too little EPC left (the half pod left over).
     messages = [e["message"] for e in pod_events(kube, namespace, waiting, "FailedScheduling")]
-    assert any(free in m for m in messages), messages
+    assert any(insufficient(profile) in m for m in messages), messages
     assert assert_not_overcommitted(kube, profile, [node]) == {node: 3 * effective}
-    assert ledger(installation, node) == (capacity - 3 * effective, set(placed))
+    # The extender's ledger agrees once its watch has shown the binds (at once in ledger mode: it reserved
+    # them when it bound them).
+    wait_until(
+        lambda: ledger(installation, node) == (capacity - 3 * effective, set(placed)),
+        timeout=TIMEOUT,
+        what=f"the extender's ledger to count {sorted(placed)} on {node}",
+        interval=0.2,
+    )
 
     first, second = sorted(placed)[:2]
     delete_pod(kube, namespace, first)
@@ -402,7 +409,7 @@ def test_deleting_pods_frees_epc_for_the_pending_pod(
     )
     assert node_of(current[waiting]) == node
     assert assert_not_overcommitted(kube, profile, [node]) == {node: 2 * effective}
-    assert binds(installation) - before == 4
+    assert binds(installation) - before == extender_binds(installation, 4)
 
 
 def test_extender_restart_mid_batch_loses_nothing_and_overcommits_nothing(
@@ -439,49 +446,29 @@ def test_extender_restart_mid_batch_loses_nothing_and_overcommits_nothing(
     assert {name: placed[name] for name in bound_by_old} == bound_by_old
     assert sorted(placed.values()) == sorted(nodes * 3), placed
     assert assert_not_overcommitted(kube, profile, nodes) == dict.fromkeys(nodes, 3 * effective)
-    # The new process (its counters start at 0) bound exactly the pods the old one had not.
-    assert binds(installation) == len(names) - len(bound_by_old)
+    # The new process (its counters start at 0) bound exactly the pods the old one had not (ledger mode).
+    assert binds(installation) == extender_binds(installation, len(names) - len(bound_by_old))
 
 
-@pytest.fixture
-def scored_in_tree(installation: Installation) -> Iterator[None]:
-    """confidential-scheduler restarted with the chart's ``scheduler.scoring: in-tree`` configuration (no
-    prioritize verb; NodeResourcesFit scores EPC); with the overlay's own again afterwards."""
-    strategy = str(installation.settings.get("scoringStrategy", "LeastAllocated"))
-
-    def adjust(config: dict[str, Any]) -> None:
-        scored = in_tree_scoring(config, strategy)
-        config.clear()
-        config.update(scored)
-
-    installation.scheduler.stop()
-    installation.adjust_scheduler_config = adjust
-    installation.start_scheduler()
-    try:
-        yield
-    finally:
-        installation.scheduler.stop()
-        installation.adjust_scheduler_config = None
-        installation.start_scheduler()
-
-
-def test_scored_in_tree_a_pod_goes_where_most_epc_is_free_without_a_prioritize_call(
-    scene: Scene, scored_in_tree: None
-) -> None:
-    """Two SGX nodes alike but for their EPC: the pod goes to the one with more free, scored by kube-scheduler
-    (the extender is never asked to prioritize); the extender still filters (a pod too large gets its reason)
-    and binds."""
+def test_a_pod_goes_where_most_epc_is_free_scored_as_the_mode_scores(scene: Scene) -> None:
+    """Two SGX nodes alike but for their EPC: the pod goes to the one with more free (LeastAllocated), scored
+    by kube-scheduler's NodeResourcesFit in native mode (the extender is never asked to prioritize or bind)
+    and by the extender's prioritize verb in ledger mode (which binds it too); a pod too large is told why."""
     installation, kube, namespace, _, sgx_node = scene.parts()
     profile = installation.profile
     effective = EFFECTIVE[profile.name]
     roomy, tight = sgx_node(slots_capacity(effective, 3)), sgx_node(slots_capacity(effective, 1))
     prioritized, bound_before = installation.extender.requests(verb="prioritize"), binds(installation)
+    filtered = installation.extender.requests(verb="filter")
 
     _, placed = scene.settle(["first"], 1)
 
     assert placed == {"first": roomy}, placed
-    assert installation.extender.requests(verb="prioritize") == prioritized
-    assert binds(installation) == bound_before + 1
+    asked = installation.extender.requests(verb="prioritize") - prioritized
+    assert (asked >= 1) if installation.overlay.mode == "ledger" else (asked == 0), asked
+    assert installation.extender.requests(verb="filter") > filtered  # asked to filter in both modes
+    assert binds(installation) == bound_before + extender_binds(installation, 1)
     create_batch(installation, scene.pods, ["huge"], epc_mib=1024)
-    wait_pods(kube, namespace, lambda c: refused_by_us(kube, namespace, c["huge"], REASON), "huge refused")
+    reason = insufficient(profile)
+    wait_pods(kube, namespace, lambda c: refused_by_us(kube, namespace, c["huge"], reason), "huge refused")
     assert assert_not_overcommitted(kube, profile, [roomy, tight]) == {roomy: effective, tight: 0}

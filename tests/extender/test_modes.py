@@ -113,6 +113,7 @@ UNCOUNTED = (
     "preemption's dry run cannot find victims that free EPC"
 )
 Change = Callable[[dict[str, Any]], object]
+FIT = "NodeResourcesFit"
 
 
 def managed(config: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +164,18 @@ CONTRADICTIONS: dict[str, tuple[dict[str, Any], Change, Mode | None, list[str]]]
         [BLIND.format("confidential-scheduler")],
     ),
     "native-one-profile-of-two-blind": (NATIVE, blind_second_profile, "native", [BLIND.format("second")]),
+    "native-fit-filter-disabled": (
+        NATIVE, lambda c: c["profiles"][0].update(plugins={"filter": {"disabled": [{"name": FIT}]}}),
+        "native", [BLIND.format("confidential-scheduler")],
+    ),
+    "native-every-multipoint-plugin-disabled": (
+        NATIVE, lambda c: c["profiles"][0].update(plugins={"multiPoint": {"disabled": [{"name": "*"}]}}),
+        "native", [BLIND.format("confidential-scheduler")],
+    ),
+    "native-another-plugin-disabled": (
+        NATIVE, lambda c: c["profiles"][0].update(plugins={"filter": {"disabled": [{"name": "NodePorts"}]}}),
+        "native", [],
+    ),
     "ledger-no-profile-counts": (LEDGER, ignore_epc(), "ledger", [UNCOUNTED]),
     "ledger-one-profile-of-two-counts": (LEDGER, blind_second_profile, "ledger", []),
     "ledger-ignored-by-scheduler": (

@@ -14,12 +14,17 @@ from confidential_pods.cli import main
 from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import MiB
 from confidential_pods.settings import Settings, settings_from_mapping
+from extender.modes import MODES, Mode
 from extender.simulate import example_facts, render, simulate
 from extender.snapshot import SnapshotFacts, snapshot_facts
 from tests.commands import cli
 from tests.extender import scheduler_json as sj
 
 INJECTION = "confidential-pods.io/injection"
+NATIVE_LINE = (
+    "Mode native: kube-scheduler counts, scores (NodeResourcesFit LeastAllocated, EPC only here) and binds; "
+    "the extender filters"
+)
 
 
 def cluster(nodes: tuple[dict[str, Any], ...] = (), pods: tuple[dict[str, Any], ...] = ()) -> SnapshotFacts:
@@ -44,7 +49,7 @@ def small_cluster() -> SnapshotFacts:
 
 
 def test_least_allocated_spreads_and_ties_go_by_name() -> None:
-    result = simulate(small_cluster(), Settings())
+    result = simulate(small_cluster(), Settings(), mode="ledger")
     placed = {p.name: (p.node, p.score) for p in result.placements}
     assert placed["first"] == ("a-node", 7)  # a: 70 free after vs b: 30 free after
     assert placed["second"] == ("a-node", 4)  # a: 40 free after vs b: 30 -> a again
@@ -63,7 +68,7 @@ def test_least_allocated_spreads_and_ties_go_by_name() -> None:
 
 
 def test_most_allocated_packs() -> None:
-    result = simulate(small_cluster(), Settings(), "MostAllocated")
+    result = simulate(small_cluster(), Settings(), "MostAllocated", "ledger")
     placed = {p.name: p.node for p in result.placements}
     assert placed["first"] == "b-node"  # b already holds 40: packing prefers it
     assert placed["second"] == "b-node"  # exactly fills b: 10, a-node would score 3
@@ -86,10 +91,11 @@ def test_report_shows_table_bars_and_reasons() -> None:
     assert "node has no SGX EPC (alibabacloud.com/sgx_epc_MiB)" in report
 
 
-def test_example_cluster_is_realistic() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_example_cluster_is_realistic(mode: Mode) -> None:
     snapshot = example_facts(Settings())
     assert len(snapshot.capacities) >= 4 and len(snapshot.pods) >= 15
-    result = simulate(snapshot, Settings())
+    result = simulate(snapshot, Settings(), mode=mode)
     assert any(p.node for p in result.placements)
     assert [p.name for p in result.placements if p.unschedulable] == [
         "confidential-postgres-1",
@@ -107,12 +113,23 @@ def test_example_cluster_is_realistic() -> None:
     )
 
 
-def test_cli_default_runs_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_default_runs_the_example_in_native_mode(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["simulate"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Built-in example cluster")
+    assert out.splitlines()[2] == NATIVE_LINE
+    assert "Scoring strategy LeastAllocated" in out and "Unschedulable (2)" in out
+    assert "SCORE 0-100, higher is preferred: NodeResourcesFit's EPC share, LeastAllocated favours" in out
+    assert "kms/attestation-agent-0        16Mi    cn-hangzhou.10.0.1.11            59\n" in out
+
+
+def test_cli_ledger_mode_runs_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--mode", "ledger"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[2] == "Mode ledger: the extender filters, scores LeastAllocated 0-10 and binds"
     assert "Scoring strategy LeastAllocated" in out and "Unschedulable (2)" in out
     assert "SCORE 0-10, higher is preferred: LeastAllocated favours the most EPC left" in out
+    assert "kms/attestation-agent-0        16Mi    cn-hangzhou.10.0.1.11            5\n" in out
 
 
 def test_cli_with_files_and_strategy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -281,7 +298,7 @@ def test_the_profile_the_nodes_advertise_is_hinted() -> None:
 
 
 def test_the_score_range_and_what_is_not_modelled_are_said() -> None:
-    report = render(simulate(small_cluster(), Settings(), "MostAllocated"))
+    report = render(simulate(small_cluster(), Settings(), "MostAllocated", "ledger"))
     assert (
         "SCORE 0-10, higher is preferred: MostAllocated favours the least EPC left after placing (packs)"
         in report
@@ -290,11 +307,26 @@ def test_the_score_range_and_what_is_not_modelled_are_said() -> None:
         "Filters: cordons, taints and tolerations, nodeSelector, required node affinity, then free EPC"
         in report
     )
-    assert "Not modelled here (kube-scheduler still checks them)\n  resources cpu, memory: 5 pod(s)" in report
+    assert (
+        "Not modelled here (kube-scheduler still checks them)\n  resources cpu, memory: 5 pod(s)\n" in report
+    )
+    assert "NodeResourcesFit" not in report
 
 
-def test_the_installed_command_tells_the_truth(tmp_path: Path) -> None:
-    """End to end: files with a cordoned node, a Deployment of annotated pods and a configuration."""
+NATIVE_SCORE = "SCORE 0-100, higher is preferred: NodeResourcesFit's EPC share, LeastAllocated favours the"
+LEDGER_SCORE = "SCORE 0-10, higher is preferred: LeastAllocated favours the"
+
+
+@pytest.mark.parametrize(
+    ("mode", "score_line"),
+    [((), f"{NATIVE_SCORE} most EPC left after placing (spreads)"),
+     (("--mode", "ledger"), f"{LEDGER_SCORE} most EPC left after placing (spreads)")],
+)  # fmt: skip
+def test_the_installed_command_tells_the_truth(
+    tmp_path: Path, mode: tuple[str, ...], score_line: str
+) -> None:
+    """End to end: files with a cordoned node, a Deployment of annotated pods and a configuration; native
+    mode without --mode."""
     cordon = [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]
     nodes = tmp_path / "nodes.yaml"
     cordoned = tainted("cordoned", 65536, unschedulable=True, taints=cordon)
@@ -314,7 +346,7 @@ def test_the_installed_command_tells_the_truth(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("runtimeClass: none\naesm: none\n")
     done = subprocess.run(
-        cli("simulate", "--nodes", str(nodes), "--pods", str(pods), "--config", str(config)),
+        cli("simulate", "--nodes", str(nodes), "--pods", str(pods), "--config", str(config), *mode),
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -324,7 +356,4 @@ def test_the_installed_command_tells_the_truth(tmp_path: Path) -> None:
         ["shop/web-0", "2Gi", "free"],
         ["shop/web-1", "2Gi", "free"],
     ]
-    assert (
-        "SCORE 0-10, higher is preferred: LeastAllocated favours the most EPC left after placing (spreads)"
-        in lines
-    )
+    assert score_line in lines

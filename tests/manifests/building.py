@@ -7,7 +7,6 @@ configuration and RBAC of these builds). kustomize is found through $KUSTOMIZE, 
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import shutil
@@ -46,6 +45,9 @@ PROFILE_OF = {
     "azure": "azure",
     "cert-manager": "alibaba",
 }
+
+#: The ledger-mode component (manifests/components/ledger-mode/<profile>) each install takes.
+LEDGER_COMPONENT = {name: f"ledger-mode/{profile}" for name, profile in PROFILE_OF.items()}
 
 Manifest = dict[str, Any]
 
@@ -140,32 +142,6 @@ def sent(entry: Manifest, pod: Manifest) -> bool:
         if not result:
             return False
     return True
-
-
-#: NodeResourcesFit's scoring weights when it scores EPC in place of the extender's prioritize verb.
-IN_TREE_WEIGHTS = {"cpu": 1, "memory": 1}, 3
-
-
-def in_tree_scoring(config: dict[str, Any], strategy: str = "LeastAllocated") -> dict[str, Any]:
-    """What the chart's ``scheduler.scoring: in-tree`` makes of a KubeSchedulerConfiguration (a changed copy):
-    no prioritize verb; in every profile NodeResourcesFit scores by ``strategy`` over cpu, memory and the
-    extender's EPC resource (weighted 3) — its ``ignoredResources`` concerns its filter only."""
-    config = copy.deepcopy(config)
-    resource = config["extenders"][0]["managedResources"][0]["name"]
-    others, epc_weight = IN_TREE_WEIGHTS
-    weights = [{"name": name, "weight": weight} for name, weight in others.items()]
-    weights.append({"name": resource, "weight": epc_weight})
-    for extender in config["extenders"]:
-        extender.pop("prioritizeVerb", None)
-    for profile in config["profiles"]:
-        plugins = profile["pluginConfig"] = profile.get("pluginConfig") or []
-        fits = [p for p in plugins if p.get("name") == "NodeResourcesFit"]
-        if not fits:
-            fits = [{"name": "NodeResourcesFit", "args": {}}]
-            plugins.append(fits[0])
-        args = fits[0]["args"] = fits[0].get("args") or {}
-        args["scoringStrategy"] = {"type": strategy, "resources": copy.deepcopy(weights)}
-    return config
 
 
 def find(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest:

@@ -11,7 +11,10 @@ from tests.manifests.building import (
     BUILDS,
     HELM_INSTALL_COMMAND,
     INSTALL_COMMAND,
+    INSTALLS,
+    LEDGER_COMPONENT,
     Manifest,
+    build_with_components,
     find_kustomize,
     find_tool,
     kustomize_build,
@@ -34,6 +37,15 @@ def kustomize() -> str:
 def built(kustomize: str) -> dict[str, list[Manifest]]:
     """name → the objects `kustomize build` prints for it."""
     return {name: kustomize_build(kustomize, path) for name, path in BUILDS.items()}
+
+
+@pytest.fixture(scope="session")
+def built_ledger(kustomize: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Manifest]]:
+    """install → its build with the ledger-mode component of its profile, as a user's overlay adds it."""
+    work = tmp_path_factory.mktemp("ledger")
+    return {
+        name: build_with_components(kustomize, name, [LEDGER_COMPONENT[name]], work / name) for name in INSTALLS
+    }
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from confidential_pods.profiles import PROFILES
+from extender.modes import MODES, Mode, ModeReport, classify
 from tests.manifests.building import INSTALLS, PROFILE_OF, Manifest, find
 from tests.manifests.upstream_types import STRUCTS, unknown_fields
 
@@ -73,50 +74,75 @@ def test_the_field_check_sees_misspelt_fields() -> None:
     ]
 
 
-@pytest.mark.parametrize("name", INSTALLS)
-def test_extender_settings(built: dict[str, list[Manifest]], name: str) -> None:
-    configuration = scheduler_configuration(built[name])
+@pytest.fixture(params=[(name, mode) for mode in MODES for name in INSTALLS], ids=lambda p: f"{p[0]}-{p[1]}")
+def build(request: pytest.FixtureRequest) -> tuple[str, Mode, list[Manifest]]:
+    """(install, mode, objects): each install as shipped (native) and with its ledger-mode component."""
+    name, mode = request.param
+    fixture = "built" if mode == "native" else "built_ledger"
+    return name, mode, request.getfixturevalue(fixture)[name]
+
+
+def test_extender_settings(build: tuple[str, Mode, list[Manifest]]) -> None:
+    name, mode, objects = build
+    configuration = scheduler_configuration(objects)
     (extender,) = configuration["extenders"]
     resource = PROFILES[PROFILE_OF[name]].epc_resource
-    # Not ignoredByScheduler (it would apply to every profile): the first profile ignores EPC in
-    # NodeResourcesFit itself, the preempting one counts it (the preemption issue, docs/extender.md).
+    assert classify(configuration, resource) == ModeReport(mode, ("confidential-scheduler",), ())
     assert extender["managedResources"] == [{"name": resource}]
     assert extender["preemptVerb"] == "preempt"
     assert extender["filterVerb"] == "filter"
-    assert extender["prioritizeVerb"] == "prioritize"
-    assert extender["bindVerb"] == "bind"
+    if mode == "ledger":
+        assert extender["prioritizeVerb"] == "prioritize"
+        assert extender["bindVerb"] == "bind"
+        # kube-scheduler's validation: a prioritizing extender needs a positive weight.
+        assert isinstance(extender["weight"], int) and extender["weight"] > 0
+    else:  # kube-scheduler scores and binds: one round trip per pod, the filter's
+        assert not {"prioritizeVerb", "bindVerb", "weight"} & set(extender)
     assert extender["nodeCacheCapable"] is True
     assert extender["ignorable"] is False
     assert extender["enableHTTPS"] is False and "tlsConfig" not in extender
-    # kube-scheduler's validation: a prioritizing extender needs a positive weight.
-    assert isinstance(extender["weight"], int) and extender["weight"] > 0
     assert GO_DURATION.match(extender["httpTimeout"])
     # The URL points at the sidecar in the same pod, on the host and port it is told to serve.
-    flags = _flags(_container(built[name], "extender")["args"])
+    flags = _flags(_container(objects, "extender")["args"])
     assert extender["urlPrefix"] == f"http://{flags['host']}:{flags['port']}"
     assert flags["host"] == "127.0.0.1"
 
 
-@pytest.mark.parametrize("name", INSTALLS)
-def test_profile_and_leader_election(built: dict[str, list[Manifest]], name: str) -> None:
-    objects = built[name]
+def test_profile_and_leader_election(build: tuple[str, Mode, list[Manifest]]) -> None:
+    name, mode, objects = build
     configuration = scheduler_configuration(objects)
-    profile, preempting = configuration["profiles"]
-    # The extender sees only the nodes the filter plugins passed: let them pass every node, not a sample.
-    assert configuration["percentageOfNodesToScore"] == 100
+    (profile,) = configuration["profiles"]
+    # kube-scheduler's adaptive sample: NodeResourcesFit counts EPC, so nodes without free EPC are not feasible.
+    assert "percentageOfNodesToScore" not in configuration
     webhook_config = yaml.safe_load(
         find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"]
     )
     resource = PROFILES[PROFILE_OF[name]].epc_resource
-    # EPC left to the extender (its message reaches the user) in the first profile; counted in-tree
-    # by the second, where pods that may preempt go (the webhook routes them by priority).
-    assert profile == {
-        "schedulerName": "confidential-scheduler",
-        "pluginConfig": [{"name": "NodeResourcesFit", "args": {"ignoredResources": [resource]}}],
-    }
-    assert preempting == {"schedulerName": "confidential-scheduler-preempting"}
+    # One profile: EPC counted in NodeResourcesFit, so preemption's dry run sees it; pods that may preempt
+    # need no profile of their own.
+    if mode == "native":
+        assert profile == {
+            "schedulerName": "confidential-scheduler",
+            "pluginConfig": [
+                {
+                    "name": "NodeResourcesFit",
+                    "args": {
+                        "scoringStrategy": {
+                            "type": "LeastAllocated",
+                            "resources": [
+                                {"name": "cpu", "weight": 1},
+                                {"name": "memory", "weight": 1},
+                                {"name": resource, "weight": 3},
+                            ],
+                        }
+                    },
+                }
+            ],
+        }
+    else:
+        assert profile == {"schedulerName": "confidential-scheduler"}
     assert webhook_config["schedulerName"] == profile["schedulerName"]
-    assert webhook_config["preemptingSchedulerName"] == preempting["schedulerName"]
+    assert "preemptingSchedulerName" not in webhook_config
 
     election = configuration["leaderElection"]
     deployment = find(objects, "Deployment", "confidential-scheduler")

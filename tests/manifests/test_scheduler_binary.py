@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
-
 import pytest
 import yaml
 
+from extender.modes import MODES
 from tests.manifests.building import INSTALLS, REPO, Manifest
 from tests.manifests.test_scheduler import scheduler_configuration, scheduler_flags
 
@@ -56,30 +55,32 @@ def _load(
     )
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", INSTALLS)
 def test_kube_scheduler_accepts_the_configuration(
-    built: dict[str, list[Manifest]], name: str, tmp_path: Path, kube_scheduler: Path
+    request: pytest.FixtureRequest, name: str, mode: str, tmp_path: Path, kube_scheduler: Path
 ) -> None:
-    configuration = scheduler_configuration(built[name])
+    objects: list[Manifest] = request.getfixturevalue("built" if mode == "native" else "built_ledger")[name]
+    configuration = scheduler_configuration(objects)
     # With the container's other flags: the binary must know every one of them (deprecated ones included).
-    result = _load(kube_scheduler, configuration, tmp_path, scheduler_flags(built[name]))
+    result = _load(kube_scheduler, configuration, tmp_path, scheduler_flags(objects))
     assert result.returncode == 0, result.stderr
     effective = yaml.safe_load((tmp_path / "out.yaml").read_text(encoding="utf-8"))
     # What kube-scheduler will run with: our extender as written (false booleans are omitempty).
     assert effective["extenders"] == [
         {k: v for k, v in e.items() if v is not False} for e in configuration["extenders"]
     ]
-    profiles = {p["schedulerName"]: p for p in effective["profiles"]}
-    assert list(profiles) == ["confidential-scheduler", "confidential-scheduler-preempting"]
+    (profile,) = effective["profiles"]
+    assert profile["schedulerName"] == "confidential-scheduler"
     resource = configuration["extenders"][0]["managedResources"][0]["name"]
-
-    def fit_args(profile: dict[str, Any]) -> dict[str, Any]:
-        (fit,) = [c["args"] for c in profile["pluginConfig"] if c["name"] == "NodeResourcesFit"]
-        return fit  # type: ignore[no-any-return]
-
-    # Effective NodeResourcesFit: EPC ignored (left to the extender) only in the first profile.
-    assert fit_args(profiles["confidential-scheduler"])["ignoredResources"] == [resource]
-    assert not fit_args(profiles["confidential-scheduler-preempting"]).get("ignoredResources")
+    (fit,) = [c["args"] for c in profile["pluginConfig"] if c["name"] == "NodeResourcesFit"]
+    # Effective NodeResourcesFit: EPC counted (nothing ignored) in both modes; scored in-tree in native mode.
+    assert not fit.get("ignoredResources") and not fit.get("ignoredResourceGroups")
+    scored = {r["name"]: r["weight"] for r in fit["scoringStrategy"]["resources"]}
+    assert scored == ({"cpu": 1, "memory": 1, resource: 3} if mode == "native" else {"cpu": 1, "memory": 1})
+    assert fit["scoringStrategy"]["type"] == "LeastAllocated"
+    # Left to the adaptive default: kube-scheduler writes 0 ("adaptive") or omits it.
+    assert not effective.get("percentageOfNodesToScore")
     assert effective["leaderElection"]["resourceName"] == "confidential-scheduler"
 
 

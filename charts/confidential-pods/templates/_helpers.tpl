@@ -38,44 +38,32 @@ in, routeEPCPods and the `config` values merged over it. */ -}}
 {{- end -}}
 {{- end -}}
 
-{{- /* kube-scheduler's configuration: scheduler.config when set; else the overlay's file, verbatim with
-scheduler.scoring "extender" (the extender's prioritize verb scores EPC), or with "in-tree" that verb removed and
-NodeResourcesFit scoring EPC in every profile (the strategy of the configuration key scoringStrategy, over cpu,
-memory and EPC weighted 3; docs/extender.md "Scoring without the prioritize verb"). */ -}}
+{{- /* kube-scheduler's configuration: scheduler.config when set (its mode is what it configures); else the
+overlay's file for scheduler.mode: `native` (files/<overlay>/scheduler-config.yaml, verbatim, with NodeResourcesFit's
+scoring type set to the configuration key scoringStrategy when that is not LeastAllocated) or `ledger`
+(files/<overlay>/scheduler-config-ledger.yaml, as manifests/components/ledger-mode; docs/extender.md "Modes"). */ -}}
 {{- define "cp.schedulerConfig" -}}
-{{- $scoring := .Values.scheduler.scoring | default "extender" -}}
-{{- if .Values.scheduler.config -}}
-{{- if ne $scoring "extender" -}}
-{{- fail (printf "scheduler.scoring %q applies to the overlay's configuration: with scheduler.config set, write the scoring into it (docs/extender.md)" $scoring) -}}
+{{- $mode := .Values.scheduler.mode | default "native" -}}
+{{- if not (has $mode (list "native" "ledger")) -}}
+{{- fail (printf "scheduler.mode %q: must be native (kube-scheduler counts and binds EPC pods) or ledger (the extender scores and binds; docs/extender.md \"Modes\")" $mode) -}}
 {{- end -}}
+{{- if .Values.scheduler.config -}}
 {{- .Values.scheduler.config -}}
+{{- else if eq $mode "ledger" -}}
+{{- include "cp.overlayFile" (dict "root" . "file" "scheduler-config-ledger.yaml") -}}
 {{- else -}}
 {{- $file := include "cp.overlayFile" (dict "root" . "file" "scheduler-config.yaml") -}}
-{{- if eq $scoring "extender" -}}
-{{- $file -}}
-{{- else if eq $scoring "in-tree" -}}
-{{- $config := fromYaml $file -}}
-{{- $resource := (index (index $config.extenders 0).managedResources 0).name -}}
 {{- $strategy := (fromYaml (include "cp.config" .)).scoringStrategy | default "LeastAllocated" -}}
-{{- $weights := list (dict "name" "cpu" "weight" 1) (dict "name" "memory" "weight" 1) (dict "name" $resource "weight" 3) -}}
-{{- range $config.extenders -}}{{- $_ := unset . "prioritizeVerb" -}}{{- end -}}
-{{- range $profile := $config.profiles -}}
-{{- $scoringStrategy := dict "type" $strategy "resources" (deepCopy $weights) -}}
-{{- $fits := list -}}
-{{- range ($profile.pluginConfig | default list) -}}{{- if eq .name "NodeResourcesFit" -}}{{- $fits = append $fits . -}}{{- end -}}{{- end -}}
-{{- if $fits -}}
-{{- $fit := first $fits -}}
-{{- $args := $fit.args | default dict -}}
-{{- $_ := set $args "scoringStrategy" $scoringStrategy -}}
-{{- $_ := set $fit "args" $args -}}
+{{- if eq $strategy "LeastAllocated" -}}
+{{- $file -}}
 {{- else -}}
-{{- $fit := dict "name" "NodeResourcesFit" "args" (dict "scoringStrategy" $scoringStrategy) -}}
-{{- $_ := set $profile "pluginConfig" (append ($profile.pluginConfig | default list) $fit) -}}
+{{- $config := fromYaml $file -}}
+{{- range $profile := $config.profiles -}}
+{{- range ($profile.pluginConfig | default list) -}}
+{{- if eq .name "NodeResourcesFit" -}}{{- $_ := set .args.scoringStrategy "type" $strategy -}}{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- toYaml $config -}}
-{{- else -}}
-{{- fail (printf "scheduler.scoring %q: must be extender (the prioritize verb) or in-tree (NodeResourcesFit scores EPC; docs/extender.md)" $scoring) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
