@@ -63,6 +63,7 @@ CLUSTER_KINDS = {
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
     "RuntimeClass",
+    "PriorityClass",
 }
 APPLY_PATCH = "application/apply-patch+yaml"
 

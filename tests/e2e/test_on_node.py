@@ -16,18 +16,22 @@ would mutate these pods too). What a cluster has and this one lacks is provided 
   configuration of tests/e2e/nodeconfig.py) and one iptables DNAT rule on the bridge sends the ``kubernetes``
   Service's address to the apiserver on 127.0.0.1 (``route_localnet`` on the bridge); removed after.
 - **the default scheduler** places the webhook, the Job and the PCCS stand-in; the
-  confidential-scheduler of the build (two replicas, leader election, the extender sidecar) places the
-  opted-in pod.
+  confidential-scheduler of the build (two replicas, leader election, the extender sidecar reading the
+  scheduler's configuration for its mode) places the opted-in pod.
 
 An opted-in pod also runs in a namespace enforcing Pod Security ``restricted``; a pod that succeeds or
-is deleted frees its EPC for the next pending one. The intel overlay: tests/e2e/test_on_node_intel.py. Not
-here yet: the Helm chart and preemption on the node.
+is deleted frees its EPC for the next pending one; a pod created with ``nodeName`` beyond the node's EPC is
+refused by the kubelet and never counted; restarting the device plugin, the kubelet and the extender loses no
+accounting; preemption terminates the victim and starts the preemptor. The overlay runs in native mode (its
+default): kube-scheduler counts, scores and binds, the extender filters and checks preemption. The intel
+overlay: tests/e2e/test_on_node_intel.py. Not here yet: the Helm chart on the node.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,7 @@ from tests.e2e.incluster import (
     Installed,
     apply_all,
     built_overlay,
+    delete_all,
     delete_and_wait,
     installed_on_node,
     observe,
@@ -264,3 +269,260 @@ def _wait_gone(kube: Kube, path: str) -> None:
         return False
 
     wait_until(gone, timeout=60, what=f"{path} gone")
+
+
+def _container_id(kube: Kube, path: str, container: str) -> str:
+    pod = kube.get(path)
+    statuses = [*pod["status"].get("initContainerStatuses", []), *pod["status"].get("containerStatuses", [])]
+    (status,) = [s for s in statuses if s["name"] == container]
+    return str(status["containerID"]).removeprefix("containerd://")
+
+
+def _leader_pod(kube: Kube) -> str:
+    """The path of the confidential-scheduler pod holding the lease."""
+    lease = kube.get(f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/confidential-scheduler")
+    holder = str(lease["spec"]["holderIdentity"])
+    pods = kube.get(
+        f"/api/v1/namespaces/{NAMESPACE}/pods",
+        params={"labelSelector": "app.kubernetes.io/name=confidential-scheduler"},
+    )["items"]
+    (leader,) = [p for p in pods if holder.startswith(p["metadata"]["name"])]
+    return f"/api/v1/namespaces/{NAMESPACE}/pods/{leader['metadata']['name']}"
+
+
+def extender_view(installed: Installed) -> dict[str, Any]:
+    """The leader's extender's ``GET /inspect/<node>``, asked from inside its container (it listens on
+    localhost only)."""
+    container = _container_id(installed.kube, _leader_pod(installed.kube), "extender")
+    url = f"http://127.0.0.1:8444/inspect/{installed.node.name}"
+    script = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+    exec_id = f"inspect-{time.monotonic_ns()}"
+    text = installed.node.ctr("tasks", "exec", "--exec-id", exec_id, container, "python", "-c", script)
+    view: dict[str, Any] = json.loads(text)
+    return view
+
+
+def _unschedulable_for_epc(kube: Kube, path: str) -> bool:
+    conditions = kube.get(path).get("status", {}).get("conditions", [])
+    return any(
+        c["type"] == "PodScheduled"
+        and c.get("reason") == "Unschedulable"
+        and f"Insufficient {ALIBABA_EPC}" in c.get("message", "")
+        for c in conditions
+    )
+
+
+def test_a_pod_created_with_node_name_beyond_the_epc_is_refused_by_the_kubelet_and_never_counted(
+    installed: Installed,
+) -> None:
+    """``spec.nodeName`` skips every scheduler: the kubelet's admission refuses the pod (256 MiB asked of
+    128), it fails without starting, and neither kube-scheduler nor the extender counts it: an opted-in pod
+    then binds and runs in the EPC it would have taken."""
+    kube = installed.kube
+    pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
+    _wait_gone(kube, f"{pods}/enclave")
+    greedy: JSON = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "greedy"},
+        "spec": {
+            "nodeName": installed.node.name,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "containers": [
+                {
+                    "name": "app",
+                    "image": installed.images["confidential-pods"],
+                    "imagePullPolicy": "Never",
+                    "command": ["sleep", "3600"],
+                    "resources": {"limits": {ALIBABA_EPC: str(2 * EPC_MIB)}},
+                }
+            ],
+        },
+    }
+    try:
+        kube.create(pods, greedy)
+        wait_until(
+            lambda: kube.get(f"{pods}/greedy").get("status", {}).get("phase") == "Failed",
+            timeout=60,
+            what="the kubelet to refuse the pod",
+        )
+        status = kube.get(f"{pods}/greedy")["status"]
+        # The kubelet's device manager refuses it at admission (kubelet v1.37: before the resource predicate).
+        assert status["reason"] == "UnexpectedAdmissionError", status
+        assert f"{ALIBABA_EPC}. Requested: {2 * EPC_MIB}, Available: {EPC_MIB}" in status["message"], status
+        assert not status.get("containerStatuses") or all(
+            "running" not in s.get("state", {}) for s in status["containerStatuses"]
+        ), status
+        view = extender_view(installed)
+        assert "greedy" not in {p["name"] for p in view["pods"]}, view
+        assert int(view["used"]) == 0, view
+
+        kube.create(pods, opted_in_pod(installed.images["confidential-pods"]))
+        observed, facts, log = observe(kube, "enclave")
+        assert observed["status"]["phase"] == "Running", (observed["status"], log)
+        assert facts["EPC_UNITS"] == "64", log
+    finally:
+        for name in ("greedy", "enclave"):
+            with contextlib.suppress(ApiError):
+                kube.delete(f"{pods}/{name}", grace_period_seconds=0)
+
+
+def test_restarting_the_device_plugin_the_kubelet_and_the_extender_loses_no_accounting(
+    installed: Installed,
+) -> None:
+    """One running opted-in pod holds 72 of the node's 128 MiB; after each restart — the device plugin, the
+    kubelet, the leader's extender container — it is still Running with its EPC, the node advertises 128
+    again, the extender's ledger counts it, and a second pod stays refused for want of EPC. When the first
+    pod exits, the second runs."""
+    kube = installed.kube
+    node = installed.node
+    pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
+    _wait_gone(kube, f"{pods}/enclave")
+
+    def create(name: str) -> None:
+        pod = opted_in_pod(installed.images["confidential-pods"], name)
+        pod["spec"]["containers"][0]["command"] = ["python3", "-c", WAIT_FOR_DONE]
+        kube.create(pods, pod)
+
+    def phase(name: str) -> str:
+        return str(kube.get(f"{pods}/{name}").get("status", {}).get("phase", ""))
+
+    def advertised() -> str:
+        return str(kube.get(f"/api/v1/nodes/{node.name}")["status"]["allocatable"].get(ALIBABA_EPC, ""))
+
+    def accounted(what: str) -> None:
+        wait_until(
+            lambda: advertised() == str(EPC_MIB), timeout=90, what=f"128 MiB advertised again after {what}"
+        )
+        wait_until(
+            lambda: {p["name"] for p in extender_view(installed)["pods"]} == {"holder"},
+            timeout=90,
+            what=f"the extender's ledger to count the running pod after {what}",
+        )
+        view = extender_view(installed)
+        assert int(view["used"]) == 72 * 2**20, (what, view)
+        assert phase("holder") == "Running", what
+        assert _container_id(kube, f"{pods}/holder", "app") == holder_container, what  # never restarted
+        assert not kube.get(f"{pods}/waiting")["spec"].get("nodeName"), f"second pod bound after {what}"
+        wait_until(
+            lambda: _unschedulable_for_epc(kube, f"{pods}/waiting"),
+            timeout=90,
+            what=f"the second pod refused for EPC after {what}",
+        )
+
+    try:
+        create("holder")
+        wait_until(lambda: phase("holder") == "Running", timeout=60, what="holder Running")
+        holder_container = _container_id(kube, f"{pods}/holder", "app")
+        create("waiting")
+        wait_until(
+            lambda: _unschedulable_for_epc(kube, f"{pods}/waiting"), timeout=60, what="waiting refused"
+        )
+
+        node.start_device_plugin("alibaba", f"--epc-mib={EPC_MIB}")  # stops the running one first
+        accounted("the device plugin's restart")
+        node.stop_kubelet()
+        node.start_kubelet()
+        wait_until(node.ready, timeout=90, what="the node Ready after the kubelet's restart")
+        accounted("the kubelet's restart")
+        extender = _container_id(kube, _leader_pod(kube), "extender")
+        node.ctr("tasks", "kill", "--signal", "SIGKILL", extender)
+        wait_until(
+            lambda: (
+                _container_id(kube, _leader_pod(kube), "extender") != extender
+                and all(s["ready"] for s in kube.get(_leader_pod(kube))["status"]["containerStatuses"])
+            ),
+            timeout=120,
+            what="the extender container restarted and ready",
+        )
+        accounted("the extender's restart")
+
+        node.ctr(
+            "tasks",
+            "exec",
+            "--exec-id",
+            "done",
+            holder_container,
+            "python3",
+            "-c",
+            "open('/tmp/done', 'w').close()",
+        )
+        wait_until(lambda: phase("holder") == "Succeeded", timeout=60, what="holder Succeeded")
+        wait_until(
+            lambda: phase("waiting") == "Running", timeout=120, what="the second pod bound and Running"
+        )
+    finally:
+        for name in ("holder", "waiting"):
+            with contextlib.suppress(ApiError):
+                kube.delete(f"{pods}/{name}", grace_period_seconds=0)
+
+
+def test_preemption_on_the_node_terminates_the_victim_and_starts_the_preemptor(installed: Installed) -> None:
+    """A low-priority opted-in pod holds 72 of 128 MiB; a high-priority one (72 more) fits only if it goes:
+    kube-scheduler preempts it (the extender's preempt verb agreeing), the kubelet stops it, and the
+    preemptor runs on the node."""
+    kube = installed.kube
+    pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
+    classes = [
+        {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value,
+        }
+        for name, value in (("e2e-low", 100), ("e2e-high", 1000))
+    ]
+    apply_all(kube, classes)
+
+    def create(name: str, priority_class: str) -> None:
+        pod = opted_in_pod(installed.images["confidential-pods"], name)
+        pod["spec"]["containers"][0]["command"] = ["sleep", "3600"]
+        pod["spec"]["priorityClassName"] = priority_class
+        kube.create(pods, pod)
+
+    def pod(name: str) -> JSON | None:
+        try:
+            return kube.get(f"{pods}/{name}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    try:
+        _wait_gone(kube, f"{pods}/enclave")
+        create("low", "e2e-low")
+        wait_until(
+            lambda: (pod("low") or {}).get("status", {}).get("phase") == "Running",
+            timeout=60,
+            what="low Running",
+        )
+        low_container = _container_id(kube, f"{pods}/low", "app")
+        create("high", "e2e-high")
+        wait_until(lambda: pod("low") is None, timeout=120, what="the victim evicted and gone")
+        wait_until(
+            lambda: (pod("high") or {}).get("status", {}).get("phase") == "Running",
+            timeout=120,
+            what="high Running",
+        )
+        high = pod("high")
+        assert high is not None and high["spec"]["nodeName"] == installed.node.name
+
+        # The victim's container really stops: the kubelet kills it once the pod is gone from the API (a grace
+        # period of 0 removes the object at once), and containerd no longer runs it.
+        def victim_running() -> bool:
+            tasks = installed.node.ctr("tasks", "list").splitlines()
+            return any(line.startswith(low_container) and "RUNNING" in line for line in tasks)
+
+        wait_until(lambda: not victim_running(), timeout=60, what="the victim's container stopped")
+        events = kube.get(
+            f"/api/v1/namespaces/{APP_NAMESPACE}/events", params={"fieldSelector": "involvedObject.name=low"}
+        )
+        assert any(e.get("reason") == "Preempted" for e in events["items"]), [
+            e.get("reason") for e in events["items"]
+        ]
+    finally:
+        for name in ("low", "high"):
+            with contextlib.suppress(ApiError):
+                kube.delete(f"{pods}/{name}", grace_period_seconds=0)
+        delete_all(kube, classes)
