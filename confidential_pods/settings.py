@@ -33,6 +33,9 @@ SCORING_STRATEGIES: tuple[ScoringStrategy, ...] = ("LeastAllocated", "MostAlloca
 Audience = Literal["webhook", "offline"]
 #: How a confidential pod produces DCAP quotes: through the AESM socket, its own quote library, or not.
 QuoteMode = Literal["aesmd", "in-process", "none"]
+#: What the extender makes of a node without a known SGXAttestationReady condition (extender/readiness.py).
+AttestationUnknown = Literal["allow", "refuse"]
+ATTESTATION_UNKNOWN: tuple[AttestationUnknown, ...] = ("allow", "refuse")
 QUOTE_MODES: tuple[QuoteMode, ...] = ("aesmd", "in-process", "none")
 
 _DOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+")
@@ -82,6 +85,7 @@ class Settings:
     epc_unit: int | None = None
     #: ``/route`` sets the scheduler of pods that request EPC without opting in (the third webhook entry).
     route_epc_pods: bool = False
+    attestation_unknown: AttestationUnknown = "allow"
 
     #: Not a configuration key: the shell that runs the core says who reads its refusals (webhook
     #: serving leaves "webhook"; webhook/offline.py sets "offline").
@@ -250,6 +254,7 @@ KEYS: Final = (
     Key("epcResource", _extended_resource, "epc_resource"),
     Key("epcUnit", _one_of(EPC_UNITS), "epc_unit"),
     Key("routeEPCPods", _boolean, "route_epc_pods"),
+    Key("attestationUnknown", _one_of(ATTESTATION_UNKNOWN), "attestation_unknown"),
 )
 KNOWN_KEYS: Final = frozenset(key.name for key in KEYS)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 from extender.podepc import PodEpc
+from extender.readiness import Readiness
 
 T = TypeVar("T")
 
@@ -90,6 +91,8 @@ class EpcLedger:
         self._nominated_on: dict[str, dict[str, PodEpc]] = {}
         #: Uids the API server said were deleted before the watch did, oldest first (``confirm_deleted``).
         self._deleted: dict[str, None] = {}
+        #: Each node's ``SGXAttestationReady`` condition (extender/readiness.py), when it has one.
+        self._readiness: dict[str, Readiness] = {}
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -99,11 +102,30 @@ class EpcLedger:
             self._capacity[name] = capacity
             self._refresh(name)
 
+    def set_readiness(self, name: str, readiness: Readiness | None) -> None:
+        """A node's ``SGXAttestationReady`` condition (None: it has none), kept while the node is known."""
+        with self.lock:
+            if readiness is None:
+                self._readiness.pop(name, None)
+            elif name in self._capacity:
+                self._readiness[name] = readiness
+
+    def readiness(self, name: str) -> Readiness | None:
+        with self.lock:
+            return self._readiness.get(name)
+
+    def readiness_of(self, names: Iterable[str]) -> dict[str, Readiness | None]:
+        """The condition of each named node, read under one lock acquisition."""
+        with self.lock:
+            get = self._readiness.get
+            return {name: get(name) for name in names}
+
     def remove_node(self, name: str) -> None:
         """Forget a node. Its pods stay until the watch removes them (they may still be terminating)."""
         with self.lock:
             self._capacity.pop(name, None)
             self._usage.pop(name, None)
+            self._readiness.pop(name, None)
 
     # --- pods ----------------------------------------------------------------------------------
 
@@ -154,6 +176,7 @@ class EpcLedger:
         """
         with self.lock:
             self._capacity = dict(nodes)
+            self._readiness = {n: r for n, r in self._readiness.items() if n in self._capacity}
             self._pods = {}
             self._by_node = {}
             self._used = {}

@@ -30,6 +30,7 @@ from extender.binding import KnownPod
 from extender.ledger import EpcLedger
 from extender.placement import NodeFacts, node_facts
 from extender.podepc import PodEpc, pod_facts
+from extender.readiness import Readiness, node_readiness
 
 _LIST_KINDS = {"List", "NodeList", "PodList"}
 
@@ -60,6 +61,8 @@ class SnapshotFacts:
     namespaces: dict[str, dict[str, str]] = field(default_factory=dict)
     #: and the EPC resources of every profile each node advertises (a hint when none is the profile's).
     advertised: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Each node's SGXAttestationReady condition, where it has one (extender/readiness.py).
+    readiness: dict[str, Readiness] = field(default_factory=dict)
 
     def __add__(self, other: SnapshotFacts) -> SnapshotFacts:
         return SnapshotFacts(
@@ -70,6 +73,7 @@ class SnapshotFacts:
             pending=self.pending + other.pending,
             nodes={**self.nodes, **other.nodes},
             namespaces={**self.namespaces, **other.namespaces},
+            readiness={**self.readiness, **other.readiness},
             advertised={**self.advertised, **other.advertised},
         )
 
@@ -120,6 +124,8 @@ def facts_of(
         if kind == "Node":
             found: list[str] = []
             nodes.append((_name(obj), node_capacity(obj, profile, found)))
+            if (readiness := node_readiness(obj)) is not None:
+                kept.readiness[_name(obj)] = readiness
             unreadable.extend(f"Node {printable(_name(obj))} {problem}" for problem in found)
             if keep_pending:
                 _keep_node(kept, obj)
@@ -150,6 +156,7 @@ def facts_of(
         nodes=kept.nodes,
         namespaces=kept.namespaces,
         advertised=kept.advertised,
+        readiness=kept.readiness,
     )
     intern = sys.intern  # 50,000 pods share a few namespaces and 5,000 node names
     for namespace, name, uid, epc, node, problem, held_row in packed_pods:
@@ -184,8 +191,11 @@ def _keep_node(kept: SnapshotFacts, node: dict[str, Any]) -> None:
 
 
 def fill_ledger_from_facts(ledger: EpcLedger, facts: SnapshotFacts) -> None:
-    """Replace the ledger's content with the snapshot's nodes and assigned pods."""
-    ledger.replace(facts.capacities, facts.assigned)
+    """Replace the ledger's content with the snapshot's nodes (and their readiness) and assigned pods."""
+    with ledger.lock:
+        ledger.replace(facts.capacities, facts.assigned)
+        for name in facts.capacities:
+            ledger.set_readiness(name, facts.readiness.get(name))
 
 
 def _kubernetes_objects(documents: list[object], source: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from confidential_pods.epc import effective_epc
@@ -20,6 +20,7 @@ from extender.binding import Binder, Departures, PendingPods, bind_pod, pod_for_
 from extender.ledger import EpcLedger
 from extender.podepc import nominated_node, pod_priority, pod_uid
 from extender.preemption import Preemptor, Refined, refine
+from extender.readiness import pod_quotes, refusal
 from extender.scheduling import NamesFilterOutcome, filter_names, held_view, score_names
 from extender.wire import (
     BindRequest,
@@ -85,7 +86,8 @@ class Verbs:
     # --- the verbs ----------------------------------------------------------------------------------
 
     def filter(self, candidates: Candidates) -> Answer:
-        """Keep the nodes with enough free EPC; say why for the others (``ExtenderFilterResult``)."""
+        """Keep the nodes with enough free EPC (unless kube-scheduler counts it: :attr:`counts_epc`) and, for
+        a pod that quotes, attestation-ready; say why for the others (``ExtenderFilterResult``)."""
         epc, priority, unreadable = self._pod_epc(candidates)
         if unreadable:
             reason = f"pod's SGX EPC request cannot be read: {unreadable}"
@@ -109,9 +111,26 @@ class Verbs:
                 outcome = judge()
         else:
             outcome = filter_names(0, names, {}, "")
+        if epc > 0 and outcome.passed and pod_quotes(candidates.pod):
+            outcome = self._ready_only(outcome)
         return Answer(
             filter_result_in_order(candidates, outcome.passed, outcome.failed, outcome.unresolvable)
         )
+
+    def _ready_only(self, outcome: NamesFilterOutcome) -> NamesFilterOutcome:
+        """The outcome with the passing nodes that are not attestation-ready refused, as unresolvable: no
+        eviction makes them usable, so preemption does not consider them (extender/readiness.py)."""
+        unknown = self.settings.attestation_unknown
+        readiness = self.ledger.readiness_of(outcome.passed)
+        refused = {
+            name: why
+            for name in outcome.passed
+            if (why := refusal(name, readiness[name], unknown)) is not None
+        }
+        if not refused:
+            return outcome
+        passed = tuple(name for name in outcome.passed if name not in refused)
+        return NamesFilterOutcome(passed, dict(outcome.failed), {**outcome.unresolvable, **refused})
 
     def prioritize(self, candidates: Candidates) -> Answer:
         """Score each node 0..10 by the configured strategy (``[HostPriority]``, as JSON text)."""
@@ -163,7 +182,19 @@ class Verbs:
         preemptor = Preemptor(uid=pod_uid(request.pod), epc=epc, priority=pod_priority(request.pod))
         with self.ledger.lock:
             nodes = {name: self.ledger.node(name) for name in request.candidates}
-        refined = refine(preemptor, request.candidates, nodes)
+        unready: dict[str, str] = {}
+        if epc > 0 and pod_quotes(request.pod):  # no eviction for a node the preemptor could not use
+            readiness = self.ledger.readiness_of(request.candidates)
+            unknown = self.settings.attestation_unknown
+            unready = {
+                name: why
+                for name in request.candidates
+                if (why := refusal(name, readiness[name], unknown)) is not None
+            }
+        usable = {name: victims for name, victims in request.candidates.items() if name not in unready}
+        refined = refine(preemptor, usable, nodes)
+        if unready:
+            refined = replace(refined, dropped={**unready, **refined.dropped})
         self.on_preempt(refined)
         if refined.dropped:
             logger.info("preemption for %s: dropped %s", preemptor.uid, refined.dropped)

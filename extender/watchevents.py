@@ -21,6 +21,7 @@ from confidential_pods.profiles import Profile
 from confidential_pods.wire import mapping
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc, nominated_facts, pod_facts, pod_uid
+from extender.readiness import Readiness, node_readiness
 
 #: What the feed lists and watches: Nodes, assigned Pods, and pending Pods that preemption nominated to a
 #: node (their EPC is held there: :meth:`~extender.ledger.EpcLedger.nominate`).
@@ -174,7 +175,9 @@ def apply_event(ledger: EpcLedger, kind: Kind, event: object, profile: Profile) 
             if kind_of_event == "DELETED":
                 ledger.remove_node(entry[0])
             else:
-                ledger.set_node(*entry)
+                with ledger.lock:
+                    ledger.set_node(*entry)
+                    ledger.set_readiness(entry[0], node_readiness(obj))
         return Applied(version, describe(kind, obj, problems))
     if kind == "Nominated":
         nominated = None if kind_of_event == "DELETED" else nominated_facts(obj, profile, problems)
@@ -204,6 +207,8 @@ class Listing:
     def __init__(self, kind: Kind, ledger: EpcLedger, profile: Profile) -> None:
         self.kind, self.ledger, self.profile = kind, ledger, profile
         self.nodes: dict[str, int | None] = {}
+        #: Each listed node's SGXAttestationReady condition.
+        self.readiness: dict[str, Readiness | None] = {}
         self.pods: list[PodEpc] = []
         #: Uids of listed pods that hold no EPC (finished) but still have a reservation.
         self.without_epc: list[str] = []
@@ -217,6 +222,7 @@ class Listing:
             entry = node_entry(obj, self.profile, problems)
             if entry is not None:
                 self.nodes[entry[0]] = entry[1]
+                self.readiness[entry[0]] = node_readiness(obj)
         elif self.kind == "Nominated":
             nominated = nominated_facts(obj, self.profile, problems)
             if nominated is not None:
@@ -233,21 +239,28 @@ class Listing:
 
     def apply(self) -> None:
         if self.kind == "Node":
-            replace_nodes(self.ledger, self.nodes)
+            replace_nodes(self.ledger, self.nodes, self.readiness)
         elif self.kind == "Nominated":
             self.ledger.replace_nominations(self.pods)
         else:
             replace_pods(self.ledger, self.pods, self.without_epc)
 
 
-def replace_nodes(ledger: EpcLedger, nodes: Mapping[str, int | None]) -> None:
-    """Make the ledger's nodes exactly ``nodes`` (a fresh list), atomically; pods are untouched."""
+def replace_nodes(
+    ledger: EpcLedger,
+    nodes: Mapping[str, int | None],
+    readiness: Mapping[str, Readiness | None] | None = None,
+) -> None:
+    """Make the ledger's nodes exactly ``nodes`` (a fresh list) with their ``readiness`` conditions,
+    atomically; pods are untouched."""
+    readiness = readiness or {}
     with ledger.lock:
         for name in ledger.nodes():
             if name not in nodes:
                 ledger.remove_node(name)
         for name, capacity in nodes.items():
             ledger.set_node(name, capacity)
+            ledger.set_readiness(name, readiness.get(name))
 
 
 def replace_pods(ledger: EpcLedger, pods: Iterable[PodEpc], seen_without_epc: Iterable[str] = ()) -> None:

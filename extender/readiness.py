@@ -1,0 +1,90 @@
+"""Attestation readiness: the Node condition ``SGXAttestationReady`` and which pods must honour it (pure).
+
+``confidential-pods node-probe`` publishes the condition on each SGX node (docs/attestation.md "Node probe"):
+``True`` when the SGX devices, the AESM socket and the PCCS of the node's QCNL configuration all answer,
+``False`` with the failing check's reason and message otherwise. The extender keeps each node's condition
+from its Node watch and refuses a pod that quotes on a node whose condition is ``False``
+(:func:`refusal`), as unresolvable: no eviction makes such a node usable, so preemption never considers it.
+
+A node without the condition, or with ``Unknown``, is allowed unless the configuration key
+``attestationUnknown`` is ``refuse``: clusters without the probe schedule as before.
+
+Which pods quote: those the webhook injected with ``quote`` other than ``none`` (its status annotation says
+so), and every EPC pod the webhook did not inject (it may quote; the safe side).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from confidential_pods.settings import ATTESTATION_UNKNOWN, AttestationUnknown
+from confidential_pods.wire import mapping
+
+CONDITION: Final = "SGXAttestationReady"
+#: The webhook's status annotation (webhook/contract.py STATUS), read here without importing the webhook.
+STATUS_ANNOTATION: Final = "confidential-pods.io/status"
+UnknownPolicy = AttestationUnknown
+UNKNOWN_POLICIES = ATTESTATION_UNKNOWN
+#: Longest reason or message kept per node (a condition is written by the node's own credentials).
+MAX_TEXT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """A node's ``SGXAttestationReady`` condition: ``status`` is ``True``, ``False`` or ``Unknown``."""
+
+    status: str
+    reason: str = ""
+    message: str = ""
+
+
+def node_readiness(node: Mapping[str, Any]) -> Readiness | None:
+    """The node's ``SGXAttestationReady`` condition, or None when it has none (no probe there)."""
+    conditions = mapping(node.get("status")).get("conditions")
+    if not isinstance(conditions, list):
+        return None
+    for condition in conditions:
+        condition = mapping(condition)
+        if condition.get("type") == CONDITION:
+            status = condition.get("status")
+            return Readiness(
+                status if status in ("True", "False") else "Unknown",
+                _text(condition.get("reason")),
+                _text(condition.get("message")),
+            )
+    return None
+
+
+def pod_quotes(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod may need the node's attestation: not when the webhook's status says ``quote: none``."""
+    annotations = mapping(mapping(pod.get("metadata")).get("annotations"))
+    status = annotations.get(STATUS_ANNOTATION)
+    if not isinstance(status, str) or len(status) > 4096:
+        return True
+    try:
+        injected = json.loads(status)
+    except ValueError:
+        return True
+    return not (isinstance(injected, dict) and injected.get("quote") == "none")
+
+
+def refusal(node: str, readiness: Readiness | None, unknown: UnknownPolicy) -> str | None:
+    """Why a quoting pod may not go to ``node``, or None when it may."""
+    if readiness is not None and readiness.status == "True":
+        return None
+    if readiness is not None and readiness.status == "False":
+        why = readiness.message or readiness.reason or "no reason given"
+        return f"node {node}: SGX attestation not ready: {why}"
+    if unknown == "allow":
+        return None
+    why = f"no {CONDITION} condition" if readiness is None else readiness.reason or "Unknown"
+    return f"node {node}: SGX attestation readiness unknown ({why}; attestationUnknown: refuse)"
+
+
+def _text(value: object) -> str:
+    text = value if isinstance(value, str) else ""
+    text = "".join(c if c.isprintable() else " " for c in text[:MAX_TEXT])
+    return text

@@ -1,0 +1,246 @@
+"""Attestation readiness in the extender (issue 22, items 2 and 3): the Node condition
+``SGXAttestationReady`` read from Node objects (watch, list, snapshot), a quoting pod refused on a node whose
+condition is False — with the probe's message, as unresolvable so that preemption never evicts for it — and
+the configuration's choice for nodes without a known condition."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from confidential_pods.quantities import MiB
+from confidential_pods.settings import Settings
+from extender.binding import MemoryBinder
+from extender.ledger import EpcLedger
+from extender.podepc import PodEpc
+from extender.preemption import Victims
+from extender.readiness import CONDITION, Readiness, node_readiness, pod_quotes, refusal
+from extender.snapshot import fill_ledger_from_facts, snapshot_facts
+from extender.verbs import Verbs
+from extender.watchevents import Listing, apply_event
+from extender.wire import Candidates, PreemptionRequest
+from tests.extender import scheduler_json as sj
+from tests.extender.ledgers import ledger_of
+
+PCCS_DOWN = "PCCS https://pccs.example:8081/sgx/certification/v4/ unreachable: connection refused"
+
+
+def condition(status: str, reason: str = "", message: str = "") -> dict[str, str]:
+    return {"type": CONDITION, "status": status, "reason": reason, "message": message}
+
+
+def node_with(name: str, *conditions: dict[str, str], epc_mib: int = 93) -> dict[str, Any]:
+    node = {"apiVersion": "v1", "kind": "Node", **sj.node(name, epc_mib)}
+    node["status"]["conditions"] = [{"type": "Ready", "status": "True"}, *conditions]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("conditions", "expected"),
+    [
+        ([], None),
+        ([condition("True", "Ready", "all checks pass")], Readiness("True", "Ready", "all checks pass")),
+        (
+            [condition("False", "PCCSUnreachable", PCCS_DOWN)],
+            Readiness("False", "PCCSUnreachable", PCCS_DOWN),
+        ),
+        ([condition("Unknown")], Readiness("Unknown")),
+        ([condition("maybe", "X")], Readiness("Unknown", "X")),
+        ([{"type": CONDITION, "status": "False", "message": "a\nb\x1b[31m" + "x" * 1000}], None),
+    ],
+    ids=["none", "true", "false", "unknown", "not-a-status", "control-characters"],
+)
+def test_the_condition_is_read_from_the_node(
+    conditions: list[dict[str, str]], expected: Readiness | None
+) -> None:
+    node = node_with("n1", *conditions)
+    readiness = node_readiness(node)
+    if conditions and conditions[0].get("message", "").startswith("a\n"):
+        assert readiness is not None and readiness.status == "False"
+        assert readiness.message.startswith("a b ") and len(readiness.message) == 300
+        assert readiness.message.isprintable()
+    else:
+        assert readiness == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "quotes"),
+    [
+        (None, True),  # not injected by the webhook: it may quote
+        ({"quote": "aesmd"}, True),
+        ({"quote": "in-process"}, True),
+        ({"quote": "none"}, False),
+        ("not json", True),
+        ([1, 2], True),
+    ],
+)
+def test_which_pods_quote(status: object, quotes: bool) -> None:
+    pod = sj.pod()
+    if status is not None:
+        text = status if isinstance(status, str) else json.dumps(status)
+        pod["metadata"].setdefault("annotations", {})["confidential-pods.io/status"] = text
+    assert pod_quotes(pod) is quotes
+
+
+@pytest.mark.parametrize(
+    ("readiness", "unknown", "expected"),
+    [
+        (Readiness("True"), "refuse", None),
+        (
+            Readiness("False", "PCCSUnreachable", PCCS_DOWN),
+            "allow",
+            f"node n7: SGX attestation not ready: {PCCS_DOWN}",
+        ),
+        (
+            Readiness("False", "AESMUnavailable"),
+            "allow",
+            "node n7: SGX attestation not ready: AESMUnavailable",
+        ),
+        (None, "allow", None),
+        (Readiness("Unknown"), "allow", None),
+        (
+            None,
+            "refuse",
+            f"node n7: SGX attestation readiness unknown (no {CONDITION} condition; "
+            "attestationUnknown: refuse)",
+        ),
+        (
+            Readiness("Unknown", "ProbeStale"),
+            "refuse",
+            "node n7: SGX attestation readiness unknown (ProbeStale; attestationUnknown: refuse)",
+        ),
+    ],
+)
+def test_refusal(readiness: Readiness | None, unknown: str, expected: str | None) -> None:
+    assert refusal("n7", readiness, unknown) == expected  # type: ignore[arg-type]
+
+
+def quoting_pod(quote: str = "aesmd", epc_mib: int = 64) -> dict[str, Any]:
+    pod = sj.pod(epc_mib=epc_mib)
+    pod["metadata"].setdefault("annotations", {})["confidential-pods.io/status"] = json.dumps(
+        {"quote": quote}
+    )
+    return pod
+
+
+def ledger_with_readiness() -> EpcLedger:
+    ledger = ledger_of({"ready": 93 * MiB, "broken": 93 * MiB, "unprobed": 93 * MiB})
+    ledger.set_readiness("ready", Readiness("True"))
+    ledger.set_readiness("broken", Readiness("False", "PCCSUnreachable", PCCS_DOWN))
+    return ledger
+
+
+@pytest.mark.parametrize("counts_epc", [False, True], ids=["native", "ledger"])
+@pytest.mark.parametrize(
+    ("quote", "unknown", "passed"),
+    [
+        ("aesmd", "allow", ["ready", "unprobed"]),
+        ("in-process", "refuse", ["ready"]),
+        ("none", "refuse", ["ready", "broken", "unprobed"]),  # a pod that does not quote goes anywhere
+    ],
+)
+def test_the_filter_refuses_a_quoting_pod_on_an_unready_node(
+    counts_epc: bool, quote: str, unknown: str, passed: list[str]
+) -> None:
+    settings = Settings(attestation_unknown=unknown)  # type: ignore[arg-type]
+    verbs = Verbs(ledger_with_readiness(), settings, MemoryBinder(), clock=lambda: 0.0, counts_epc=counts_epc)
+    answer = verbs.filter(Candidates(pod=quoting_pod(quote), names=("ready", "broken", "unprobed"))).body
+    assert answer["NodeNames"] == passed
+    assert answer["FailedNodes"] == {}  # never resolvable by preemption
+    refused = answer["FailedAndUnresolvableNodes"]
+    assert set(refused) == {"ready", "broken", "unprobed"} - set(passed)
+    if "broken" in refused:
+        assert refused["broken"] == f"node broken: SGX attestation not ready: {PCCS_DOWN}"
+
+
+def test_a_pod_without_epc_is_not_the_extenders_business() -> None:
+    verbs = Verbs(ledger_with_readiness(), Settings(), MemoryBinder(), clock=lambda: 0.0)
+    answer = verbs.filter(Candidates(pod=quoting_pod(epc_mib=0), names=("ready", "broken"))).body
+    assert answer["NodeNames"] == ["ready", "broken"]
+
+
+def test_preemption_never_evicts_for_a_node_the_preemptor_cannot_use() -> None:
+    """Both nodes are full of low-priority pods; evicting on either would make room, but one is not ready:
+    only the ready one is kept, the other is dropped with the readiness reason."""
+    ledger = ledger_of(
+        {"ready": 93 * MiB, "broken": 93 * MiB},
+        [
+            PodEpc("v1", "ns", "low-1", "ready", 64 * MiB, priority=1),
+            PodEpc("v2", "ns", "low-2", "broken", 64 * MiB, priority=1),
+        ],
+    )
+    ledger.set_readiness("ready", Readiness("True"))
+    ledger.set_readiness(
+        "broken",
+        Readiness("False", "AESMUnavailable", "AESM socket /var/run/aesmd/aesm.socket: connection refused"),
+    )
+    preemptor = quoting_pod()
+    preemptor["spec"]["priority"] = 1000
+    request = PreemptionRequest(
+        pod=preemptor, candidates={"ready": Victims(("v1",)), "broken": Victims(("v2",))}
+    )
+    verbs = Verbs(ledger, Settings(), MemoryBinder(), clock=lambda: 0.0, counts_epc=False)
+    kept = verbs.preempt(request).body["NodeNameToMetaVictims"]
+    assert set(kept) == {"ready"}
+
+
+def test_a_preemptor_that_does_not_quote_may_use_either() -> None:
+    ledger = ledger_of(
+        {"ready": 93 * MiB, "broken": 93 * MiB},
+        [
+            PodEpc("v1", "ns", "low-1", "ready", 64 * MiB, priority=1),
+            PodEpc("v2", "ns", "low-2", "broken", 64 * MiB, priority=1),
+        ],
+    )
+    ledger.set_readiness("broken", Readiness("False", "AESMUnavailable"))
+    preemptor = quoting_pod("none")
+    preemptor["spec"]["priority"] = 1000
+    request = PreemptionRequest(
+        pod=preemptor, candidates={"ready": Victims(("v1",)), "broken": Victims(("v2",))}
+    )
+    verbs = Verbs(ledger, Settings(), MemoryBinder(), clock=lambda: 0.0)
+    assert set(verbs.preempt(request).body["NodeNameToMetaVictims"]) == {"ready", "broken"}
+
+
+def test_the_watch_and_a_relist_keep_each_nodes_condition() -> None:
+    ledger = EpcLedger()
+    profile = Settings().profile
+    broken = node_with("n1", condition("False", "PCCSUnreachable", PCCS_DOWN))
+    apply_event(ledger, "Node", {"type": "ADDED", "object": broken}, profile)
+    assert ledger.readiness("n1") == Readiness("False", "PCCSUnreachable", PCCS_DOWN)
+    repaired = node_with("n1", condition("True", "Ready"))
+    apply_event(ledger, "Node", {"type": "MODIFIED", "object": repaired}, profile)
+    assert ledger.readiness("n1") == Readiness("True", "Ready")
+    # The probe's condition removed (e.g. the node re-registered): unknown again.
+    apply_event(ledger, "Node", {"type": "MODIFIED", "object": node_with("n1")}, profile)
+    assert ledger.readiness("n1") is None
+    # A relist of the nodes replaces every condition; pods relisted keep them.
+    listing = Listing("Node", ledger, profile)
+    listing.add(node_with("n1", condition("False", "AESMUnavailable")))
+    listing.add(node_with("n2", condition("True")))
+    listing.apply()
+    assert ledger.readiness_of(["n1", "n2"]) == {
+        "n1": Readiness("False", "AESMUnavailable"),
+        "n2": Readiness("True"),
+    }
+    pods = Listing("Pod", ledger, profile)
+    pods.apply()
+    assert ledger.readiness("n2") == Readiness("True")
+    apply_event(ledger, "Node", {"type": "DELETED", "object": node_with("n2")}, profile)
+    assert ledger.readiness("n2") is None
+
+
+def test_a_snapshot_carries_the_condition_for_why_and_simulate() -> None:
+    text = json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [node_with("n1", condition("False", "SGXDevicesMissing", "no /dev/sgx_enclave"))],
+        }
+    )
+    facts = snapshot_facts(text, Settings().profile, "test")
+    ledger = EpcLedger()
+    fill_ledger_from_facts(ledger, facts)
+    assert ledger.readiness("n1") == Readiness("False", "SGXDevicesMissing", "no /dev/sgx_enclave")
