@@ -24,6 +24,7 @@ from confidential_pods.settings import load_settings, problems
 def build_parser() -> argparse.ArgumentParser:
     from certs import commands as certs_commands
     from extender import commands as extender_commands
+    from nodeprobe import commands as nodeprobe_commands
     from operate import commands as operate_commands
     from webhook import commands as webhook_commands
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     extender_commands.register(subcommands)
     certs_commands.register(subcommands)
     operate_commands.register(subcommands)
+    nodeprobe_commands.register(subcommands)
     _add_completion(subcommands)
     finish(parser)
     return parser
