@@ -62,7 +62,7 @@ class ApiNodeStatus:
 
     def read_conditions(self) -> object:
         """``status.conditions`` of the node (needs ``get`` on ``nodes``)."""
-        response = self._call("get", lambda: self._core.read_node_status(
+        response = self._call("get", lambda: self._core.read_node(
             self._node, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
         ))  # fmt: skip
         try:
@@ -142,14 +142,18 @@ def run(
     interval: timedelta,
     stop: threading.Event,
 ) -> None:
-    """Probe and publish every ``interval`` until ``stop`` is set; a failed round is logged, not fatal."""
+    """Probe and publish every ``interval`` until ``stop`` is set; a failed round is logged (a warning when
+    the error is new, then quietly while it repeats), not fatal."""
+    last_error = ""
     while not stop.is_set():
         found = probe()
         try:
             written = publisher.publish(found)
         except PublishError as exc:
-            logger.warning("%s", exc)
+            logger.log(logging.DEBUG if str(exc) == last_error else logging.WARNING, "%s", exc)
+            last_error = str(exc)
         else:
+            last_error = ""
             ready = found[READY]
             logger.log(
                 logging.INFO if written else logging.DEBUG,

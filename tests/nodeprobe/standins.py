@@ -65,6 +65,7 @@ class AesmStandIn:
 def aesmd(path: Path, behaviour: Behaviour, *, stall: float = 0.0) -> Iterator[AesmStandIn]:
     standin = AesmStandIn(path, behaviour, stall)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path.unlink(missing_ok=True)  # a stale socket is replaced, as aesmd replaces it
     listener.bind(str(path))
     listener.listen(8)
 

@@ -63,7 +63,7 @@ def test_first_round_reads_the_node_then_patches_status_with_only_our_conditions
     publisher = Publisher(ApiNodeStatus(_client(api), "n7"), clock=Clock())
     assert publisher.publish({READY: DOWN, EPC_CGROUP: EPC})
     get, patch = api.requests
-    assert (get.method, get.path) == ("GET", "/api/v1/nodes/n7/status")
+    assert (get.method, get.path) == ("GET", "/api/v1/nodes/n7")  # get nodes: no get on nodes/status needed
     assert (patch.method, patch.path, patch.content_type) == (
         "PATCH",
         "/api/v1/nodes/n7/status",
