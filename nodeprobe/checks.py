@@ -278,9 +278,15 @@ def check_epc_cgroup(cgroup_root: str = CGROUP_ROOT) -> CheckResult:
     )
 
 
+#: Checks a node may not need: ``aesm`` where pods bring their own aesmd (``aesm: sidecar``) or quote
+#: in-process; ``pccs`` (with the QCNL configuration it reads) where the node's quote library is not used.
+SKIPPABLE: Final = ("devices", "aesm", "pccs")
+
+
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Where the probe looks; ``timeout`` bounds each network check (seconds)."""
+    """Where the probe looks; ``timeout`` bounds each network check (seconds); ``skip``: checks not run
+    (each reported as passed with reason ``Skipped``)."""
 
     dev_dir: str = DEV_DIR
     aesm_socket: str = AESM_SOCKET
@@ -288,17 +294,28 @@ class ProbeConfig:
     cgroup_root: str = CGROUP_ROOT
     timeout: float = 5.0
     pccs_ca: str | None = None
+    skip: frozenset[str] = frozenset()
 
 
 def run_checks(config: ProbeConfig) -> list[CheckResult]:
     """Every check, in order (the PCCS only when the QCNL configuration named one)."""
-    results = [check_devices(config.dev_dir), check_aesm(config.aesm_socket, config.timeout)]
-    qcnl_result, qcnl = check_qcnl(config.qcnl_config)
-    results.append(qcnl_result)
-    if qcnl is not None:
-        results.append(check_pccs(qcnl, config.timeout, config.pccs_ca))
+    results = [
+        _skipped("devices") if "devices" in config.skip else check_devices(config.dev_dir),
+        _skipped("aesm") if "aesm" in config.skip else check_aesm(config.aesm_socket, config.timeout),
+    ]
+    if "pccs" in config.skip:
+        results += [_skipped("qcnl", "pccs"), _skipped("pccs")]
+    else:
+        qcnl_result, qcnl = check_qcnl(config.qcnl_config)
+        results.append(qcnl_result)
+        if qcnl is not None:
+            results.append(check_pccs(qcnl, config.timeout, config.pccs_ca))
     results.append(check_epc_cgroup(config.cgroup_root))
     return results
+
+
+def _skipped(name: str, option: str | None = None) -> CheckResult:
+    return _result(name, True, "Skipped", f"{name} not checked (--skip {option or name})")
 
 
 #: The checks whose failure makes the node not ready, in the order their reasons take precedence.

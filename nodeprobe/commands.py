@@ -14,7 +14,7 @@ from certs.durations import parse_duration
 from certs.errors import DurationError
 from confidential_pods import kube
 from confidential_pods.qcnl import QCNL_PATH
-from nodeprobe.checks import AESM_SOCKET, CGROUP_ROOT, DEV_DIR, ProbeConfig, run_checks, verdict
+from nodeprobe.checks import AESM_SOCKET, CGROUP_ROOT, DEV_DIR, SKIPPABLE, ProbeConfig, run_checks, verdict
 from nodeprobe.condition import READY
 
 #: node-problem-detector's custom plugin exit codes (pkg/custompluginmonitor/types/types.go).
@@ -54,6 +54,14 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     probe.add_argument("--pccs-ca", help="CA bundle to verify the PCCS with (default: the system's)")
     probe.add_argument("--cgroup-root", default=CGROUP_ROOT,
                        help=f"the host's cgroup root, for misc.capacity (default {CGROUP_ROOT})")  # fmt: skip
+    probe.add_argument(
+        "--skip",
+        action="append",
+        choices=SKIPPABLE,
+        default=[],
+        help="a check this node does not need (repeatable): aesm where pods bring an aesmd sidecar or quote "
+        "in-process, pccs (and the QCNL configuration) where the node's quote library is not used",
+    )
     probe.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster service account)")
     probe.set_defaults(handler=_node_probe)
 
@@ -76,6 +84,7 @@ def _config(args: argparse.Namespace) -> ProbeConfig:
         cgroup_root=args.cgroup_root,
         timeout=args.timeout.total_seconds(),
         pccs_ca=args.pccs_ca,
+        skip=frozenset(args.skip),
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 from nodeprobe.checks import (
     MAX_FILE,
     CheckResult,
+    ProbeConfig,
     Qcnl,
     check_devices,
     check_epc_cgroup,
@@ -20,6 +21,7 @@ from nodeprobe.checks import (
     check_qcnl,
     collateral_url,
     parse_qcnl,
+    run_checks,
     strip_comments,
     verdict,
 )
@@ -337,3 +339,47 @@ def test_qcnl_written_by_the_product_is_accepted(tmp_path: Path) -> None:
     result, qcnl = check_qcnl(str(path))
     assert result.ok and qcnl == Qcnl("https://pccs.example:8081/sgx/certification/v4/", False)
     assert json.loads(path.read_text())["pccs_url"] == qcnl.pccs_url
+
+
+# --- skipped checks -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("skip", "expected"),
+    [
+        (frozenset(), Verdict("False", "SGXDevicesMissing", "")),
+        (frozenset({"devices"}), Verdict("False", "AESMUnavailable", "")),
+        (frozenset({"devices", "aesm"}), Verdict("False", "QCNLConfigMissing", "")),
+        (
+            frozenset({"devices", "aesm", "pccs"}),
+            Verdict(
+                "True",
+                "AllChecksPassed",
+                "devices not checked (--skip devices); aesm not checked (--skip aesm); "
+                "pccs not checked (--skip pccs)",
+            ),
+        ),
+    ],
+)
+def test_skipped_checks_do_not_count(tmp_path: Path, skip: frozenset[str], expected: Verdict) -> None:
+    """A node with nothing: each skip moves the verdict to the next check that is still run."""
+    config = ProbeConfig(
+        dev_dir=str(tmp_path / "dev"),
+        aesm_socket=str(tmp_path / "aesm.socket"),
+        qcnl_config=str(tmp_path / "qcnl.conf"),
+        cgroup_root=str(tmp_path),
+        timeout=1,
+        skip=skip,
+    )
+    results = run_checks(config)
+    assert [r.name for r in results] == [
+        "devices",
+        "aesm",
+        "qcnl",
+        *(["pccs"] if "pccs" in skip else []),
+        "epcCgroup",
+    ]
+    found = verdict(results)
+    assert (found.status, found.reason) == (expected.status, expected.reason)
+    if expected.message:
+        assert found.message == expected.message

@@ -87,6 +87,7 @@ def test_once_not_ready_is_exit_1_with_the_reason(
         (["--interval", "soon"], "argument --interval: 'soon' is not a duration"),
         (["--heartbeat", "0m"], "argument --heartbeat: '0m' must be longer than 0s"),
         (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--skip", "qcnl"], "argument --skip: invalid choice: 'qcnl'"),
         ([], "node-probe: --node-name or $NODE_NAME is required"),
     ],
 )
