@@ -117,7 +117,7 @@ def _loop(args: argparse.Namespace, node: str) -> int:
     from nodeprobe.publishing import ApiNodeStatus, Publisher, run, verdicts
 
     try:
-        api = kube.api_client(args.kubeconfig)
+        api = kube.api_client(args.kubeconfig, retries=0)  # the next round is the retry
     except kube.CredentialsError as exc:
         print(f"confidential-pods: node-probe: {exc}", file=sys.stderr)
         return 2
