@@ -1,5 +1,5 @@
-# The one image of confidential-pods: webhook, extender and certs tooling
-# (`confidential-pods webhook serve | extender serve | certs ... | doctor`).
+# The one image of confidential-pods: webhook, extender, node probe and certs tooling
+# (`confidential-pods webhook serve | extender serve | node-probe | certs ... | doctor`).
 #   docker build -t <registry>/confidential-pods:0.1.0 .
 #   buildah bud --build-arg BASE=<a Debian bookworm image with python3 and python3-venv> -t ... .
 # BASE is any image with Python 3.11+ (`python3`, its `venv` module) and groupadd/useradd: the
@@ -22,6 +22,7 @@ COPY webhook ./webhook
 COPY extender ./extender
 COPY certs ./certs
 COPY operate ./operate
+COPY nodeprobe ./nodeprobe
 # An empty SOURCE_DATE_EPOCH (the argument not passed) is dropped in each RUN: tools that read it
 # (wheel's zip dates, useradd's password dates) complain about an empty one.
 RUN if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then unset SOURCE_DATE_EPOCH; fi \

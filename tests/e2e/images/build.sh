@@ -78,7 +78,7 @@ mmdebstrap_args=(
 mirrors=("deb $mirror bookworm main" "deb $mirror bookworm-updates main" "deb $security bookworm-security main")
 
 # What each image is made of; a change of any of it (or of this script) rebuilds the image.
-context_sources=(pyproject.toml README.md confidential_pods webhook extender certs operate)
+context_sources=(pyproject.toml README.md confidential_pods webhook extender certs operate nodeprobe)
 context_files() {
     { git -C "$repo" ls-files --cached --others --exclude-standard -- "${context_sources[@]}" 2>/dev/null ||
         (cd "$repo" && find "${context_sources[@]}" -type f); } | grep -v -e '__pycache__/' -e '\.pyc$' | sort
