@@ -269,6 +269,24 @@ def job_complete(kube: Kube, name: str) -> bool:
     )
 
 
+def job_logs(kube: Kube, name: str, namespace: str = NAMESPACE) -> str:
+    """The last lines each pod of Job ``name`` logged (its previous run's when it restarted): why a Job does
+    not complete, for the failure message."""
+    selector = {"labelSelector": f"job-name={name}"}
+    pods = kube.get(f"/api/v1/namespaces/{namespace}/pods", params=selector)["items"]
+    lines = []
+    for pod in pods:
+        path = f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}/log"
+        for previous in ("true", "false"):
+            try:
+                text = kube.get_text(f"{path}?previous={previous}&tailLines=20")
+            except ApiError:
+                continue
+            lines.append(f"--- {pod['metadata']['name']} (previous={previous}):\n{text}")
+            break
+    return "\n".join(lines) or f"(no pod of Job {name} logged anything)"
+
+
 def pccs_pod(image: str) -> JSON:
     """The PCCS stand-in: host network, so its certificate names the node's address, which pods reach."""
     return {
@@ -401,11 +419,14 @@ def installed_on_node(
 
         apply_all(kube, manifests)
         stack.callback(delete_and_wait, kube, manifests)
-        wait_until(
-            lambda: job_complete(kube, "confidential-pods-certs-install"),
-            timeout=180,
-            what="the certificate Job to complete",
-        )
+        try:
+            wait_until(
+                lambda: job_complete(kube, "confidential-pods-certs-install"),
+                timeout=180,
+                what="the certificate Job to complete",
+            )
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\n{job_logs(kube, 'confidential-pods-certs-install')}") from None
         for name in ("confidential-pods-webhook", "confidential-scheduler"):
             wait_until(
                 lambda name=name: deployment_available(kube, name),  # type: ignore[misc]
