@@ -410,6 +410,8 @@ def test_inspect(client: FlaskClient, ledger: EpcLedger) -> None:
         ],
         # pods nominated to the node by preemption (their EPC held for them): the preemption issue
         "nominated": [],
+        # the node's SGXAttestationReady condition (extender/readiness.py): none here
+        "attestation": None,
     }
     assert client.get("/inspect/plain").get_json()["summary"] == "no SGX EPC"
     missing = client.get("/inspect/ghost")

@@ -1,6 +1,6 @@
 """The chart's ``scheduler.mode``: ``native`` renders the overlay's scheduler configuration, ``ledger`` the
-configuration the ledger-mode component of its profile puts in (docs/extender.md "Modes"), for every overlay; the
-configuration key ``scoringStrategy`` becomes NodeResourcesFit's scoring type in native mode; the real
+configuration the ledger-mode component of its profile puts in (docs/extender.md "Modes"), for every overlay;
+the configuration key ``scoringStrategy`` becomes NodeResourcesFit's scoring type in native mode; the real
 kube-scheduler loads what the chart renders.
 """
 
@@ -60,7 +60,7 @@ def test_the_configurations_strategy_is_kube_schedulers_in_native_mode(helm: str
     assert fit["args"]["scoringStrategy"]["type"] == "MostAllocated"
     fit["args"]["scoringStrategy"]["type"] = "LeastAllocated"
     assert packing == shipped  # nothing else changed
-    # In ledger mode the key is the extender's prioritize strategy: kube-scheduler's configuration is the file's.
+    # In ledger mode the key is the extender's prioritize strategy; kube-scheduler's is the file's.
     ledger = scheduler_config(
         helm_template(helm, "overlay=intel", "scheduler.mode=ledger", "config.scoringStrategy=MostAllocated")
     )

@@ -112,7 +112,7 @@ def test_profile_and_leader_election(build: tuple[str, Mode, list[Manifest]]) ->
     name, mode, objects = build
     configuration = scheduler_configuration(objects)
     (profile,) = configuration["profiles"]
-    # kube-scheduler's adaptive sample: NodeResourcesFit counts EPC, so nodes without free EPC are not feasible.
+    # kube-scheduler's adaptive sample: NodeResourcesFit counts EPC, nodes without free EPC are not feasible.
     assert "percentageOfNodesToScore" not in configuration
     webhook_config = yaml.safe_load(
         find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"]
