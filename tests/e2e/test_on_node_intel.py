@@ -36,7 +36,7 @@ from tests.e2e.incluster import (
     observe,
     opted_in_pod,
 )
-from tests.e2e.kube import JSON, Kube
+from tests.e2e.kube import JSON, Kube, pod_events
 from tests.e2e.node import Node
 from tests.e2e.processes import wait_until
 
@@ -56,6 +56,22 @@ JSON_PATCH = "application/json-patch+json"
 AESMD_AS_ROOT = json.dumps(
     [{"op": "add", "path": "/spec/template/spec/containers/0/securityContext/runAsUser", "value": 0}]
 )
+
+
+def probe_here(node: Node) -> str:
+    """The node probe's test-only changes: the node's stand-in device nodes as its /host/dev, a round every
+    2 s, and no PCCS check (the stand-in's certificate is from a test CA the image does not trust; the PCCS
+    check is proved against the stand-ins in tests/e2e/test_node_probe.py)."""
+    spec = "/spec/template/spec"
+    return json.dumps(
+        [
+            {"op": "test", "path": f"{spec}/volumes/3/name", "value": "host-dev"},
+            {"op": "replace", "path": f"{spec}/volumes/3/hostPath/path", "value": str(node.dev_dir)},
+            {"op": "test", "path": f"{spec}/containers/1/name", "value": "node-probe"},
+            {"op": "add", "path": f"{spec}/containers/1/args/-", "value": "--skip=pccs"},
+            {"op": "add", "path": f"{spec}/containers/1/args/-", "value": "--interval=2s"},
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +95,7 @@ def installed(
         edits = [
             ["set", "image", f"{AESMD_PLACEHOLDER}={images['aesmd-standin']}"],
             ["add", "patch", "--kind", "DaemonSet", "--name", AESMD_DAEMONSET, "--patch", AESMD_AS_ROOT],
+            ["add", "patch", "--kind", "DaemonSet", "--name", AESMD_DAEMONSET, "--patch", probe_here(node)],
         ]
         return built_overlay(work, "intel", images, edits)
 
@@ -107,13 +124,16 @@ def test_the_aesm_daemonset_runs_our_images_and_serves_the_socket_with_the_qcnl_
 ) -> None:
     pod = aesmd_pod(installed.kube)
     assert pod["spec"]["nodeName"] == installed.node.name
-    (aesmd,) = pod["spec"]["containers"]
+    aesmd, probe = pod["spec"]["containers"]
     assert aesmd["image"] == installed.images["aesmd-standin"]
+    assert probe["image"] == installed.images["confidential-pods"]
     assert aesmd["securityContext"]["runAsUser"] == 0  # the test's patch: root, as Intel's image runs
     (qcnl_init,) = pod["spec"]["initContainers"]
     assert qcnl_init["image"] == installed.images["confidential-pods"]
-    (status,) = pod["status"]["containerStatuses"]
+    statuses = {s["name"]: s for s in pod["status"]["containerStatuses"]}
+    status = statuses["aesmd"]
     assert status["ready"], status  # its probes: test -S /var/run/aesmd/aesm.socket
+    assert statuses["node-probe"]["ready"], statuses["node-probe"]
     output = installed.node.ctr(
         "tasks",
         "exec",
@@ -170,3 +190,71 @@ def test_an_in_process_pod_gets_the_qcnl_file_and_the_provisioning_device(instal
     assert facts["AESM_CONNECT"] == "no socket directory", log  # in-process: no AESM socket is mounted
     assert facts["PCCS"] == "200", log
     kube.delete(f"/api/v1/namespaces/{APP_NAMESPACE}/pods/in-process", grace_period_seconds=0)
+
+
+def test_the_node_probe_beside_aesmd_publishes_the_node_ready(installed: Installed) -> None:
+    """The DaemonSet's node-probe container, with its own token (ServiceAccount confidential-pods-node-probe:
+    get nodes, patch nodes/status), finds the device nodes and the aesmd stand-in answering on the node and
+    publishes ``SGXAttestationReady: True``; the extender's ledger holds it."""
+    kube = installed.kube
+
+    def condition() -> JSON | None:
+        conditions = kube.get(f"/api/v1/nodes/{installed.node.name}")["status"].get("conditions", [])
+        found = [c for c in conditions if c["type"] == "SGXAttestationReady"]
+        return found[0] if found else None
+
+    wait_until(lambda: condition() is not None, timeout=60, what="the probe to publish SGXAttestationReady")
+    published = condition()
+    assert published is not None and published["status"] == "True", published
+    conditions = kube.get(f"/api/v1/nodes/{installed.node.name}")["status"]["conditions"]
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)  # the kubelet's, kept
+
+
+def test_a_node_the_probe_finds_unready_gets_no_quoting_pod_until_it_is_ready(installed: Installed) -> None:
+    """The provisioning device node removed from the node: within a round the probe publishes
+    ``SGXAttestationReady: False`` (SGXDevicesMissing); a new quoting pod is refused there with the probe's
+    message while a ``quote: none`` pod is placed there; the device back, the condition turns True and the
+    quoting pod is bound and runs."""
+    kube, node = installed.kube, installed.node
+    pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
+    provision = node.dev_dir / "sgx_provision"
+    away = node.dev_dir / "sgx_provision.away"
+
+    def readiness() -> tuple[str, str]:
+        conditions = kube.get(f"/api/v1/nodes/{node.name}")["status"].get("conditions", [])
+        found = [(c["status"], c.get("reason", "")) for c in conditions if c["type"] == "SGXAttestationReady"]
+        return found[0] if found else ("", "")
+
+    def bound(name: str) -> str:
+        return str(kube.get(f"{pods}/{name}")["spec"].get("nodeName") or "")
+
+    def told_not_ready(name: str) -> bool:
+        events = pod_events(kube, APP_NAMESPACE, name, "FailedScheduling")
+        return any(
+            "SGX attestation not ready: SGX device(s) missing" in str(e.get("message")) for e in events
+        )
+
+    wait_until(lambda: readiness()[0] == "True", timeout=60, what="the node ready")
+    provision.rename(away)
+    try:
+        wait_until(lambda: readiness() == ("False", "SGXDevicesMissing"), timeout=60, what="the node unready")
+        kube.create(pods, opted_in_pod(installed.images["confidential-pods"], "quoting"))
+        wait_until(lambda: told_not_ready("quoting"), timeout=60, what="the quoting pod refused, told why")
+        assert not bound("quoting")
+        kube.create(
+            pods,
+            opted_in_pod(
+                installed.images["confidential-pods"], "not-quoting", **{"confidential-pods.io/quote": "none"}
+            ),
+        )
+        wait_until(lambda: bound("not-quoting") == node.name, timeout=60, what="the quote: none pod bound")
+        assert not bound("quoting")
+    finally:
+        away.rename(provision)
+    wait_until(lambda: readiness()[0] == "True", timeout=60, what="the node ready again")
+    wait_until(lambda: bound("quoting") == node.name, timeout=120, what="the quoting pod bound once ready")
+    observed, facts, log = observe(kube, "quoting")
+    assert observed["status"]["phase"] == "Running", (observed["status"], log)
+    assert facts["AESM_CONNECT"] == "ok", log
+    for name in ("quoting", "not-quoting"):
+        kube.delete(f"{pods}/{name}", grace_period_seconds=0)

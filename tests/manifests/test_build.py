@@ -191,6 +191,9 @@ AESMD = {
     ("Namespace", "confidential-pods-aesmd"),
     ("DaemonSet", "confidential-pods-aesmd"),
     ("ConfigMap", "confidential-pods-aesmd-config"),
+    ("ServiceAccount", "confidential-pods-node-probe"),
+    ("ClusterRole", "confidential-pods-node-probe"),
+    ("ClusterRoleBinding", "confidential-pods-node-probe"),
 }
 CERT_MANAGER = {
     ("Issuer", "confidential-pods-selfsigned"),
@@ -349,7 +352,8 @@ def test_aesmd_component(built: dict[str, list[Manifest]]) -> None:
     assert (
         term["nodeSelectorTerms"][0]["matchExpressions"][0]["key"] == "intel.feature.node.kubernetes.io/sgx"
     )
-    (aesmd,) = spec["containers"]
+    aesmd, probe = spec["containers"]
+    assert aesmd["name"] == "aesmd" and probe["name"] == "node-probe"
     assert aesmd["image"] == "aesmd-image-required.invalid/aesmd:set-me"  # required: set it
     wanted = {"sgx.intel.com/epc": "1Mi", "sgx.intel.com/enclave": "1", "sgx.intel.com/provision": "1"}
     for side in ("requests", "limits"):
@@ -371,3 +375,43 @@ def test_aesmd_component(built: dict[str, list[Manifest]]) -> None:
     assert config_map == generated["metadata"]["name"]
     webhook_config = find(objects, "ConfigMap", "confidential-pods-config")
     assert generated["data"]["config.yaml"] == webhook_config["data"]["config.yaml"]  # one source
+
+
+def test_the_node_probe_runs_beside_aesmd_with_a_token_of_its_own(built: dict[str, list[Manifest]]) -> None:
+    """The AESM DaemonSet's node-probe container: it checks this pod's aesmd socket and QCNL file and the
+    host's devices, read-only, non-root; only it holds a token, of a ServiceAccount that may get Nodes and
+    patch their status, nothing else."""
+    objects = built["intel"]
+    spec = find(objects, "DaemonSet", "confidential-pods-aesmd")["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["serviceAccountName"] == "confidential-pods-node-probe"
+    aesmd, probe = spec["containers"]
+    mounts = {m["name"]: m for m in probe["volumeMounts"]}
+    assert all(m.get("readOnly") is True for m in mounts.values()), mounts
+    assert mounts["probe-token"]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert "probe-token" not in {m["name"] for m in aesmd["volumeMounts"]}  # aesmd gets no token
+    assert probe["args"][0] == "node-probe"
+    flags = dict(arg.split("=", 1) for arg in probe["args"][1:])
+    assert flags["--qcnl-config"] == f"{mounts['qcnl']['mountPath']}/sgx_default_qcnl.conf"
+    assert flags["--aesm-socket"] == f"{mounts['aesmd-socket']['mountPath']}/aesm.socket"
+    assert flags["--dev-dir"] == mounts["host-dev"]["mountPath"]
+    assert probe["env"] == [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    context = probe["securityContext"]
+    assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]} and context["allowPrivilegeEscalation"] is False
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    sources = volumes["probe-token"]["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    role = find(objects, "ClusterRole", "confidential-pods-node-probe")
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
+    ]
+    binding = find(objects, "ClusterRoleBinding", "confidential-pods-node-probe")
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": "confidential-pods-node-probe",
+            "namespace": "confidential-pods-aesmd",
+        }
+    ]

@@ -43,8 +43,8 @@ def _ours(objects: list[Manifest]) -> list[tuple[Manifest, dict[str, Any], dict[
 def test_arguments_parse(built: dict[str, list[Manifest]], name: str) -> None:
     ours = _ours(built[name])
     # webhook and extender; plus the certs Job and CronJob unless cert-manager does that; plus the
-    # aesmd DaemonSet's qcnl init container (intel)
-    assert len(ours) == (2 if name == "cert-manager" else 4) + (name == "intel")
+    # aesmd DaemonSet's qcnl init container and node-probe container (intel)
+    assert len(ours) == (2 if name == "cert-manager" else 4) + 2 * (name == "intel")
     for _, _, container in ours:
         assert "command" not in container, "the image's ENTRYPOINT is confidential-pods"
         args = _parse(container["args"])
