@@ -6,7 +6,9 @@
 from its Node watch and refuses a pod that quotes on a node whose condition is ``False``
 (:func:`refusal`), as unresolvable: no eviction makes such a node usable, so preemption never considers it.
 
-A node without the condition, or with ``Unknown``, is allowed unless the configuration key
+A node without the condition, with ``Unknown``, or with a condition whose ``lastHeartbeatTime`` is older
+than :data:`STALE_AFTER_SECONDS` (the probe rewrites it every 5 minutes while it runs: a dead probe, e.g. gone
+with the aesmd pod it runs in, must not pin a node ready) is allowed unless the configuration key
 ``attestationUnknown`` is ``refuse``: clusters without the probe schedule as before.
 
 Which pods quote: those the webhook injected with ``quote`` other than ``none`` (its status annotation says
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 from confidential_pods.settings import ATTESTATION_UNKNOWN, AttestationUnknown
@@ -30,6 +33,8 @@ UnknownPolicy = AttestationUnknown
 UNKNOWN_POLICIES = ATTESTATION_UNKNOWN
 #: Longest reason or message kept per node (a condition is written by the node's own credentials).
 MAX_TEXT = 300
+#: A condition not rewritten for this long is as good as unknown: three of the probe's default heartbeats.
+STALE_AFTER_SECONDS = 15 * 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,8 @@ class Readiness:
     status: str
     reason: str = ""
     message: str = ""
+    #: ``lastHeartbeatTime`` in seconds since the epoch; None when absent or unreadable (never stale).
+    heartbeat: float | None = None
 
 
 def node_readiness(node: Mapping[str, Any]) -> Readiness | None:
@@ -54,6 +61,7 @@ def node_readiness(node: Mapping[str, Any]) -> Readiness | None:
                 status if status in ("True", "False") else "Unknown",
                 _text(condition.get("reason")),
                 _text(condition.get("message")),
+                _timestamp(condition.get("lastHeartbeatTime")),
             )
     return None
 
@@ -71,8 +79,25 @@ def pod_quotes(pod: Mapping[str, Any]) -> bool:
     return not (isinstance(injected, dict) and injected.get("quote") == "none")
 
 
-def refusal(node: str, readiness: Readiness | None, unknown: UnknownPolicy) -> str | None:
-    """Why a quoting pod may not go to ``node``, or None when it may."""
+def refusal(
+    node: str, readiness: Readiness | None, unknown: UnknownPolicy, now: float | None = None
+) -> str | None:
+    """Why a quoting pod may not go to ``node``, or None when it may (``now``: seconds since the epoch, for a
+    stale condition; None: never stale)."""
+    stale = (
+        readiness is not None
+        and readiness.heartbeat is not None
+        and now is not None
+        and now - readiness.heartbeat > STALE_AFTER_SECONDS
+    )
+    if stale and readiness is not None:
+        if unknown == "allow":
+            return None
+        minutes = int((now or 0.0) - (readiness.heartbeat or 0.0)) // 60
+        return (
+            f"node {node}: SGX attestation readiness unknown (the probe's {CONDITION} not renewed for "
+            f"{minutes} min; attestationUnknown: refuse)"
+        )
     if readiness is not None and readiness.status == "True":
         return None
     if readiness is not None and readiness.status == "False":
@@ -82,6 +107,19 @@ def refusal(node: str, readiness: Readiness | None, unknown: UnknownPolicy) -> s
         return None
     why = f"no {CONDITION} condition" if readiness is None else readiness.reason or "Unknown"
     return f"node {node}: SGX attestation readiness unknown ({why}; attestationUnknown: refuse)"
+
+
+def _timestamp(value: object) -> float | None:
+    """An RFC 3339 time as the API server writes it (``2026-12-05T01:02:03Z``), in epoch seconds."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
 
 
 def _text(value: object) -> str:

@@ -67,8 +67,11 @@ class Verbs:
         on_preempt: Callable[[Refined], object] = lambda refined: None,
         on_departures: Callable[[int, Departures], object] = lambda asked, departures: None,
         counts_epc: bool = True,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.ledger = ledger
+        #: Seconds since the epoch, to judge a node condition's lastHeartbeatTime (``clock`` is monotonic).
+        self.wall_clock = wall_clock
         #: Whether /filter refuses nodes by the ledger's free EPC. False in native mode (extender/modes.py),
         #: where kube-scheduler's NodeResourcesFit counts EPC with its own binds in flight and nominated pods:
         #: a second count from a watch a few milliseconds behind could only refuse a pod that fits (after a
@@ -120,12 +123,12 @@ class Verbs:
     def _ready_only(self, outcome: NamesFilterOutcome) -> NamesFilterOutcome:
         """The outcome with the passing nodes that are not attestation-ready refused, as unresolvable: no
         eviction makes them usable, so preemption does not consider them (extender/readiness.py)."""
-        unknown = self.settings.attestation_unknown
+        unknown, now = self.settings.attestation_unknown, self.wall_clock()
         readiness = self.ledger.readiness_of(outcome.passed)
         refused = {
             name: why
             for name in outcome.passed
-            if (why := refusal(name, readiness[name], unknown)) is not None
+            if (why := refusal(name, readiness[name], unknown, now)) is not None
         }
         if not refused:
             return outcome
@@ -185,11 +188,11 @@ class Verbs:
         unready: dict[str, str] = {}
         if epc > 0 and pod_quotes(request.pod):  # no eviction for a node the preemptor could not use
             readiness = self.ledger.readiness_of(request.candidates)
-            unknown = self.settings.attestation_unknown
+            unknown, now = self.settings.attestation_unknown, self.wall_clock()
             unready = {
                 name: why
                 for name in request.candidates
-                if (why := refusal(name, readiness[name], unknown)) is not None
+                if (why := refusal(name, readiness[name], unknown, now)) is not None
             }
         usable = {name: victims for name, victims in request.candidates.items() if name not in unready}
         refined = refine(preemptor, usable, nodes)

@@ -6,6 +6,7 @@ the configuration's choice for nodes without a known condition."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -244,3 +245,49 @@ def test_a_snapshot_carries_the_condition_for_why_and_simulate() -> None:
     ledger = EpcLedger()
     fill_ledger_from_facts(ledger, facts)
     assert ledger.readiness("n1") == Readiness("False", "SGXDevicesMissing", "no /dev/sgx_enclave")
+
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("status", "age", "unknown", "refused"),
+    [
+        ("True", 60, "refuse", None),  # renewed a minute ago
+        ("True", 16 * 60, "allow", None),  # stale: unknown, allowed by default
+        ("True", 16 * 60, "refuse", "not renewed for 16 min"),  # a dead probe does not pin the node ready
+        ("False", 16 * 60, "allow", None),  # nor unready: stale is unknown
+        ("False", 60, "allow", "SGX attestation not ready"),
+    ],
+)
+def test_a_condition_the_probe_stopped_renewing_is_unknown(
+    status: str, age: int, unknown: str, refused: str | None
+) -> None:
+    beat = datetime.fromtimestamp(NOW - age, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    node = node_with("n7", {**condition(status, "R", "m"), "lastHeartbeatTime": beat})
+    readiness = node_readiness(node)
+    assert readiness is not None and readiness.heartbeat == NOW - age
+    why = refusal("n7", readiness, unknown, NOW)  # type: ignore[arg-type]
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None and refused in why, why
+
+
+def test_the_filter_judges_staleness_by_the_wall_clock() -> None:
+    ledger = ledger_of({"n1": 93 * MiB})
+    ledger.set_readiness("n1", Readiness("True", heartbeat=NOW - 20 * 60))
+    settings = Settings(attestation_unknown="refuse")
+    fresh = Verbs(ledger, settings, MemoryBinder(), clock=lambda: 0.0, wall_clock=lambda: NOW - 19 * 60)
+    late = Verbs(ledger, settings, MemoryBinder(), clock=lambda: 0.0, wall_clock=lambda: NOW)
+    args = Candidates(pod=quoting_pod(), names=("n1",))
+    assert fresh.filter(args).body["NodeNames"] == ["n1"]
+    assert late.filter(args).body["NodeNames"] == []
+
+
+@pytest.mark.parametrize("value", ["not a time", "2026-12-05T01:02:03", 7, "9" * 50])
+def test_an_unreadable_heartbeat_is_never_stale(value: object) -> None:
+    node = node_with("n7", {**condition("True"), "lastHeartbeatTime": value})  # type: ignore[dict-item]
+    readiness = node_readiness(node)
+    assert readiness is not None and readiness.heartbeat is None
+    assert refusal("n7", readiness, "refuse", NOW) is None
