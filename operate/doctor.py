@@ -46,6 +46,7 @@ from operate.facts import (
     skipped,
     worst,
 )
+from operate.readiness import attestation_readiness
 from operate.schedulermode import scheduler_mode
 
 __all__ = ["CHECKS", "EXIT_CODES", "ClusterFacts", "Finding", "PodSummary", "diagnose", "render", "worst"]
@@ -432,6 +433,7 @@ CHECKS: tuple[Step, ...] = (
     Step("scheduler", scheduler_ready),
     Step("scheduler-mode", scheduler_mode),
     Step("aesm-source", aesm_source),
+    Step("attestation-readiness", attestation_readiness, needs=("epc-resource",)),
     Step("pod-security", pod_security),
     Step("epc-pods-scheduler", unrouted_epc_pods),
     Step("epc-overcommit", epc_overcommit, needs=("epc-resource", "epc-pods-scheduler")),

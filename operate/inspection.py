@@ -16,7 +16,7 @@ from typing import Any
 from confidential_pods.errors import MalformedInput, shown
 from confidential_pods.quantities import MAX_QUANTITY
 from confidential_pods.wire import decode_json
-from operate.views import NodeRow
+from operate.views import NodeRow, attestation_text
 
 #: Largest answer read: /inspect lists the pods holding EPC, about 170 bytes each; 150,000 pods (the
 #: largest cluster Kubernetes supports) take about 25 MiB.
@@ -73,6 +73,7 @@ def _row(node: object, where: str) -> NodeRow | None:
         if not isinstance(pod, dict):
             raise MalformedInspect(f"{where}.nominated[{index}] must be an object, not {_kind(pod)}")
         held += _amount(pod.get("epc"), f"{where}.nominated[{index}].epc")
+    attestation = _attestation(node.get("attestation", _ABSENT), f"{where}.attestation")
     if capacity is None:
         return None
     return NodeRow(
@@ -82,7 +83,27 @@ def _row(node: object, where: str) -> NodeRow | None:
         reserved=reserved,
         nominated=held,
         pods=len(pods),
+        attestation=attestation,
     )
+
+
+_ABSENT = object()
+#: Longest reason read from ``attestation`` (the extender keeps 300 characters).
+MAX_REASON = 300
+
+
+def _attestation(value: object, where: str) -> str:
+    """The node's SGXAttestationReady as the table shows it: absent (an older extender) or null is ``-``."""
+    if value is _ABSENT or value is None:
+        return "-"
+    if not isinstance(value, dict):
+        raise MalformedInspect(f"{where} must be an object or null, not {_kind(value)}")
+    status, reason = value.get("status"), value.get("reason", "")
+    if status not in ("True", "False", "Unknown"):
+        raise MalformedInspect(f"{where}.status must be True, False or Unknown, not {_kind(status)}")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise MalformedInspect(f"{where}.reason must be a string of at most {MAX_REASON} characters")
+    return attestation_text(status, reason)
 
 
 def _amount(value: object, where: str) -> int:

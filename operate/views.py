@@ -22,6 +22,7 @@ from confidential_pods.wire import mapping
 from extender.binding import MemoryBinder
 from extender.ledger import EpcLedger, NodeEpc
 from extender.podepc import pod_uid
+from extender.readiness import Readiness
 from extender.verbs import Verbs
 from extender.wire import Candidates
 
@@ -36,6 +37,9 @@ class NodeRow:
     reserved: int
     nominated: int
     pods: int
+    #: The node's SGXAttestationReady as the table shows it: ``ready``, ``NOT READY (<reason>)``, ``unknown``,
+    #: or ``-`` when the node has no such condition (no probe there).
+    attestation: str = "-"
 
     @property
     def free(self) -> int:
@@ -44,10 +48,21 @@ class NodeRow:
 
 def rows_from_ledger(ledger: EpcLedger) -> list[NodeRow]:
     nodes = [n for n in (ledger.node(name) for name in sorted(ledger.nodes())) if n is not None]
-    return [_row(n) for n in nodes if n.capacity is not None]
+    return [_row(n, ledger.readiness(n.name)) for n in nodes if n.capacity is not None]
 
 
-def _row(node: NodeEpc) -> NodeRow:
+def attestation_text(status: str | None, reason: str = "") -> str:
+    """A node's SGXAttestationReady for the table (``status`` None: no condition)."""
+    if status is None:
+        return "-"
+    if status == "True":
+        return "ready"
+    if status == "False":
+        return f"NOT READY ({reason})" if reason else "NOT READY"
+    return "unknown"
+
+
+def _row(node: NodeEpc, readiness: Readiness | None = None) -> NodeRow:
     return NodeRow(
         name=node.name,
         capacity=node.capacity or 0,
@@ -55,6 +70,7 @@ def _row(node: NodeEpc) -> NodeRow:
         reserved=node.reserved,
         nominated=sum(p.epc for p in node.nominated),
         pods=len(node.pods),
+        attestation=attestation_text(*((readiness.status, readiness.reason) if readiness else (None,))),
     )
 
 
@@ -64,7 +80,9 @@ def render_nodes(rows: Sequence[NodeRow], resource: str, source: str) -> str:
     lines = [f"EPC per SGX node ({resource}; from {source})", ""]
     if not rows:
         return "\n".join([*lines, "no node advertises " + resource]) + "\n"
-    header = ("NODE", "EPC (# used, + reserved)", "IN USE / CAPACITY", "FREE", "NOMINATED", "PODS")
+    header = (
+        "NODE", "EPC (# used, + reserved)", "IN USE / CAPACITY", "FREE", "NOMINATED", "PODS", "ATTESTATION"
+    )  # fmt: skip
     body = [
         (
             printable(row.name),
@@ -73,6 +91,7 @@ def render_nodes(rows: Sequence[NodeRow], resource: str, source: str) -> str:
             format_bytes(max(row.free, 0)),
             format_bytes(row.nominated) if row.nominated else "-",
             str(row.pods),
+            printable(row.attestation),
         )
         for row in rows
     ]

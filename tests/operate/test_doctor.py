@@ -304,7 +304,7 @@ PODS_FORBIDDEN = healthy(unreadable={"pods": "403 pods is forbidden"})
         pytest.param(
             NO_EPC_NODES,
             {"epc-resource": "fail", "epc-overcommit": "skipped", "route-epc-pods": "ok"},
-            {"epc-overcommit": ("epc-resource",)},
+            {"epc-overcommit": ("epc-resource",), "attestation-readiness": ("epc-resource",)},
             id="no-node-advertises-epc",
         ),
         pytest.param(
@@ -316,7 +316,10 @@ PODS_FORBIDDEN = healthy(unreadable={"pods": "403 pods is forbidden"})
         pytest.param(
             healthy(unreadable={"nodes": "403 nodes is forbidden", "pods": "403 pods is forbidden"}),
             {"epc-resource": "fail", "epc-pods-scheduler": "fail", "epc-overcommit": "skipped"},
-            {"epc-overcommit": ("epc-resource", "epc-pods-scheduler")},
+            {
+                "epc-overcommit": ("epc-resource", "epc-pods-scheduler"),
+                "attestation-readiness": ("epc-resource",),
+            },
             id="nodes-and-pods-unreadable",
         ),
         pytest.param(

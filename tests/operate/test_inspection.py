@@ -75,6 +75,17 @@ def test_the_extenders_own_answer_is_read() -> None:
     assert read_inspect(json.dumps(ANSWER).encode()) == ROWS  # "plain" has no SGX: left out
 
 
+def test_each_nodes_attestation_is_read() -> None:
+    """``attestation`` absent (an extender before it) or null: ``-``; else the table's text."""
+    ready = read_inspect(with_field((*NODE, "attestation"), {"status": "True", "reason": "AllChecksPassed"}))
+    assert {row.name: row.attestation for row in ready}[ANSWER["nodes"][SGX_A]["name"]] == "ready"
+    broken = read_inspect(
+        with_field((*NODE, "attestation"), {"status": "False", "reason": "AESMUnavailable"})
+    )
+    assert "NOT READY (AESMUnavailable)" in {row.attestation for row in broken}
+    assert {row.attestation for row in read_inspect(with_field((*NODE, "attestation"), ...))} == {"-"}
+
+
 NODE = ("nodes", SGX_A)
 AMOUNT = "must be a whole number of bytes up to 2^63-1"
 WRONG_SHAPES = [
@@ -103,6 +114,15 @@ WRONG_SHAPES = [
     (with_field((*NODE, "nominated", 0), 5), "/inspect: nodes[1].nominated[0] must be an object, not 5"),
     (with_field((*NODE, "nominated", 0, "epc"), "16Mi"), "/inspect: nodes[1].nominated[0].epc must be"),
     (with_field(("nodes", 0, "used"), None), "/inspect: nodes[0].used must be"),  # no SGX, checked as well
+    (with_field((*NODE, "attestation"), "ready"), "/inspect: nodes[1].attestation must be an object or null"),
+    (
+        with_field((*NODE, "attestation"), {"status": True}),
+        "/inspect: nodes[1].attestation.status must be True,",
+    ),
+    (
+        with_field((*NODE, "attestation"), {"status": "False", "reason": "r" * 301}),
+        "/inspect: nodes[1].attestation.reason must be a string of at most 300 characters",
+    ),
     (b"<html>502 Bad Gateway</html>", "/inspect: the answer is not JSON: Expecting value"),
     (b"[" * 100_000, "/inspect: the answer is nested too deeply"),
     (b'{"nodes":[{"used":' + b"9" * 5000 + b"}]}", "/inspect: the answer is not JSON"),

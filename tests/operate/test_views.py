@@ -9,6 +9,7 @@ from confidential_pods.settings import settings_from_mapping
 from extender.app import node_json
 from extender.ledger import EpcLedger
 from extender.podepc import PodEpc
+from extender.readiness import Readiness
 from operate.inspection import rows_from_inspect
 from operate.views import NodeRow, render_nodes, render_why, rows_from_ledger, why
 from tests.extender.ledgers import ledger_of
@@ -32,14 +33,14 @@ def ledger() -> EpcLedger:
 def test_rows_from_the_ledger_and_from_inspect_agree() -> None:
     source = ledger()
     source.reserve(PodEpc("uid-new", "shop", "new", "sgx-b", 2 * MIB), now=0.0)
+    source.set_readiness("sgx-a", Readiness("False", "PCCSUnreachable", "PCCS https://p unreachable"))
     rows = rows_from_ledger(source)
     assert rows == [
-        NodeRow("sgx-a", 96 * MIB, 48 * MIB, 0, 16 * MIB, 1),
-        NodeRow("sgx-b", 64 * MIB, 60 * MIB, 2 * MIB, 0, 1),
+        NodeRow("sgx-a", 96 * MIB, 48 * MIB, 0, 16 * MIB, 1, "NOT READY (PCCSUnreachable)"),
+        NodeRow("sgx-b", 64 * MIB, 60 * MIB, 2 * MIB, 0, 1, "-"),
     ]  # "plain" has no SGX: left out
-    inspect = {
-        "nodes": [node_json(n) for n in (source.node(name) for name in source.nodes()) if n is not None]
-    }
+    nodes = [n for n in (source.node(name) for name in source.nodes()) if n is not None]
+    inspect = {"nodes": [node_json(n, source.readiness(n.name)) for n in nodes]}
     assert rows_from_inspect(inspect) == rows
 
 
@@ -48,10 +49,16 @@ def test_nodes_table() -> None:
     lines = text.splitlines()
     assert lines[0] == f"EPC per SGX node ({EPC}; from the stored pods)"
     assert lines[2].split() == ["NODE", "EPC", "(#", "used,", "+", "reserved)", "IN", "USE", "/", "CAPACITY",
-                                "FREE", "NOMINATED", "PODS"]  # fmt: skip
+                                "FREE", "NOMINATED", "PODS", "ATTESTATION"]  # fmt: skip
     assert lines[3].startswith("sgx-a  [###############...............]  48Mi / 96Mi")
-    assert lines[3].split()[-3:] == ["48Mi", "16Mi", "1"]
-    assert lines[4].split()[-3:] == ["4Mi", "-", "1"]
+    assert lines[3].split()[-4:] == ["48Mi", "16Mi", "1", "-"]
+    assert lines[4].split()[-4:] == ["4Mi", "-", "1", "-"]
+    ready = ledger()
+    ready.set_readiness("sgx-a", Readiness("True", "AllChecksPassed"))
+    ready.set_readiness("sgx-b", Readiness("False", "AESMUnavailable"))
+    lines = render_nodes(rows_from_ledger(ready), EPC, "x").splitlines()
+    assert lines[3].split()[-1] == "ready"
+    assert lines[4].split()[-2:] == ["NOT", "READY", "(AESMUnavailable)"][-2:] and "NOT READY" in lines[4]
     assert lines[-1] == "2 node(s): 108Mi of 160Mi in use (68%)"
     assert "no node advertises" in render_nodes([], EPC, "x")
 
