@@ -120,7 +120,8 @@ def test_in_process_pod_gets_the_qcnl_file(
 
 
 def test_aesmd_component_applies_server_side(kube: Kube) -> None:
-    """The intel overlay's aesmd objects (its namespace, config copy, DaemonSet), applied server-side."""
+    """The intel overlay's aesmd objects (its namespace, config copy, DaemonSet, the node probe's
+    ServiceAccount), applied server-side."""
     objects = [
         o
         for o in Overlay.build("intel").objects
@@ -130,9 +131,10 @@ def test_aesmd_component_applies_server_side(kube: Kube) -> None:
     kinds = {
         "Namespace": "/api/v1/namespaces",
         "ConfigMap": "/api/v1/namespaces/confidential-pods-aesmd/configmaps",
+        "ServiceAccount": "/api/v1/namespaces/confidential-pods-aesmd/serviceaccounts",
         "DaemonSet": "/apis/apps/v1/namespaces/confidential-pods-aesmd/daemonsets",
     }
-    assert sorted(o["kind"] for o in objects) == ["ConfigMap", "DaemonSet", "Namespace"]
+    assert sorted(o["kind"] for o in objects) == ["ConfigMap", "DaemonSet", "Namespace", "ServiceAccount"]
     applied: list[str] = []
     try:
         for obj in sorted(objects, key=lambda o: list(kinds).index(o["kind"])):

@@ -66,6 +66,14 @@ ALIBABA_EPC = "alibabacloud.com/sgx_epc_MiB"
 RUNV_LABEL = ("alibabacloud.com/sandboxed-container", "Sandboxed-Container.runv")
 
 
+def alibaba_node(kube: Kube, node: Node) -> None:
+    """The node as ACK's SGX nodes are: Alibaba's device plugin with 128 MiB of EPC, the ``runv``
+    RuntimeClass and the node label it selects."""
+    node.start_device_plugin("alibaba", f"--epc-mib={EPC_MIB}")
+    kube.patch(f"/api/v1/nodes/{node.name}", {"metadata": {"labels": {RUNV_LABEL[0]: RUNV_LABEL[1]}}})
+    apply_all(kube, list(yaml.safe_load_all((MANIFESTS / "runtimeclasses" / "runv.yaml").read_text())))
+
+
 @pytest.fixture(scope="module")
 def installed(
     request: pytest.FixtureRequest, e2e_log_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -75,9 +83,7 @@ def installed(
     work = tmp_path_factory.mktemp("on-node")
 
     def prepare(kube: Kube, node: Node, images: dict[str, str]) -> list[JSON]:
-        node.start_device_plugin("alibaba", f"--epc-mib={EPC_MIB}")
-        kube.patch(f"/api/v1/nodes/{node.name}", {"metadata": {"labels": {RUNV_LABEL[0]: RUNV_LABEL[1]}}})
-        apply_all(kube, list(yaml.safe_load_all((MANIFESTS / "runtimeclasses" / "runv.yaml").read_text())))
+        alibaba_node(kube, node)
         return built_overlay(work, "alibaba", images)
 
     with installed_on_node(request.config, e2e_log_dir / "on-node", work, prepare) as product:
@@ -215,12 +221,10 @@ def test_a_pod_that_succeeds_or_is_deleted_frees_its_epc_for_the_next_pending_po
     _wait_gone(kube, f"{pods}/enclave")
 
     def create(name: str) -> None:
-        pod = opted_in_pod(installed.images["confidential-pods"], name)
-        pod["spec"]["containers"][0]["command"] = ["python3", "-c", WAIT_FOR_DONE]
-        kube.create(pods, pod)
+        _create_waiting(installed, name)
 
     def phase(name: str) -> str:
-        return str(kube.get(f"{pods}/{name}").get("status", {}).get("phase", ""))
+        return _phase(kube, name)
 
     def refused(name: str) -> bool:
         pod = kube.get(f"{pods}/{name}")
@@ -258,6 +262,17 @@ def test_a_pod_that_succeeds_or_is_deleted_frees_its_epc_for_the_next_pending_po
         for name in ("first", "second", "third"):
             with contextlib.suppress(ApiError):
                 kube.delete(f"{pods}/{name}", grace_period_seconds=0)
+
+
+def _create_waiting(installed: Installed, name: str) -> None:
+    """An opted-in pod whose application runs until the test creates /tmp/done in its container."""
+    pod = opted_in_pod(installed.images["confidential-pods"], name)
+    pod["spec"]["containers"][0]["command"] = ["python3", "-c", WAIT_FOR_DONE]
+    installed.kube.create(f"/api/v1/namespaces/{APP_NAMESPACE}/pods", pod)
+
+
+def _phase(kube: Kube, name: str) -> str:
+    return str(kube.get(f"/api/v1/namespaces/{APP_NAMESPACE}/pods/{name}").get("status", {}).get("phase", ""))
 
 
 def _wait_gone(kube: Kube, path: str) -> None:
@@ -381,12 +396,10 @@ def test_restarting_the_device_plugin_the_kubelet_and_the_extender_loses_no_acco
     _wait_gone(kube, f"{pods}/enclave")
 
     def create(name: str) -> None:
-        pod = opted_in_pod(installed.images["confidential-pods"], name)
-        pod["spec"]["containers"][0]["command"] = ["python3", "-c", WAIT_FOR_DONE]
-        kube.create(pods, pod)
+        _create_waiting(installed, name)
 
     def phase(name: str) -> str:
-        return str(kube.get(f"{pods}/{name}").get("status", {}).get("phase", ""))
+        return _phase(kube, name)
 
     def advertised() -> str:
         return str(kube.get(f"/api/v1/nodes/{node.name}")["status"]["allocatable"].get(ALIBABA_EPC, ""))

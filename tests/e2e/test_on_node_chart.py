@@ -17,27 +17,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.e2e.incluster import (
     APP_NAMESPACE,
     NAMESPACE,
     PCCS_URL,
     Installed,
-    apply_all,
     installed_on_node,
     observe,
     opted_in_pod,
 )
 from tests.e2e.kube import JSON, Kube
 from tests.e2e.node import Node
-from tests.manifests.building import CHART, HELM_INSTALL_COMMAND, MANIFESTS, find_tool
+from tests.e2e.test_on_node import alibaba_node
+from tests.manifests.building import CHART, HELM_INSTALL_COMMAND, find_tool
 
 pytestmark = pytest.mark.e2e
 
-EPC_MIB = 128
-ALIBABA_EPC = "alibabacloud.com/sgx_epc_MiB"
-RUNV_LABEL = ("alibabacloud.com/sandboxed-container", "Sandboxed-Container.runv")
 RELEASE = "confidential-pods"
 
 
@@ -71,9 +67,7 @@ def installed(
     work = tmp_path_factory.mktemp("on-node-chart")
 
     def prepare(kube: Kube, node: Node, images: dict[str, str]) -> list[JSON]:
-        node.start_device_plugin("alibaba", f"--epc-mib={EPC_MIB}")
-        kube.patch(f"/api/v1/nodes/{node.name}", {"metadata": {"labels": {RUNV_LABEL[0]: RUNV_LABEL[1]}}})
-        apply_all(kube, list(yaml.safe_load_all((MANIFESTS / "runtimeclasses" / "runv.yaml").read_text())))
+        alibaba_node(kube, node)
         # As values.yaml tells users: Helm creates the release namespace, the chart then does not.
         helm(node, "install", RELEASE, str(CHART), "--create-namespace", "--set", "namespace.create=false",
              *chart_values(images))  # fmt: skip

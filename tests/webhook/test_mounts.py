@@ -456,13 +456,17 @@ def test_the_aesmd_daemonsets_own_socket_mount_stays_writable() -> None:
     # node's socket, so its mount is writable; even opted in, the webhook keeps that mount as it is.
     path = Path(__file__).parents[2] / "manifests" / "components" / "aesmd" / "daemonset.yaml"
     (daemonset,) = yaml.safe_load_all(path.read_text(encoding="utf-8"))
-    (aesmd,) = daemonset["spec"]["template"]["spec"]["containers"]
+    aesmd, probe = daemonset["spec"]["template"]["spec"]["containers"]
+    assert (aesmd["name"], probe["name"]) == ("aesmd", "node-probe")
     own = [m for m in aesmd["volumeMounts"] if m["mountPath"] == SOCKET_DIR]
     assert own == [{"name": "aesmd-socket", "mountPath": SOCKET_DIR}]
+    probes = [m for m in probe["volumeMounts"] if m["mountPath"] == SOCKET_DIR]
+    assert probes == [{"name": "aesmd-socket", "mountPath": SOCKET_DIR, "readOnly": True}]  # it only connects
     config = settings({**INTEL_HOST, "dcap": {"pccsUrl": PCCS}})
     (result,) = inject_documents([daemonset], config, namespace_opted_in=True).documents
-    (after,) = result["spec"]["template"]["spec"]["containers"]
+    after, probe_after = result["spec"]["template"]["spec"]["containers"]
     assert [m for m in after["volumeMounts"] if m["mountPath"] == SOCKET_DIR] == own
+    assert [m for m in probe_after["volumeMounts"] if m["mountPath"] == SOCKET_DIR] == probes
 
 
 def _run(*command: str) -> subprocess.CompletedProcess[str]:
