@@ -44,7 +44,8 @@ def built_ledger(kustomize: str, tmp_path_factory: pytest.TempPathFactory) -> di
     """install → its build with the ledger-mode component of its profile, as a user's overlay adds it."""
     work = tmp_path_factory.mktemp("ledger")
     return {
-        name: build_with_components(kustomize, name, [LEDGER_COMPONENT[name]], work / name) for name in INSTALLS
+        name: build_with_components(kustomize, name, [LEDGER_COMPONENT[name]], work / name)
+        for name in INSTALLS
     }
 
 
