@@ -89,8 +89,8 @@ def test_a_quoting_pod_avoids_an_unready_node_until_it_is_ready(scene: Scene) ->
     )
 
 
-# One overlay in each mode: the rule is the profile's alike, and the last step waits for kube-scheduler's
-# unschedulable flush (a node's condition is no event NodeResourcesFit's rejection waits for): about 90 s a build.
+# One overlay in each mode: the rule is alike for every profile, and the last step waits for kube-scheduler's
+# unschedulable flush (NodeResourcesFit's rejection waits for no node-condition event): about 90 s a build.
 @pytest.mark.parametrize("installation", ["alibaba", "alibaba+ledger"], indirect=True)
 def test_no_victim_is_evicted_for_a_node_the_preemptor_cannot_use(
     scene: Scene, priority_classes: None
