@@ -6,10 +6,10 @@
 from its Node watch and refuses a pod that quotes on a node whose condition is ``False``
 (:func:`refusal`), as unresolvable: no eviction makes such a node usable, so preemption never considers it.
 
-A node without the condition, with ``Unknown``, or with a condition whose ``lastHeartbeatTime`` is older
-than :data:`STALE_AFTER_SECONDS` (the probe rewrites it every 5 minutes while it runs: a dead probe, e.g. gone
-with the aesmd pod it runs in, must not pin a node ready) is allowed unless the configuration key
-``attestationUnknown`` is ``refuse``: clusters without the probe schedule as before.
+A node without the condition, with ``Unknown``, or with ``True`` whose ``lastHeartbeatTime`` is older than
+:data:`STALE_AFTER_SECONDS` (the probe rewrites it every 5 minutes while it runs: a dead probe must not pin a
+node ready) is allowed unless the configuration key ``attestationUnknown`` is ``refuse``: clusters without the
+probe schedule as before. A ``False`` refuses however old it is.
 
 Which pods quote: those the webhook injected with ``quote`` other than ``none`` (its status annotation says
 so), and every EPC pod the webhook did not inject (it may quote; the safe side).
@@ -83,30 +83,32 @@ def refusal(
     node: str, readiness: Readiness | None, unknown: UnknownPolicy, now: float | None = None
 ) -> str | None:
     """Why a quoting pod may not go to ``node``, or None when it may (``now``: seconds since the epoch, for a
-    stale condition; None: never stale)."""
+    stale condition; None: never stale). Stale or not, ``False`` refuses (a probe gone with its aesmd pod
+    leaves ``False`` behind only if it saw aesmd go); a stale ``True`` is unknown.
+
+    The text names no node: kube-scheduler keys each refusal by node already and counts identical reasons
+    ("0/40 nodes are available: 40 SGX attestation not ready: …"), so 5,000 unready nodes make one line."""
+    if readiness is not None and readiness.status == "False":  # stale or not: the probe's last word stands
+        why = readiness.message or readiness.reason or "no reason given"
+        return f"SGX attestation not ready: {why}"
     stale = (
         readiness is not None
         and readiness.heartbeat is not None
         and now is not None
         and now - readiness.heartbeat > STALE_AFTER_SECONDS
     )
-    if stale and readiness is not None:
-        if unknown == "allow":
-            return None
-        minutes = int((now or 0.0) - (readiness.heartbeat or 0.0)) // 60
-        return (
-            f"node {node}: SGX attestation readiness unknown (the probe's {CONDITION} not renewed for "
-            f"{minutes} min; attestationUnknown: refuse)"
-        )
-    if readiness is not None and readiness.status == "True":
+    if readiness is not None and readiness.status == "True" and not stale:
         return None
-    if readiness is not None and readiness.status == "False":
-        why = readiness.message or readiness.reason or "no reason given"
-        return f"node {node}: SGX attestation not ready: {why}"
     if unknown == "allow":
         return None
+    if stale and readiness is not None:
+        minutes = int((now or 0.0) - (readiness.heartbeat or 0.0)) // 60
+        return (
+            f"SGX attestation readiness unknown (the probe's {CONDITION} not renewed for {minutes} min; "
+            "attestationUnknown: refuse)"
+        )
     why = f"no {CONDITION} condition" if readiness is None else readiness.reason or "Unknown"
-    return f"node {node}: SGX attestation readiness unknown ({why}; attestationUnknown: refuse)"
+    return f"SGX attestation readiness unknown ({why}; attestationUnknown: refuse)"
 
 
 def _timestamp(value: object) -> float | None:

@@ -148,7 +148,9 @@ def simulate(
     ledger = EpcLedger()
     fill_ledger_from_facts(ledger, facts)
     used_before = {name: usage.used for name in ledger.nodes() if (usage := ledger.usage(name)) is not None}
-    verbs = Verbs(ledger, settings, MemoryBinder(known=facts.pods), clock=lambda: 0.0)
+    # A snapshot is judged as it was taken: its node conditions never go stale here.
+    binder = MemoryBinder(known=facts.pods)
+    verbs = Verbs(ledger, settings, binder, clock=lambda: 0.0, wall_clock=lambda: None)
     names = tuple(ledger.nodes())
     nodes = tuple(facts.nodes.get(name) or NodeFacts(name) for name in names)
     scope = Scope({name: namespace_facts({"metadata": {"labels": labels}})

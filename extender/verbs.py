@@ -67,10 +67,11 @@ class Verbs:
         on_preempt: Callable[[Refined], object] = lambda refined: None,
         on_departures: Callable[[int, Departures], object] = lambda asked, departures: None,
         counts_epc: bool = True,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float | None] = time.time,
     ) -> None:
         self.ledger = ledger
-        #: Seconds since the epoch, to judge a node condition's lastHeartbeatTime (``clock`` is monotonic).
+        #: Seconds since the epoch, to judge a node condition's lastHeartbeatTime (``clock`` is monotonic);
+        #: None: conditions never go stale (a snapshot, judged as it was taken).
         self.wall_clock = wall_clock
         #: Whether /filter refuses nodes by the ledger's free EPC. False in native mode (extender/modes.py),
         #: where kube-scheduler's NodeResourcesFit counts EPC with its own binds in flight and nominated pods:

@@ -38,9 +38,9 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
         "SIGTERM (exit 0); 2 for bad arguments or credentials.",
     )
     probe.add_argument("--node-name", help=f"the Node to publish on (default ${NODE_NAME_ENV})")
-    probe.add_argument("--interval", type=_duration, default=timedelta(seconds=30),
+    probe.add_argument("--interval", type=_period, default=timedelta(seconds=30),
                        help="time between rounds (default 30s)")  # fmt: skip
-    probe.add_argument("--heartbeat", type=_duration, default=timedelta(minutes=5),
+    probe.add_argument("--heartbeat", type=_period, default=timedelta(minutes=5),
                        help="rewrite an unchanged condition this often (default 5m)")  # fmt: skip
     probe.add_argument("--once", action="store_true", help="one round, printed, nothing written")
     probe.add_argument("--timeout", type=_duration, default=timedelta(seconds=5),
@@ -73,6 +73,20 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(exc)) from None
     if value <= timedelta(0):
         raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0s")
+    return value
+
+
+#: Longest --interval and --heartbeat: the extender counts a condition not renewed for 15 minutes
+#: (extender/readiness.py STALE_AFTER_SECONDS) as unknown, so a healthy node must be rewritten well within it.
+MAX_PERIOD = timedelta(minutes=5)
+
+
+def _period(text: str) -> timedelta:
+    value = _duration(text)
+    if value > MAX_PERIOD:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is longer than 5m: the extender counts a condition not renewed for 15m as unknown"
+        )
     return value
 
 

@@ -35,7 +35,7 @@ def attestation_readiness(facts: ClusterFacts) -> Finding:
         why = refusal(name, readiness, unknown, now)
         if why is not None:
             refused += 1
-            reasons.append(why.removeprefix(f"node {name}: ").join((f"{name} (", ")")))
+            reasons.append(f"{name} ({why})")
     if refused == len(sgx):
         return Finding(
             CHECK,

@@ -86,6 +86,9 @@ def test_once_not_ready_is_exit_1_with_the_reason(
     [
         (["--interval", "soon"], "argument --interval: 'soon' is not a duration"),
         (["--heartbeat", "0m"], "argument --heartbeat: '0m' must be longer than 0s"),
+        # The extender counts a condition not renewed for 15m as unknown: a healthy node beats well within.
+        (["--heartbeat", "20m"], "argument --heartbeat: '20m' is longer than 5m"),
+        (["--interval", "6m"], "argument --interval: '6m' is longer than 5m"),
         (["--bogus"], "unrecognized arguments: --bogus"),
         (["--skip", "qcnl"], "argument --skip: invalid choice: 'qcnl'"),
         ([], "node-probe: --node-name or $NODE_NAME is required"),
