@@ -220,12 +220,6 @@ def test_a_pod_that_succeeds_or_is_deleted_frees_its_epc_for_the_next_pending_po
     pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
     _wait_gone(kube, f"{pods}/enclave")
 
-    def create(name: str) -> None:
-        _create_waiting(installed, name)
-
-    def phase(name: str) -> str:
-        return _phase(kube, name)
-
     def refused(name: str) -> bool:
         pod = kube.get(f"{pods}/{name}")
         conditions = pod.get("status", {}).get("conditions", [])
@@ -238,9 +232,9 @@ def test_a_pod_that_succeeds_or_is_deleted_frees_its_epc_for_the_next_pending_po
         )
 
     try:
-        create("first")
-        wait_until(lambda: phase("first") == "Running", timeout=60, what="first Running")
-        create("second")
+        _create_waiting(installed, "first")
+        wait_until(lambda: _phase(kube, "first") == "Running", timeout=60, what="first Running")
+        _create_waiting(installed, "second")
         wait_until(lambda: refused("second"), timeout=60, what="second refused for want of EPC")
         assert not kube.get(f"{pods}/second")["spec"].get("nodeName")
 
@@ -249,14 +243,14 @@ def test_a_pod_that_succeeds_or_is_deleted_frees_its_epc_for_the_next_pending_po
         installed.node.ctr(
             "tasks", "exec", "--exec-id", "done", container, "python3", "-c", "open('/tmp/done', 'w').close()"
         )
-        wait_until(lambda: phase("first") == "Succeeded", timeout=60, what="first Succeeded")
-        wait_until(lambda: phase("second") == "Running", timeout=120, what="second bound and Running")
+        wait_until(lambda: _phase(kube, "first") == "Succeeded", timeout=60, what="first Succeeded")
+        wait_until(lambda: _phase(kube, "second") == "Running", timeout=120, what="second bound and Running")
         assert kube.get(f"{pods}/second")["spec"]["nodeName"] == installed.node.name
 
-        create("third")
+        _create_waiting(installed, "third")
         wait_until(lambda: refused("third"), timeout=60, what="third refused for want of EPC")
         kube.delete(f"{pods}/second", grace_period_seconds=0)
-        wait_until(lambda: phase("third") == "Running", timeout=120, what="third bound and Running")
+        wait_until(lambda: _phase(kube, "third") == "Running", timeout=120, what="third bound and Running")
         assert kube.get(f"{pods}/third")["spec"]["nodeName"] == installed.node.name
     finally:
         for name in ("first", "second", "third"):
@@ -395,12 +389,6 @@ def test_restarting_the_device_plugin_the_kubelet_and_the_extender_loses_no_acco
     pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
     _wait_gone(kube, f"{pods}/enclave")
 
-    def create(name: str) -> None:
-        _create_waiting(installed, name)
-
-    def phase(name: str) -> str:
-        return _phase(kube, name)
-
     def advertised() -> str:
         return str(kube.get(f"/api/v1/nodes/{node.name}")["status"]["allocatable"].get(ALIBABA_EPC, ""))
 
@@ -415,7 +403,7 @@ def test_restarting_the_device_plugin_the_kubelet_and_the_extender_loses_no_acco
         )
         view = extender_view(installed)
         assert int(view["used"]) == 72 * 2**20, (what, view)
-        assert phase("holder") == "Running", what
+        assert _phase(kube, "holder") == "Running", what
         assert _container_id(kube, f"{pods}/holder", "app") == holder_container, what  # never restarted
         assert not kube.get(f"{pods}/waiting")["spec"].get("nodeName"), f"second pod bound after {what}"
         wait_until(
@@ -425,10 +413,10 @@ def test_restarting_the_device_plugin_the_kubelet_and_the_extender_loses_no_acco
         )
 
     try:
-        create("holder")
-        wait_until(lambda: phase("holder") == "Running", timeout=60, what="holder Running")
+        _create_waiting(installed, "holder")
+        wait_until(lambda: _phase(kube, "holder") == "Running", timeout=60, what="holder Running")
         holder_container = _container_id(kube, f"{pods}/holder", "app")
-        create("waiting")
+        _create_waiting(installed, "waiting")
         wait_until(
             lambda: _unschedulable_for_epc(kube, f"{pods}/waiting"), timeout=60, what="waiting refused"
         )
@@ -461,9 +449,9 @@ def test_restarting_the_device_plugin_the_kubelet_and_the_extender_loses_no_acco
             "-c",
             "open('/tmp/done', 'w').close()",
         )
-        wait_until(lambda: phase("holder") == "Succeeded", timeout=60, what="holder Succeeded")
+        wait_until(lambda: _phase(kube, "holder") == "Succeeded", timeout=60, what="holder Succeeded")
         wait_until(
-            lambda: phase("waiting") == "Running", timeout=120, what="the second pod bound and Running"
+            lambda: _phase(kube, "waiting") == "Running", timeout=120, what="the second pod bound and Running"
         )
     finally:
         for name in ("holder", "waiting"):
