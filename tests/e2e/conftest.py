@@ -92,21 +92,25 @@ def default_scheduler(control_plane: ControlPlane) -> Iterator[Process]:
 def make_namespace(kube: Kube) -> Iterator[Callable[..., str]]:
     """Factory ``make_namespace(labels=None)``: a fresh namespace with its default ServiceAccount, its name.
 
-    Namespaces never finish deleting here (no namespace controller), so every one has a new name, and their
-    pods are deleted after the test (grace 0): a pod left Pending would otherwise be scheduled by the shared
-    kube-scheduler onto the next test's node and hold EPC there.
+    Namespaces never finish deleting here (no namespace controller), so every one has a new name, and after
+    the test its pods are deleted (grace 0) and the labels it was given are taken back. A pod left Pending
+    would otherwise be scheduled by the shared kube-scheduler onto the next test's node and hold EPC there;
+    a namespace left opted in would be counted by the next test's cluster-wide checks (the doctor lists five
+    restricted namespaces and says "and N more").
     """
-    created: list[str] = []
+    created: dict[str, list[str]] = {}
 
     def make(labels: dict[str, str] | None = None) -> str:
         name = f"e2e-{uuid.uuid4().hex[:8]}"
         create_namespace(kube, name, labels=labels)
-        created.append(name)
+        created[name] = list(labels or ())
         return name
 
     yield make
-    for name in created:
+    for name, labels in created.items():
         delete_pods(kube, name)
+        if labels:
+            kube.patch(f"/api/v1/namespaces/{name}", {"metadata": {"labels": dict.fromkeys(labels)}})
 
 
 @pytest.fixture
