@@ -36,6 +36,10 @@ QuoteMode = Literal["aesmd", "in-process", "none"]
 #: What the extender makes of a node without a known SGXAttestationReady condition (extender/readiness.py).
 AttestationUnknown = Literal["allow", "refuse"]
 ATTESTATION_UNKNOWN: tuple[AttestationUnknown, ...] = ("allow", "refuse")
+#: Whether the webhook writes per-container EPC limits for the node to enforce: ``nri`` writes the
+#: annotations of containers/nri-plugins' ``sgx-epc`` plugin (the ``sgx_epc`` misc cgroup enforces them).
+EpcLimits = Literal["none", "nri"]
+EPC_LIMITS: tuple[EpcLimits, ...] = ("none", "nri")
 QUOTE_MODES: tuple[QuoteMode, ...] = ("aesmd", "in-process", "none")
 
 _DOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+")
@@ -86,6 +90,7 @@ class Settings:
     #: ``/route`` sets the scheduler of pods that request EPC without opting in (the third webhook entry).
     route_epc_pods: bool = False
     attestation_unknown: AttestationUnknown = "allow"
+    epc_limits: EpcLimits = "none"
 
     #: Not a configuration key: the shell that runs the core says who reads its refusals (webhook
     #: serving leaves "webhook"; webhook/offline.py sets "offline").
@@ -255,6 +260,7 @@ KEYS: Final = (
     Key("epcUnit", _one_of(EPC_UNITS), "epc_unit"),
     Key("routeEPCPods", _boolean, "route_epc_pods"),
     Key("attestationUnknown", _one_of(ATTESTATION_UNKNOWN), "attestation_unknown"),
+    Key("epcLimits", _one_of(EPC_LIMITS), "epc_limits"),
 )
 KNOWN_KEYS: Final = frozenset(key.name for key in KEYS)
 
