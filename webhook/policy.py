@@ -16,11 +16,13 @@ from typing import Any
 from confidential_pods import qcnl
 from confidential_pods.epc import effective_epc
 from confidential_pods.errors import QuantityError
+from confidential_pods.profiles import Profile
 from confidential_pods.qcnl import QCNL_PATH
 from confidential_pods.quantities import format_binary, format_bytes, parse_whole
 from confidential_pods.settings import Settings
 from webhook import contract
 from webhook.contract import EPC_CONTAINER, QCNL, STATUS
+from webhook.epclimits import changed_limits, limit_annotations
 from webhook.mounts import AESM_SIDECAR, qcnl_mount, socket_mount
 from webhook.mutation import Mutation
 from webhook.patching import PatchBuilder
@@ -58,7 +60,7 @@ def _mutate(
         return Mutation("skipped", message=skip)
     view = read_pod(pod)
     if STATUS in view.annotations:
-        return Mutation("unchanged", message=f"already injected ({STATUS} present)")
+        return _marked(pod, view.annotations, settings)
     plan = make_plan(view, contract.read(view.annotations, settings), settings, level)
     builder = PatchBuilder(pod)
     warnings = list(plan.warnings)
@@ -79,6 +81,8 @@ def _mutate(
         builder.insert(["spec", "initContainers"], 0, _aesm_sidecar(settings, qcnl=plan.sidecar_qcnl))
     total = _total_epc(builder, plan, epc, settings)
     _set_pod_epc_annotation(builder, view.annotations, total, settings, warnings)
+    if settings.epc_limits == "nri":
+        _set_epc_limits(builder, view.annotations, settings.profile, warnings)
     status = {
         "profile": settings.profile.name,
         "resource": settings.profile.epc_resource,
@@ -91,6 +95,33 @@ def _mutate(
     }
     builder.set_key(["metadata", "annotations"], STATUS, json.dumps(status, separators=(",", ":")))
     return Mutation("mutated", patch=tuple(builder.operations), warnings=tuple(warnings), aesm=plan.aesm)
+
+
+def _marked(pod: Mapping[str, Any], annotations: Mapping[str, str], settings: Settings) -> Mutation:
+    """A pod that carries the status marker is not mutated again, with one exception: under ``epcLimits: nri``
+    its EPC limits are made to equal its containers' EPC. A marker the author wrote at creation, or a
+    template injected before limits were configured, must not leave a container with EPC unlimited (or
+    limited by the author's own number). A pod the webhook mutated already has them: unchanged."""
+    unchanged = Mutation("unchanged", message=f"already injected ({STATUS} present)")
+    if settings.epc_limits != "nri":
+        return unchanged
+    builder = PatchBuilder(pod)
+    warnings: list[str] = []
+    _set_epc_limits(builder, annotations, settings.profile, warnings)
+    if not builder.operations:
+        return unchanged
+    return Mutation("mutated", patch=tuple(builder.operations), warnings=tuple(warnings))
+
+
+def _set_epc_limits(
+    builder: PatchBuilder, annotations: Mapping[str, str], profile: Profile, warnings: list[str]
+) -> None:
+    """The ``sgx-epc`` NRI plugin's limit of each container with EPC in the pod as mutated so far
+    (:mod:`webhook.epclimits`); ``annotations``: the pod's own, as its author wrote them."""
+    write, replaced = changed_limits(annotations, limit_annotations(builder.document, profile))
+    warnings.extend(replaced)
+    for key, value in write.items():
+        builder.set_key(["metadata", "annotations"], key, value)
 
 
 def _inject_epc(

@@ -26,6 +26,7 @@ HOST = {"aesm": "host", "runtimeClass": "none"}
 #: A sandbox RuntimeClass with its aesmd sidecar image (the defaults leave the runtime alone).
 SIDECAR = {"runtimeClass": "kata", "aesmSidecarImage": "registry.example/aesmd:2.25"}
 ABSENT = object()
+LIMIT_APP = "/metadata/annotations/epc-limit.nri.io~1container.app"
 
 
 def settings(**keys: Any) -> Settings:
@@ -304,6 +305,30 @@ MUTATED: list[tuple[str, dict[str, Any], dict[str, Any], bool, dict[str, Any], l
         },
         True,
         {c0(f"resources/limits/{ALI}"): "64", c0("env"): [{"name": "SGX_AESM_ADDR", "value": "1"}]},
+        [],
+    ),
+    (
+        "epc-limits-nri-app-and-injected-sidecar",  # the sgx-epc NRI plugin's keys, in bytes
+        {**SIDECAR, "epcLimits": "nri"},
+        pod(annotations=CONFIDENTIAL),
+        False,
+        {LIMIT_APP: "67108864", "/metadata/annotations/epc-limit.nri.io~1container.aesmd": "8388608"},
+        [],
+    ),
+    (
+        "epc-limits-nri-authors-limit-replaced",  # "0" is no limit to the plugin: the webhook's value wins
+        {**HOST, "epcLimits": "nri"},
+        pod(annotations={**CONFIDENTIAL, "epc-limit.nri.io/container.app": "0", "epc-limit.nri.io/pod": "1"}),
+        False,
+        {LIMIT_APP: "67108864", "/metadata/annotations/epc-limit.nri.io~1pod": "1"},
+        ["annotation epc-limit.nri.io/container.app='0' replaced by 67108864"],
+    ),
+    (
+        "epc-limits-none-writes-nothing",
+        HOST,
+        pod(annotations={**CONFIDENTIAL, "epc-limit.nri.io/container.app": "0"}),
+        False,
+        {LIMIT_APP: "0", "/metadata/annotations/epc-limit.nri.io~1container.aesmd": ABSENT},
         [],
     ),
 ]
