@@ -25,6 +25,7 @@ from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import format_bytes
 from confidential_pods.settings import incomplete, problems
 from confidential_pods.wire import mapping
+from operate.epclimits import epc_limits
 from operate.facts import (
     ENFORCE_LABEL,
     EXIT_CODES,
@@ -434,6 +435,7 @@ CHECKS: tuple[Step, ...] = (
     Step("scheduler-mode", scheduler_mode),
     Step("aesm-source", aesm_source),
     Step("attestation-readiness", attestation_readiness, needs=("epc-resource",)),
+    Step("epc-limits", epc_limits, needs=("epc-resource",)),
     Step("pod-security", pod_security),
     Step("epc-pods-scheduler", unrouted_epc_pods),
     Step("epc-overcommit", epc_overcommit, needs=("epc-resource", "epc-pods-scheduler")),

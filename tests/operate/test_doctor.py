@@ -304,7 +304,11 @@ PODS_FORBIDDEN = healthy(unreadable={"pods": "403 pods is forbidden"})
         pytest.param(
             NO_EPC_NODES,
             {"epc-resource": "fail", "epc-overcommit": "skipped", "route-epc-pods": "ok"},
-            {"epc-overcommit": ("epc-resource",), "attestation-readiness": ("epc-resource",)},
+            {
+                "epc-overcommit": ("epc-resource",),
+                "attestation-readiness": ("epc-resource",),
+                "epc-limits": ("epc-resource",),
+            },
             id="no-node-advertises-epc",
         ),
         pytest.param(
@@ -319,6 +323,7 @@ PODS_FORBIDDEN = healthy(unreadable={"pods": "403 pods is forbidden"})
             {
                 "epc-overcommit": ("epc-resource", "epc-pods-scheduler"),
                 "attestation-readiness": ("epc-resource",),
+                "epc-limits": ("epc-resource",),
             },
             id="nodes-and-pods-unreadable",
         ),

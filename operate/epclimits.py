@@ -1,0 +1,54 @@
+"""The doctor's ``epc-limits`` check: with ``epcLimits: nri`` the webhook writes EPC limits that only a kernel
+with the ``sgx_epc`` misc cgroup enforces; which SGX nodes the node probe finds without one.
+
+The node probe publishes ``SGXEPCCgroupAvailable`` (nodeprobe/checks.py ``check_epc_cgroup``: ``sgx_epc`` in
+``misc.capacity``). Mainline Linux has no EPC cgroup (docs/attestation.md "EPC limits"), so on most nodes
+the limits are written and not enforced: a warning, never a failure — pods still run, as with ``none``.
+
+Pure, as every check: it reads :class:`~operate.facts.ClusterFacts`; :data:`operate.doctor.CHECKS` runs it.
+"""
+
+from __future__ import annotations
+
+from confidential_pods.epc import node_capacity
+from confidential_pods.wire import mapping
+from nodeprobe.condition import EPC_CGROUP, conditions_by_type
+from operate.facts import ClusterFacts, Finding, cannot_read, listed
+
+CHECK = "epc-limits"
+HINT = (
+    "the sgx-epc NRI plugin's limits need a kernel with the EPC cgroup on those nodes "
+    '(docs/attestation.md "EPC limits"); or set epcLimits: none'
+)
+
+
+def epc_limits(facts: ClusterFacts) -> Finding:
+    """With ``epcLimits: nri``: warn for each SGX node whose probe does not report ``sgx_epc`` (its reason),
+    or that publishes no ``SGXEPCCgroupAvailable`` at all; ok when every SGX node reports it."""
+    if facts.settings.epc_limits != "nri":
+        return Finding(CHECK, "ok", "epcLimits: none: the webhook writes no EPC limits")
+    if (problem := cannot_read(CHECK, facts, "nodes")) is not None:
+        return problem
+    sgx = [n for n in facts.nodes if (node_capacity(n, facts.settings.profile, []) or 0) > 0]
+    if not sgx:
+        return Finding(CHECK, "ok", "no SGX node (reported by epc-resource)")
+    missing: list[str] = []
+    for node in sgx:
+        name = str(mapping(node.get("metadata")).get("name"))
+        condition = conditions_by_type(mapping(node.get("status")).get("conditions"), (EPC_CGROUP,))
+        found = condition.get(EPC_CGROUP)
+        if found is None:
+            missing.append(f"{name} (no {EPC_CGROUP} condition: no node probe)")
+        elif found.get("status") != "True":
+            reason = str(found.get("reason") or found.get("status") or "Unknown")[:80]
+            reason = "".join(c if c.isprintable() else " " for c in reason)  # the node's credentials wrote it
+            missing.append(f"{name} ({reason})")
+    if missing:
+        return Finding(
+            CHECK,
+            "warn",
+            f"epcLimits is nri but {len(missing)} of {len(sgx)} SGX node(s) report no sgx_epc misc cgroup "
+            f"resource, so the limits are written and not enforced there: {listed(missing)}",
+            HINT,
+        )
+    return Finding(CHECK, "ok", f"all {len(sgx)} SGX node(s) report the sgx_epc misc cgroup resource")
