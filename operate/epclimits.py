@@ -2,8 +2,10 @@
 with the ``sgx_epc`` misc cgroup enforces; which SGX nodes the node probe finds without one.
 
 The node probe publishes ``SGXEPCCgroupAvailable`` (nodeprobe/checks.py ``check_epc_cgroup``: ``sgx_epc`` in
-``misc.capacity``). Mainline Linux has no EPC cgroup (docs/attestation.md "EPC limits"), so on most nodes
-the limits are written and not enforced: a warning, never a failure — pods still run, as with ``none``.
+``misc.capacity``). Mainline Linux has no EPC cgroup (docs/attestation.md "EPC limits"). On such a node the
+limits are not enforced, and where the ``sgx-epc`` NRI plugin runs it is worse: the kernel refuses
+``sgx_epc`` in ``misc.max`` (EINVAL), so runc fails to create every container that carries a limit. A warning
+(as the issue asks): the doctor cannot see which nodes run the plugin.
 
 Pure, as every check: it reads :class:`~operate.facts.ClusterFacts`; :data:`operate.doctor.CHECKS` runs it.
 """
@@ -17,7 +19,7 @@ from operate.facts import ClusterFacts, Finding, cannot_read, listed
 
 CHECK = "epc-limits"
 HINT = (
-    "the sgx-epc NRI plugin's limits need a kernel with the EPC cgroup on those nodes "
+    "run a kernel with the SGX EPC cgroup on those nodes, or keep the sgx-epc NRI plugin off them "
     '(docs/attestation.md "EPC limits"); or set epcLimits: none'
 )
 
@@ -48,7 +50,8 @@ def epc_limits(facts: ClusterFacts) -> Finding:
             CHECK,
             "warn",
             f"epcLimits is nri but {len(missing)} of {len(sgx)} SGX node(s) report no sgx_epc misc cgroup "
-            f"resource, so the limits are written and not enforced there: {listed(missing)}",
+            "resource: limits are not enforced there, and where the sgx-epc NRI plugin runs, containers with "
+            f"a limit fail to start (the kernel refuses sgx_epc in misc.max): {listed(missing)}",
             HINT,
         )
     return Finding(CHECK, "ok", f"all {len(sgx)} SGX node(s) report the sgx_epc misc cgroup resource")

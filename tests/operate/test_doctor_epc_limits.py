@@ -37,16 +37,18 @@ MISSING = ("False", "SGXEPCCgroupMissing")
             "nri",
             [probed("sgx-a", *AVAILABLE), probed("sgx-b", *MISSING), node("plain", {})],
             "warn",
-            "1 of 2 SGX node(s) report no sgx_epc misc cgroup resource, so the limits are written and not "
-            "enforced there: sgx-b (SGXEPCCgroupMissing)",
+            "1 of 2 SGX node(s) report no sgx_epc misc cgroup resource: limits are not enforced there, and "
+            "where the sgx-epc NRI plugin runs, containers with a limit fail to start (the kernel refuses "
+            "sgx_epc in misc.max): sgx-b (SGXEPCCgroupMissing)",
         ),
         (
             "nri",
             [probed("sgx-a", "False", "MiscCgroupMissing"), node("sgx-b", {EPC: "93"})],
             "warn",
-            "2 of 2 SGX node(s) report no sgx_epc misc cgroup resource, so the limits are written and not "
-            "enforced there: sgx-a (MiscCgroupMissing), sgx-b (no SGXEPCCgroupAvailable condition: no node "
-            "probe)",
+            "2 of 2 SGX node(s) report no sgx_epc misc cgroup resource: limits are not enforced there, and "
+            "where the sgx-epc NRI plugin runs, containers with a limit fail to start (the kernel refuses "
+            "sgx_epc in misc.max): sgx-a (MiscCgroupMissing), sgx-b (no SGXEPCCgroupAvailable condition: no "
+            "node probe)",
         ),
         ("nri", [probed("sgx-a", "Unknown", "ProbeIncomplete")], "warn", "sgx-a (ProbeIncomplete)"),
         ("nri", [probed("sgx-a", "False", "Evil\x1b[2J")], "warn", "sgx-a (Evil [2J)"),
