@@ -65,6 +65,7 @@ class Reader:
         self.apps = kubernetes.client.AppsV1Api(api)
         self.coordination = kubernetes.client.CoordinationV1Api(api)
         self.admission = kubernetes.client.AdmissionregistrationV1Api(api)
+        self.version = kubernetes.client.VersionApi(api)
 
     def get(self, call: Callable[..., Any], *args: Any, **query: Any) -> dict[str, Any] | None:
         """One object (or one page of a list); None when it does not exist."""
@@ -186,20 +187,29 @@ def summary(pod: dict[str, Any], settings: Settings) -> PodSummary:
     )
 
 
+class Attempts:
+    """Reads whose refusal is noted (``unreadable``: what → the API server's answer), not raised; an API
+    server that cannot be reached raises :class:`Unreachable` at the first read, for the caller to say it
+    once."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, Any] = {}
+        self.unreadable: dict[str, str] = {}
+
+    def __call__(self, what: str, read: Callable[[], Any]) -> None:
+        try:
+            self.found[what] = read()
+        except Unreachable:
+            raise
+        except Unreadable as exc:
+            self.unreadable[what] = str(exc)
+
+
 def gather(reader: Reader, settings: Settings, namespace: str, now: datetime | None = None) -> ClusterFacts:
     """Everything :func:`~operate.doctor.diagnose` checks; each read the API server refuses is noted, not
     raised (an API server that cannot be reached raises :class:`Unreachable` at the first read)."""
-    unreadable: dict[str, str] = {}
-    found: dict[str, Any] = {}
-
-    def attempt(what: str, read: Callable[[], Any]) -> None:
-        try:
-            found[what] = read()
-        except Unreachable:
-            raise  # one answer for all: the caller says it once
-        except Unreadable as exc:
-            unreadable[what] = str(exc)
-
+    attempt = Attempts()
+    found = attempt.found
     core, apps = reader.core, reader.apps
     attempt("nodes", lambda: list(reader.items(core.list_node)))
     attempt("pods", lambda: [summary(p, settings) for p in reader.items(core.list_pod_for_all_namespaces)])
@@ -239,5 +249,25 @@ def gather(reader: Reader, settings: Settings, namespace: str, now: datetime | N
         lease=found.get("lease"),
         scheduler_configuration=found.get("scheduler configuration"),
         daemonsets=found.get("daemonsets") or (),
-        unreadable=unreadable,
+        unreadable=attempt.unreadable,
     )
+
+
+def gather_precheck(
+    reader: Reader, settings: Settings, now: datetime | None = None
+) -> tuple[ClusterFacts, str]:
+    """What ``precheck`` judges before anything is applied: the nodes and namespaces (in the facts), and the
+    API server's ``gitVersion`` ("" when it cannot be read: ``unreadable["version"]`` says why)."""
+    attempt = Attempts()
+    attempt("version", lambda: reader.get(reader.version.get_code))
+    attempt("nodes", lambda: list(reader.items(reader.core.list_node)))
+    attempt("namespaces", lambda: list(reader.items(reader.core.list_namespace)))
+    facts = ClusterFacts(
+        settings=settings,
+        namespace="",
+        now=now or datetime.now(UTC),
+        nodes=attempt.found.get("nodes") or (),
+        namespaces=attempt.found.get("namespaces") or (),
+        unreadable=attempt.unreadable,
+    )
+    return facts, str(mapping(attempt.found.get("version")).get("gitVersion") or "")

@@ -42,53 +42,11 @@ ACROSS_NAMESPACES = (
 
 def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     """``confidential-pods doctor`` (the same command as ``kubectl confidential-pods doctor``) and
-    ``confidential-pods precheck`` (before anything is applied, no cluster)."""
+    ``confidential-pods precheck`` (before anything is applied: ``operate/prechecking.py``)."""
+    from operate import prechecking
+
     _add_doctor(subcommands, defaults=True)
-    precheck = subcommands.add_parser(
-        "precheck",
-        help="before applying: what the configuration and the built manifests leave to set (no cluster)",
-        description="Check, without a cluster, what must be set before the manifests are applied: "
-        "placeholders such as <region> in the configuration, keys its other keys need (aesmSidecarImage "
-        "for a sandbox runtimeClass, dcap.pccsUrl for quote: in-process), and placeholder images "
-        "(*.invalid/...) in the build. One line per thing to set, naming the key or the image. "
-        "E.g. kustomize build manifests/overlays/alibaba | confidential-pods precheck -f -",
-        epilog="exit codes: 0 nothing left to set; 2 something to set, or a file could not be read",
-    )
-    precheck.add_argument(
-        "--config", dest="config_file", metavar="FILE", help="configuration file (config.yaml) to check"
-    )
-    precheck.add_argument(
-        "-f",
-        "--filename",
-        metavar="FILE",
-        help="built manifests to check (kustomize build or helm template output; - for stdin): their "
-        "configuration ConfigMap and every image",
-    )
-    precheck.set_defaults(handler=_precheck)
-
-
-def _precheck(args: argparse.Namespace) -> int:
-    from confidential_pods.documents import load_document, load_documents, read_text
-    from operate.precheck import check_config, check_objects
-
-    if not args.config_file and not args.filename:
-        print("confidential-pods precheck: give --config FILE, -f FILE, or both", file=sys.stderr)
-        return 2
-    found = []
-    try:
-        if args.config_file:
-            data = load_document(read_text(args.config_file, "configuration file"), args.config_file)
-            found += check_config(data or {}, args.config_file)
-        if args.filename:
-            found += check_objects(load_documents(read_text(args.filename, "manifests"), args.filename))
-    except MalformedInput as exc:
-        return _fail(exc)
-    for item in found:
-        print(printable(str(item)))
-    if found:
-        return 2
-    print("ok: nothing left to set")
-    return 0
+    prechecking.register(subcommands)
 
 
 def _add_doctor(
@@ -129,14 +87,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, defaults: bool, kub
     def default(value: object) -> object:
         return value if defaults else argparse.SUPPRESS
 
-    parser.add_argument(
-        "--kubeconfig",
-        default=default(None),
-        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
-    )
-    parser.add_argument(
-        "--context", default=default(None), help="kubeconfig context to use (default: the current context)"
-    )
+    add_credentials(parser, defaults=defaults)
     parser.add_argument(
         "--install-namespace",
         default=default(DEFAULT_NAMESPACE),
@@ -163,6 +114,20 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, defaults: bool, kub
             help="nodes and doctor read every namespace anyway; why refuses it, as kubectl refuses a name "
             "across all namespaces",
         )
+
+
+def add_credentials(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """``--kubeconfig`` and ``--context``, as kubectl takes them (``defaults``: see _add_cluster_options)."""
+    parser.add_argument(
+        "--kubeconfig",
+        default=None if defaults else argparse.SUPPRESS,
+        help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)",
+    )
+    parser.add_argument(
+        "--context",
+        default=None if defaults else argparse.SUPPRESS,
+        help="kubeconfig context to use (default: the current context)",
+    )
 
 
 def _connect(args: argparse.Namespace) -> tuple[Any, Settings, str]:

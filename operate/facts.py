@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from confidential_pods.profiles import PROFILES
 from confidential_pods.settings import Settings
 
 #: ``skipped``: a check it depends on did not pass, so it says nothing of its own (its cause is reported).
@@ -26,6 +27,13 @@ INJECTION_LABEL = "confidential-pods.io/injection"
 ENFORCE_LABEL = "pod-security.kubernetes.io/enforce"
 #: How many names a finding lists before it says "and N more".
 SHOWN = 5
+#: Every profile's EPC resource: another profile's name on the nodes means a configuration to change.
+EPC_RESOURCES = frozenset(p.epc_resource for p in PROFILES.values())
+
+
+def is_sgx_resource(resource: str) -> bool:
+    """An extended resource of an SGX device plugin (EPC, enclave, provision)."""
+    return resource in EPC_RESOURCES or "sgx" in resource.lower()
 
 
 @dataclass(frozen=True)

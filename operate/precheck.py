@@ -22,7 +22,7 @@ from typing import Any
 from confidential_pods.documents import load_document
 from confidential_pods.errors import ConfigError
 from confidential_pods.qcnl import PLACEHOLDER
-from confidential_pods.settings import problems, settings_from_mapping
+from confidential_pods.settings import Settings, problems, settings_from_mapping
 
 #: The ConfigMap of the build that holds the webhook's and the extender's configuration.
 CONFIG_MAP = "confidential-pods-config"
@@ -72,12 +72,10 @@ def check_objects(objects: Sequence[object]) -> list[ToSet]:
         if not isinstance(obj, Mapping):
             continue
         kind, name = obj.get("kind"), _name(obj)
-        data = obj.get("data")
-        if kind == "ConfigMap" and _is_config(obj) and isinstance(data, Mapping) and "config.yaml" in data:
-            config = load_document(str(data["config.yaml"]), f"ConfigMap {name} config.yaml") or {}
-            configs.append((f"ConfigMap {name}", config))
-            found += check_config(config, f"ConfigMap {name}")
-        for container, image, command in _containers(obj):
+        if (configuration := _configuration(obj)) is not None:
+            configs.append(configuration)
+            found += check_config(configuration[1], configuration[0])
+        for container, image, command in containers(obj):
             if "qcnl" in command:
                 renderers.append(f"{kind} {name}")
             registry = image.split("/", 1)[0] if "/" in image else ""
@@ -104,6 +102,34 @@ def check_objects(objects: Sequence[object]) -> list[ToSet]:
                 )
             )
     return found
+
+
+def built_configuration(objects: Sequence[object]) -> tuple[str, object] | None:
+    """Where the build keeps its configuration (``ConfigMap <name>``) and the configuration; None: it has
+    no configuration ConfigMap."""
+    for obj in objects:
+        if isinstance(obj, Mapping) and (configuration := _configuration(obj)) is not None:
+            return configuration
+    return None
+
+
+def settings_of(data: object) -> Settings | None:
+    """The settings ``data`` makes with its placeholders filled in, as the cluster's checks judge them (the
+    placeholders are reported by :func:`check_config`); None when the loader refuses ``data``."""
+    try:
+        return settings_from_mapping(_filled(data))
+    except ConfigError:
+        return None
+
+
+def _configuration(obj: Mapping[str, Any]) -> tuple[str, object] | None:
+    data = obj.get("data")
+    if obj.get("kind") != "ConfigMap" or not _is_config(obj) or not isinstance(data, Mapping):
+        return None
+    if "config.yaml" not in data:
+        return None
+    where = f"ConfigMap {_name(obj)}"
+    return where, load_document(str(data["config.yaml"]), f"{where} config.yaml") or {}
 
 
 def _placeholders(data: object, path: str = "") -> Iterator[tuple[str, str, str]]:
@@ -146,7 +172,7 @@ def _name(obj: Mapping[str, Any]) -> str:
     return f"{namespace}/{metadata.get('name')}" if namespace else str(metadata.get("name"))
 
 
-def _containers(obj: Mapping[str, Any]) -> Iterator[tuple[str, str, list[str]]]:
+def containers(obj: Mapping[str, Any]) -> Iterator[tuple[str, str, list[str]]]:
     """Each container of a Pod or a workload: name, image, command and args."""
     for path in _POD_SPEC_PATHS:
         spec: Any = obj

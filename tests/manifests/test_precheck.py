@@ -27,7 +27,9 @@ AS_SHIPPED: dict[str, list[str]] = {
 
 
 def precheck(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([INSTALLED, "precheck", *args], capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [INSTALLED, "precheck", "--offline", *args], capture_output=True, text=True, check=False
+    )
 
 
 def _things(stdout: str) -> list[str]:
@@ -62,7 +64,7 @@ def test_the_build_as_shipped_names_what_to_set_and_as_filled_is_ok(
         assert (done.returncode, done.stdout) == (0, "ok: nothing left to set\n"), done.stdout + done.stderr
     # as a user pipes `kustomize build` into it, after filling in what it named
     done = subprocess.run(
-        [INSTALLED, "precheck", "-f", "-"],
+        [INSTALLED, "precheck", "--offline", "-f", "-"],
         input=yaml.safe_dump_all(filled(built[name])),
         capture_output=True,
         text=True,

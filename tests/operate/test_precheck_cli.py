@@ -1,0 +1,62 @@
+"""``confidential-pods precheck`` run as users run it (the installed command), without a working cluster: an
+unreachable API server is one line (or one JSON object), missing credentials point at ``--offline``, and
+``--offline`` reads no cluster. Against the real kube-apiserver: tests/e2e/test_precheck.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.operate.test_doctor_cli import DOCTOR, unreachable
+
+__all__ = ["unreachable"]  # the fixture
+
+PLACEHOLDER = "dcap:\n  pccsUrl: https://sgx-dcap-server.<region>.aliyuncs.com/\n"
+
+
+def precheck(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [DOCTOR, "precheck", *args], capture_output=True, text=True, timeout=60, check=False, env=env
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(PLACEHOLDER)
+    return str(path)
+
+
+def test_an_unreachable_api_server_is_one_line(unreachable: tuple[str, str], config: str) -> None:
+    kubeconfig, url = unreachable
+    result = precheck("--config", config, "--kubeconfig", kubeconfig)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"confidential-pods: cannot reach the API server at {url}: Connection refused\n"
+    result = precheck("--config", config, "--kubeconfig", kubeconfig, "-o", "json")
+    assert (result.returncode, result.stderr) == (2, "")
+    assert json.loads(result.stdout) == {
+        "error": f"cannot reach the API server at {url}: Connection refused",
+        "exitCode": 2,
+    }
+
+
+def test_offline_reads_no_cluster(unreachable: tuple[str, str], config: str) -> None:
+    kubeconfig, _ = unreachable
+    result = precheck("--config", config, "--kubeconfig", kubeconfig, "--offline", "-o", "json")
+    assert (result.returncode, result.stderr) == (2, "")
+    document = json.loads(result.stdout)
+    assert document["worst"] == "fail" and document["checks"] == []
+    assert [item["what"] for item in document["toSet"]] == ["dcap.pccsUrl"]
+    assert "cluster" not in document
+
+
+def test_without_credentials_it_says_offline(config: str, tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    result = precheck("--config", config, env=env)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("confidential-pods: cannot load API server credentials")
+    assert result.stderr.endswith("(--offline checks the files without a cluster)\n")
+    assert len(result.stderr.splitlines()) == 1
