@@ -21,13 +21,13 @@ from cryptography import x509
 from certs.inspection import chain_problem
 from certs.objects import webhook_bundles
 from confidential_pods.epc import node_capacity
-from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import format_bytes
 from confidential_pods.settings import incomplete, problems
 from confidential_pods.wire import mapping
 from operate.epclimits import epc_limits
 from operate.facts import (
     ENFORCE_LABEL,
+    EPC_RESOURCES,
     EXIT_CODES,
     EXPIRY_WARNING,
     INJECTION_LABEL,
@@ -41,6 +41,7 @@ from operate.facts import (
     Status,
     Step,
     cannot_read,
+    is_sgx_resource,
     judge,
     listed,
     render,
@@ -87,7 +88,7 @@ def epc_resource(facts: ClusterFacts) -> Finding:
     for node in facts.nodes:
         allocatable = mapping(mapping(node.get("status")).get("allocatable"))
         for resource in allocatable:
-            if _is_sgx_resource(resource) and resource != profile.epc_resource:
+            if is_sgx_resource(resource) and resource != profile.epc_resource:
                 others[resource] = others.get(resource, 0) + 1
     if not others:
         return Finding(
@@ -97,7 +98,7 @@ def epc_resource(facts: ClusterFacts) -> Finding:
             "install the SGX device plugin of your platform on the SGX nodes (docs/install.md)",
         )
     seen = ", ".join(f"{resource} on {count} node(s)" for resource, count in sorted(others.items()))
-    epc_like = sorted(r for r in others if r in _EPC_RESOURCES)
+    epc_like = sorted(r for r in others if r in EPC_RESOURCES)
     hint = (
         f"set epcResource: {epc_like[0]} in the configuration (and epcUnit if its unit is not "
         f"{'MiB' if profile.unit > 1 else 'bytes'}), and the same resource in the scheduler configuration"
@@ -107,14 +108,6 @@ def epc_resource(facts: ClusterFacts) -> Finding:
     return Finding(
         check, "fail", f"no node advertises {profile.epc_resource}; the nodes advertise {seen}", hint
     )
-
-
-#: Every profile's EPC resource: another profile's name on the nodes means a configuration to change.
-_EPC_RESOURCES = frozenset(p.epc_resource for p in PROFILES.values())
-
-
-def _is_sgx_resource(resource: str) -> bool:
-    return resource in _EPC_RESOURCES or "sgx" in resource.lower()
 
 
 def webhook_configuration(facts: ClusterFacts) -> Finding:
