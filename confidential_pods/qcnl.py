@@ -19,26 +19,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from confidential_pods.errors import ConfigError
+from confidential_pods.schema import check
 
 #: Where the quote library reads its configuration unless ``$QCNL_CONF_PATH`` says otherwise.
 QCNL_PATH: Final = "/etc/sgx_default_qcnl.conf"
 QCNL_PATH_ENV: Final = "QCNL_CONF_PATH"
-#: The library caps both cache lifetimes at 90 days (``CACHE_MAX_EXPIRY_HOURS``).
-MAX_CACHE_HOURS: Final = 2160
-
-#: camelCase config key → the file's key, in the order they are written.
-_KEYS: Final = {
-    "pccsUrl": "pccs_url",
-    "useSecureCert": "use_secure_cert",
-    "collateralService": "collateral_service",
-    "retryTimes": "retry_times",
-    "retryDelay": "retry_delay",
-    "localPckUrl": "local_pck_url",
-    "pckCacheExpireHours": "pck_cache_expire_hours",
-}
 #: ``<region>``, ``<your-pccs>``: text the user replaces (refused in dcap URLs; ``precheck`` finds it
 #: anywhere).
 PLACEHOLDER = re.compile(r"<[^>]*>")
@@ -63,25 +50,24 @@ class Dcap:
 
 
 def read_dcap(key: str, value: object) -> Dcap:
-    """The ``dcap`` mapping, each entry checked; a ConfigError names the sub-key."""
+    """The ``dcap`` mapping (``key``: its name in config.schema.json), checked by its schema; a ConfigError
+    names the sub-key."""
     if value is None:
         return Dcap()
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{key}: must be a mapping (pccsUrl, useSecureCert, …)")
-    unknown = sorted(str(k) for k in value if k not in (*_KEYS, "extra"))
-    if unknown:
-        known = ", ".join([*_KEYS, "extra"])
-        raise ConfigError(f"{key}: unknown key(s) {', '.join(unknown)}; known: {known}")
+    check(value, key)
+    assert isinstance(value, Mapping)  # the schema said so
+
+    def url(name: str) -> str | None:
+        return value.get(name) or None
+
     return Dcap(
-        pccs_url=_url(f"{key}.pccsUrl", value.get("pccsUrl")),
-        use_secure_cert=_boolean(f"{key}.useSecureCert", value.get("useSecureCert", True)),
-        collateral_service=_url(f"{key}.collateralService", value.get("collateralService")),
-        retry_times=_count(f"{key}.retryTimes", value.get("retryTimes"), 100),
-        retry_delay=_count(f"{key}.retryDelay", value.get("retryDelay"), 3600),
-        local_pck_url=_url(f"{key}.localPckUrl", value.get("localPckUrl")),
-        pck_cache_expire_hours=_count(
-            f"{key}.pckCacheExpireHours", value.get("pckCacheExpireHours"), MAX_CACHE_HOURS
-        ),
+        pccs_url=url("pccsUrl"),
+        use_secure_cert=value.get("useSecureCert", True),
+        collateral_service=url("collateralService"),
+        retry_times=value.get("retryTimes"),
+        retry_delay=value.get("retryDelay"),
+        local_pck_url=url("localPckUrl"),
+        pck_cache_expire_hours=value.get("pckCacheExpireHours"),
         extra=_extra(f"{key}.extra", value.get("extra")),
     )
 
@@ -102,46 +88,11 @@ def render(dcap: Dcap) -> str:
     return json.dumps(document, separators=(",", ":"), sort_keys=False)
 
 
-def _url(key: str, value: object) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}: must be a URL, got {value!r}")
-    placeholder = PLACEHOLDER.search(value)
-    if placeholder:
-        raise ConfigError(
-            f"{key}: {value!r} still holds a placeholder ({placeholder.group(0)}): "
-            "set it for your cluster (docs/attestation.md lists the PCCS of each cloud)"
-        )
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.hostname or any(c.isspace() for c in value):
-        raise ConfigError(f"{key}: {value!r} is not an http(s) URL")
-    return value
-
-
-def _boolean(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false, got {value!r}")
-    return value
-
-
-def _count(key: str, value: object, maximum: int) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
-        raise ConfigError(f"{key}: must be a whole number from 0 to {maximum}, got {value!r}")
-    return value
-
-
-def _extra(key: str, value: object) -> Mapping[str, Any]:
+def _extra(key: str, value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """``extra`` as written (the schema refused the file keys that have their own camelCase key); YAML's
+    own types (a date) are refused here, since the file is JSON."""
     if value is None:
         return {}
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-        raise ConfigError(f"{key}: must be a mapping of the file's own keys (snake_case)")
-    named = sorted(k for k in value if k in _KEYS.values())
-    if named:
-        camel = {file_key: config_key for config_key, file_key in _KEYS.items()}
-        raise ConfigError(f"{key}: set {', '.join(camel[k] for k in named)} with its own key, not in extra")
     try:
         json.dumps(value)
     except (TypeError, ValueError) as exc:

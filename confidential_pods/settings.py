@@ -1,10 +1,11 @@
 """The configuration file shared by the webhook and the extender.
 
 One YAML mapping with camelCase keys (``--config FILE`` or ``$CONFIDENTIAL_PODS_CONFIG``). Every key is
-optional. :data:`KEYS` is the contract, one row per key (name → reader → field of :class:`Settings`):
-the set of known keys, the reading loop and docs/configuration.md follow it. A bad value fails at start
-with a :class:`~confidential_pods.errors.ConfigError` naming the key; keys valid one by one that together
-leave a key to set are :func:`problems` (the offline tools exit 2, the webhook stays unready).
+optional. config.schema.json describes every key (confidential_pods/schema.py: the loader's validation and
+messages, docs/configuration.md and the chart's ``values.schema.json`` derive from it); :data:`KEYS` says
+how a value the schema accepted becomes a field of :class:`Settings`. A bad value fails at start with a
+:class:`~confidential_pods.errors.ConfigError` naming the key; keys valid one by one that together leave a
+key to set are :func:`problems` (the offline tools exit 2, the webhook stays unready).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from confidential_pods.errors import ConfigError, MalformedInput, QuantityError
 from confidential_pods.profiles import PROFILES, Profile
 from confidential_pods.qcnl import Dcap, read_dcap
 from confidential_pods.quantities import parse_bytes
+from confidential_pods.schema import SCHEMA, check
 
 CONFIG_ENV = "CONFIDENTIAL_PODS_CONFIG"
 
@@ -110,62 +112,28 @@ class Settings:
         return runtime_class in self.sandbox_runtime_classes or runtime_class == self.runtime_class
 
 
-# --- readers: (key, value) → the field's value, or ConfigError naming the key ---------------------------
+# --- converters: a value the schema accepted → the field's value ----------------------------------------
 
-Reader = Callable[[str, object], Any]
-
-
-def _string(key: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")
-    return value
+Converter = Callable[[str, Any], Any]
 
 
-def _one_of(choices: tuple[str, ...] | Mapping[str, Any]) -> Reader:
-    def read(key: str, value: object) -> Any:
-        text = _string(key, value)
-        if text not in choices:
-            raise ConfigError(f"{key}: {text!r} is not one of {', '.join(sorted(choices))}")
-        return choices[text] if isinstance(choices, Mapping) else text
-
-    return read
-
-
-def _optional_name(key: str, value: object) -> str | None:
+def _optional_name(key: str, value: str | None) -> str | None:
     """A string where ``none``, ``""`` or null mean unset."""
-    if value is None or value in ("", "none"):
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}: must be a string, got {value!r}")
-    return value
+    return None if value in (None, "", "none") else value
 
 
-def _names(key: str, value: object) -> frozenset[str]:
-    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
-        raise ConfigError(f"{key}: must be a list of RuntimeClass names")
-    return frozenset(value)
-
-
-def _absolute_path(key: str, value: object) -> str:
-    path = _string(key, value)
-    if not path.startswith("/"):
-        raise ConfigError(f"{key}: {path!r} must be an absolute path")
-    return path
-
-
-def _amount(key: str, value: object) -> int:
+def _amount(key: str, value: str | int) -> int:
+    """A positive quantity of bytes. The schema checks its form; whole, positive bytes are checked here."""
     try:
         amount = parse_bytes(value)
     except QuantityError as exc:
         raise ConfigError(f"{key}: {exc}") from exc
     if amount <= 0:
-        raise ConfigError(f"{key}: must be a positive quantity such as 64Mi, got {value!r}")
+        raise ConfigError(f"{key}: {SCHEMA['properties'][key]['x-error'].format(value=value)}")
     return amount
 
 
-def _user_id(key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**31 - 1:
-        raise ConfigError(f"{key}: must be a user id (a whole number, 0 for root), got {value!r}")
+def _as_is(key: str, value: Any) -> Any:
     return value
 
 
@@ -173,98 +141,48 @@ def _user_id(key: str, value: object) -> int:
 EPC_UNITS: Final = {"bytes": 1, "MiB": 1024 * 1024}
 
 
-def _extended_resource(key: str, value: object) -> str:
-    """An extended resource name, ``<domain>/<name>`` outside ``kubernetes.io`` (the API server's rule)."""
-    name = _string(key, value)
-    domain, _, rest = name.partition("/")
-    if not rest or not _QUALIFIED.fullmatch(rest) or not _DOMAIN.fullmatch(domain) or len(name) > 253:
-        raise ConfigError(f"{key}: {name!r} is not an extended resource name such as sgx.intel.com/epc")
-    if domain == "kubernetes.io" or domain.endswith(".kubernetes.io"):
-        raise ConfigError(
-            f"{key}: {name!r} is in the kubernetes.io domain, which extended resources may not use"
-        )
-    return name
-
-
-def _boolean(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: must be true or false, got {value!r}")
-    return value
-
-
-def _positive_int(key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{key}: must be a positive whole number, got {value!r}")
-    return value
-
-
-def _tolerations(key: str, value: object) -> tuple[Mapping[str, Any], ...]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{key}: must be a list of Kubernetes tolerations")
-    return tuple(_toleration(f"{key}[{index}]", item) for index, item in enumerate(value))
-
-
-def _toleration(where: str, item: object) -> Mapping[str, Any]:
-    if not isinstance(item, Mapping):
-        raise ConfigError(f"{where}: must be a mapping")
-    unknown = set(item) - _TOLERATION_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
-    operator = item.get("operator", "Equal")
-    if operator not in _TOLERATION_OPERATORS:
-        raise ConfigError(f"{where}.operator: {operator!r} is not Exists or Equal")
-    if item.get("effect", "") not in _TOLERATION_EFFECTS:
-        raise ConfigError(f"{where}.effect: {item.get('effect')!r} is not a taint effect")
-    if operator == "Exists" and item.get("value"):
-        raise ConfigError(f"{where}.value: must be empty when operator is Exists")
-    if "tolerationSeconds" in item and not isinstance(item["tolerationSeconds"], int):
-        raise ConfigError(f"{where}.tolerationSeconds: must be an integer")
-    for text_key in ("key", "value"):
-        if text_key in item and not isinstance(item[text_key], str):
-            raise ConfigError(f"{where}.{text_key}: must be a string")
-    return dict(item)
-
-
 # --- the contract -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Key:
-    """One configuration key: its camelCase name, how its value is read, the Settings field it sets."""
+    """One configuration key: its camelCase name (described in config.schema.json), how a value the schema
+    accepted becomes the field's, the Settings field it sets."""
 
     name: str
-    read: Reader
+    convert: Converter
     field: str
 
 
 KEYS: Final = (
-    Key("profile", _one_of(PROFILES), "profile"),
+    Key("profile", lambda key, value: PROFILES[value], "profile"),
     Key("defaultEPC", _amount, "default_epc"),
     Key("maxEPCPerPod", _amount, "max_epc_per_pod"),
     Key("runtimeClass", _optional_name, "runtime_class"),
-    Key("sandboxRuntimeClasses", _names, "sandbox_runtime_classes"),
-    Key("aesm", _one_of(AESM_MODES), "aesm"),
-    Key("aesmHostPath", _absolute_path, "aesm_host_path"),
+    Key("sandboxRuntimeClasses", lambda key, value: frozenset(value), "sandbox_runtime_classes"),
+    Key("aesm", _as_is, "aesm"),
+    Key("aesmHostPath", _as_is, "aesm_host_path"),
     Key("aesmSidecarImage", _optional_name, "aesm_sidecar_image"),
     Key("aesmSidecarEPC", _amount, "aesm_sidecar_epc"),
     Key("schedulerName", _optional_name, "scheduler_name"),
     Key("preemptingSchedulerName", _optional_name, "preempting_scheduler_name"),
-    Key("tolerations", _tolerations, "tolerations"),
-    Key("ownNamespace", _string, "own_namespace"),
-    Key("scoringStrategy", _one_of(SCORING_STRATEGIES), "scoring_strategy"),
-    Key("reservationTTLSeconds", _positive_int, "reservation_ttl_seconds"),
-    Key("quote", _one_of(QUOTE_MODES), "quote"),
+    Key("tolerations", lambda key, value: tuple(dict(item) for item in value), "tolerations"),
+    Key("ownNamespace", _as_is, "own_namespace"),
+    Key("scoringStrategy", _as_is, "scoring_strategy"),
+    Key("reservationTTLSeconds", _as_is, "reservation_ttl_seconds"),
+    Key("quote", _as_is, "quote"),
     Key("dcap", read_dcap, "dcap"),
-    Key("aesmSidecarUser", _user_id, "aesm_sidecar_user"),
-    Key("epcResource", _extended_resource, "epc_resource"),
-    Key("epcUnit", _one_of(EPC_UNITS), "epc_unit"),
-    Key("routeEPCPods", _boolean, "route_epc_pods"),
-    Key("attestationUnknown", _one_of(ATTESTATION_UNKNOWN), "attestation_unknown"),
-    Key("epcLimits", _one_of(EPC_LIMITS), "epc_limits"),
+    Key("aesmSidecarUser", _as_is, "aesm_sidecar_user"),
+    Key("epcResource", _as_is, "epc_resource"),
+    Key("epcUnit", lambda key, value: None if value is None else EPC_UNITS[value], "epc_unit"),
+    Key("routeEPCPods", _as_is, "route_epc_pods"),
+    Key("attestationUnknown", _as_is, "attestation_unknown"),
+    Key("epcLimits", _as_is, "epc_limits"),
 )
 KNOWN_KEYS: Final = frozenset(key.name for key in KEYS)
 
 assert {key.field for key in KEYS} <= {f.name for f in fields(Settings)}
+assert set(SCHEMA["properties"]) == KNOWN_KEYS, "config.schema.json and KEYS name the same keys"
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -283,15 +201,13 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
 
 
 def settings_from_mapping(data: object) -> Settings:
-    """Validate a configuration mapping. Unknown keys are refused (a typo must not pass silently)."""
+    """Validate a configuration mapping against config.schema.json, then convert it. Unknown keys are
+    refused (a typo must not pass silently); the message names every bad key."""
     if not isinstance(data, Mapping):
         raise ConfigError("configuration must be a YAML mapping of camelCase keys")
-    unknown = sorted(str(k) for k in data if k not in KNOWN_KEYS)
-    if unknown:
-        known = ", ".join(sorted(KNOWN_KEYS))
-        raise ConfigError(f"unknown configuration key(s) {', '.join(unknown)}; known keys: {known}")
+    check(data)
     settings = replace(
-        Settings(), **{key.field: key.read(key.name, data[key.name]) for key in KEYS if key.name in data}
+        Settings(), **{key.field: key.convert(key.name, data[key.name]) for key in KEYS if key.name in data}
     )
     if settings.epc_resource is not None or settings.epc_unit is not None:
         profile = settings.profile
