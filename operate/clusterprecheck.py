@@ -102,7 +102,7 @@ def sgx_nodes(facts: ClusterFacts) -> Finding:
             check,
             "fail",
             f"no node advertises {configured}; {_advertised(epc_like)}",
-            _to_set(resource, profile.epc_resource),
+            _to_set(resource),
         )
     if others:
         return Finding(
@@ -124,17 +124,16 @@ def _advertised(resources: Mapping[str, list[str]]) -> str:
     return "; ".join(f"{len(names)} node(s) advertise {r}: {listed(names)}" for r, names in resources.items())
 
 
-def _to_set(resource: str, configured: str) -> str:
+def _to_set(resource: str) -> str:
     """What to set so that ``resource`` is counted: the profile whose resource it is, or ``epcResource``."""
     matching = [p for p in PROFILES.values() if p.epc_resource == resource]
     unit = "epcUnit: MiB" if matching and matching[0].unit > 1 else "epcUnit: bytes"
     keep = f"or keep the profile and set epcResource: {resource} with {unit}"
+    scheduler = f"the scheduler configuration must count {resource} too"
     if matching:
-        return (
-            f"set profile: {matching[0].name} in the configuration (its resource is {resource}), {keep}; "
-            f"the scheduler configuration must name the same resource (it names {configured} now)"
-        )
-    return f"set epcResource: {resource} in the configuration, with epcUnit"
+        name = matching[0].name
+        return f"set profile: {name} in the configuration (the {name} overlay does), {keep}; {scheduler}"
+    return f"set epcResource: {resource} in the configuration, with epcUnit; {scheduler}"
 
 
 def scheduler_version(facts: PrecheckFacts) -> Finding:

@@ -66,8 +66,10 @@ def scheduler_deployment(image: str, container: str = "kube-scheduler") -> dict[
         ),
         pytest.param(
             {"profile": "intel"}, [node("a", {ALIBABA: "93"})], "fail", [f"advertise {ALIBABA}: a"],
-            f"set profile: alibaba in the configuration (its resource is {ALIBABA}), or keep the profile and "
-            f"set epcResource: {ALIBABA} with epcUnit: MiB", id="alibaba-nodes-intel-config",
+            "set profile: alibaba in the configuration (the alibaba overlay does), or keep the profile and "
+            f"set epcResource: {ALIBABA} with epcUnit: MiB; "
+            f"the scheduler configuration must count {ALIBABA} too",
+            id="alibaba-nodes-intel-config",
         ),
         pytest.param(
             {"epcResource": INTEL, "epcUnit": "bytes"}, [node("i1", {INTEL: "100Mi"})], "ok",
