@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -23,6 +23,8 @@ from extender.watchevents import EVENT_TYPES, KINDS
 Verb = Literal["filter", "prioritize", "bind", "preempt"]
 Outcome = Literal["ok", "refused", "malformed"]
 
+#: Full lists: a few ms on a small cluster, seconds at thousands of nodes and tens of thousands of pods.
+_LIST_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0, 120.0)
 _BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -147,6 +149,14 @@ class FeedMetrics:
             "confidential_pods_extender_watch_relists",
             "Full lists that replaced a kind's state in the ledger (initial, 410 Gone, repeated failures).",
             ["kind", "reason"],
+            registry=registry,
+        )
+        self.list_duration = Histogram(
+            "confidential_pods_extender_watch_list_duration_seconds",
+            "Time one full list took, from its first page asked to the kind's state replaced in the ledger, "
+            "by kind and reason (as the relists).",
+            ["kind", "reason"],
+            buckets=_LIST_BUCKETS,
             registry=registry,
         )
         self.errors = Counter(

@@ -186,7 +186,11 @@ class LedgerFeed:
         while not self._stopping.is_set():
             try:
                 if self._versions[kind] is None:
+                    started = time.monotonic()
                     listed = self._list(kind)
+                    self.metrics.list_duration.labels(kind=kind, reason=reason).observe(
+                        time.monotonic() - started
+                    )
                     self._versions[kind] = listed.resource_version
                     self._listed[kind].set()
                     self.metrics.relists.labels(kind=kind, reason=reason).inc()

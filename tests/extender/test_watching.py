@@ -385,7 +385,8 @@ class Harness:
 
 
 def _sample(feed: LedgerFeed, name: str, **labels: str) -> float:
-    for metric in (feed.metrics.relists, feed.metrics.errors, feed.metrics.events):
+    metrics = feed.metrics
+    for metric in (metrics.relists, metrics.errors, metrics.events, metrics.list_duration):
         for family in metric.collect():
             for sample in family.samples:
                 if sample.name == name and sample.labels == labels:
@@ -479,6 +480,22 @@ def test_error_410_event_mid_stream_relists(harness: Harness) -> None:
     assert len(api.lists("Pod", ASSIGNED_PODS)) > lists_before
     api.delete("Pod", "team/fresh")
     wait_until(harness.converged)
+
+
+def test_every_full_list_is_timed_by_kind_and_reason(harness: Harness) -> None:
+    def timed(kind: str, reason: str) -> tuple[float, float]:
+        name = "confidential_pods_extender_watch_list_duration_seconds"
+        labels = {"kind": kind, "reason": reason}
+        feed = harness.feed
+        return _sample(feed, f"{name}_count", **labels), _sample(feed, f"{name}_sum", **labels)
+
+    assert timed("Node", "initial")[0] == 1 and timed("Pod", "initial")[0] == 1
+    assert timed("Pod", "initial")[1] > 0
+    harness.api.disturb_stream("Pod", "gone", ASSIGNED_PODS)
+    wait_until(lambda: harness.relists("Pod", "gone") == 1)
+    count, seconds = timed("Pod", "gone")
+    assert count == 1 and 0 < seconds < 10
+    assert timed("Node", "gone") == (0, 0) and timed("Pod", "initial")[0] == 1
 
 
 def test_dropped_connection_resumes_without_relisting(harness: Harness) -> None:
