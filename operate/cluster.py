@@ -1,4 +1,4 @@
-"""Read what the doctor and the kubectl plugin look at, read-only, through the official client.
+"""Read what the doctor, precheck and the kubectl plugin look at, read-only, through the official client.
 
 Raw JSON (``_preload_content=False``), lists page by page; pods are reduced to a
 :class:`~operate.doctor.PodSummary` as each page arrives, so a cluster of 150,000 pods is never held

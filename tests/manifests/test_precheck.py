@@ -1,5 +1,6 @@
-"""``confidential-pods precheck`` through the installed command, on each install as shipped (the keys and
-images a user must set, named) and as a user fills them in (nothing left)."""
+"""``confidential-pods precheck --offline`` through the installed command, on each install as shipped (the
+keys and images a user must set, named) and as a user fills them in (nothing left). Against a cluster:
+tests/e2e/test_precheck.py."""
 
 from __future__ import annotations
 
