@@ -68,9 +68,8 @@ def installed(
 
     def prepare(kube: Kube, node: Node, images: dict[str, str]) -> list[JSON]:
         alibaba_node(kube, node)
-        # As values.yaml tells users: Helm creates the release namespace, the chart then does not.
-        helm(node, "install", RELEASE, str(CHART), "--create-namespace", "--set", "namespace.create=false",
-             *chart_values(images))  # fmt: skip
+        # As the chart's README tells users: Helm creates the release namespace (the chart installs into it).
+        helm(node, "install", RELEASE, str(CHART), "--create-namespace", *chart_values(images))
         return []  # Helm applied everything; installed_on_node waits for it to become ready
 
     with installed_on_node(request.config, e2e_log_dir / "on-node-chart", work, prepare) as product:

@@ -72,9 +72,34 @@ def find_kustomize() -> str | None:
     return find_tool("kustomize")
 
 
-def helm_template(helm: str, *values: str) -> list[Manifest]:
-    """``helm template`` of the chart with ``--set`` ``values``; the objects it renders."""
-    command = [helm, "template", "confidential-pods", str(CHART)]
+#: The namespace the overlays install into, and the chart's release namespace in the tests.
+NAMESPACE = "confidential-pods"
+#: The Kubernetes version the overlays' kube-scheduler image is (the chart's follows the cluster's version).
+OVERLAY_KUBE_VERSION = re.search(
+    r"image: registry\.k8s\.io/kube-scheduler:(v[0-9.]+)\n",
+    (MANIFESTS / "base" / "scheduler.yaml").read_text(),
+)[1]  # type: ignore[index]
+
+#: What the chart must be given for each overlay (it refuses to render without): the alibaba region and aesmd
+#: sidecar image, the intel aesmd DaemonSet's image and PCCS. The drift test gives kustomize the same.
+REGION = "cn-hangzhou"
+AESMD_IMAGE = "registry.example.com/aesmd:2.26"
+PCCS_URL = "https://pccs.example.internal:8081/sgx/certification/v4/"
+CHART_VALUES: dict[str, tuple[str, ...]] = {
+    "alibaba": (f"region={REGION}", f"config.aesmSidecarImage={AESMD_IMAGE}"),
+    "azure": ("overlay=azure",),
+    "intel": ("overlay=intel", f"aesmd.image={AESMD_IMAGE}", f"config.dcap.pccsUrl={PCCS_URL}"),
+    "base": ("overlay=base",),
+}
+
+
+def helm_template(
+    helm: str, *values: str, namespace: str = NAMESPACE, kube_version: str = OVERLAY_KUBE_VERSION
+) -> list[Manifest]:
+    """``helm template`` of the chart with ``--set`` ``values`` as a release in ``namespace`` on a cluster of
+    ``kube_version``; the objects it renders."""
+    command = [helm, "template", "confidential-pods", str(CHART), "--namespace", namespace]
+    command += ["--kube-version", kube_version]
     for value in values:
         command += ["--set", value]
     result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)

@@ -14,17 +14,12 @@ import pytest
 import yaml
 
 from extender.modes import classify
-from tests.manifests.building import KustomizeError, Manifest, helm_template
+from tests.manifests.building import CHART_VALUES, KustomizeError, Manifest, helm_template
 from tests.manifests.test_scheduler import scheduler_configuration
 from tests.manifests.test_scheduler_binary import _load, kube_scheduler  # noqa: F401 (a fixture)
 
-REGION = "cn-hangzhou"
-OVERLAYS = {
-    "alibaba": [f"region={REGION}"],
-    "azure": ["overlay=azure"],
-    "intel": ["overlay=intel"],
-    "base": ["overlay=base"],
-}
+OVERLAYS = CHART_VALUES
+INTEL = CHART_VALUES["intel"]
 
 
 def scheduler_config(objects: list[Manifest]) -> dict[str, Any]:
@@ -53,8 +48,8 @@ def test_each_mode_is_the_kustomize_builds(
 
 
 def test_the_configurations_strategy_is_kube_schedulers_in_native_mode(helm: str) -> None:
-    shipped = scheduler_config(helm_template(helm, "overlay=intel"))
-    packing = scheduler_config(helm_template(helm, "overlay=intel", "config.scoringStrategy=MostAllocated"))
+    shipped = scheduler_config(helm_template(helm, *INTEL))
+    packing = scheduler_config(helm_template(helm, *INTEL, "config.scoringStrategy=MostAllocated"))
 
     (fit,) = packing["profiles"][0]["pluginConfig"]
     assert fit["args"]["scoringStrategy"]["type"] == "MostAllocated"
@@ -62,22 +57,22 @@ def test_the_configurations_strategy_is_kube_schedulers_in_native_mode(helm: str
     assert packing == shipped  # nothing else changed
     # In ledger mode the key is the extender's prioritize strategy; kube-scheduler's is the file's.
     ledger = scheduler_config(
-        helm_template(helm, "overlay=intel", "scheduler.mode=ledger", "config.scoringStrategy=MostAllocated")
+        helm_template(helm, *INTEL, "scheduler.mode=ledger", "config.scoringStrategy=MostAllocated")
     )
-    assert ledger == scheduler_config(helm_template(helm, "overlay=intel", "scheduler.mode=ledger"))
+    assert ledger == scheduler_config(helm_template(helm, *INTEL, "scheduler.mode=ledger"))
 
 
 def test_a_whole_configuration_given_is_used_as_it_is(helm: str) -> None:
     given = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
     for mode in ("native", "ledger"):
-        objects = helm_template(helm, "overlay=intel", f"scheduler.mode={mode}", f"scheduler.config={given}")
+        objects = helm_template(helm, *INTEL, f"scheduler.mode={mode}", f"scheduler.config={given}")
         assert scheduler_config(objects) == yaml.safe_load(given)
 
 
 def test_an_unknown_mode_fails_with_what_to_set(helm: str) -> None:
-    message = 'scheduler.mode "ledgr": must be native (kube-scheduler counts and binds EPC pods) or ledger'
+    message = "at '/scheduler/mode': value must be one of 'native', 'ledger'"  # values.schema.json
     with pytest.raises(KustomizeError, match=re.escape(message)):
-        helm_template(helm, "overlay=intel", "scheduler.mode=ledgr")
+        helm_template(helm, *INTEL, "scheduler.mode=ledgr")
 
 
 @pytest.mark.parametrize("overlay", ["alibaba", "intel"])

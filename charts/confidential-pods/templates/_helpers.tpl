@@ -5,6 +5,64 @@ app.kubernetes.io/version: {{ .Chart.AppVersion }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{- /* The release namespace, refused where the install cannot work: the webhook never mutates pods of its own
+namespace, so a release in `default` would leave that namespace's opted-in pods unconfidential. */ -}}
+{{- define "cp.namespace" -}}
+{{- if eq .Release.Namespace "default" -}}
+{{- fail "release namespace default: the webhook never mutates pods in its own namespace, so opted-in pods in default would not be confidential; install into a namespace of its own: helm install confidential-pods charts/confidential-pods --namespace confidential-pods --create-namespace" -}}
+{{- end -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+
+{{- /* The aesmd DaemonSet's namespace (Pod Security privileged: host paths), next to the release's. */ -}}
+{{- define "cp.aesmdNamespace" -}}
+{{- .Values.aesmd.namespace | default (printf "%s-aesmd" (include "cp.namespace" .)) -}}
+{{- end -}}
+
+{{- /* What every pod of the chart may set: .values is the workload's values (webhook, scheduler, certs, aesmd).
+Empty values render nothing, so the defaults match the overlays. */ -}}
+{{- define "cp.podScheduling" -}}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- /* kube-scheduler's image: scheduler.image, else the repository at the cluster's version (without a
+distribution's suffix such as -eks-1a2b3c or +k3s1: registry.k8s.io tags the upstream releases). */ -}}
+{{- define "cp.schedulerImage" -}}
+{{- if .Values.scheduler.image -}}
+{{- .Values.scheduler.image -}}
+{{- else -}}
+{{- $version := semver .Capabilities.KubeVersion.Version -}}
+{{- printf "%s:v%d.%d.%d" .Values.scheduler.imageRepository $version.Major $version.Minor $version.Patch -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* The aesmd DaemonSet's image, required while it is on. */ -}}
+{{- define "cp.aesmdImage" -}}
+{{- $image := required "aesmd.image: the aesmd DaemonSet (on for the intel overlay, or aesmd.enabled=true) needs an aesmd image you trust (docs/attestation.md); set it, or aesmd.enabled=false when the nodes run aesmd themselves" .Values.aesmd.image -}}
+{{- if regexMatch "^[^/]*\\.invalid/" $image -}}
+{{- fail (printf "aesmd.image %q: a placeholder; set the aesmd image you pushed" $image) -}}
+{{- end -}}
+{{- $image -}}
+{{- end -}}
+
 {{- define "cp.image" -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
@@ -29,6 +87,12 @@ in, routeEPCPods and the `config` values merged over it. */ -}}
 {{- end -}}
 {{- $file = replace "<region>" $region $file -}}
 {{- end -}}
+{{- $namespace := include "cp.namespace" . -}}
+{{- $given := .Values.config | default dict -}}
+{{- if and (hasKey $given "ownNamespace") (ne (toString $given.ownNamespace) $namespace) -}}
+{{- fail (printf "config.ownNamespace %q: the webhook's own namespace is the release namespace %q; leave it unset (the chart sets it)" (toString $given.ownNamespace) $namespace) -}}
+{{- end -}}
+{{- $file = regexReplaceAll "(?m)^ownNamespace: .*$" $file (printf "ownNamespace: %s" $namespace) -}}
 {{- if or .Values.config .Values.routeEPCPods -}}
 {{- $merged := mustMergeOverwrite (fromYaml $file) (deepCopy (.Values.config | default dict)) -}}
 {{- if .Values.routeEPCPods -}}{{- $_ := set $merged "routeEPCPods" true -}}{{- end -}}
@@ -50,9 +114,9 @@ scoring type set to the configuration key scoringStrategy when that is not Least
 {{- if .Values.scheduler.config -}}
 {{- .Values.scheduler.config -}}
 {{- else if eq $mode "ledger" -}}
-{{- include "cp.overlayFile" (dict "root" . "file" "scheduler-config-ledger.yaml") -}}
+{{- regexReplaceAll "(?m)^  resourceNamespace: .*$" (include "cp.overlayFile" (dict "root" . "file" "scheduler-config-ledger.yaml")) (printf "  resourceNamespace: %s" (include "cp.namespace" .)) -}}
 {{- else -}}
-{{- $file := include "cp.overlayFile" (dict "root" . "file" "scheduler-config.yaml") -}}
+{{- $file := regexReplaceAll "(?m)^  resourceNamespace: .*$" (include "cp.overlayFile" (dict "root" . "file" "scheduler-config.yaml")) (printf "  resourceNamespace: %s" (include "cp.namespace" .)) -}}
 {{- $strategy := (fromYaml (include "cp.config" .)).scoringStrategy | default "LeastAllocated" -}}
 {{- if eq $strategy "LeastAllocated" -}}
 {{- $file -}}
@@ -64,6 +128,38 @@ scoring type set to the configuration key scoringStrategy when that is not Least
 {{- end -}}
 {{- end -}}
 {{- toYaml $config -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- /* What must be set for the chosen overlay and configuration, checked before anything is applied (the
+webhook would start unready, naming the key: confidential_pods/settings.py problems(); operate/precheck.py names
+the same for kustomize builds). */ -}}
+{{- define "cp.checks" -}}
+{{- $config := fromYaml (include "cp.config" .) -}}
+{{- $quote := $config.quote | default "aesmd" -}}
+{{- $runtimeClass := toString ($config.runtimeClass | default "none") -}}
+{{- $dcap := $config.dcap | default dict -}}
+{{- if and (eq $quote "aesmd") (not $config.aesmSidecarImage) -}}
+{{- if ne $runtimeClass "none" -}}
+{{- fail (printf "config.aesmSidecarImage: runtimeClass %s runs opted-in pods in a VM sandbox, which the host's AESM socket does not reach, and quote is aesmd: every opted-in pod needs an aesmd sidecar, whose image this key names (docs/attestation.md); set it (--set config.aesmSidecarImage=<registry>/<aesmd>:<tag>), or config.runtimeClass=none" $runtimeClass) -}}
+{{- else if eq (toString $config.aesm) "sidecar" -}}
+{{- fail "config.aesmSidecarImage: aesm is sidecar and quote is aesmd: every opted-in pod gets an aesmd sidecar, whose image this key names (docs/attestation.md); set it, or config.aesm=host" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq $quote "in-process") (not $dcap.pccsUrl) -}}
+{{- fail "config.dcap.pccsUrl: quote is in-process: every enclave container quotes with the PCCS this key names; set the PCCS of your cluster (docs/attestation.md), or config.quote=aesmd" -}}
+{{- end -}}
+{{- if eq (include "cp.aesmd" .) "true" -}}
+{{- $_ := include "cp.aesmdImage" . -}}
+{{- if not $dcap.pccsUrl -}}
+{{- fail "config.dcap.pccsUrl: the aesmd DaemonSet renders sgx_default_qcnl.conf from it (confidential-pods qcnl) and fails while it is unset; set your PCCS (docs/attestation.md), or aesmd.enabled=false" -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.scheduler.config -}}
+{{- $election := (fromYaml .Values.scheduler.config).leaderElection | default dict -}}
+{{- if and $election.resourceNamespace (ne (toString $election.resourceNamespace) .Release.Namespace) -}}
+{{- fail (printf "scheduler.config: leaderElection.resourceNamespace %q is not the release namespace %q, where the chart's Role lets the scheduler hold its lease" (toString $election.resourceNamespace) .Release.Namespace) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
