@@ -397,3 +397,29 @@ def test_the_chart_readme_is_what_helm_docs_generates() -> None:
     )
     for key in ("overlay", "scheduler.image", "webhook.tolerations", "aesmd.image", "prometheusRule.enabled"):
         assert f"| {key} |" in readme, key
+
+
+# --- the documented command --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("document", ["docs/install.md", "charts/confidential-pods/README.md"])
+def test_the_documented_install_renders(helm: str, document: str) -> None:
+    """The ``helm install`` the docs show, as ``helm template`` with the same arguments: a release namespace
+    of its own and every value the overlay requires (the chart refuses ``default`` and missing values)."""
+    text = (CHART.parents[1] / document).read_text()
+    (command,) = re.findall(
+        r"^helm install confidential-pods charts/confidential-pods (.*?)(?<!\\)$",
+        text.replace("\\\n", " "),
+        re.M,
+    )
+    args = command.split()
+    assert "--namespace" in args and "default" not in args
+    args = [a for a in args if a != "--create-namespace"]
+    result = subprocess.run(
+        [helm, "template", "confidential-pods", str(CHART), *args, "--kube-version", "v1.34.2"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
