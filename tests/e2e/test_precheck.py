@@ -178,3 +178,18 @@ def test_precheck_takes_the_kubeconfig_context(control_plane: ControlPlane, tmp_
     assert code == 2 and [line.split()[1] for line in rest if line.startswith("fail")] == [
         "scheduler-version"
     ]
+
+
+def test_what_the_user_may_not_read_is_said_per_check(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """A user without RBAC may read /version (system:public-info-viewer) but no nodes or namespaces: the
+    checks that need them say so with the API server's answer, the version is still judged."""
+    kubeconfig = control_plane.api.user_kubeconfig("precheck-nobody")
+    built = write(tmp_path / "built.yaml", filled(Overlay.build("intel").objects))
+    code, document = precheck(control_plane, "-f", built, kubeconfig=kubeconfig)
+    found = checks(document)
+    assert code == 2
+    for check, resource in (("sgx-nodes", "nodes"), ("pod-security", "namespaces")):
+        assert found[check]["status"] == "fail"
+        assert found[check]["message"].startswith(f"cannot check: {resource}: 403 ")
+        assert 'User "precheck-nobody" cannot list resource' in found[check]["message"]
+    assert found["scheduler-version"]["status"] == "fail"  # the shipped v1.34 on v1.37, read all the same
