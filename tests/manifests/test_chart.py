@@ -399,6 +399,14 @@ def test_the_chart_readme_is_what_helm_docs_generates() -> None:
         assert f"| {key} |" in readme, key
 
 
+def test_lint_with_every_optional_part(helm: str) -> None:
+    command = [helm, "lint", "--strict", str(CHART), "--namespace", RELEASE, "--kube-version", "v1.34.2"]
+    for value in (*INTEL, "monitoring.enabled=true", "dashboard.enabled=true", "prometheusRule.enabled=true"):
+        command += ["--set", value]
+    result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- the documented command --------------------------------------------------------------------------------
 
 
