@@ -31,6 +31,7 @@ CONFIDENTIAL = "confidential-pods.io/confidential"
 STATUS = "confidential-pods.io/status"
 QCNL = "confidential-pods.io/qcnl"
 INTEL_EPC = "sgx.intel.com/epc"
+EPC_LIMITS = ("epc-limit.nri.io/container.app", "epc-limit.nri.io/pod", "epc-limit.nri.io")
 POLICY = "confidential-pods-annotations"
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 #: What docs/install.md tells an operator to bind to a group of administrators.
@@ -207,9 +208,10 @@ def test_a_user_cannot_add_change_or_remove_our_annotations(
     assert refused.value.status == 403
     assert ours(kube.get(pod_path(pod))) == before  # nothing changed
 
-    # Adding one: a pod never injected may not gain the marker, nor the QCNL content.
+    # Adding one: a pod never injected may not gain the marker, nor the QCNL content, nor an EPC limit of the
+    # sgx-epc NRI plugin (read when a sandbox is created: epcLimits: nri).
     plain = pods(app_pod("plain"))
-    for key in (STATUS, QCNL, INTEL_EPC, "confidential-pods.io/anything"):
+    for key in (STATUS, QCNL, INTEL_EPC, "confidential-pods.io/anything", *EPC_LIMITS):
         for status in (False, True):
             with pytest.raises(ApiError) as refused:
                 annotate(user, plain, key, "{}", status=status)

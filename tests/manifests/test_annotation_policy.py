@@ -21,6 +21,9 @@ STATUS = "confidential-pods.io/status"
 QCNL = "confidential-pods.io/qcnl"
 CONFIDENTIAL = "confidential-pods.io/confidential"
 INTEL_EPC = "sgx.intel.com/epc"
+#: The sgx-epc NRI plugin's keys (epcLimits: nri): a container's, then the pod's two spellings.
+LIMIT = "epc-limit.nri.io/container.app"
+POD_LIMITS = ("epc-limit.nri.io/pod", "epc-limit.nri.io")
 #: What the authorizer is asked: `update` on a virtual resource (docs/install.md: how to grant it).
 ADMINISTRATOR = (
     "authorizer.group('confidential-pods.io').resource('podannotations').check('update').allowed()"
@@ -123,12 +126,17 @@ CASES: list[tuple[dict[str, str] | None, dict[str, str] | None, str | None]] = [
     (None, {"team": "a"}, None),
     ({}, {"example.com/confidential-pods.io/x": "1", "confidential-pods.io.example.com/x": "1"}, None),
     ({INTEL_EPC + "-other": "1"}, {}, None),
+    ({}, {"epc-limit.nri.io.example.com/x": "1", "example.com/epc-limit.nri.io": "1"}, None),
     # changed
     (INJECTED, {**INJECTED, QCNL: '{"pccs_url":"https://attacker"}'}, QCNL),
     (INJECTED, {**INJECTED, STATUS: "{}"}, STATUS),
     (INJECTED, {**INJECTED, CONFIDENTIAL: "false"}, CONFIDENTIAL),
     ({**INJECTED, INTEL_EPC: "64Mi"}, {**INJECTED, INTEL_EPC: "4Gi"}, INTEL_EPC),
     ({"confidential-pods.io/epc": "64Mi"}, {"confidential-pods.io/epc": "128Mi"}, "confidential-pods.io/epc"),
+    # an EPC limit lifted ("0" is no limit to the plugin), removed, or added after admission
+    ({LIMIT: "67108864"}, {LIMIT: "0"}, LIMIT),
+    ({LIMIT: "67108864"}, {}, LIMIT),
+    *(({LIMIT: "67108864"}, {LIMIT: "67108864", key: "0"}, key) for key in POD_LIMITS),
     # removed (one key, or every annotation)
     (INJECTED, {k: v for k, v in INJECTED.items() if k != QCNL}, QCNL),
     (INJECTED, None, CONFIDENTIAL),
