@@ -156,7 +156,9 @@ def rendered(root: Path) -> dict[Path, str]:
     if not begin or not end:
         raise ConfigError(f"{DOCS} lacks the markers of its generated table ({_BEGIN} … {_END})")
     chart_file = root / CHART_SCHEMA
-    chart = json.loads(chart_file.read_text(encoding="utf-8")) if chart_file.exists() else dict(_CHART)
+    chart: dict[str, Any] = (
+        json.loads(chart_file.read_text(encoding="utf-8")) if chart_file.exists() else dict(_CHART)
+    )
     chart.setdefault("properties", {})["config"] = chart_config_schema()
     return {
         DOCS: f"{before}{_BEGIN}\n{markdown_table()}\n{_END}{after}",

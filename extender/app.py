@@ -33,7 +33,7 @@ from extender.binding import Binder, PendingPods
 from extender.ledger import EpcLedger, NodeEpc
 from extender.metrics import ExtenderMetrics
 from extender.podepc import PodEpc
-from extender.readiness import Readiness
+from extender.readiness import Readiness, is_stale
 from extender.verbs import NOT_READY, Answer, VerbName, Verbs
 from extender.wire import MalformedRequest, parse_binding_args, parse_extender_args, parse_preemption_args
 
@@ -147,21 +147,23 @@ def _inspection(ledger: EpcLedger, settings: Settings, ready: Callable[[], bool]
                 "reservationCount": ledger.reservation_count(),
             }
             readiness = ledger.readiness_of(n.name for n in nodes)
-        return json_response({**summary, "nodes": [node_json(n, readiness[n.name]) for n in nodes]})
+        now = time.time()
+        return json_response({**summary, "nodes": [node_json(n, readiness[n.name], now) for n in nodes]})
 
     @blueprint.get("/inspect/<node_name>")
     def inspect_node(node_name: str) -> Response:
         node = ledger.node(node_name)
         if node is None:
             return json_response({"Error": f"node {node_name} is not in the EPC ledger"}, 404)
-        return json_response(node_json(node, ledger.readiness(node_name)))
+        return json_response(node_json(node, ledger.readiness(node_name), time.time()))
 
     return blueprint
 
 
-def node_json(node: NodeEpc, readiness: Readiness | None = None) -> dict[str, Any]:
+def node_json(node: NodeEpc, readiness: Readiness | None = None, now: float | None = None) -> dict[str, Any]:
     """A node's accounting for ``/inspect``: bytes as integers, plus readable text; its
-    ``SGXAttestationReady`` condition as the extender last saw it (``null``: none)."""
+    ``SGXAttestationReady`` condition as the extender last saw it (``null``: none), ``stale`` when the probe
+    has not renewed it for 15 minutes at ``now`` (the filter then treats it as unknown)."""
     return {
         "name": node.name,
         "sgx": node.capacity is not None,
@@ -175,7 +177,12 @@ def node_json(node: NodeEpc, readiness: Readiness | None = None) -> dict[str, An
         "nominated": [_pod_json(p) for p in node.nominated],
         "attestation": None
         if readiness is None
-        else {"status": readiness.status, "reason": readiness.reason, "message": readiness.message},
+        else {
+            "status": readiness.status,
+            "reason": readiness.reason,
+            "message": readiness.message,
+            "stale": is_stale(readiness, now),
+        },
     }
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple, TypeVar
 
 from extender.podepc import PodEpc
@@ -76,8 +76,12 @@ class Reservation:
 class EpcLedger:
     """Capacity, usage and reservations of EPC per node. All methods are thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, wall_clock: Callable[[], float] | None = None) -> None:
+        """``wall_clock``: the clock that times when each node's heartbeat was first seen
+        (``Readiness.seen``), for a ledger a watch keeps current; None (a ledger read once: a list, a
+        snapshot) leaves staleness to the timestamp the node wrote."""
         self.lock = threading.RLock()
+        self._wall_clock = wall_clock
         self._capacity: dict[str, int | None] = {}
         self._pods: dict[str, PodEpc] = {}
         self._by_node: dict[str, dict[str, PodEpc]] = {}
@@ -103,11 +107,22 @@ class EpcLedger:
             self._refresh(name)
 
     def set_readiness(self, name: str, readiness: Readiness | None) -> None:
-        """A node's ``SGXAttestationReady`` condition (None: it has none), kept while the node is known."""
+        """A node's ``SGXAttestationReady`` condition (None: it has none), kept while the node is known.
+
+        Its ``seen`` is when this ledger first saw the condition's ``lastHeartbeatTime`` as it is now: the
+        same heartbeat seen again (a relist, another change to the node) keeps the first time, a new one
+        starts again. Staleness is then judged on this process's clock alone, as the node lifecycle
+        controller judges the kubelet's heartbeat (its ``probeTimestamp``): a node whose clock is behind or
+        ahead neither looks dead nor outlives its probe."""
         with self.lock:
             if readiness is None:
                 self._readiness.pop(name, None)
             elif name in self._capacity:
+                if self._wall_clock is not None:
+                    previous = self._readiness.get(name)
+                    same = previous is not None and previous.heartbeat == readiness.heartbeat
+                    seen = previous.seen if same and previous is not None else self._wall_clock()
+                    readiness = replace(readiness, seen=seen)
                 self._readiness[name] = readiness
 
     def readiness(self, name: str) -> Readiness | None:

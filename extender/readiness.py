@@ -6,10 +6,12 @@
 from its Node watch and refuses a pod that quotes on a node whose condition is ``False``
 (:func:`refusal`), as unresolvable: no eviction makes such a node usable, so preemption never considers it.
 
-A node without the condition, with ``Unknown``, or with ``True`` whose ``lastHeartbeatTime`` is older than
-:data:`STALE_AFTER_SECONDS` (the probe rewrites it every 5 minutes while it runs: a dead probe must not pin a
-node ready) is allowed unless the configuration key ``attestationUnknown`` is ``refuse``: clusters without the
-probe schedule as before. A ``False`` refuses however old it is.
+A node without the condition, with ``Unknown``, or with ``True`` whose ``lastHeartbeatTime`` has not
+changed for :data:`STALE_AFTER_SECONDS` (the probe rewrites it every 5 minutes while it runs: a dead probe
+must not pin a node ready) is allowed unless the configuration key ``attestationUnknown`` is ``refuse``:
+clusters without the probe schedule as before. A ``False`` refuses however old it is. The extender times a
+heartbeat by its own clock from when its watch first saw it (``Readiness.seen``, set by the ledger), never
+by the node's clock; a one-shot reader (``doctor``) has only the timestamp the node wrote.
 
 Which pods quote: those the webhook injected with ``quote`` other than ``none`` (its status annotation says
 so), and every EPC pod the webhook did not inject (it may quote; the safe side).
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -46,6 +48,9 @@ class Readiness:
     message: str = ""
     #: ``lastHeartbeatTime`` in seconds since the epoch; None when absent or unreadable (never stale).
     heartbeat: float | None = None
+    #: When the reader first saw this heartbeat, by its own clock (the ledger sets it; None: judge by
+    #: ``heartbeat``, the node's clock). Not part of the condition's value.
+    seen: float | None = field(default=None, compare=False)
 
 
 def node_readiness(node: Mapping[str, Any]) -> Readiness | None:
@@ -91,24 +96,33 @@ def refusal(
     if readiness is not None and readiness.status == "False":  # stale or not: the probe's last word stands
         why = readiness.message or readiness.reason or "no reason given"
         return f"SGX attestation not ready: {why}"
-    stale = (
-        readiness is not None
-        and readiness.heartbeat is not None
-        and now is not None
-        and now - readiness.heartbeat > STALE_AFTER_SECONDS
-    )
+    renewed = _renewed(readiness)
+    stale = is_stale(readiness, now)
     if readiness is not None and readiness.status == "True" and not stale:
         return None
     if unknown == "allow":
         return None
     if stale and readiness is not None:
-        minutes = int((now or 0.0) - (readiness.heartbeat or 0.0)) // 60
+        minutes = int((now or 0.0) - (renewed or 0.0)) // 60
         return (
             f"SGX attestation readiness unknown (the probe's {CONDITION} not renewed for {minutes} min; "
             "attestationUnknown: refuse)"
         )
     why = f"no {CONDITION} condition" if readiness is None else readiness.reason or "Unknown"
     return f"SGX attestation readiness unknown ({why}; attestationUnknown: refuse)"
+
+
+def is_stale(readiness: Readiness | None, now: float | None) -> bool:
+    """Whether the condition was not renewed for :data:`STALE_AFTER_SECONDS` at ``now`` (None: never)."""
+    renewed = _renewed(readiness)
+    return renewed is not None and now is not None and now - renewed > STALE_AFTER_SECONDS
+
+
+def _renewed(readiness: Readiness | None) -> float | None:
+    """When the condition was last renewed, by the reader's clock where it has one (None: never stale)."""
+    if readiness is None or readiness.heartbeat is None:
+        return None
+    return readiness.seen if readiness.seen is not None else readiness.heartbeat
 
 
 def _timestamp(value: object) -> float | None:

@@ -27,6 +27,7 @@ import logging
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -129,7 +130,7 @@ def api_backend(kubeconfig: str | None, settings: Settings) -> Backend:
     from kubernetes import client
 
     api_client = client.ApiClient(configuration)
-    ledger = EpcLedger()
+    ledger = EpcLedger(wall_clock=time.time)  # the watch keeps it: heartbeats timed by this clock
     metrics = ExtenderMetrics(ledger)
     feed = LedgerFeed(
         api_client,

@@ -98,12 +98,14 @@ def _attestation(value: object, where: str) -> str:
         return "-"
     if not isinstance(value, dict):
         raise MalformedInspect(f"{where} must be an object or null, not {_kind(value)}")
-    status, reason = value.get("status"), value.get("reason", "")
+    status, reason, stale = value.get("status"), value.get("reason", ""), value.get("stale", False)
     if status not in ("True", "False", "Unknown"):
         raise MalformedInspect(f"{where}.status must be True, False or Unknown, not {_kind(status)}")
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
         raise MalformedInspect(f"{where}.reason must be a string of at most {MAX_REASON} characters")
-    return attestation_text(status, reason)
+    if not isinstance(stale, bool):
+        raise MalformedInspect(f"{where}.stale must be true or false, not {_kind(stale)}")
+    return attestation_text(status, reason, stale)
 
 
 def _amount(value: object, where: str) -> int:

@@ -9,6 +9,7 @@ FailedScheduling events.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from confidential_pods.wire import mapping
 from extender.binding import MemoryBinder
 from extender.ledger import EpcLedger, NodeEpc
 from extender.podepc import pod_uid
-from extender.readiness import Readiness
+from extender.readiness import Readiness, is_stale
 from extender.verbs import Verbs
 from extender.wire import Candidates
 
@@ -46,23 +47,26 @@ class NodeRow:
         return self.capacity - self.used - self.reserved
 
 
-def rows_from_ledger(ledger: EpcLedger) -> list[NodeRow]:
+def rows_from_ledger(ledger: EpcLedger, now: float | None = None) -> list[NodeRow]:
+    """Rows of a ledger read once (``now``, default the present: when, for a condition not renewed)."""
+    now = time.time() if now is None else now
     nodes = [n for n in (ledger.node(name) for name in sorted(ledger.nodes())) if n is not None]
-    return [_row(n, ledger.readiness(n.name)) for n in nodes if n.capacity is not None]
+    return [_row(n, ledger.readiness(n.name), now) for n in nodes if n.capacity is not None]
 
 
-def attestation_text(status: str | None, reason: str = "") -> str:
-    """A node's SGXAttestationReady for the table (``status`` None: no condition)."""
+def attestation_text(status: str | None, reason: str = "", stale: bool = False) -> str:
+    """A node's SGXAttestationReady for the table (``status`` None: no condition). A ``True`` the probe
+    stopped renewing is ``unknown (not renewed)``: the extender no longer counts it as ready."""
     if status is None:
         return "-"
     if status == "True":
-        return "ready"
+        return "unknown (not renewed)" if stale else "ready"
     if status == "False":
         return f"NOT READY ({reason})" if reason else "NOT READY"
     return "unknown"
 
 
-def _row(node: NodeEpc, readiness: Readiness | None = None) -> NodeRow:
+def _row(node: NodeEpc, readiness: Readiness | None = None, now: float | None = None) -> NodeRow:
     return NodeRow(
         name=node.name,
         capacity=node.capacity or 0,
@@ -70,7 +74,9 @@ def _row(node: NodeEpc, readiness: Readiness | None = None) -> NodeRow:
         reserved=node.reserved,
         nominated=sum(p.epc for p in node.nominated),
         pods=len(node.pods),
-        attestation=attestation_text(*((readiness.status, readiness.reason) if readiness else (None,))),
+        attestation=attestation_text(
+            *((readiness.status, readiness.reason, is_stale(readiness, now)) if readiness else (None,))
+        ),
     )
 
 

@@ -277,6 +277,7 @@ def test_a_condition_the_probe_stopped_renewing_is_unknown(
 
 def test_the_filter_judges_staleness_by_the_wall_clock() -> None:
     ledger = ledger_of({"n1": 93 * MiB})
+    ledger._wall_clock = lambda: NOW - 20 * 60  # the watch saw this heartbeat 20 minutes before NOW
     ledger.set_readiness("n1", Readiness("True", heartbeat=NOW - 20 * 60))
     settings = Settings(attestation_unknown="refuse")
     fresh = Verbs(ledger, settings, MemoryBinder(), clock=lambda: 0.0, wall_clock=lambda: NOW - 19 * 60)
@@ -284,6 +285,51 @@ def test_the_filter_judges_staleness_by_the_wall_clock() -> None:
     args = Candidates(pod=quoting_pod(), names=("n1",))
     assert fresh.filter(args).body["NodeNames"] == ["n1"]
     assert late.filter(args).body["NodeNames"] == []
+
+
+def _beat(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("skew", [-3600, 0, 3600], ids=["node-an-hour-behind", "in-step", "an-hour-ahead"])
+def test_staleness_is_timed_by_the_extenders_clock_not_the_nodes(skew: int) -> None:
+    """A heartbeat counts from when the watch saw it change, as the node lifecycle controller counts the
+    kubelet's: a node whose clock is an hour behind is not stale while its probe renews, one an hour ahead
+    goes stale 15 minutes after its probe stops, like any other."""
+    clock = [NOW]
+    ledger = EpcLedger(wall_clock=lambda: clock[0])
+    ledger.set_node("n1", 93 * MiB)
+
+    def probe_writes(at: float) -> None:  # the node's clock is ``skew`` off the extender's
+        ready = {**condition("True", "AllChecksPassed"), "lastHeartbeatTime": _beat(at + skew)}
+        node = node_with("n1", ready)
+        apply_event(ledger, "Node", {"type": "MODIFIED", "object": node}, Settings().profile)
+
+    def refused() -> str | None:
+        return refusal("n1", ledger.readiness("n1"), "refuse", clock[0])
+
+    for _ in range(6):  # the probe renews every 5 minutes for half an hour
+        probe_writes(clock[0])
+        assert refused() is None
+        clock[0] += 5 * 60
+    probe_writes(clock[0] - 5 * 60)  # the same heartbeat again (a relist): it keeps its first sighting
+    assert refused() is None
+    clock[0] += 11 * 60  # the probe stopped: its last heartbeat was seen 16 minutes ago
+    assert refused() is not None and "not renewed for 16 min" in refused()  # type: ignore[operator]
+
+
+def test_a_heartbeat_first_seen_is_timed_from_then() -> None:
+    """At start-up (or for a node first listed) the extender cannot know when an old heartbeat was written:
+    it gives it STALE_AFTER_SECONDS from its own first sighting, as the node lifecycle controller does."""
+    clock = [NOW]
+    ledger = EpcLedger(wall_clock=lambda: clock[0])
+    ledger.set_node("n1", 93 * MiB)
+    ledger.set_readiness("n1", Readiness("True", heartbeat=NOW - 86400))  # a day old by the node's clock
+    assert refusal("n1", ledger.readiness("n1"), "refuse", NOW) is None
+    clock[0] += 16 * 60
+    assert refusal("n1", ledger.readiness("n1"), "refuse", clock[0]) is not None
+    # doctor reads once, without a watch: it has only the node's timestamp
+    assert refusal("n1", Readiness("True", heartbeat=NOW - 86400), "refuse", NOW) is not None
 
 
 @pytest.mark.parametrize("value", ["not a time", "2026-12-05T01:02:03", 7, "9" * 50])

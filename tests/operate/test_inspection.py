@@ -123,6 +123,10 @@ WRONG_SHAPES = [
         with_field((*NODE, "attestation"), {"status": "False", "reason": "r" * 301}),
         "/inspect: nodes[1].attestation.reason must be a string of at most 300 characters",
     ),
+    (
+        with_field((*NODE, "attestation"), {"status": "True", "stale": "yes"}),
+        "/inspect: nodes[1].attestation.stale must be true or false, not 'yes'",
+    ),
     (b"<html>502 Bad Gateway</html>", "/inspect: the answer is not JSON: Expecting value"),
     (b"[" * 100_000, "/inspect: the answer is nested too deeply"),
     (b'{"nodes":[{"used":' + b"9" * 5000 + b"}]}", "/inspect: the answer is not JSON"),

@@ -63,6 +63,22 @@ def test_nodes_table() -> None:
     assert "no node advertises" in render_nodes([], EPC, "x")
 
 
+def test_a_ready_condition_the_probe_stopped_renewing_shows_as_unknown() -> None:
+    """The table says what the extender's filter does: a True not renewed for 15 minutes counts as unknown,
+    both read once from the stored nodes (by the node's timestamp) and from the extender's /inspect."""
+    now = 1_800_000_000.0
+    source = ledger()
+    source.set_readiness("sgx-a", Readiness("True", "AllChecksPassed", heartbeat=now - 16 * 60))
+    source.set_readiness("sgx-b", Readiness("True", "AllChecksPassed", heartbeat=now - 60))
+    rows = rows_from_ledger(source, now)
+    assert [row.attestation for row in rows] == ["unknown (not renewed)", "ready"]
+    nodes = [n for n in (source.node(name) for name in sorted(source.nodes())) if n is not None]
+    inspect = {"nodes": [node_json(n, source.readiness(n.name), now) for n in nodes]}
+    stale = {node["name"]: (node["attestation"] or {}).get("stale") for node in inspect["nodes"]}
+    assert stale == {"plain": None, "sgx-a": True, "sgx-b": False}
+    assert rows_from_inspect(inspect) == rows
+
+
 def pending(epc: str, **spec: Any) -> dict[str, Any]:
     container = {"name": "app", "image": "app", "resources": {"limits": {EPC: epc}}}
     spec = {"containers": [container], "schedulerName": "confidential-scheduler", **spec}
