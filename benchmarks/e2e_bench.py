@@ -7,12 +7,16 @@ One run (issue 5, "Benchmark (not a test)"):
   kube-scheduler ``confidential-scheduler`` with the overlay's KubeSchedulerConfiguration), and starts a
   second kube-scheduler with the default profile (``default-scheduler``, no extender). Both schedulers
   run, and watch every pod, through both phases;
-* creates ``--nodes`` Ready Nodes with room (EPC, cpu, memory, pods) for twice their share of the pods;
+* creates ``--nodes`` Ready Nodes: ``--sgx-fraction`` of them (all by default) SGX nodes with room (EPC,
+  cpu, memory, pods) for twice their share of the pods, the rest plain nodes (cpu, memory, pods; no EPC, none
+  of the RuntimeClass's labels), where confidential pods never fit;
 * **phase a, with the extender**: ``--pods`` pods annotated ``confidential-pods.io/confidential: "true"``
   are created in a namespace the webhook serves; it mutates them (EPC, AESM, RuntimeClass,
   ``schedulerName: confidential-scheduler``) and confidential-scheduler places them with the extender's
   filter (and, with ``--mode ledger``, its prioritize and bind; in native mode kube-scheduler scores and
   binds);
+* the extender is restarted with every node and phase a's pods bound: its initial list at that size (time to
+  ``/readyz``, and its own ``confidential_pods_extender_watch_list_duration_seconds``) and memory;
 * all of them are deleted (grace period 0) and the run waits until the extender's ledger is empty again,
   so both phases see the same empty nodes;
 * **phase b, without the extender**: the same pods, as stored after the webhook (a dry-run create of a
@@ -25,11 +29,13 @@ client threads (one kept-alive HTTPS connection each) while the schedulers run; 
 create -> the watch shows the last pod bound). Reported beside it: creation time and rate, the ratio
 with/without, the apiserver's webhook admission latency
 (``apiserver_admission_webhook_admission_duration_seconds``, delta over phase a) and pod-create latency in
-both phases, our webhook's and extender's own histograms, extender requests by verb, and the CPU each
-process used in each phase.
+both phases, our webhook's and extender's own histograms, extender requests by verb, the CPU each
+process used in each phase, each kube-scheduler's scheduling attempt and algorithm durations (its /metrics,
+on a secure port of its own) and the extender's memory (VmRSS, VmHWM of master and worker).
 
     python -m benchmarks.e2e_bench                        # 1,000 pods on 100 nodes, alibaba overlay
     python -m benchmarks.e2e_bench --pods 200 --nodes 20 --json
+    python -m benchmarks.e2e_bench --pods 10000 --nodes 5000 --sgx-fraction 0.1   # issue 21, at scale
 
 Needs the binaries of ``tests/e2e/build.sh`` and kustomize (docs/e2e.md). Not a test: no assertion on speed.
 """
@@ -64,8 +70,8 @@ from extender.modes import MODES
 from tests.e2e.harness import ApiServer, Binaries, ControlPlane
 from tests.e2e.kube import JSON, Kube, create_namespace, create_node
 from tests.e2e.processes import Process, wait_until
-from tests.e2e.product import Installation, Samples, install, metric_samples, sum_matching
-from tests.machine import load_average, tree_cpu_seconds
+from tests.e2e.product import SCHEDULER_NAME, Installation, Samples, install, metric_samples, sum_matching
+from tests.machine import children, free_port, load_average, memory_kib, tree_cpu_seconds
 
 CONFIDENTIAL = "confidential-pods.io/confidential"
 STATUS = "confidential-pods.io/status"
@@ -412,6 +418,30 @@ def node_allocatable(pod: JSON, slots: int) -> dict[str, str]:
     return allocatable
 
 
+@dataclass(frozen=True)
+class NodePlan:
+    """The Nodes of a run: ``sgx`` SGX nodes with room for twice their share of the pods, the rest plain."""
+
+    nodes: int
+    sgx: int
+    sgx_allocatable: dict[str, str]
+    plain_allocatable: dict[str, str]
+
+    @classmethod
+    def of(cls, pod: JSON, pods: int, nodes: int, sgx_fraction: float) -> NodePlan:
+        """``sgx_fraction`` of ``nodes`` (rounded, at least one) advertise EPC, sized so ``pods`` such pods
+        fit with :data:`HEADROOM`; the others only the harness's minimum of cpu, memory and pods."""
+        sgx = min(nodes, max(1, round(nodes * sgx_fraction)))
+        plain = node_allocatable({"spec": {}}, 0)
+        return cls(nodes, sgx, node_allocatable(pod, math.ceil(HEADROOM * pods / sgx)), plain)
+
+    def node(self, i: int) -> tuple[str, dict[str, str], bool]:
+        """Name, allocatable and whether it is an SGX node, of the ``i``-th node (SGX nodes first)."""
+        if i < self.sgx:
+            return f"sgx-{i:05d}", self.sgx_allocatable, True
+        return f"plain-{i:05d}", self.plain_allocatable, False
+
+
 # ------------------------------------------------------------------ phases
 
 
@@ -518,6 +548,10 @@ class HeldPhase(Measured):
     idle_cores: dict[str, float] = field(default_factory=dict)
     #: Requests the apiserver served during the phase, by ``VERB resource[/subresource]``.
     apiserver_requests: dict[str, float] = field(default_factory=dict)
+    #: The scheduler's cycle histograms over its whole run (:func:`scheduler_cycle`: it starts in the phase).
+    scheduler_cycle: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: The extender's memory at the end of the phase (phase c: its pods are in the ledger).
+    extender_memory_mb: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def pods_per_s(self) -> float:
@@ -656,7 +690,7 @@ def delete_all(api: ApiServer, kube: Kube, namespace: str, threads: int) -> None
     connections.close()
     wait_until(
         lambda: not kube.get(f"/api/v1/namespaces/{namespace}/pods", {"limit": "1"})["items"],
-        timeout=120,
+        timeout=empty_timeout(len(names)),
         what=f"the pods of {namespace} to be deleted",
     )
 
@@ -675,6 +709,7 @@ POD_BINDING = {"verb": "POST", "resource": "pods", "subresource": "binding"}
 WEBHOOK_REVIEW = "confidential_pods_webhook_review_duration_seconds"
 EXTENDER_LATENCY = "confidential_pods_extender_request_duration_seconds"
 EXTENDER_REQUESTS = "confidential_pods_extender_requests_total"
+LIST_DURATION = "confidential_pods_extender_watch_list_duration_seconds"
 VERBS = ("filter", "prioritize", "bind")
 
 
@@ -690,13 +725,15 @@ class Bench:
     default_config: dict[str, Any] | None
     #: default-scheduler, and each restart of it (phase d): the last one runs.
     default_schedulers: list[Process]
+    #: The port of each kube-scheduler's /metrics (a secure port of its own, kept across restarts).
+    metrics_ports: dict[str, int]
 
     @classmethod
     def start(cls, args: argparse.Namespace, plane: ControlPlane, installation: Installation) -> Bench:
         """Start default-scheduler beside confidential-scheduler and name every process whose CPU counts.
 
         Like with like unless ``--as-shipped``: both schedulers' API clients get the same qps and burst
-        (``--scheduler-qps``); confidential-scheduler is restarted with them.
+        (``--scheduler-qps``). confidential-scheduler is restarted to serve /metrics, as default-scheduler.
         """
         default_config = None
         connection = {"qps": args.scheduler_qps, "burst": 2 * args.scheduler_qps}
@@ -707,32 +744,80 @@ class Bench:
             if not args.as_shipped:
                 config["clientConnection"] = {**config.get("clientConnection", {}), **connection}
 
-        if not args.as_shipped:
-            installation.scheduler.stop()
-            installation.adjust_scheduler_config = adjust
-            installation.start_scheduler()
-        default_scheduler = plane.start_scheduler(default_config, name=DEFAULT_SCHEDULER)
+        installation.adjust_scheduler_config = adjust
+        ports = {SCHEDULER_NAME: free_port(), DEFAULT_SCHEDULER: free_port()}
+        bench = cls(args, plane, installation, plane.api.admin_client(), {}, default_config, [], ports)
+        installation.scheduler.stop()
+        bench.start_confidential_scheduler()
+        default_scheduler = bench.start_default_scheduler()
         extender, webhook = installation.extender.process, installation.webhook.process
-        processes = {
+        bench.processes.update({
             "kube-apiserver": plane.api.process.popen.pid,
             "etcd": plane.etcd.process.popen.pid if plane.etcd else 0,
             "confidential-scheduler": installation.scheduler.popen.pid,
             "default-scheduler": default_scheduler.popen.pid,
             EXTENDER: extender.popen.pid if extender else 0,
             WEBHOOK: webhook.popen.pid if webhook else 0,
-        }
-        kube = plane.api.admin_client()
-        return cls(args, plane, installation, kube, processes, default_config, [default_scheduler])
+        })  # fmt: skip
+        return bench
 
     @property
     def api(self) -> ApiServer:
         return self.plane.api
 
+    def metrics_flags(self, scheduler: str) -> list[str]:
+        """kube-scheduler flags that serve its /metrics to anyone on 127.0.0.1 (self-signed certificate)."""
+        return [
+            f"--secure-port={self.metrics_ports[scheduler]}",
+            "--bind-address=127.0.0.1",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            f"--cert-dir={self.plane.workdir / (scheduler + '-certs')}",
+        ]
+
+    def start_confidential_scheduler(self) -> Process:
+        """confidential-scheduler as the installation starts it, plus :meth:`metrics_flags`."""
+        installation = self.installation
+        config = installation.overlay.scheduler_config(installation.extender.url)
+        if installation.adjust_scheduler_config is not None:
+            installation.adjust_scheduler_config(config)
+        installation.scheduler = self.plane.start_scheduler(
+            config,
+            name=SCHEDULER_NAME,
+            kubeconfig=installation.scheduler_kubeconfig,
+            extra_args=[*installation.overlay.scheduler_flags(), *self.metrics_flags(SCHEDULER_NAME)],
+        )
+        return installation.scheduler
+
     def start_default_scheduler(self) -> Process:
         self.default_schedulers.append(
-            self.plane.start_scheduler(self.default_config, name=DEFAULT_SCHEDULER)
+            self.plane.start_scheduler(
+                self.default_config,
+                name=DEFAULT_SCHEDULER,
+                extra_args=self.metrics_flags(DEFAULT_SCHEDULER),
+            )
         )
         return self.default_schedulers[-1]
+
+    def scheduler_metrics(self, scheduler: str) -> Samples:
+        """One kube-scheduler's /metrics."""
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # its self-signed certificate
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", self.metrics_ports[scheduler], context=context, timeout=30
+        )
+        try:
+            conn.request("GET", "/metrics")
+            return metric_samples(conn.getresponse().read().decode())
+        finally:
+            conn.close()
+
+    def extender_memory(self) -> dict[str, dict[str, float]]:
+        """VmRSS and VmHWM (MB) of the extender's master and each worker."""
+        master = self.processes[EXTENDER]
+        named = {"master": master, **{f"worker {i}": pid for i, pid in enumerate(children(master), 1)}}
+        return {
+            name: {key: kib / 1024 for key, kib in memory_kib(pid).items()} for name, pid in named.items()
+        }
 
     def ledger(self, gauge: str) -> float:
         return extender_gauge(self.installation, f"confidential_pods_extender_ledger_{gauge}")
@@ -741,10 +826,11 @@ class Bench:
         delete_all(self.api, self.kube, namespace, self.args.threads)
 
 
-def prepare_cluster(bench: Bench) -> tuple[JSON, dict[str, str]]:
-    """Both namespaces and ``--nodes`` Nodes with room for the pods; the stored form of one opted-in pod.
+def prepare_cluster(bench: Bench) -> tuple[JSON, NodePlan]:
+    """Both namespaces and ``--nodes`` Nodes (:class:`NodePlan`); the stored form of one opted-in pod.
 
-    The template is a dry-run create: the pod as the webhook and the in-tree admission leave it.
+    The template is a dry-run create: the pod as the webhook and the in-tree admission leave it. Plain nodes
+    get none of the labels of the RuntimeClass's nodeSelector, as where only SGX nodes carry them.
     """
     args, kube = bench.args, bench.kube
     create_namespace(kube, WITH_NS)
@@ -757,23 +843,28 @@ def prepare_cluster(bench: Bench) -> tuple[JSON, dict[str, str]]:
     )
     if STATUS not in template["metadata"].get("annotations", {}):
         raise RuntimeError(f"the webhook did not mutate the template pod: {template['metadata']}")
-    slots = math.ceil(HEADROOM * args.pods / args.nodes)
-    allocatable = node_allocatable(template, slots)
+    plan = NodePlan.of(template, args.pods, args.nodes, args.sgx_fraction)
     labels = dict(template["spec"].get("nodeSelector", {}))  # the RuntimeClass's scheduling.nodeSelector
-    say(f"pod requests {dict(pod_requests(template))}, node allocatable {allocatable}, labels {labels}")
+    say(
+        f"pod requests {dict(pod_requests(template))}; {plan.sgx} SGX nodes of {plan.nodes}, allocatable "
+        f"{plan.sgx_allocatable}, labels {labels}; plain nodes {plan.plain_allocatable}"
+    )
 
     def create(i: int) -> None:
-        create_node(kube, f"node-{i:04d}", allocatable, labels=labels)
+        name, allocatable, sgx = plan.node(i)
+        create_node(kube, name, allocatable, labels=labels if sgx else None)
 
+    started = time.monotonic()
     with ThreadPoolExecutor(max_workers=args.threads) as pool:
         list(pool.map(create, range(args.nodes)))
+    say(f"{args.nodes} nodes created in {time.monotonic() - started:.1f} s")
     wait_until(
         lambda: bench.ledger("nodes") >= args.nodes,
         timeout=60,
         what="the extender's ledger to hold every node",
     )
     time.sleep(2)  # the schedulers' informers see the nodes a moment later
-    return template, allocatable
+    return template, plan
 
 
 @dataclass(frozen=True)
@@ -784,6 +875,8 @@ class Observed:
     apiserver: tuple[Samples, Samples]
     extender: tuple[Samples, Samples]
     scheduler_log: dict[str, float]
+    #: The phase's scheduler's /metrics before and after.
+    scheduler: tuple[Samples, Samples]
     webhook: tuple[Samples, Samples] | None = None
 
 
@@ -799,11 +892,13 @@ def phase_a(bench: Bench) -> Observed:
     """``--pods`` confidential pods through the webhook, confidential-scheduler and the extender."""
     pods = bench.args.pods
     before = {server: scrape(bench, server) for server in ("apiserver", "webhook", "extender")}
+    scheduler_before = bench.scheduler_metrics(SCHEDULER_NAME)
     say(f"phase a: {pods} confidential pods through confidential-scheduler + extender ...")
     bodies = [confidential_pod(f"pod-{i:05d}") for i in range(pods)]
     phase = run_phase(bench, "with extender", WITH_NS, bodies)
     scheduler_log = scheduler_log_stats(bench.installation.scheduler.log_text(), WITH_NS)
     after = {server: scrape(bench, server) for server in ("apiserver", "webhook", "extender")}
+    scheduler = (scheduler_before, bench.scheduler_metrics(SCHEDULER_NAME))
     stored = bench.kube.get(f"/api/v1/namespaces/{WITH_NS}/pods/pod-00000")
     if stored["spec"].get("schedulerName") != bench.installation.settings["schedulerName"]:
         raise RuntimeError(
@@ -814,6 +909,7 @@ def phase_a(bench: Bench) -> Observed:
         apiserver=(before["apiserver"], after["apiserver"]),
         extender=(before["extender"], after["extender"]),
         scheduler_log=scheduler_log,
+        scheduler=scheduler,
         webhook=(before["webhook"], after["webhook"]),
     )
 
@@ -825,6 +921,7 @@ def phase_b(bench: Bench, template: JSON, extender_before: Samples) -> Observed:
     """
     pods = bench.args.pods
     apiserver_before = scrape(bench, "apiserver")
+    scheduler_before = bench.scheduler_metrics(DEFAULT_SCHEDULER)
     say(f"phase b: the same {pods} pods through default-scheduler ...")
     bodies = [plain_pod(f"pod-{i:05d}", template) for i in range(pods)]
     phase = run_phase(bench, "without extender", WITHOUT_NS, bodies)
@@ -834,7 +931,50 @@ def phase_b(bench: Bench, template: JSON, extender_before: Samples) -> Observed:
         apiserver=(apiserver_before, scrape(bench, "apiserver")),
         extender=(extender_before, scrape(bench, "extender")),
         scheduler_log=scheduler_log,
+        scheduler=(scheduler_before, bench.scheduler_metrics(DEFAULT_SCHEDULER)),
     )
+
+
+#: kube-scheduler's histograms of one scheduling attempt (the cycle, and the binding when it is not
+#: asynchronous) and of the algorithm alone (filter and score, the extender's calls included).
+SCHEDULER_CYCLE = {
+    "attempt": "scheduler_scheduling_attempt_duration_seconds",
+    "algorithm": "scheduler_scheduling_algorithm_duration_seconds",
+}
+
+
+def scheduler_cycle(scrapes: tuple[Samples, Samples]) -> dict[str, dict[str, float]]:
+    """What one kube-scheduler's :data:`SCHEDULER_CYCLE` histograms observed between two scrapes."""
+    return {key: histogram_delta(scrapes, metric) for key, metric in SCHEDULER_CYCLE.items()}
+
+
+def restart_extender(bench: Bench) -> dict[str, Any]:
+    """Restart the extender with the cluster as it is: its initial list at this size, and its memory.
+
+    Returns the time from the new process's start to ``/readyz`` (every kind listed), the extender's own
+    list durations by kind, what its ledger holds then, and the memory of the old and the new process.
+    """
+    extender = bench.installation.extender
+    before = bench.extender_memory()
+    extender.stop()
+    started = time.monotonic()
+    extender.start()
+    ready_s = time.monotonic() - started
+    assert extender.process is not None
+    bench.processes[EXTENDER] = extender.process.popen.pid
+    samples = scrape(bench, "extender")
+    listed = {
+        kind: Histogram.read(samples, LIST_DURATION, {"kind": kind, "reason": "initial"}).total
+        for kind in ("Node", "Pod", "Nominated")
+    }
+    return {
+        "ready_s": ready_s,
+        "list_s": listed,
+        "ledger_nodes": bench.ledger("nodes"),
+        "ledger_pods": bench.ledger("pods"),
+        "memory_before_mb": before,
+        "memory_after_mb": bench.extender_memory(),
+    }
 
 
 def held_phases(bench: Bench, template: JSON) -> tuple[HeldPhase, HeldPhase]:
@@ -845,10 +985,16 @@ def held_phases(bench: Bench, template: JSON) -> tuple[HeldPhase, HeldPhase]:
     bodies = [confidential_pod(f"held-{i:05d}") for i in range(args.pods)]
     held_with = run_held_phase(
         bench, "with extender", WITH_NS, bodies, "confidential-scheduler",
-        installation.scheduler.stop, installation.start_scheduler,
+        installation.scheduler.stop, bench.start_confidential_scheduler,
     )  # fmt: skip
+    held_with.scheduler_cycle = scheduler_cycle(({}, bench.scheduler_metrics(SCHEDULER_NAME)))
+    held_with.extender_memory_mb = bench.extender_memory()
     bench.delete_all(WITH_NS)
-    wait_until(lambda: bench.ledger("pods") == 0, timeout=120, what="the extender's ledger to be empty")
+    wait_until(
+        lambda: bench.ledger("pods") == 0,
+        timeout=empty_timeout(args.pods),
+        what="the extender's ledger to be empty",
+    )
     time.sleep(2)
     say(f"phase d: the same {args.pods} pods held, then default-scheduler ...")
     bodies = [plain_pod(f"held-{i:05d}", template) for i in range(args.pods)]
@@ -856,26 +1002,40 @@ def held_phases(bench: Bench, template: JSON) -> tuple[HeldPhase, HeldPhase]:
         bench, "without extender", WITHOUT_NS, bodies, "default-scheduler",
         lambda: bench.default_schedulers[-1].stop(), bench.start_default_scheduler,
     )  # fmt: skip
+    held_without.scheduler_cycle = scheduler_cycle(({}, bench.scheduler_metrics(DEFAULT_SCHEDULER)))
     return held_with, held_without
 
 
 def measure(args: argparse.Namespace, plane: ControlPlane, installation: Installation) -> dict[str, Any]:
     """Phases a to d on one installation (see the module's docstring); the figures as one document."""
     bench = Bench.start(args, plane, installation)
-    template, allocatable = prepare_cluster(bench)
+    template, plan = prepare_cluster(bench)
+    memory = {"nodes listed": bench.extender_memory()}
     a = phase_a(bench)
+    say(f"the extender restarted with {args.nodes} nodes and {args.pods} pods bound ...")
+    restart = restart_extender(bench)
+    extender_after_a = scrape(bench, "extender")  # the new process: phase b's requests count from here
     bench.delete_all(WITH_NS)
     wait_until(
         lambda: bench.ledger("pods") == 0 and bench.ledger("reservations") == 0,
-        timeout=120,
+        timeout=empty_timeout(args.pods),
         what="the extender's ledger to be empty",
     )
     time.sleep(2)  # and the schedulers' caches
-    b = phase_b(bench, template, a.extender[1])
+    b = phase_b(bench, template, extender_after_a)
     bench.delete_all(WITHOUT_NS)
     time.sleep(2)
     c, d = held_phases(bench, template)
-    return figures(args, allocatable, a, b, c, d)
+    memory["end"] = bench.extender_memory()
+    document = figures(args, plan, a, b, c, d)
+    document["extender_restart"] = restart
+    document["extender_memory_mb"] = {**memory, "phase c": c.extender_memory_mb}
+    return document
+
+
+def empty_timeout(pods: int) -> float:
+    """How long deleting ``pods`` pods may take to reach the ledger: 120 s, more for many pods."""
+    return max(120.0, pods / 25)
 
 
 def histogram_delta(
@@ -897,7 +1057,7 @@ def requests_by_verb(scrapes: tuple[Samples, Samples]) -> dict[str, float]:
 
 def figures(
     args: argparse.Namespace,
-    allocatable: dict[str, str],
+    plan: NodePlan,
     a: Observed,
     b: Observed,
     c: HeldPhase,
@@ -920,7 +1080,9 @@ def figures(
             if args.mode == "native"
             else "ledger (the extender filters, scores and binds)"
         ),
-        "node_allocatable": allocatable,
+        "sgx_nodes": plan.sgx,
+        "node_allocatable": plan.sgx_allocatable,
+        "plain_node_allocatable": plan.plain_allocatable if plan.sgx < plan.nodes else None,
         "phases": [
             {**asdict(p), "pods_per_s": p.pods_per_s, "creates_per_s": p.creates_per_s}
             for p in (a.phase, b.phase)
@@ -944,6 +1106,12 @@ def figures(
         "binding_apiserver": {
             "with extender": histogram_delta(a.apiserver, REQUESTS, POD_BINDING),
             "without extender": histogram_delta(b.apiserver, REQUESTS, POD_BINDING),
+        },
+        "scheduler_cycle": {
+            "a with extender": scheduler_cycle(a.scheduler),
+            "b without extender": scheduler_cycle(b.scheduler),
+            "c with extender": c.scheduler_cycle,
+            "d without extender": d.scheduler_cycle,
         },
     }
     document["ratios"] = ratios(document, c, d)
@@ -1044,8 +1212,8 @@ def reopened_note(phase: Mapping[str, Any]) -> str:
 
 def report(result: Mapping[str, Any]) -> None:
     print(
-        f"\n{result['pods']} pods on {result['nodes']} nodes, overlay {result['overlay']}, "
-        f"{result['threads']} client threads, {os.cpu_count()} CPUs"
+        f"\n{result['pods']} pods on {result['nodes']} nodes ({result['sgx_nodes']} SGX), overlay "
+        f"{result['overlay']}, {result['threads']} client threads, {os.cpu_count()} CPUs"
     )
     header = ("phase", "pods/s", "last bound", "p50 bound", "create", "creates/s")
     print(f"{header[0]:<18}" + "".join(f"{h:>11}" for h in header[1:]) + "  loadavg")
@@ -1107,6 +1275,33 @@ def report(result: Mapping[str, Any]) -> None:
     c, d = (p["cpu_s"] for p in result["scheduling_only"])
     for name in a:
         print(f"  {name:<24}" + "".join(f"{x.get(name, 0.0):>8.1f}" for x in (a, b, c, d)))
+    print(
+        "kube-scheduler's attempt / algorithm durations (its /metrics; interpolated, buckets from 1 ms, x2):"
+    )
+    for phase, cycle in result["scheduler_cycle"].items():
+        attempt, algorithm = cycle["attempt"], cycle["algorithm"]
+        print(
+            f"  {phase:<20} n={attempt['count']:>6.0f}  attempt p50 ~{attempt['p50_ms']:6.1f} p99 "
+            f"~{attempt['p99_ms']:7.1f} ms, algorithm p50 ~{algorithm['p50_ms']:6.1f} "
+            f"p99 ~{algorithm['p99_ms']:7.1f} ms"
+        )
+    restart = result["extender_restart"]
+    listed = ", ".join(f"{kind} {seconds:.2f} s" for kind, seconds in restart["list_s"].items())
+    print(
+        f"extender restarted with {restart['ledger_nodes']:.0f} nodes and {restart['ledger_pods']:.0f} pods: "
+        f"/readyz after {restart['ready_s']:.1f} s; its lists: {listed}"
+    )
+    kept = result["extender_memory_mb"]
+    memory = {"nodes listed": kept["nodes listed"], "phase a's pods bound": restart["memory_before_mb"],
+              "restarted (listed them)": restart["memory_after_mb"], "phase c's pods bound": kept["phase c"],
+              "end": kept["end"]}  # fmt: skip
+    for when, processes in memory.items():
+        print(
+            f"  extender memory, {when}: "
+            + ", ".join(
+                f"{name} {m['VmRSS']:.0f} MB (peak {m['VmHWM']:.0f})" for name, m in processes.items()
+            )
+        )
     print(f"schedulers' API clients: {result['schedulers_client']}; mode: {result['mode']}")
     print("ratios in this run (goal):")
     for name, value in result["ratios"].items():
@@ -1124,6 +1319,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--pods", type=int, default=1000)
     parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument(
+        "--sgx-fraction",
+        type=float,
+        default=1.0,
+        help="share of the nodes that are SGX nodes (default 1: all); the others are plain nodes (cpu, "
+        "memory, pods only), where the confidential pods never fit",
+    )
     parser.add_argument("--overlay", default="alibaba", help="overlay of manifests/ (alibaba, intel)")
     parser.add_argument("--threads", type=int, default=8, help="client threads creating pods")
     parser.add_argument(
@@ -1156,6 +1358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON document")
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs also on success")
     args = parser.parse_args(argv)
+    if not 0 < args.sgx_fraction <= 1:
+        parser.error("--sgx-fraction must be in (0, 1]")
     build = args.overlay if args.mode == "native" else f"{args.overlay}+ledger"
 
     binaries = Binaries.locate()

@@ -1,4 +1,5 @@
-"""The end-to-end benchmark's own watch of the pods it times (benchmarks/e2e_bench.py ``BindWatch``)."""
+"""The end-to-end benchmark's own watch of the pods it times (benchmarks/e2e_bench.py ``BindWatch``), and its
+nodes (``NodePlan``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from benchmarks.e2e_bench import BindWatch
+from benchmarks.e2e_bench import BindWatch, NodePlan
 from tests.fakeapi import FakeApiServer, serving
 
 NAMESPACE = "bench"
@@ -92,3 +93,31 @@ def test_the_watch_stops_at_its_deadline_with_what_it_saw(api: FakeApiServer) ->
     # The apiserver ended it at the deadline, not early: asked for the whole 2.5 s (rounded up), never again.
     assert [w["timeoutSeconds"] for w in api.watches("Pod")] == ["3"]
     assert watch.reopened == 0
+
+
+EPC = "alibabacloud.com/sgx_epc_MiB"
+MUTATED = {"spec": {"containers": [{"name": "app", "resources": {"requests": {"cpu": "100m", EPC: "10"}}}]}}
+
+
+@pytest.mark.parametrize(
+    ("nodes", "pods", "fraction", "sgx", "slots"),
+    [
+        (5000, 10000, 0.1, 500, 40),
+        (5000, 10000, 1.0, 5000, 4),
+        (10, 2000, 0.01, 1, 4000),
+        (3, 100, 0.5, 2, 100),
+    ],
+)
+def test_the_sgx_share_of_nodes_has_room_for_twice_the_pods(
+    nodes: int, pods: int, fraction: float, sgx: int, slots: int
+) -> None:
+    plan = NodePlan.of(MUTATED, pods=pods, nodes=nodes, sgx_fraction=fraction)
+
+    assert plan.sgx == sgx
+    assert plan.sgx_allocatable[EPC] == str(10 * slots)
+    assert int(plan.sgx_allocatable["pods"]) >= slots
+    names = [plan.node(i) for i in range(nodes)]
+    assert len({name for name, _, _ in names}) == nodes
+    assert sum(is_sgx for _, _, is_sgx in names) == sgx
+    assert all(EPC not in allocatable for _, allocatable, is_sgx in names if not is_sgx)
+    assert plan.plain_allocatable == {"cpu": "8000m", "memory": str(32 * 2**30), "pods": "110"}
