@@ -28,6 +28,7 @@ from tests.e2e.kube import JSON, Kube
 from tests.e2e.product import Overlay
 from tests.e2e.test_scheduling import sgx_allocatable
 from tests.machine import free_port
+from tests.manifests.building import CHART_VALUES, find_tool, helm_template
 from tests.manifests.test_precheck import AS_SHIPPED, filled
 
 pytestmark = pytest.mark.e2e
@@ -193,3 +194,22 @@ def test_what_the_user_may_not_read_is_said_per_check(control_plane: ControlPlan
         assert found[check]["message"].startswith(f"cannot check: {resource}: 403 ")
         assert 'User "precheck-nobody" cannot list resource' in found[check]["message"]
     assert found["scheduler-version"]["status"] == "fail"  # the shipped v1.34 on v1.37, read all the same
+
+
+def test_the_chart_rendered_for_this_cluster_passes_and_for_an_older_one_fails(
+    control_plane: ControlPlane, server: tuple[int, int, int], tmp_path: Path
+) -> None:
+    """The chart's kube-scheduler follows the Kubernetes version it is rendered for (``helm template
+    --kube-version``; ``helm install`` takes the cluster's): rendered for this cluster, precheck finds no
+    skew; rendered for a cluster two minors older, it fails."""
+    helm = find_tool("helm")
+    if helm is None:
+        pytest.skip("helm not found (.ci/run installs it)")
+    major, minor, patch = server
+    for version, status in [(f"v{major}.{minor}.{patch}", "ok"), (f"v{major}.{minor - 2}.0", "fail")]:
+        objects = helm_template(helm, *CHART_VALUES["alibaba"], kube_version=version)
+        code, document = precheck(control_plane, "-f", write(tmp_path / "chart.yaml", objects))
+        found = checks(document)["scheduler-version"]
+        assert document["toSet"] == [] and found["status"] == status, found
+        assert f"runs kube-scheduler v{major}.{minor - (0 if status == 'ok' else 2)}." in found["message"]
+        assert (code == 2) == (status == "fail"), document  # else 0, or 1 for a cluster without SGX nodes
