@@ -47,22 +47,31 @@ _END: Final = "<!-- END generated -->"
 _CHART: Final = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}
 
 
+class InvalidConfig(ConfigError):
+    """The schema refused the configuration: :attr:`problems` holds one ``(path, message)`` per bad key
+    (path ``""``: the mapping itself, e.g. an unknown key); ``str()`` joins them as ``path: message; …``."""
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(f"{path}: {text}" if path else text for path, text in self.problems))
+
+
 def check(data: object, key: str | None = None) -> None:
     """Validate ``data`` against the whole schema (``key`` None) or one top-level key's part of it.
 
-    Raises :class:`ConfigError` with one ``path: message`` per bad key (joined with ``; ``).
+    Raises :class:`InvalidConfig`, naming every bad key.
     """
     if key is None:
         validator, root = _VALIDATOR, ""
     else:
         validator, root = jsonschema.Draft7Validator(SCHEMA["properties"][key]), key
-    messages = list(_messages(validator.iter_errors(data), root))
-    if messages:
-        raise ConfigError("; ".join(messages))
+    problems = list(_problems(validator.iter_errors(data), root))
+    if problems:
+        raise InvalidConfig(problems)
 
 
-def _messages(errors: Iterable[jsonschema.ValidationError], root: str) -> Iterator[str]:
-    """One message per path: the error with a keyword-specific text wins over the others there."""
+def _problems(errors: Iterable[jsonschema.ValidationError], root: str) -> Iterator[tuple[str, str]]:
+    """One (path, message) per path: the error with a keyword-specific text wins over the others there."""
     chosen: dict[str, jsonschema.ValidationError] = {}
     for error in errors:
         path = _path(root, error.absolute_path)
@@ -70,7 +79,7 @@ def _messages(errors: Iterable[jsonschema.ValidationError], root: str) -> Iterat
         if current is None or (_specific(error) and not _specific(current)):
             chosen[path] = error
     for path, error in sorted(chosen.items()):
-        yield _message(path, error)
+        yield path, _message(path, error)
 
 
 def _specific(error: jsonschema.ValidationError) -> bool:
@@ -97,14 +106,14 @@ def _message(path: str, error: jsonschema.ValidationError) -> str:
         unknown = sorted(str(name) for name in names if name not in known)
         if not path:
             return f"unknown configuration key(s) {', '.join(unknown)}; known keys: {', '.join(known)}"
-        return f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        return f"unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
     template = schema.get("x-errors", {}).get(keyword) or schema.get("x-error")
     if template:
-        return f"{path}: {template.format(value=value)}"
+        return str(template.format(value=value))
     if keyword == "enum":
         choices = ", ".join(str(choice) or '""' for choice in schema["enum"] if choice is not None)
-        return f"{path}: {value!r} is not one of {choices}"
-    return f"{path}: {error.message}"
+        return f"{value!r} is not one of {choices}"
+    return error.message
 
 
 # --- what derives from the schema -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 from confidential_pods.documents import load_document
 from confidential_pods.errors import ConfigError
 from confidential_pods.qcnl import PLACEHOLDER
+from confidential_pods.schema import InvalidConfig
 from confidential_pods.settings import Settings, problems, settings_from_mapping
 
 #: The ConfigMap of the build that holds the webhook's and the extender's configuration.
@@ -54,6 +55,8 @@ def check_config(data: object, where: str) -> list[ToSet]:
     ]
     try:
         settings = settings_from_mapping(_filled(data))
+    except InvalidConfig as exc:  # the schema's findings: one per bad key
+        return [*found, *(ToSet(path or "the configuration", where, text) for path, text in exc.problems)]
     except ConfigError as exc:
         key, _, message = str(exc).partition(": ")
         if not message or " " in key:  # not about one key (an unknown key, not a mapping)

@@ -30,6 +30,11 @@ PCCS = "https://pccs.example:8081/sgx/certification/v4/"
         pytest.param({"ownNamespace": "<namespace>"}, ["ownNamespace"], id="placeholder-anywhere"),
         pytest.param({"profile": "amd"}, ["profile"], id="bad-value-names-its-key"),
         pytest.param({"profil": "intel"}, ["the configuration"], id="unknown-key"),
+        pytest.param(
+            {"aesm": "socket", "tolerations": [{"effect": "Never"}], "profil": "x"},
+            ["the configuration", "aesm", "tolerations[0].effect"],
+            id="every-bad-key-its-own-line",
+        ),
     ],
 )
 def test_config_names_each_key_to_set(config: dict[str, Any], keys: list[str]) -> None:
