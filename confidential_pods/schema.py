@@ -10,9 +10,10 @@ with JSON Schema, so the chart's ``config`` is checked by the very document the 
 translation of it; editors (yaml-language-server) read the same file. Draft 7, because Helm releases before
 3.18 validate with a draft-7 library.
 
-Messages: the schema's own words. A key's ``x-error`` is what it ``must be`` (a template with ``{value!r}``),
-``x-errors`` overrides it for one failed keyword (``not``: a placeholder left in a URL); an ``enum`` names its
-values; ``additionalProperties: false`` names the unknown keys and the known ones. One line per bad key, the
+Messages: the schema's own words. A key's ``x-error`` says what is wrong (a template with ``{value!r}``),
+``x-errors`` overrides it for one failed keyword (``not``: a placeholder left in a URL, ``{match}`` being what
+the refused pattern found); an ``enum`` names its values; ``additionalProperties: false`` names the unknown
+keys and the known ones. One line per bad key, the
 key's path first (``tolerations[0].effect: …``), so that ``precheck`` can say which key to set.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from importlib import resources
@@ -86,6 +88,14 @@ def _specific(error: jsonschema.ValidationError) -> bool:
     return str(error.validator) in _schema_of(error).get("x-errors", {})
 
 
+def _match(schema: Mapping[str, Any], keyword: str, value: object) -> str:
+    """What a refused ``not: {pattern: …}`` found in the value (``{match}`` in a message: the placeholder)."""
+    refused = schema.get(keyword)
+    pattern = refused.get("pattern") if isinstance(refused, Mapping) else None
+    found = re.search(pattern, value) if isinstance(pattern, str) and isinstance(value, str) else None
+    return found.group(0) if found else ""
+
+
 def _schema_of(error: jsonschema.ValidationError) -> Mapping[str, Any]:
     """The (sub)schema whose keyword failed (jsonschema types it loosely: a boolean schema, or unset)."""
     return error.schema if isinstance(error.schema, Mapping) else {}
@@ -109,7 +119,7 @@ def _message(path: str, error: jsonschema.ValidationError) -> str:
         return f"unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
     template = schema.get("x-errors", {}).get(keyword) or schema.get("x-error")
     if template:
-        return str(template.format(value=value))
+        return str(template.format(value=value, match=_match(schema, keyword, value)))
     if keyword == "enum":
         choices = ", ".join(str(choice) or '""' for choice in schema["enum"] if choice is not None)
         return f"{value!r} is not one of {choices}"

@@ -194,6 +194,8 @@ AESMD = {
     ("ServiceAccount", "confidential-pods-node-probe"),
     ("ClusterRole", "confidential-pods-node-probe"),
     ("ClusterRoleBinding", "confidential-pods-node-probe"),
+    ("ValidatingAdmissionPolicy", "confidential-pods-node-probe"),
+    ("ValidatingAdmissionPolicyBinding", "confidential-pods-node-probe"),
 }
 CERT_MANAGER = {
     ("Issuer", "confidential-pods-selfsigned"),
