@@ -184,8 +184,13 @@ def containers(obj: Mapping[str, Any]) -> Iterator[tuple[str, str, list[str]]]:
         if not isinstance(spec, Mapping) or not any(f in spec for f in _CONTAINER_FIELDS):
             continue
         for field in _CONTAINER_FIELDS:
-            for container in spec.get(field) or ():
+            for container in _listed(spec.get(field)):
                 if isinstance(container, Mapping):
-                    words = [*(container.get("command") or ()), *(container.get("args") or ())]
+                    words = [*_listed(container.get("command")), *_listed(container.get("args"))]
                     yield str(container.get("name")), str(container.get("image", "")), [str(w) for w in words]
         return
+
+
+def _listed(value: object) -> list[Any]:
+    """``value`` when it is a list, else nothing (``containers: 5`` is the API server's to refuse)."""
+    return value if isinstance(value, list) else []

@@ -60,3 +60,19 @@ def test_without_credentials_it_says_offline(config: str, tmp_path: Path) -> Non
     assert result.stderr.startswith("confidential-pods: cannot load API server credentials")
     assert result.stderr.endswith("(--offline checks the files without a cluster)\n")
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param("{containers: 5}", id="containers-not-a-list"),
+        pytest.param("{initContainers: 5, containers: [{name: a, image: r.example/a:1}]}", id="init"),
+        pytest.param("{containers: [{name: a, image: r.example/a:1, command: 5, args: true}]}", id="command"),
+    ],
+)
+def test_odd_containers_in_a_build_are_no_traceback(spec: str, tmp_path: Path) -> None:
+    built = tmp_path / "built.yaml"
+    built.write_text(f"kind: Pod\nmetadata: {{name: p}}\nspec: {spec}\n")
+    result = precheck("-f", str(built), "--offline", "-o", "json")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert json.loads(result.stdout)["worst"] == "ok"
