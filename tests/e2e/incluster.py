@@ -369,6 +369,12 @@ def _namespaced(api_version: str, kind: str, name: str, **fields: object) -> JSO
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **fields}
 
 
+def pccs_ca_file(work: Path) -> Path:
+    """The test CA's certificate that :func:`installed_on_node` signs the PCCS stand-in's with, written before
+    the overlay is applied (so a hostPath in it may name the file)."""
+    return work / "pccs-ca" / "ca.crt"
+
+
 @contextlib.contextmanager
 def installed_on_node(
     config: pytest.Config,
@@ -405,8 +411,9 @@ def installed_on_node(
         app_namespace: JSON = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}}
         apply_all(kube, [app_namespace])
         stack.callback(delete_and_wait, kube, [app_namespace])
-        ca = CertificateAuthority.create(work / "pccs-ca")
-        cert = ca.issue(work / "pccs-ca", "pccs", common_name="pccs", ip_addresses=(NODE_IP,), server=True)
+        ca_dir = pccs_ca_file(work).parent
+        ca = CertificateAuthority.create(ca_dir)
+        cert = ca.issue(ca_dir, "pccs", common_name="pccs", ip_addresses=(NODE_IP,), server=True)
         tls = {"tls.crt": cert.cert.read_text(), "tls.key": cert.key.read_text()}
         apply_all(
             kube,

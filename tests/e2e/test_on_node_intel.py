@@ -13,12 +13,19 @@ image; the stand-in image's user is 65532): ``kustomize edit add patch`` sets th
 ``runAsUser: 0`` in the copy. Its hostPath ``/var/run/aesmd`` (``DirectoryOrCreate``) is the host's
 ``/run/aesmd``: the node's mount namespace shares ``/run`` with the host. The module refuses to run when it
 exists already and removes it after the node stopped.
+
+The DaemonSet's node probe runs every check, the PCCS one included (the test CA as its ``--pccs-ca``). Three
+tests take one part of the node's attestation path away in turn — the provisioning device node, aesmd's
+socket, the PCCS stand-in — and each proves the same: the condition False with the probe's reason, a quoting
+pod refused with it, a ``quote: none`` pod placed, then True and the quoting pod bound (issue 22, Proof).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +42,10 @@ from tests.e2e.incluster import (
     installed_on_node,
     observe,
     opted_in_pod,
+    pccs_ca_file,
+    pccs_pod,
 )
-from tests.e2e.kube import JSON, Kube, pod_events
+from tests.e2e.kube import JSON, ApiError, Kube, pod_events
 from tests.e2e.node import Node
 from tests.e2e.processes import wait_until
 
@@ -52,23 +61,29 @@ INTEL_EPC = "sgx.intel.com/epc"
 EPC_MIB = 256
 NFD_SGX_LABEL = "intel.feature.node.kubernetes.io/sgx"
 JSON_PATCH = "application/json-patch+json"
+#: Where the probe container finds the test CA of the PCCS stand-in (:func:`probe_here`).
+PROBE_PCCS_CA = "/etc/pccs-ca/ca.crt"
 #: Intel's aesmd image runs as root (/dev/sgx_provision is root:sgx_prv 0660 on a node).
 AESMD_AS_ROOT = json.dumps(
     [{"op": "add", "path": "/spec/template/spec/containers/0/securityContext/runAsUser", "value": 0}]
 )
 
 
-def probe_here(node: Node) -> str:
+def probe_here(node: Node, pccs_ca: Path) -> str:
     """The node probe's test-only changes: the node's stand-in device nodes as its /host/dev, a round every
-    2 s, and no PCCS check (the stand-in's certificate is from a test CA the image does not trust; the PCCS
-    check is proved against the stand-ins in tests/e2e/test_node_probe.py)."""
+    2 s, and the test CA that signed the PCCS stand-in's certificate (a hostPath of the one file) as its
+    ``--pccs-ca``: the image trusts only the system's CAs."""
     spec = "/spec/template/spec"
+    ca_volume = {"name": "pccs-ca", "hostPath": {"path": str(pccs_ca), "type": "File"}}
+    ca_mount = {"name": "pccs-ca", "mountPath": PROBE_PCCS_CA, "readOnly": True}
     return json.dumps(
         [
             {"op": "test", "path": f"{spec}/volumes/3/name", "value": "host-dev"},
             {"op": "replace", "path": f"{spec}/volumes/3/hostPath/path", "value": str(node.dev_dir)},
+            {"op": "add", "path": f"{spec}/volumes/-", "value": ca_volume},
             {"op": "test", "path": f"{spec}/containers/1/name", "value": "node-probe"},
-            {"op": "add", "path": f"{spec}/containers/1/args/-", "value": "--skip=pccs"},
+            {"op": "add", "path": f"{spec}/containers/1/volumeMounts/-", "value": ca_mount},
+            {"op": "add", "path": f"{spec}/containers/1/args/-", "value": f"--pccs-ca={PROBE_PCCS_CA}"},
             {"op": "add", "path": f"{spec}/containers/1/args/-", "value": "--interval=2s"},
         ]
     )
@@ -92,10 +107,11 @@ def installed(
             [{"op": "add", "path": "/status/capacity/sgx.intel.com~1epc", "value": str(EPC_MIB << 20)}],
             content_type=JSON_PATCH,
         )
+        probe_patch = probe_here(node, pccs_ca_file(work))
         edits = [
             ["set", "image", f"{AESMD_PLACEHOLDER}={images['aesmd-standin']}"],
             ["add", "patch", "--kind", "DaemonSet", "--name", AESMD_DAEMONSET, "--patch", AESMD_AS_ROOT],
-            ["add", "patch", "--kind", "DaemonSet", "--name", AESMD_DAEMONSET, "--patch", probe_here(node)],
+            ["add", "patch", "--kind", "DaemonSet", "--name", AESMD_DAEMONSET, "--patch", probe_patch],
         ]
         return built_overlay(work, "intel", images, edits)
 
@@ -194,8 +210,9 @@ def test_an_in_process_pod_gets_the_qcnl_file_and_the_provisioning_device(instal
 
 def test_the_node_probe_beside_aesmd_publishes_the_node_ready(installed: Installed) -> None:
     """The DaemonSet's node-probe container, with its own token (ServiceAccount confidential-pods-node-probe:
-    get nodes, patch nodes/status), finds the device nodes and the aesmd stand-in answering on the node and
-    publishes ``SGXAttestationReady: True``; the extender's ledger holds it."""
+    get nodes, patch nodes/status), finds the device nodes, the aesmd stand-in answering on the node and the
+    PCCS stand-in of the QCNL file answering over TLS it verifies (the test CA), and publishes
+    ``SGXAttestationReady: True``."""
     kube = installed.kube
 
     def condition() -> JSON | None:
@@ -203,9 +220,14 @@ def test_the_node_probe_beside_aesmd_publishes_the_node_ready(installed: Install
         found = [c for c in conditions if c["type"] == "SGXAttestationReady"]
         return found[0] if found else None
 
-    wait_until(lambda: condition() is not None, timeout=60, what="the probe to publish SGXAttestationReady")
+    def ready() -> bool:
+        published = condition()
+        return published is not None and published["status"] == "True"
+
+    wait_until(ready, timeout=60, what="the probe to publish SGXAttestationReady True")
     published = condition()
-    assert published is not None and published["status"] == "True", published
+    assert published is not None and published["reason"] == "AllChecksPassed", published
+    assert f"PCCS {PCCS_URL}rootcacrl answers" in published["message"], published
     conditions = kube.get(f"/api/v1/nodes/{installed.node.name}")["status"]["conditions"]
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)  # the kubelet's, kept
 
@@ -215,10 +237,79 @@ def test_a_node_the_probe_finds_unready_gets_no_quoting_pod_until_it_is_ready(in
     ``SGXAttestationReady: False`` (SGXDevicesMissing); a new quoting pod is refused there with the probe's
     message while a ``quote: none`` pod is placed there; the device back, the condition turns True and the
     quoting pod is bound and runs."""
+    provision = installed.node.dev_dir / "sgx_provision"
+    away = installed.node.dev_dir / "sgx_provision.away"
+
+    @contextlib.contextmanager
+    def device_gone() -> Iterator[None]:
+        provision.rename(away)
+        try:
+            yield
+        finally:
+            away.rename(provision)
+
+    refused_until_ready(installed, "devices", device_gone(), "SGXDevicesMissing", "SGX device(s) missing")
+
+
+def test_a_node_whose_aesmd_stopped_answering_gets_no_quoting_pod_until_it_answers(
+    installed: Installed,
+) -> None:
+    """aesmd gone from the node, its socket file left behind (as a killed aesmd leaves it): a unix socket
+    bound at its path and never listening, the stand-in's own renamed aside. The DaemonSet's probes
+    (``test -S``) see nothing wrong; the node probe's request is refused, so it publishes False
+    (AESMUnavailable) and quoting pods are refused there until the stand-in's socket is back."""
+    path = HOST_AESMD_DIR / "aesm.socket"
+
+    @contextlib.contextmanager
+    def aesmd_gone() -> Iterator[None]:
+        away = path.with_name("aesm.socket.away")
+        path.rename(away)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+                stale.bind(str(path))  # bound, not listening: connect() is refused
+                path.chmod(0o777)  # as aesmd's own: the probe runs as 65532
+                yield
+        finally:
+            path.unlink(missing_ok=True)
+            away.rename(path)
+
+    message = "AESM socket /var/run/aesmd/aesm.socket: "
+    refused_until_ready(installed, "aesm", aesmd_gone(), "AESMUnavailable", message)
+
+
+def test_a_node_whose_pccs_is_down_gets_no_quoting_pod_until_it_is_back(installed: Installed) -> None:
+    """The PCCS stand-in's pod deleted: the probe's v4 GET to the node's QCNL pccs_url is refused, it
+    publishes False (PCCSUnreachable) and quoting pods are refused there; the stand-in started again (the
+    same pod), True, and the quoting pod binds and reaches the PCCS."""
+    kube = installed.kube
+    pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
+
+    @contextlib.contextmanager
+    def pccs_gone() -> Iterator[None]:
+        kube.delete(f"{pods}/pccs", grace_period_seconds=0)
+        try:
+            yield
+        finally:
+            wait_until(lambda: _gone(kube, f"{pods}/pccs"), timeout=60, what="the PCCS stand-in's pod gone")
+            kube.create(pods, pccs_pod(installed.images["pccs-standin"]))
+
+    message = f"PCCS {PCCS_URL}rootcacrl unreachable"
+    refused_until_ready(installed, "pccs", pccs_gone(), "PCCSUnreachable", message)
+
+
+def refused_until_ready(
+    installed: Installed,
+    suffix: str,
+    broken: contextlib.AbstractContextManager[None],
+    reason: str,
+    message: str,
+) -> None:
+    """While ``broken``: the probe publishes ``SGXAttestationReady: False`` with ``reason``; a new quoting pod
+    is refused there, the extender's FailedScheduling naming the probe's ``message``; a ``quote: none`` pod
+    is placed there. After: True, and the quoting pod is bound and runs (pods named ``*-<suffix>``)."""
     kube, node = installed.kube, installed.node
     pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
-    provision = node.dev_dir / "sgx_provision"
-    away = node.dev_dir / "sgx_provision.away"
+    quoting, not_quoting = f"quoting-{suffix}", f"not-quoting-{suffix}"
 
     def readiness() -> tuple[str, str]:
         conditions = kube.get(f"/api/v1/nodes/{node.name}")["status"].get("conditions", [])
@@ -230,31 +321,37 @@ def test_a_node_the_probe_finds_unready_gets_no_quoting_pod_until_it_is_ready(in
 
     def told_not_ready(name: str) -> bool:
         events = pod_events(kube, APP_NAMESPACE, name, "FailedScheduling")
-        return any(
-            "SGX attestation not ready: SGX device(s) missing" in str(e.get("message")) for e in events
-        )
+        return any(f"SGX attestation not ready: {message}" in str(e.get("message")) for e in events)
 
     wait_until(lambda: readiness()[0] == "True", timeout=60, what="the node ready")
-    provision.rename(away)
-    try:
-        wait_until(lambda: readiness() == ("False", "SGXDevicesMissing"), timeout=60, what="the node unready")
-        kube.create(pods, opted_in_pod(installed.images["confidential-pods"], "quoting"))
-        wait_until(lambda: told_not_ready("quoting"), timeout=60, what="the quoting pod refused, told why")
-        assert not bound("quoting")
-        kube.create(
-            pods,
-            opted_in_pod(
-                installed.images["confidential-pods"], "not-quoting", **{"confidential-pods.io/quote": "none"}
-            ),
+    with broken:
+        wait_until(lambda: readiness() == ("False", reason), timeout=60, what=f"the node unready: {reason}")
+        kube.create(pods, opted_in_pod(installed.images["confidential-pods"], quoting))
+        wait_until(lambda: told_not_ready(quoting), timeout=60, what="the quoting pod refused, told why")
+        assert not bound(quoting)
+        pod = opted_in_pod(
+            installed.images["confidential-pods"], not_quoting, **{"confidential-pods.io/quote": "none"}
         )
-        wait_until(lambda: bound("not-quoting") == node.name, timeout=60, what="the quote: none pod bound")
-        assert not bound("quoting")
-    finally:
-        away.rename(provision)
+        kube.create(pods, pod)
+        wait_until(lambda: bound(not_quoting) == node.name, timeout=60, what="the quote: none pod bound")
+        assert not bound(quoting)
     wait_until(lambda: readiness()[0] == "True", timeout=60, what="the node ready again")
-    wait_until(lambda: bound("quoting") == node.name, timeout=120, what="the quoting pod bound once ready")
-    observed, facts, log = observe(kube, "quoting")
+    # kube-scheduler retries the refused pod on the node's update; when that retry reaches the extender
+    # before its own watch applied the update, the pod is refused again and waits for another event or for
+    # the manifests' --pod-max-in-unschedulable-pods-duration=60s (docs/extender.md, "Retries after EPC is
+    # freed"): up to about 90 s with kube-scheduler's 30 s flush.
+    wait_until(lambda: bound(quoting) == node.name, timeout=120, what="the quoting pod bound once ready")
+    observed, facts, log = observe(kube, quoting)
     assert observed["status"]["phase"] == "Running", (observed["status"], log)
     assert facts["AESM_CONNECT"] == "ok", log
-    for name in ("quoting", "not-quoting"):
+    assert facts["PCCS"] == "200", log
+    for name in (quoting, not_quoting):
         kube.delete(f"{pods}/{name}", grace_period_seconds=0)
+
+
+def _gone(kube: Kube, path: str) -> bool:
+    try:
+        kube.get(path)
+    except ApiError as exc:
+        return exc.status == 404
+    return False
