@@ -42,6 +42,7 @@ from tests.manifests.building import (
     Manifest,
     build_with_components,
     documented_patches,
+    find,
     helm_template,
 )
 from tests.manifests.test_build import VERSIONS, validate
@@ -211,6 +212,15 @@ INTEL = ["overlay=intel", f"config.dcap.pccsUrl={PCCS_URL}"]
 def test_required_values_fail_with_what_to_set(helm: str, values: list[str], message: str) -> None:
     with pytest.raises(KustomizeError, match=re.escape(message)):
         helm_template(helm, *values)
+
+
+def test_alibaba_with_a_pccs_of_its_own_needs_no_region(helm: str) -> None:
+    """``region`` only fills the ``<region>`` of the overlay's PCCS URL: a ``config.dcap.pccsUrl`` of the
+    user's replaces that URL, so the region is not required (and nowhere written)."""
+    objects = helm_template(helm, SIDECAR, f"config.dcap.pccsUrl={PCCS_URL}")
+    config = yaml.safe_load(find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"])
+    assert config["dcap"] == {"pccsUrl": PCCS_URL, "useSecureCert": True}
+    assert "<region>" not in yaml.safe_dump_all(objects)
 
 
 @pytest.mark.parametrize("case", ["azure", "base"])

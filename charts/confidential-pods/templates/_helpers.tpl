@@ -77,10 +77,12 @@ distribution's suffix such as -eks-1a2b3c or +k3s1: registry.k8s.io tags the ups
 {{- end -}}
 
 {{- /* config.yaml: the overlay's file (verbatim when nothing is set), with the alibaba PCCS region filled
-in, routeEPCPods and the `config` values merged over it. */ -}}
+in (unless config.dcap.pccsUrl replaces the URL that holds it), routeEPCPods and the `config` values merged
+over it. */ -}}
 {{- define "cp.config" -}}
 {{- $file := include "cp.overlayFile" (dict "root" . "file" "config.yaml") -}}
-{{- if contains "<region>" $file -}}
+{{- $given := .Values.config | default dict -}}
+{{- if and (contains "<region>" $file) (not (dig "dcap" "pccsUrl" "" $given)) -}}
 {{- $region := required "region: the ACK region of the PCCS (e.g. cn-hangzhou); the alibaba overlay's dcap.pccsUrl is per region (docs/attestation.md)" .Values.region -}}
 {{- if not (regexMatch "^[a-z]{2}(-[a-z0-9]+)+$" $region) -}}
 {{- fail (printf "region %q: not an Alibaba Cloud region id such as cn-hangzhou" $region) -}}
@@ -88,7 +90,6 @@ in, routeEPCPods and the `config` values merged over it. */ -}}
 {{- $file = replace "<region>" $region $file -}}
 {{- end -}}
 {{- $namespace := include "cp.namespace" . -}}
-{{- $given := .Values.config | default dict -}}
 {{- if and (hasKey $given "ownNamespace") (ne (toString $given.ownNamespace) $namespace) -}}
 {{- fail (printf "config.ownNamespace %q: the webhook's own namespace is the release namespace %q; leave it unset (the chart sets it)" (toString $given.ownNamespace) $namespace) -}}
 {{- end -}}
