@@ -325,6 +325,18 @@ def helm_template_json(helm: str, values: list[str], json_values: list[str]) -> 
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
+@pytest.mark.parametrize("replicas", [1, 2, 3])
+def test_a_disruption_budget_only_with_a_replica_to_spare(helm: str, replicas: int) -> None:
+    """minAvailable 1 of a single replica refuses every eviction: kubectl drain of its node never ends."""
+    objects = helm_template(
+        helm, "overlay=azure", f"webhook.replicas={replicas}", f"scheduler.replicas={replicas}"
+    )
+    budgets = sorted(o["metadata"]["name"] for o in objects if o["kind"] == "PodDisruptionBudget")
+    assert budgets == ([] if replicas == 1 else ["confidential-pods-webhook", "confidential-scheduler"])
+    for name in budgets:
+        assert find(objects, "PodDisruptionBudget", name)["spec"]["minAvailable"] == 1
+
+
 # --- kube-scheduler's image --------------------------------------------------------------------------------
 
 
