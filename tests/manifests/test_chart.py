@@ -229,6 +229,19 @@ def test_cert_manager_names_follow_the_release_namespace(helm: str) -> None:
             RELEASE,
             'leaderElection.resourceNamespace "kube-system" is not the release namespace "cp-system"',
         ),
+        (  # kube-scheduler's defaults, which the chart's Role does not grant: it would never lead
+            ["scheduler.config=apiVersion: kubescheduler.config.k8s.io/v1"],
+            RELEASE,
+            'leaderElection.resourceNamespace "kube-system" (kube-scheduler\'s default when unset) is not '
+            'the release namespace "cp-system"',
+        ),
+        (
+            [f"scheduler.config=leaderElection:\n  resourceNamespace: {RELEASE}"],
+            RELEASE,
+            'leaderElection.resourceName "kube-scheduler" (kube-scheduler\'s default when unset): the '
+            "chart's Role lets the scheduler hold only the lease confidential-scheduler",
+        ),
+        (["scheduler.config=[1"], RELEASE, "scheduler.config: not a YAML mapping"),
     ],
 )
 def test_namespaces_the_chart_cannot_honour_fail(

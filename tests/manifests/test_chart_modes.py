@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from extender.modes import classify
-from tests.manifests.building import CHART_VALUES, KustomizeError, Manifest, helm_template
+from tests.manifests.building import CHART_VALUES, NAMESPACE, KustomizeError, Manifest, helm_template
 from tests.manifests.test_scheduler import scheduler_configuration
 from tests.manifests.test_scheduler_binary import _load, kube_scheduler  # noqa: F401 (a fixture)
 
@@ -63,7 +63,10 @@ def test_the_configurations_strategy_is_kube_schedulers_in_native_mode(helm: str
 
 
 def test_a_whole_configuration_given_is_used_as_it_is(helm: str) -> None:
-    given = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+    given = (
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nleaderElection:\n"
+        f"  resourceNamespace: {NAMESPACE}\n  resourceName: confidential-scheduler\n"
+    )
     for mode in ("native", "ledger"):
         objects = helm_template(helm, *INTEL, f"scheduler.mode={mode}", f"scheduler.config={given}")
         assert scheduler_config(objects) == yaml.safe_load(given)

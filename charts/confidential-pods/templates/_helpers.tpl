@@ -157,10 +157,24 @@ the same for kustomize builds). */ -}}
 {{- fail "config.dcap.pccsUrl: the aesmd DaemonSet renders sgx_default_qcnl.conf from it (confidential-pods qcnl) and fails while it is unset; set your PCCS (docs/attestation.md), or aesmd.enabled=false" -}}
 {{- end -}}
 {{- end -}}
+{{- /* kube-scheduler defaults an unset lease to kube-system/kube-scheduler, which the chart's Role does not
+grant: such a scheduler would never lead. */ -}}
 {{- if .Values.scheduler.config -}}
-{{- $election := (fromYaml .Values.scheduler.config).leaderElection | default dict -}}
-{{- if and $election.resourceNamespace (ne (toString $election.resourceNamespace) .Release.Namespace) -}}
-{{- fail (printf "scheduler.config: leaderElection.resourceNamespace %q is not the release namespace %q, where the chart's Role lets the scheduler hold its lease" (toString $election.resourceNamespace) .Release.Namespace) -}}
+{{- $given := fromYaml .Values.scheduler.config -}}
+{{- if hasKey $given "Error" -}}
+{{- fail (printf "scheduler.config: not a YAML mapping: %s" $given.Error) -}}
+{{- end -}}
+{{- $election := $given.leaderElection | default dict -}}
+{{- if ne (toString (get $election "leaderElect")) "false" -}}
+{{- $unset := " (kube-scheduler's default when unset)" -}}
+{{- $namespace := toString ($election.resourceNamespace | default "kube-system") -}}
+{{- if ne $namespace .Release.Namespace -}}
+{{- fail (printf "scheduler.config: leaderElection.resourceNamespace %q%s is not the release namespace %q, where the chart's Role lets the scheduler hold its lease" $namespace (ternary "" $unset (hasKey $election "resourceNamespace")) .Release.Namespace) -}}
+{{- end -}}
+{{- $name := toString ($election.resourceName | default "kube-scheduler") -}}
+{{- if ne $name "confidential-scheduler" -}}
+{{- fail (printf "scheduler.config: leaderElection.resourceName %q%s: the chart's Role lets the scheduler hold only the lease confidential-scheduler; set that name" $name (ternary "" $unset (hasKey $election "resourceName"))) -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
