@@ -251,6 +251,15 @@ def test_namespaces_the_chart_cannot_honour_fail(
         helm_template(helm, "overlay=azure", *values, namespace=namespace)
 
 
+def test_a_release_namespace_too_long_for_the_aesmd_one_asks_to_name_it(helm: str) -> None:
+    long = "n" * 60  # a valid release namespace; with -aesmd, 66 characters: no namespace name
+    with pytest.raises(KustomizeError, match=re.escape(f'aesmd.namespace: "{long}-aesmd", the release')):
+        helm_template(helm, *INTEL, namespace=long)
+    objects = helm_template(helm, *INTEL, "aesmd.namespace=sgx-system", namespace=long)
+    assert find(objects, "DaemonSet", "confidential-pods-aesmd")["metadata"]["namespace"] == "sgx-system"
+    assert helm_template(helm, "overlay=azure", namespace=long)  # no DaemonSet, no aesmd namespace
+
+
 def test_the_aesmd_namespace_can_be_named(helm: str) -> None:
     objects = helm_template(helm, *INTEL, "aesmd.namespace=sgx-system")
     assert find(objects, "DaemonSet", "confidential-pods-aesmd")["metadata"]["namespace"] == "sgx-system"

@@ -16,7 +16,11 @@ namespace, so a release in `default` would leave that namespace's opted-in pods 
 
 {{- /* The aesmd DaemonSet's namespace (Pod Security privileged: host paths), next to the release's. */ -}}
 {{- define "cp.aesmdNamespace" -}}
-{{- .Values.aesmd.namespace | default (printf "%s-aesmd" (include "cp.namespace" .)) -}}
+{{- $namespace := .Values.aesmd.namespace | default (printf "%s-aesmd" (include "cp.namespace" .)) -}}
+{{- if gt (len $namespace) 63 -}}
+{{- fail (printf "aesmd.namespace: %q, the release namespace with -aesmd, is longer than a namespace name may be (63 characters); set aesmd.namespace" $namespace) -}}
+{{- end -}}
+{{- $namespace -}}
 {{- end -}}
 
 {{- /* What every pod of the chart may set: .values is the workload's values (webhook, scheduler, certs, aesmd).
