@@ -176,8 +176,10 @@ def scheduler_version(facts: PrecheckFacts) -> Finding:
 
 def skew_problem(scheduler: Version, server: Version) -> str | None:
     """Why kube-scheduler ``scheduler`` may not run against kube-apiserver ``server``; None when it may."""
-    if scheduler[0] != server[0] or scheduler[1] > server[1]:
+    if scheduler[:2] > server[:2]:
         return "kube-scheduler must not be newer than the API server"
+    if scheduler[0] != server[0]:
+        return f"older major version {scheduler[0]} (the API server: {server[0]}); it may be one minor older"
     if server[1] - scheduler[1] > 1:
         return f"{server[1] - scheduler[1]} minor versions older; kube-scheduler may be at most one older"
     return None

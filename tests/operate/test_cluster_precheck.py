@@ -116,6 +116,7 @@ def test_nodes_that_cannot_be_read_are_said() -> None:
         ("v1.35.0", "v1.37.2", "2 minor versions older; kube-scheduler may be at most one older"),
         ("v1.38.0", "v1.37.2", "kube-scheduler must not be newer than the API server"),
         ("v2.0.0", "v1.37.2", "kube-scheduler must not be newer than the API server"),
+        ("v0.9.0", "v1.37.2", "older major version 0 (the API server: 1); it may be one minor older"),
     ],
 )
 def test_skew_follows_the_version_skew_policy(scheduler: str, server: str, problem: str | None) -> None:
