@@ -319,8 +319,18 @@ def _provides_aesm(daemonset: Mapping[str, Any], host_path: str) -> bool:
 def pod_security(facts: ClusterFacts) -> Finding:
     """Namespaces opted in whose Pod Security level refuses what host mode injects (a hostPath volume)."""
     check = "pod-security"
-    if facts.settings.aesm != "host":
+    settings = facts.settings
+    if settings.aesm != "host":
         return Finding(check, "ok", "no hostPath is injected by default (aesm is not host)")
+    if settings.quote != "aesmd":
+        return Finding(check, "ok", f"no hostPath is injected by default (quote is {settings.quote})")
+    if settings.is_sandbox(settings.runtime_class):  # the webhook gives sandboxed pods an aesmd sidecar
+        return Finding(
+            check,
+            "ok",
+            f"no hostPath is injected by default (runtimeClass {settings.runtime_class} is a sandbox: "
+            "an aesmd sidecar serves the AESM socket)",
+        )
     if (problem := cannot_read(check, facts, "namespaces")) is not None:
         return problem
     clashing = []

@@ -279,3 +279,34 @@ def test_opted_in_namespaces_that_refuse_host_mode(
     )
     (finding,) = [f for f in check_cluster(sidecar) if f.check == "pod-security"]
     assert finding.status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        pytest.param(
+            {"runtimeClass": "runv", "aesmSidecarImage": "r.example/aesmd:1"},
+            "runtimeClass runv is a sandbox: an aesmd sidecar serves the AESM socket",
+            id="sandbox-as-the-alibaba-overlay",
+        ),
+        pytest.param(
+            {"quote": "in-process", "dcap": {"pccsUrl": "https://pccs.example/sgx/certification/v4/"}},
+            "quote is in-process",
+            id="in-process",
+        ),
+    ],
+)
+def test_no_pod_security_warning_where_the_webhook_injects_no_host_path(
+    config: dict[str, Any], said: str
+) -> None:
+    """aesm: host is only the default for pods that quote through aesmd outside a sandbox: the webhook gives
+    a sandboxed pod an aesmd sidecar (and an in-process quoter no socket), which restricted admits."""
+    judged = PrecheckFacts(
+        cluster=facts({"aesm": "host", **config}, namespaces=[namespace("shop", **OPTED_IN, **RESTRICTED)]),
+        configured=True,
+        server_version="v1.37.2",
+        scheduler_image=None,
+        built=False,
+    )
+    (finding,) = [f for f in check_cluster(judged) if f.check == "pod-security"]
+    assert finding.status == "ok" and said in finding.message, finding
