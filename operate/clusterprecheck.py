@@ -21,12 +21,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confidential_pods.epc import node_capacity
-from confidential_pods.profiles import PROFILES
 from confidential_pods.quantities import format_bytes
 from confidential_pods.wire import mapping
 from operate.doctor import pod_security
-from operate.facts import EPC_RESOURCES, ClusterFacts, Finding, cannot_read, is_sgx_resource, listed
+from operate.facts import ClusterFacts, Finding, cannot_read, counting_hint, listed, sgx_nodes_of
 from operate.precheck import containers
 
 SCHEDULER_CONTAINER = "kube-scheduler"
@@ -71,22 +69,11 @@ def sgx_nodes(facts: ClusterFacts) -> Finding:
     if (problem := cannot_read(check, facts, "nodes")) is not None:
         return problem
     profile = facts.settings.profile
-    counted: list[str] = []
-    total = 0
-    others: dict[str, list[str]] = {}
-    for node in facts.nodes:
-        name = str(mapping(node.get("metadata")).get("name"))
-        capacity = node_capacity(node, profile, [])
-        if capacity:
-            counted.append(name)
-            total += capacity
-        for resource in mapping(mapping(node.get("status")).get("allocatable")):
-            if is_sgx_resource(resource) and resource != profile.epc_resource:
-                others.setdefault(resource, []).append(name)
-    epc_like = {r: names for r, names in sorted(others.items()) if r in EPC_RESOURCES}
+    nodes = sgx_nodes_of(facts.nodes, profile)
+    counted, others, epc_like = nodes.counted, nodes.others, nodes.epc_like
     configured = f"{profile.epc_resource} (profile {profile.name})"
     if counted:
-        epc = format_bytes(total)
+        epc = format_bytes(nodes.total)
         found = f"{len(counted)} SGX node(s) advertise {configured}, {epc} of EPC: {listed(counted)}"
         if not epc_like:
             return Finding(check, "ok", found)
@@ -102,7 +89,7 @@ def sgx_nodes(facts: ClusterFacts) -> Finding:
             check,
             "fail",
             f"no node advertises {configured}; {_advertised(epc_like)}",
-            _to_set(resource),
+            counting_hint(resource, profile),
         )
     if others:
         return Finding(
@@ -120,20 +107,8 @@ def sgx_nodes(facts: ClusterFacts) -> Finding:
     )
 
 
-def _advertised(resources: Mapping[str, list[str]]) -> str:
+def _advertised(resources: Mapping[str, Sequence[str]]) -> str:
     return "; ".join(f"{len(names)} node(s) advertise {r}: {listed(names)}" for r, names in resources.items())
-
-
-def _to_set(resource: str) -> str:
-    """What to set so that ``resource`` is counted: the profile whose resource it is, or ``epcResource``."""
-    matching = [p for p in PROFILES.values() if p.epc_resource == resource]
-    unit = "epcUnit: MiB" if matching and matching[0].unit > 1 else "epcUnit: bytes"
-    keep = f"or keep the profile and set epcResource: {resource} with {unit}"
-    scheduler = f"the scheduler configuration must count {resource} too"
-    if matching:
-        name = matching[0].name
-        return f"set profile: {name} in the configuration (the {name} overlay does), {keep}; {scheduler}"
-    return f"set epcResource: {resource} in the configuration, with epcUnit; {scheduler}"
 
 
 def scheduler_version(facts: PrecheckFacts) -> Finding:

@@ -27,7 +27,6 @@ from confidential_pods.wire import mapping
 from operate.epclimits import epc_limits
 from operate.facts import (
     ENFORCE_LABEL,
-    EPC_RESOURCES,
     EXIT_CODES,
     EXPIRY_WARNING,
     INJECTION_LABEL,
@@ -41,10 +40,11 @@ from operate.facts import (
     Status,
     Step,
     cannot_read,
-    is_sgx_resource,
+    counting_hint,
     judge,
     listed,
     render,
+    sgx_nodes_of,
     skipped,
     worst,
 )
@@ -76,32 +76,25 @@ def epc_resource(facts: ClusterFacts) -> Finding:
     if (problem := cannot_read(check, facts, "nodes")) is not None:
         return problem
     profile = facts.settings.profile
-    capacities = [c for n in facts.nodes if (c := node_capacity(n, profile, [])) is not None and c > 0]
-    if capacities:
+    found = sgx_nodes_of(facts.nodes, profile)
+    if found.counted:
         return Finding(
             check,
             "ok",
-            f"{len(capacities)} node(s) advertise {profile.epc_resource} "
-            f"({format_bytes(sum(capacities))} of EPC in total)",
+            f"{len(found.counted)} node(s) advertise {profile.epc_resource} "
+            f"({format_bytes(found.total)} of EPC in total)",
         )
-    others: dict[str, int] = {}
-    for node in facts.nodes:
-        allocatable = mapping(mapping(node.get("status")).get("allocatable"))
-        for resource in allocatable:
-            if is_sgx_resource(resource) and resource != profile.epc_resource:
-                others[resource] = others.get(resource, 0) + 1
-    if not others:
+    if not found.others:
         return Finding(
             check,
             "fail",
             f"no node advertises {profile.epc_resource} or any other SGX resource",
             "install the SGX device plugin of your platform on the SGX nodes (docs/install.md)",
         )
-    seen = ", ".join(f"{resource} on {count} node(s)" for resource, count in sorted(others.items()))
-    epc_like = sorted(r for r in others if r in EPC_RESOURCES)
+    seen = ", ".join(f"{r} on {len(names)} node(s)" for r, names in sorted(found.others.items()))
+    epc_like = list(found.epc_like)
     hint = (
-        f"set epcResource: {epc_like[0]} in the configuration (and epcUnit if its unit is not "
-        f"{'MiB' if profile.unit > 1 else 'bytes'}), and the same resource in the scheduler configuration"
+        counting_hint(epc_like[0], profile)
         if epc_like
         else "check the device plugin: it advertises SGX resources but no EPC"
     )

@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from confidential_pods.profiles import PROFILES
+from confidential_pods.epc import node_capacity
+from confidential_pods.profiles import PROFILES, Profile
 from confidential_pods.settings import Settings
+from confidential_pods.wire import mapping
 
 #: ``skipped``: a check it depends on did not pass, so it says nothing of its own (its cause is reported).
 Status = Literal["ok", "warn", "fail", "skipped"]
@@ -34,6 +36,53 @@ EPC_RESOURCES = frozenset(p.epc_resource for p in PROFILES.values())
 def is_sgx_resource(resource: str) -> bool:
     """An extended resource of an SGX device plugin (EPC, enclave, provision)."""
     return resource in EPC_RESOURCES or "sgx" in resource.lower()
+
+
+@dataclass(frozen=True)
+class SgxNodes:
+    """The nodes' SGX resources as a profile counts them (doctor's epc-resource, precheck's sgx-nodes): the
+    nodes advertising its EPC resource and their EPC in bytes, and every other SGX resource → its nodes."""
+
+    counted: tuple[str, ...]
+    total: int
+    others: Mapping[str, Sequence[str]]
+
+    @property
+    def epc_like(self) -> dict[str, Sequence[str]]:
+        """The other resources that are some profile's EPC (a configuration to change), by name."""
+        return {r: names for r, names in sorted(self.others.items()) if r in EPC_RESOURCES}
+
+
+def sgx_nodes_of(nodes: Iterable[Mapping[str, Any]], profile: Profile) -> SgxNodes:
+    counted: list[str] = []
+    total = 0
+    others: dict[str, list[str]] = {}
+    for node in nodes:
+        name = str(mapping(node.get("metadata")).get("name"))
+        capacity = node_capacity(node, profile, [])
+        if capacity:
+            counted.append(name)
+            total += capacity
+        for resource in mapping(mapping(node.get("status")).get("allocatable")):
+            if is_sgx_resource(resource) and resource != profile.epc_resource:
+                others.setdefault(resource, []).append(name)
+    return SgxNodes(tuple(counted), total, others)
+
+
+def counting_hint(resource: str, profile: Profile) -> str:
+    """What to set so that ``resource`` is counted: the profile whose resource it is, or ``epcResource`` with
+    the unit of the cluster's device plugin (which no name tells: AKS advertises Intel's name in MiB)."""
+    matching = [p for p in PROFILES.values() if p.epc_resource == resource]
+    keep = f"set epcResource: {resource} with the epcUnit its device plugin counts in (MiB or bytes)"
+    scheduler = f"the scheduler configuration must count {resource} too"
+    if matching:
+        name = matching[0].name
+        unit = "MiB" if matching[0].unit > 1 else "bytes"
+        return (
+            f"set profile: {name} in the configuration (the {name} overlay does; {unit}), or keep profile "
+            f"{profile.name} and {keep}; {scheduler}"
+        )
+    return f"{keep}; {scheduler}"
 
 
 @dataclass(frozen=True)

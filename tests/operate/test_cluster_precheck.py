@@ -66,9 +66,9 @@ def scheduler_deployment(image: str, container: str = "kube-scheduler") -> dict[
         ),
         pytest.param(
             {"profile": "intel"}, [node("a", {ALIBABA: "93"})], "fail", [f"advertise {ALIBABA}: a"],
-            "set profile: alibaba in the configuration (the alibaba overlay does), or keep the profile and "
-            f"set epcResource: {ALIBABA} with epcUnit: MiB; "
-            f"the scheduler configuration must count {ALIBABA} too",
+            "set profile: alibaba in the configuration (the alibaba overlay does; MiB), or keep profile "
+            f"intel and set epcResource: {ALIBABA} with the epcUnit its device plugin counts in "
+            f"(MiB or bytes); the scheduler configuration must count {ALIBABA} too",
             id="alibaba-nodes-intel-config",
         ),
         pytest.param(

@@ -13,6 +13,7 @@ import pytest
 from certs.authority import bundle_pem, certificate_pem, issue_authority, issue_serving, service_names
 from confidential_pods.documents import load_document
 from confidential_pods.settings import settings_from_mapping
+from operate.clusterprecheck import sgx_nodes
 from operate.doctor import (
     CHECKS,
     EXIT_CODES,
@@ -135,7 +136,12 @@ def test_profile_resource_missing_names_what_the_nodes_advertise() -> None:
         "kubernetes.azure.com/sgx_epc_mem_in_MiB" in finding.message
         and "sgx.intel.com/epc on 2 node(s)" in finding.message
     )
-    assert finding.hint.startswith("set epcResource: sgx.intel.com/epc") and "MiB" in finding.hint
+    # AKS advertises Intel's name in MiB: the hint names both ways and leaves the unit to the device plugin
+    assert finding.hint.startswith("set profile: intel in the configuration")
+    assert "or keep profile azure and set epcResource: sgx.intel.com/epc with the epcUnit" in finding.hint
+    # precheck, judging the same nodes before anything is applied, says the same
+    facts = healthy(nodes=aks, settings=settings_from_mapping({"profile": "azure"}))
+    assert sgx_nodes(facts).hint == finding.hint
     # With the override the same cluster is fine.
     fixed = settings_from_mapping({"profile": "azure", "epcResource": "sgx.intel.com/epc"})
     assert epc_resource(healthy(nodes=aks, settings=fixed)).status == "ok"
