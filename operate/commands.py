@@ -63,13 +63,7 @@ def _add_doctor(
         "could not be read",
     )
     _add_cluster_options(doctor, defaults=defaults, kubectl=kubectl)
-    doctor.add_argument(
-        "-o",
-        "--output",
-        choices=("text", "json"),
-        default="text",
-        help="json: one JSON object on every exit, errors included ({error, exitCode})",
-    )
+    add_json_output(doctor)
     doctor.add_argument(
         "--wait",
         metavar="DURATION",
@@ -114,6 +108,17 @@ def _add_cluster_options(parser: argparse.ArgumentParser, *, defaults: bool, kub
             help="nodes and doctor read every namespace anyway; why refuses it, as kubectl refuses a name "
             "across all namespaces",
         )
+
+
+def add_json_output(parser: argparse.ArgumentParser) -> None:
+    """``-o text|json`` of the checking commands (doctor, precheck): JSON on every exit, errors included."""
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object on every exit, errors included ({error, exitCode})",
+    )
 
 
 def add_credentials(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:

@@ -21,7 +21,7 @@ from confidential_pods.documents import load_document, load_documents, printable
 from confidential_pods.errors import ConfidentialPodsError
 from confidential_pods.kube import CredentialsError, api_client
 from confidential_pods.settings import Settings
-from operate.commands import add_credentials
+from operate.commands import add_credentials, add_json_output
 from operate.facts import EXIT_CODES, Finding, Status, render, worst
 from operate.precheck import ToSet, built_configuration, check_config, check_objects, settings_of
 
@@ -67,13 +67,7 @@ def register(subcommands: argparse._SubParsersAction[Any]) -> None:
     precheck.add_argument(
         "--offline", action="store_true", help="check the files alone, without reading any cluster"
     )
-    precheck.add_argument(
-        "-o",
-        "--output",
-        choices=("text", "json"),
-        default="text",
-        help="json: one JSON object on every exit, errors included ({error, exitCode})",
-    )
+    add_json_output(precheck)
     precheck.set_defaults(handler=_precheck)
 
 
