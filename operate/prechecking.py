@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from confidential_pods.documents import load_document, load_documents, printable, read_text
-from confidential_pods.errors import ConfidentialPodsError
+from confidential_pods.errors import ConfidentialPodsError, MalformedInput
 from confidential_pods.kube import CredentialsError, api_client
 from confidential_pods.settings import Settings
 from operate.commands import add_credentials, add_json_output
@@ -116,7 +116,10 @@ def _offline(args: argparse.Namespace) -> tuple[list[ToSet], list[object], tuple
         found += check_config(data, args.config_file)
         configuration = (args.config_file, data)
     if args.filename:
-        objects = list(load_documents(read_text(args.filename, "manifests"), args.filename))
+        objects = [o for o in load_documents(read_text(args.filename, "manifests"), args.filename) if o]
+        if not objects:  # a build that failed into the pipe: nothing checked is not "nothing to set"
+            name = "stdin" if args.filename == "-" else args.filename
+            raise MalformedInput(f"{name} holds no manifests: did the build (kustomize, helm template) fail?")
         found += check_objects(objects)
         configuration = configuration or built_configuration(objects)
     return found, objects, configuration

@@ -76,3 +76,14 @@ def test_odd_containers_in_a_build_are_no_traceback(spec: str, tmp_path: Path) -
     result = precheck("-f", str(built), "--offline", "-o", "json")
     assert (result.returncode, result.stderr) == (0, "")
     assert json.loads(result.stdout)["worst"] == "ok"
+
+
+@pytest.mark.parametrize("given", ["", "---\n---\n"], ids=["empty", "only-separators"])
+def test_an_empty_build_is_an_error_not_all_clear(given: str) -> None:
+    """`helm template … | precheck -f -` where helm failed pipes nothing: precheck said "ok: nothing left to
+    set" and exited 0."""
+    result = subprocess.run(
+        [DOCTOR, "precheck", "-f", "-", "--offline"], input=given, capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert "stdin holds no manifests: did the build (kustomize, helm template) fail?" in result.stderr
