@@ -103,7 +103,13 @@ def _in_cluster() -> bool:
 
 
 def _where(kubeconfig: str | None) -> str:
-    return f"kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster ServiceAccount or ~/.kube/config"
+    """Where the credentials were looked for, as the kubernetes client does: ``--kubeconfig``, else
+    ``$KUBECONFIG`` (named: a wrong path there is the usual cause), else the pod's or ~/.kube/config."""
+    if kubeconfig:
+        return f"kubeconfig {kubeconfig}"
+    if os.environ.get("KUBECONFIG"):
+        return f"$KUBECONFIG ({os.environ['KUBECONFIG']})"
+    return "the in-cluster ServiceAccount or ~/.kube/config"
 
 
 def status_message(exc: Any) -> str:

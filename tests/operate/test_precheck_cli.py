@@ -57,7 +57,9 @@ def test_without_credentials_it_says_offline(config: str, tmp_path: Path) -> Non
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
     result = precheck("--config", config, env=env)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.startswith("confidential-pods: cannot load API server credentials")
+    # the path in $KUBECONFIG is named (it said "the in-cluster ServiceAccount or ~/.kube/config")
+    named = f"cannot load API server credentials from $KUBECONFIG ({tmp_path / 'none'})"
+    assert result.stderr.startswith(f"confidential-pods: {named}")
     assert result.stderr.endswith("(--offline checks the files without a cluster)\n")
     assert len(result.stderr.splitlines()) == 1
 
