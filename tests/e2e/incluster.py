@@ -110,10 +110,10 @@ def delete_and_wait(kube: Kube, manifests: list[JSON]) -> None:
     for manifest in manifests:
         if manifest["kind"] == "Namespace":
             path = object_path(manifest)
-            wait_until(lambda path=path: _gone(kube, path), timeout=120, what=f"{path} gone")  # type: ignore[misc]
+            wait_until(lambda path=path: gone(kube, path), timeout=120, what=f"{path} gone")  # type: ignore[misc]
 
 
-def _gone(kube: Kube, path: str) -> bool:
+def gone(kube: Kube, path: str) -> bool:
     try:
         kube.get(path)
     except ApiError as exc:
@@ -376,16 +376,12 @@ def pccs_ca_file(work: Path) -> Path:
 
 
 @contextlib.contextmanager
-def installed_on_node(
-    config: pytest.Config,
-    log_dir: Path,
-    work: Path,
-    prepare: Callable[[Kube, Node, dict[str, str]], list[JSON]],
-) -> Iterator[Installed]:
-    """A control plane of the caller's own (the session's may hold a product installed from processes,
-    tests/e2e/product.py, whose webhook would mutate these pods too), the node, kube-controller-manager, the
-    default scheduler, the PCCS stand-in, and an overlay installed on them: ``prepare`` readies the node for
-    it (device plugin, labels, NFD's resources) and returns its manifests (:func:`built_overlay`) to apply."""
+def node_cluster(
+    config: pytest.Config, log_dir: Path, work: Path
+) -> Iterator[tuple[ControlPlane, Kube, Node, dict[str, str]]]:
+    """A control plane of the caller's own with the real node (our built images in its containerd),
+    kube-controller-manager, the default scheduler and the route to the API server's Service; the images'
+    references by name. Unavailable (skip, or fail under CONFIDENTIAL_PODS_E2E=require) without them."""
     problems = host_problems()
     if problems:
         gate.unavailable(config, "; ".join(problems))
@@ -405,6 +401,21 @@ def installed_on_node(
         node = stack.enter_context(Node.run(control_plane.api, work / "node", log_dir, images=node_images))
         stack.enter_context(controller_manager(control_plane, log_dir))
         stack.enter_context(apiserver_service_route(kube, control_plane.api.url))
+        yield control_plane, kube, node, images
+
+
+@contextlib.contextmanager
+def installed_on_node(
+    config: pytest.Config,
+    log_dir: Path,
+    work: Path,
+    prepare: Callable[[Kube, Node, dict[str, str]], list[JSON]],
+) -> Iterator[Installed]:
+    """A control plane of the caller's own (the session's may hold a product installed from processes,
+    tests/e2e/product.py, whose webhook would mutate these pods too), the node, kube-controller-manager, the
+    default scheduler, the PCCS stand-in, and an overlay installed on them: ``prepare`` readies the node for
+    it (device plugin, labels, NFD's resources) and returns its manifests (:func:`built_overlay`) to apply."""
+    with node_cluster(config, log_dir, work) as (_, kube, node, images), contextlib.ExitStack() as stack:
         manifests = prepare(kube, node, images)
 
         # The tests' namespace, and the PCCS stand-in in it with a certificate of a test CA for the node's IP.

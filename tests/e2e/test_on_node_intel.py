@@ -39,13 +39,14 @@ from tests.e2e.incluster import (
     QCNL_IN_AESMD,
     Installed,
     built_overlay,
+    gone,
     installed_on_node,
     observe,
     opted_in_pod,
     pccs_ca_file,
     pccs_pod,
 )
-from tests.e2e.kube import JSON, ApiError, Kube, pod_events
+from tests.e2e.kube import JSON, Kube, pod_events
 from tests.e2e.node import Node
 from tests.e2e.processes import wait_until
 
@@ -290,7 +291,7 @@ def test_a_node_whose_pccs_is_down_gets_no_quoting_pod_until_it_is_back(installe
         try:
             yield
         finally:
-            wait_until(lambda: _gone(kube, f"{pods}/pccs"), timeout=60, what="the PCCS stand-in's pod gone")
+            wait_until(lambda: gone(kube, f"{pods}/pccs"), timeout=60, what="the PCCS stand-in's pod gone")
             kube.create(pods, pccs_pod(installed.images["pccs-standin"]))
 
     message = f"PCCS {PCCS_URL}rootcacrl unreachable"
@@ -348,10 +349,3 @@ def refused_until_ready(
     for name in (quoting, not_quoting):
         kube.delete(f"{pods}/{name}", grace_period_seconds=0)
 
-
-def _gone(kube: Kube, path: str) -> bool:
-    try:
-        kube.get(path)
-    except ApiError as exc:
-        return exc.status == 404
-    return False

@@ -46,22 +46,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import gate, transcript
-from tests.e2e.harness import BinariesMissingError, ControlPlane
-from tests.e2e.images import built
 from tests.e2e.incluster import (
-    APISERVER_ARGS,
     APP_NAMESPACE,
     NAMESPACE,
-    apiserver_service_route,
     apply_all,
-    controller_manager,
+    node_cluster,
     observe,
     opted_in_pod,
 )
 from tests.e2e.kube import JSON, Kube
-from tests.e2e.node import Node, NodeBinaries
-from tests.e2e.nodehost import host_problems
-from tests.e2e.nodeimages import busybox_image, pause_image
+from tests.e2e.node import Node
 from tests.e2e.processes import wait_until
 from tests.e2e.test_on_node import ALIBABA_EPC, EPC_MIB, alibaba_node
 from tests.e2e.transcript import (
@@ -147,30 +141,13 @@ def cluster(
 ) -> Iterator[Cluster]:
     """The cluster the newcomer's kubeconfig points at (see the module's docstring); nothing of ours in it."""
     config = request.config
-    problems = host_problems()
-    if problems:
-        gate.unavailable(config, "; ".join(problems))
     if HOST_AESMD_DIR.exists():
         gate.unavailable(config, f"{HOST_AESMD_DIR} exists on this machine: the test would share it")
-    try:
-        binaries = NodeBinaries.locate()
-        archives = built.locate()
-    except (BinariesMissingError, built.ImagesMissingError) as exc:
-        gate.unavailable(config, str(exc))
-    images = {name: archive.reference for name, archive in archives.items()}
     work = tmp_path_factory.mktemp("on-node-transcript")
     log_dir = e2e_log_dir / "on-node-transcript"
-    node_images = [pause_image(binaries.pause, work), busybox_image(work), *archives.values()]
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, HOST_AESMD_DIR, ignore_errors=True)
-        control_plane = stack.enter_context(
-            ControlPlane.run(gate.binaries(config), work, log_dir, apiserver_args=APISERVER_ARGS)
-        )
-        control_plane.start_scheduler(name="kube-scheduler-default")
-        kube = control_plane.api.admin_client()
-        node = stack.enter_context(Node.run(control_plane.api, work / "node", log_dir, images=node_images))
-        stack.enter_context(controller_manager(control_plane, log_dir))
-        stack.enter_context(apiserver_service_route(kube, control_plane.api.url))
+        control_plane, kube, node, images = stack.enter_context(node_cluster(config, log_dir, work))
         alibaba_node(kube, node)
         # The device plugin has registered; the kubelet reports its EPC with the next node status update.
         wait_until(lambda: epc_advertised(kube, node), timeout=60, what=f"the node advertising {ALIBABA_EPC}")
