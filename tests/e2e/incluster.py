@@ -17,6 +17,7 @@ and :func:`observe` (what such a pod sees from inside).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ import yaml
 from tests.e2e import gate
 from tests.e2e.harness import KUBERNETES_SERVICE_IP, BinariesMissingError, ControlPlane, default_bin_dir
 from tests.e2e.images import built
-from tests.e2e.kube import JSON, ApiError, Kube
+from tests.e2e.kube import JSON, ApiError, Kube, pod_events
 from tests.e2e.node import Node, NodeBinaries
 from tests.e2e.nodeconfig import BRIDGE, NODE_IP
 from tests.e2e.nodehost import host_problems
@@ -375,6 +376,39 @@ def pccs_ca_file(work: Path) -> Path:
     return work / "pccs-ca" / "ca.crt"
 
 
+#: Where the node probe's container finds the test CA of the PCCS stand-in (:func:`probe_here`).
+PROBE_PCCS_CA = "/etc/pccs-ca/ca.crt"
+
+
+def probe_here(node: Node, pccs_ca: Path, *, container: int, host_dev_volume: int) -> str:
+    """A JSON patch of a DaemonSet running the node probe (its ``container``-th container; ``host_dev_volume``
+    the index of its ``host-dev`` volume), with the test-only changes: the node's stand-in device nodes as its
+    /host/dev, a round every 2 s, and the test CA that signed the PCCS stand-in's certificate (a hostPath of
+    the one file) as its ``--pccs-ca``: the image trusts only the system's CAs."""
+    spec = "/spec/template/spec"
+    ca_volume = {"name": "pccs-ca", "hostPath": {"path": str(pccs_ca), "type": "File"}}
+    ca_mount = {"name": "pccs-ca", "mountPath": PROBE_PCCS_CA, "readOnly": True}
+    probe, host_dev = f"{spec}/containers/{container}", f"{spec}/volumes/{host_dev_volume}"
+    return json.dumps(
+        [
+            {"op": "test", "path": f"{host_dev}/name", "value": "host-dev"},
+            {"op": "replace", "path": f"{host_dev}/hostPath/path", "value": str(node.dev_dir)},
+            {"op": "add", "path": f"{spec}/volumes/-", "value": ca_volume},
+            {"op": "test", "path": f"{probe}/name", "value": "node-probe"},
+            {"op": "add", "path": f"{probe}/volumeMounts/-", "value": ca_mount},
+            {"op": "add", "path": f"{probe}/args/-", "value": f"--pccs-ca={PROBE_PCCS_CA}"},
+            {"op": "add", "path": f"{probe}/args/-", "value": "--interval=2s"},
+        ]
+    )
+
+
+def node_condition(kube: Kube, node: str, kind: str = "SGXAttestationReady") -> JSON | None:
+    """The Node's condition of ``kind``, if published."""
+    conditions = kube.get(f"/api/v1/nodes/{node}")["status"].get("conditions", [])
+    found = [c for c in conditions if c["type"] == kind]
+    return found[0] if found else None
+
+
 @contextlib.contextmanager
 def node_cluster(
     config: pytest.Config, log_dir: Path, work: Path
@@ -452,3 +486,59 @@ def installed_on_node(
                 what=f"Deployment {name} available",
             )
         yield Installed(node, kube, images)
+
+
+def refused_until_ready(
+    installed: Installed,
+    suffix: str,
+    broken: contextlib.AbstractContextManager[None],
+    reason: str,
+    message: str,
+    *,
+    not_quoting_placed: bool = True,
+) -> None:
+    """While ``broken``: the probe publishes ``SGXAttestationReady: False`` with ``reason``; a new quoting pod
+    is refused there, the extender's FailedScheduling naming the probe's ``message``; a ``quote: none`` pod
+    is placed there (unless ``not_quoting_placed`` is false: a node with EPC for one pod only). After: True,
+    and the quoting pod is bound and runs (pods named ``*-<suffix>``); the AESM socket connects and the PCCS
+    answers from inside it."""
+    kube, node = installed.kube, installed.node
+    pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
+    quoting, not_quoting = f"quoting-{suffix}", f"not-quoting-{suffix}"
+
+    def readiness() -> tuple[str, str]:
+        found = node_condition(kube, node.name)
+        return (found["status"], found.get("reason", "")) if found else ("", "")
+
+    def bound(name: str) -> str:
+        return str(kube.get(f"{pods}/{name}")["spec"].get("nodeName") or "")
+
+    def told_not_ready(name: str) -> bool:
+        events = pod_events(kube, APP_NAMESPACE, name, "FailedScheduling")
+        return any(f"SGX attestation not ready: {message}" in str(e.get("message")) for e in events)
+
+    wait_until(lambda: readiness()[0] == "True", timeout=60, what="the node ready")
+    with broken:
+        wait_until(lambda: readiness() == ("False", reason), timeout=60, what=f"the node unready: {reason}")
+        kube.create(pods, opted_in_pod(installed.images["confidential-pods"], quoting))
+        wait_until(lambda: told_not_ready(quoting), timeout=60, what="the quoting pod refused, told why")
+        assert not bound(quoting)
+        if not_quoting_placed:
+            pod = opted_in_pod(
+                installed.images["confidential-pods"], not_quoting, **{"confidential-pods.io/quote": "none"}
+            )
+            kube.create(pods, pod)
+            wait_until(lambda: bound(not_quoting) == node.name, timeout=60, what="the quote: none pod bound")
+            assert not bound(quoting)
+    wait_until(lambda: readiness()[0] == "True", timeout=60, what="the node ready again")
+    # kube-scheduler retries the refused pod on the node's update; when that retry reaches the extender
+    # before its own watch applied the update, the pod is refused again and waits for another event or for
+    # the manifests' --pod-max-in-unschedulable-pods-duration=60s (docs/extender.md, "Retries after EPC is
+    # freed"): up to about 90 s with kube-scheduler's 30 s flush.
+    wait_until(lambda: bound(quoting) == node.name, timeout=120, what="the quoting pod bound once ready")
+    observed, facts, log = observe(kube, quoting)
+    assert observed["status"]["phase"] == "Running", (observed["status"], log)
+    assert facts["AESM_CONNECT"] == "ok", log
+    assert facts["PCCS"] == "200", log
+    for name in (quoting, not_quoting) if not_quoting_placed else (quoting,):
+        kube.delete(f"{pods}/{name}", grace_period_seconds=0)

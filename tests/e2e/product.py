@@ -203,8 +203,8 @@ class Overlay:
 
     def rbac(self) -> list[Manifest]:
         """ServiceAccounts, Roles, ClusterRoles and their bindings, in creation order; the node probe's
-        ServiceAccount (in the AESM DaemonSet's namespace, which the harness does not create: no kubelet runs
-        that pod here, tests/e2e/test_on_node_intel.py does) left out."""
+        ServiceAccount (in its DaemonSet's namespace, which the harness does not create: no kubelet runs that
+        pod here, the tests/e2e/test_on_node*.py modules do) left out."""
         order = list(RBAC_COLLECTIONS)
         chosen = [
             o for o in self.objects if o["kind"] in RBAC_COLLECTIONS and not _serves_another_namespace(o)
@@ -213,7 +213,8 @@ class Overlay:
 
 
 def _serves_another_namespace(manifest: Manifest) -> bool:
-    """A namespaced RBAC object of a namespace the harness does not create (``confidential-pods-aesmd``)."""
+    """A namespaced RBAC object of a namespace the harness does not create (``confidential-pods-aesmd``,
+    ``confidential-pods-node-probe``)."""
     namespace = manifest["metadata"].get("namespace")
     return namespace is not None and namespace not in (NAMESPACE, "kube-system")
 

@@ -23,8 +23,10 @@ An opted-in pod also runs in a namespace enforcing Pod Security ``restricted``; 
 is deleted frees its EPC for the next pending one; a pod created with ``nodeName`` beyond the node's EPC is
 refused by the kubelet and never counted; restarting the device plugin, the kubelet and the extender loses no
 accounting; preemption terminates the victim and starts the preemptor. The overlay runs in native mode (its
-default): kube-scheduler counts, scores and binds, the extender filters and checks preemption. The intel
-overlay: tests/e2e/test_on_node_intel.py. Not here yet: the Helm chart on the node.
+default): kube-scheduler counts, scores and binds, the extender filters and checks preemption. The node probe
+alone (components/node-probe, added to the overlay as docs/install.md tells ACK users) publishes the node's
+SGXAttestationReady, which the extender honours; it holds one of the node's 128 MiB. The intel overlay:
+tests/e2e/test_on_node_intel.py; the Helm chart: tests/e2e/test_on_node_chart.py.
 """
 
 from __future__ import annotations
@@ -50,17 +52,25 @@ from tests.e2e.incluster import (
     delete_all,
     delete_and_wait,
     installed_on_node,
+    node_condition,
     observe,
     opted_in_pod,
+    pccs_ca_file,
+    probe_here,
+    refused_until_ready,
 )
 from tests.e2e.kube import JSON, ApiError, Kube
 from tests.e2e.node import Node
 from tests.e2e.processes import wait_until
-from tests.manifests.building import MANIFESTS
+from tests.manifests.building import MANIFESTS, NODE_PROBE_CONFIG
 
 pytestmark = pytest.mark.e2e
 
 EPC_MIB = 128
+#: The node probe's own EPC (components/node-probe: one unit, so that it runs where EPC is advertised).
+PROBE_MIB = 1
+PROBE_NAMESPACE = NODE_PROBE_CONFIG["namespace"]
+PROBE_DAEMONSET = "confidential-pods-node-probe"
 ALIBABA_EPC = "alibabacloud.com/sgx_epc_MiB"
 #: The node label the ``runv`` RuntimeClass of manifests/runtimeclasses selects.
 RUNV_LABEL = ("alibabacloud.com/sandboxed-container", "Sandboxed-Container.runv")
@@ -79,15 +89,43 @@ def installed(
     request: pytest.FixtureRequest, e2e_log_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Installed]:
     """The alibaba overlay on the node (tests/e2e/incluster.py): the alibaba device plugin with 128 MiB
-    of EPC, the ``runv`` RuntimeClass and the node label it selects."""
+    of EPC, the ``runv`` RuntimeClass and the node label it selects; the node probe's DaemonSet with the
+    test-only changes of :func:`probe_here` (the stand-in device nodes, the PCCS stand-in's CA), Ready."""
     work = tmp_path_factory.mktemp("on-node")
 
     def prepare(kube: Kube, node: Node, images: dict[str, str]) -> list[JSON]:
         alibaba_node(kube, node)
-        return built_overlay(work, "alibaba", images)
+        probe_patch = probe_here(node, pccs_ca_file(work), container=0, host_dev_volume=2)
+        edits = [
+            # the node probe alone, added as docs/install.md says (with the ConfigMap it reads)
+            ["add", "component", "../../components/node-probe"],
+            [
+                "add",
+                "configmap",
+                NODE_PROBE_CONFIG["name"],
+                "--namespace",
+                PROBE_NAMESPACE,
+                "--from-file=config.yaml",
+            ],
+            ["add", "patch", "--kind", "DaemonSet", "--name", PROBE_DAEMONSET, "--patch", probe_patch],
+        ]
+        return built_overlay(work, "alibaba", images, edits)
 
     with installed_on_node(request.config, e2e_log_dir / "on-node", work, prepare) as product:
+        # The node probe's pod holds its unit of EPC before any test counts the node's.
+        wait_until(lambda: probe_ready(product.kube), timeout=120, what="the node probe's DaemonSet Ready")
         yield product
+
+
+def probe_ready(kube: Kube) -> bool:
+    daemonset = kube.get(f"/apis/apps/v1/namespaces/{PROBE_NAMESPACE}/daemonsets/{PROBE_DAEMONSET}")
+    status = daemonset.get("status", {})
+    return bool(status.get("desiredNumberScheduled") == 1 and status.get("numberReady") == 1)
+
+
+def app_pods(view: dict[str, Any]) -> set[str]:
+    """The names of the tests' pods the extender counts on the node (the node probe's left out)."""
+    return {p["name"] for p in view["pods"] if p["namespace"] == APP_NAMESPACE}
 
 
 def test_install_becomes_ready(installed: Installed) -> None:
@@ -359,13 +397,14 @@ def test_a_pod_created_with_node_name_beyond_the_epc_is_refused_by_the_kubelet_a
         status = kube.get(f"{pods}/greedy")["status"]
         # The kubelet's device manager refuses it at admission (kubelet v1.37: before the resource predicate).
         assert status["reason"] == "UnexpectedAdmissionError", status
-        assert f"{ALIBABA_EPC}. Requested: {2 * EPC_MIB}, Available: {EPC_MIB}" in status["message"], status
+        available = EPC_MIB - PROBE_MIB  # the node probe holds its unit
+        assert f"{ALIBABA_EPC}. Requested: {2 * EPC_MIB}, Available: {available}" in status["message"], status
         assert not status.get("containerStatuses") or all(
             "running" not in s.get("state", {}) for s in status["containerStatuses"]
         ), status
         view = extender_view(installed)
-        assert "greedy" not in {p["name"] for p in view["pods"]}, view
-        assert int(view["used"]) == 0, view
+        assert "greedy" not in app_pods(view), view
+        assert int(view["used"]) == PROBE_MIB * 2**20, view
 
         kube.create(pods, opted_in_pod(installed.images["confidential-pods"]))
         observed, facts, log = observe(kube, "enclave")
@@ -397,12 +436,12 @@ def test_restarting_the_device_plugin_the_kubelet_and_the_extender_loses_no_acco
             lambda: advertised() == str(EPC_MIB), timeout=90, what=f"128 MiB advertised again after {what}"
         )
         wait_until(
-            lambda: {p["name"] for p in extender_view(installed)["pods"]} == {"holder"},
+            lambda: app_pods(extender_view(installed)) == {"holder"},
             timeout=90,
             what=f"the extender's ledger to count the running pod after {what}",
         )
         view = extender_view(installed)
-        assert int(view["used"]) == 72 * 2**20, (what, view)
+        assert int(view["used"]) == (72 + PROBE_MIB) * 2**20, (what, view)
         assert _phase(kube, "holder") == "Running", what
         assert _container_id(kube, f"{pods}/holder", "app") == holder_container, what  # never restarted
         assert not kube.get(f"{pods}/waiting")["spec"].get("nodeName"), f"second pod bound after {what}"
@@ -527,3 +566,45 @@ def test_preemption_on_the_node_terminates_the_victim_and_starts_the_preemptor(i
             with contextlib.suppress(ApiError):
                 kube.delete(f"{pods}/{name}", grace_period_seconds=0)
         delete_all(kube, classes)
+
+
+def test_the_node_probe_alone_publishes_readiness_that_the_extender_honours(installed: Installed) -> None:
+    """components/node-probe, as ACK runs it (the pods bring their aesmd sidecar): the probe, alone in its
+    DaemonSet with its unit of EPC, publishes ``SGXAttestationReady: True`` from the device nodes, the QCNL
+    file rendered from the webhook's own configuration and its PCCS (verified with the test CA), the node's
+    aesmd skipped. With the provisioning device node gone it publishes False (SGXDevicesMissing) and a quoting
+    pod is refused there with the probe's message; with it back, True, and the pod binds and runs."""
+    kube, node = installed.kube, installed.node
+    wait_until(
+        lambda: (node_condition(kube, node.name) or {}).get("status") == "True",
+        timeout=60,
+        what="the probe to publish SGXAttestationReady True",
+    )
+    published = node_condition(kube, node.name)
+    assert published is not None and published["reason"] == "AllChecksPassed", published
+    assert "aesm not checked (--skip aesm)" in published["message"], published
+    assert f"PCCS {PCCS_URL}rootcacrl answers" in published["message"], published
+    (probe,) = kube.get(f"/api/v1/namespaces/{PROBE_NAMESPACE}/pods")["items"]
+    assert probe["spec"]["nodeName"] == node.name
+    assert probe["spec"]["containers"][0]["resources"]["limits"][ALIBABA_EPC] == str(PROBE_MIB)
+
+    provision = node.dev_dir / "sgx_provision"
+    away = node.dev_dir / "sgx_provision.away"
+
+    @contextlib.contextmanager
+    def device_gone() -> Iterator[None]:
+        provision.rename(away)
+        try:
+            yield
+        finally:
+            away.rename(provision)
+
+    _wait_gone(kube, f"/api/v1/namespaces/{APP_NAMESPACE}/pods/enclave")
+    refused_until_ready(
+        installed,
+        "devices",
+        device_gone(),
+        "SGXDevicesMissing",
+        "SGX device(s) missing",
+        not_quoting_placed=False,
+    )

@@ -41,12 +41,15 @@ from tests.e2e.incluster import (
     built_overlay,
     gone,
     installed_on_node,
+    node_condition,
     observe,
     opted_in_pod,
     pccs_ca_file,
     pccs_pod,
+    probe_here,
+    refused_until_ready,
 )
-from tests.e2e.kube import JSON, Kube, pod_events
+from tests.e2e.kube import JSON, Kube
 from tests.e2e.node import Node
 from tests.e2e.processes import wait_until
 
@@ -62,32 +65,10 @@ INTEL_EPC = "sgx.intel.com/epc"
 EPC_MIB = 256
 NFD_SGX_LABEL = "intel.feature.node.kubernetes.io/sgx"
 JSON_PATCH = "application/json-patch+json"
-#: Where the probe container finds the test CA of the PCCS stand-in (:func:`probe_here`).
-PROBE_PCCS_CA = "/etc/pccs-ca/ca.crt"
 #: Intel's aesmd image runs as root (/dev/sgx_provision is root:sgx_prv 0660 on a node).
 AESMD_AS_ROOT = json.dumps(
     [{"op": "add", "path": "/spec/template/spec/containers/0/securityContext/runAsUser", "value": 0}]
 )
-
-
-def probe_here(node: Node, pccs_ca: Path) -> str:
-    """The node probe's test-only changes: the node's stand-in device nodes as its /host/dev, a round every
-    2 s, and the test CA that signed the PCCS stand-in's certificate (a hostPath of the one file) as its
-    ``--pccs-ca``: the image trusts only the system's CAs."""
-    spec = "/spec/template/spec"
-    ca_volume = {"name": "pccs-ca", "hostPath": {"path": str(pccs_ca), "type": "File"}}
-    ca_mount = {"name": "pccs-ca", "mountPath": PROBE_PCCS_CA, "readOnly": True}
-    return json.dumps(
-        [
-            {"op": "test", "path": f"{spec}/volumes/3/name", "value": "host-dev"},
-            {"op": "replace", "path": f"{spec}/volumes/3/hostPath/path", "value": str(node.dev_dir)},
-            {"op": "add", "path": f"{spec}/volumes/-", "value": ca_volume},
-            {"op": "test", "path": f"{spec}/containers/1/name", "value": "node-probe"},
-            {"op": "add", "path": f"{spec}/containers/1/volumeMounts/-", "value": ca_mount},
-            {"op": "add", "path": f"{spec}/containers/1/args/-", "value": f"--pccs-ca={PROBE_PCCS_CA}"},
-            {"op": "add", "path": f"{spec}/containers/1/args/-", "value": "--interval=2s"},
-        ]
-    )
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +89,7 @@ def installed(
             [{"op": "add", "path": "/status/capacity/sgx.intel.com~1epc", "value": str(EPC_MIB << 20)}],
             content_type=JSON_PATCH,
         )
-        probe_patch = probe_here(node, pccs_ca_file(work))
+        probe_patch = probe_here(node, pccs_ca_file(work), container=1, host_dev_volume=3)
         edits = [
             ["set", "image", f"{AESMD_PLACEHOLDER}={images['aesmd-standin']}"],
             ["add", "patch", "--kind", "DaemonSet", "--name", AESMD_DAEMONSET, "--patch", AESMD_AS_ROOT],
@@ -216,17 +197,12 @@ def test_the_node_probe_beside_aesmd_publishes_the_node_ready(installed: Install
     ``SGXAttestationReady: True``."""
     kube = installed.kube
 
-    def condition() -> JSON | None:
-        conditions = kube.get(f"/api/v1/nodes/{installed.node.name}")["status"].get("conditions", [])
-        found = [c for c in conditions if c["type"] == "SGXAttestationReady"]
-        return found[0] if found else None
-
     def ready() -> bool:
-        published = condition()
+        published = node_condition(kube, installed.node.name)
         return published is not None and published["status"] == "True"
 
     wait_until(ready, timeout=60, what="the probe to publish SGXAttestationReady True")
-    published = condition()
+    published = node_condition(kube, installed.node.name)
     assert published is not None and published["reason"] == "AllChecksPassed", published
     assert f"PCCS {PCCS_URL}rootcacrl answers" in published["message"], published
     conditions = kube.get(f"/api/v1/nodes/{installed.node.name}")["status"]["conditions"]
@@ -296,56 +272,3 @@ def test_a_node_whose_pccs_is_down_gets_no_quoting_pod_until_it_is_back(installe
 
     message = f"PCCS {PCCS_URL}rootcacrl unreachable"
     refused_until_ready(installed, "pccs", pccs_gone(), "PCCSUnreachable", message)
-
-
-def refused_until_ready(
-    installed: Installed,
-    suffix: str,
-    broken: contextlib.AbstractContextManager[None],
-    reason: str,
-    message: str,
-) -> None:
-    """While ``broken``: the probe publishes ``SGXAttestationReady: False`` with ``reason``; a new quoting pod
-    is refused there, the extender's FailedScheduling naming the probe's ``message``; a ``quote: none`` pod
-    is placed there. After: True, and the quoting pod is bound and runs (pods named ``*-<suffix>``)."""
-    kube, node = installed.kube, installed.node
-    pods = f"/api/v1/namespaces/{APP_NAMESPACE}/pods"
-    quoting, not_quoting = f"quoting-{suffix}", f"not-quoting-{suffix}"
-
-    def readiness() -> tuple[str, str]:
-        conditions = kube.get(f"/api/v1/nodes/{node.name}")["status"].get("conditions", [])
-        found = [(c["status"], c.get("reason", "")) for c in conditions if c["type"] == "SGXAttestationReady"]
-        return found[0] if found else ("", "")
-
-    def bound(name: str) -> str:
-        return str(kube.get(f"{pods}/{name}")["spec"].get("nodeName") or "")
-
-    def told_not_ready(name: str) -> bool:
-        events = pod_events(kube, APP_NAMESPACE, name, "FailedScheduling")
-        return any(f"SGX attestation not ready: {message}" in str(e.get("message")) for e in events)
-
-    wait_until(lambda: readiness()[0] == "True", timeout=60, what="the node ready")
-    with broken:
-        wait_until(lambda: readiness() == ("False", reason), timeout=60, what=f"the node unready: {reason}")
-        kube.create(pods, opted_in_pod(installed.images["confidential-pods"], quoting))
-        wait_until(lambda: told_not_ready(quoting), timeout=60, what="the quoting pod refused, told why")
-        assert not bound(quoting)
-        pod = opted_in_pod(
-            installed.images["confidential-pods"], not_quoting, **{"confidential-pods.io/quote": "none"}
-        )
-        kube.create(pods, pod)
-        wait_until(lambda: bound(not_quoting) == node.name, timeout=60, what="the quote: none pod bound")
-        assert not bound(quoting)
-    wait_until(lambda: readiness()[0] == "True", timeout=60, what="the node ready again")
-    # kube-scheduler retries the refused pod on the node's update; when that retry reaches the extender
-    # before its own watch applied the update, the pod is refused again and waits for another event or for
-    # the manifests' --pod-max-in-unschedulable-pods-duration=60s (docs/extender.md, "Retries after EPC is
-    # freed"): up to about 90 s with kube-scheduler's 30 s flush.
-    wait_until(lambda: bound(quoting) == node.name, timeout=120, what="the quoting pod bound once ready")
-    observed, facts, log = observe(kube, quoting)
-    assert observed["status"]["phase"] == "Running", (observed["status"], log)
-    assert facts["AESM_CONNECT"] == "ok", log
-    assert facts["PCCS"] == "200", log
-    for name in (quoting, not_quoting):
-        kube.delete(f"{pods}/{name}", grace_period_seconds=0)
-

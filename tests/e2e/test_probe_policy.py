@@ -1,4 +1,7 @@
-"""The node probe's admission policy on the real kube-apiserver (manifests/components/aesmd/probepolicy.yaml).
+"""The node probe's admission policy on the real kube-apiserver (manifests/components/node-probe/identity/
+probepolicy.yaml, installed with the intel overlay's components/aesmd), for the probe's ServiceAccount in
+either place it runs: beside aesmd (namespace confidential-pods-aesmd) and alone (components/node-probe,
+namespace confidential-pods-node-probe, bound to the same ClusterRole as that component binds it).
 
 The probe's ServiceAccount may patch any Node's status as far as RBAC goes; the policy lets a write through
 only for the node in the token's node-name claim (a projected token bound to a pod on that node), and only
@@ -21,7 +24,8 @@ from tests.e2e.product import Installation
 
 pytestmark = pytest.mark.e2e
 
-NAMESPACE = "confidential-pods-aesmd"  # manifests/components/aesmd
+#: Where the probe runs: components/aesmd's namespace, components/node-probe's.
+NAMESPACES = ("confidential-pods-aesmd", "confidential-pods-node-probe")
 ACCOUNT = "confidential-pods-node-probe"
 NODE_NAME_KEY = "authentication.kubernetes.io/node-name"
 
@@ -37,7 +41,7 @@ def _condition(kind: str, status: str) -> dict[str, str]:
     }
 
 
-def _token(kube: Kube, pod: JSON | None) -> str:
+def _token(kube: Kube, namespace: str, pod: JSON | None) -> str:
     """A TokenRequest of the probe's ServiceAccount, bound to ``pod`` (as the kubelet asks for a projected
     token), or bound to nothing."""
     spec: dict[str, Any] = {"expirationSeconds": 3600}
@@ -50,7 +54,7 @@ def _token(kube: Kube, pod: JSON | None) -> str:
             "uid": metadata["uid"],
         }
     answer = kube.create(
-        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/{ACCOUNT}/token",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{ACCOUNT}/token",
         {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
     )
     return str(answer["status"]["token"])
@@ -69,9 +73,11 @@ def _probe(control_plane: ControlPlane, token: str, node: str) -> ApiNodeStatus:
     return ApiNodeStatus(client.ApiClient(configuration), node)
 
 
+@pytest.mark.parametrize("namespace", NAMESPACES)
 @pytest.mark.parametrize("installation", ["intel"], indirect=True)  # the overlay with the aesmd component
 def test_the_probe_writes_only_its_own_nodes_sgx_conditions(
     installation: Installation,
+    namespace: str,
     kube: Kube,
     control_plane: ControlPlane,
     make_node: Callable[..., JSON],
@@ -79,15 +85,30 @@ def test_the_probe_writes_only_its_own_nodes_sgx_conditions(
     assert any(o["kind"] == "ValidatingAdmissionPolicy" and o["metadata"]["name"] == ACCOUNT
                for o in installation.overlay.admission_policies())  # fmt: skip
     try:
-        create_namespace(kube, NAMESPACE)
+        create_namespace(kube, namespace)
     except ApiError as exc:
         if exc.status != 409:  # an earlier test's: namespaces never finish deleting here
             raise
-    ensure_service_account(kube, NAMESPACE, ACCOUNT)
+    ensure_service_account(kube, namespace, ACCOUNT)
+    if (
+        namespace != "confidential-pods-aesmd"
+    ):  # the intel overlay binds its own; bind the other as its component does
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": f"e2e-{namespace}"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ACCOUNT},
+            "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}],
+        }
+        try:
+            kube.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
     own = make_node({})["metadata"]["name"]
     other = make_node({})["metadata"]["name"]
     pod = kube.create(
-        f"/api/v1/namespaces/{NAMESPACE}/pods",
+        f"/api/v1/namespaces/{namespace}/pods",
         {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -101,7 +122,7 @@ def test_the_probe_writes_only_its_own_nodes_sgx_conditions(
         },
     )
     try:
-        token = _token(kube, pod)
+        token = _token(kube, namespace, pod)
         review = _as(control_plane, token).create(
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
             {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
@@ -134,7 +155,7 @@ def test_the_probe_writes_only_its_own_nodes_sgx_conditions(
 
         # A token of the same account bound to no pod has no node: it writes nothing.
         with pytest.raises(PublishError) as unbound:
-            _probe(control_plane, _token(kube, None), own).patch_conditions(ready)  # type: ignore[arg-type]
+            _probe(control_plane, _token(kube, namespace, None), own).patch_conditions(ready)  # type: ignore[arg-type]
         assert "this token is for no node" in str(unbound.value)
 
         # The policy judges only the probe's account: an administrator (and the kubelet) write as before.
@@ -144,4 +165,6 @@ def test_the_probe_writes_only_its_own_nodes_sgx_conditions(
             content_type=STRATEGIC_MERGE_PATCH,
         )
     finally:
-        kube.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{pod['metadata']['name']}", grace_period_seconds=0)
+        kube.delete(f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}", grace_period_seconds=0)
+        if namespace != "confidential-pods-aesmd":
+            kube.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/e2e-{namespace}")

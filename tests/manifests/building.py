@@ -23,6 +23,7 @@ KUSTOMIZE_VERSION = "v5.8.2"
 INSTALL_COMMAND = f"GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@{KUSTOMIZE_VERSION}"
 CHART = REPO / "charts" / "confidential-pods"
 INSTALL_DOC = REPO / "docs" / "install.md"
+ATTESTATION_DOC = REPO / "docs" / "attestation.md"
 HELM_VERSION = "v3.22.0"
 HELM_INSTALL_COMMAND = f"GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"
 
@@ -117,6 +118,14 @@ def kustomize_build(kustomize: str, directory: Path) -> list[Manifest]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
+#: The ConfigMap components/node-probe reads: what an overlay that adds it generates (docs/install.md).
+NODE_PROBE_CONFIG: Manifest = {
+    "name": "confidential-pods-node-probe-config",
+    "namespace": "confidential-pods-node-probe",
+    "files": ["config.yaml"],
+}
+
+
 def build_with_components(
     kustomize: str,
     install: str,
@@ -126,7 +135,8 @@ def build_with_components(
 ) -> list[Manifest]:
     """``install`` (a name of :data:`BUILDS`) with optional components of manifests/components added, as a
     user's overlay adds them (a kustomization in ``work`` naming both by relative path: kustomize refuses
-    absolute ones), and the overlay's own ``patches`` if given."""
+    absolute ones), and the overlay's own ``patches`` if given. With ``node-probe``, the overlay also
+    generates the ConfigMap that component reads from the install's configuration file (docs/install.md)."""
 
     def relative(path: Path) -> str:
         return os.path.relpath(path, work)
@@ -140,6 +150,9 @@ def build_with_components(
     if patches:
         kustomization["patches"] = patches
     work.mkdir(parents=True, exist_ok=True)
+    if "node-probe" in components:
+        shutil.copyfile(BUILDS[install] / "config.yaml", work / "config.yaml")
+        kustomization["configMapGenerator"] = [NODE_PROBE_CONFIG]
     (work / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     return kustomize_build(kustomize, work)
 

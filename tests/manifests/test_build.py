@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,21 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.manifests.building import BUILDS, INSTALLS, MANIFESTS, Manifest, containers, find, kustomize_build
+from tests.manifests.building import (
+    ATTESTATION_DOC,
+    BUILDS,
+    INSTALL_DOC,
+    INSTALLS,
+    MANIFESTS,
+    NODE_PROBE_CONFIG,
+    KustomizeError,
+    Manifest,
+    build_with_components,
+    containers,
+    documented_patches,
+    find,
+    kustomize_build,
+)
 
 #: Oldest Kubernetes the manifests support (matchConditions GA in 1.30; scheduler image 1.34),
 #: and the newest schema kubernetes-validate ships.
@@ -186,17 +201,26 @@ POD_SECURITY_LOOKUP = {
     ("ClusterRoleBinding", "confidential-pods-webhook"),
 }
 CLOUD_OVERLAYS = ("alibaba", "intel", "azure")
-#: components/aesmd, in the intel overlay: the AESM DaemonSet in a namespace of its own.
-AESMD = {
-    ("Namespace", "confidential-pods-aesmd"),
-    ("DaemonSet", "confidential-pods-aesmd"),
-    ("ConfigMap", "confidential-pods-aesmd-config"),
+#: components/node-probe/identity: the node probe's cluster-wide identity, in both places the probe runs.
+PROBE_IDENTITY = {
     ("ServiceAccount", "confidential-pods-node-probe"),
     ("ClusterRole", "confidential-pods-node-probe"),
     ("ClusterRoleBinding", "confidential-pods-node-probe"),
     ("ValidatingAdmissionPolicy", "confidential-pods-node-probe"),
     ("ValidatingAdmissionPolicyBinding", "confidential-pods-node-probe"),
 }
+#: components/aesmd, in the intel overlay: the AESM DaemonSet (the probe beside aesmd), in its own namespace.
+AESMD = {
+    ("Namespace", "confidential-pods-aesmd"),
+    ("DaemonSet", "confidential-pods-aesmd"),
+    ("ConfigMap", "confidential-pods-aesmd-config"),
+} | PROBE_IDENTITY
+#: components/node-probe (opt-in; docs/install.md): the node probe alone, in a namespace of its own.
+NODE_PROBE = {
+    ("Namespace", "confidential-pods-node-probe"),
+    ("DaemonSet", "confidential-pods-node-probe"),
+    ("ConfigMap", "confidential-pods-node-probe-config"),
+} | PROBE_IDENTITY
 CERT_MANAGER = {
     ("Issuer", "confidential-pods-selfsigned"),
     ("Certificate", "confidential-pods-ca"),
@@ -417,3 +441,97 @@ def test_the_node_probe_runs_beside_aesmd_with_a_token_of_its_own(built: dict[st
             "namespace": "confidential-pods-aesmd",
         }
     ]
+
+
+def test_node_probe_component(kustomize: str, tmp_path: Path, built: dict[str, list[Manifest]]) -> None:
+    """The node probe alone (alibaba overlay, where ACK's nodes or the pods' sidecars bring aesmd): it runs
+    where the device plugin advertises EPC (one unit, the SGX node pools' taint tolerated), checks the host's
+    devices, the QCNL file rendered from the webhook's own configuration and its PCCS, not the host's aesmd;
+    read-only, non-root; its token only in its container, of the ServiceAccount the shared identity binds.
+    Added to the alibaba overlay as docs/install.md says, with the ConfigMap it reads."""
+    objects = build_with_components(kustomize, "alibaba", ["node-probe"], tmp_path)
+    assert {_identity(o) for o in objects} == {_identity(o) for o in built["alibaba"]} | NODE_PROBE
+    for obj in objects:
+        validate(obj, VERSIONS[0])
+    namespace = find(objects, "Namespace", "confidential-pods-node-probe")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    spec = find(objects, "DaemonSet", "confidential-pods-node-probe")["spec"]["template"]["spec"]
+    assert spec["priorityClassName"] == "system-node-critical"
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["serviceAccountName"] == "confidential-pods-node-probe"
+    config = yaml.safe_load(find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"])
+    assert spec["tolerations"] == config["tolerations"]  # the taints opted-in pods tolerate
+    (probe,) = spec["containers"]
+    for side in ("requests", "limits"):
+        assert probe["resources"][side]["alibabacloud.com/sgx_epc_MiB"] == "1"
+    assert probe["args"][0] == "node-probe"
+    flags = [arg.split("=", 1) for arg in probe["args"][1:]]
+    assert ["--skip", "aesm"] in flags
+    assert not any(flag == "--aesm-socket" for flag, _ in flags)
+    mounts = {m["name"]: m for m in probe["volumeMounts"]}
+    assert all(m.get("readOnly") is True for m in mounts.values()), mounts
+    assert "aesmd-socket" not in mounts
+    values = dict(flags)
+    assert values["--qcnl-config"] == f"{mounts['qcnl']['mountPath']}/sgx_default_qcnl.conf"
+    assert values["--dev-dir"] == mounts["host-dev"]["mountPath"]
+    assert mounts["probe-token"]["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount"
+    context = probe["securityContext"]
+    assert context["runAsNonRoot"] is True and context["readOnlyRootFilesystem"] is True
+    assert context["capabilities"] == {"drop": ["ALL"]} and context["allowPrivilegeEscalation"] is False
+    (init,) = spec["initContainers"]
+    assert init["args"][:1] == ["qcnl"] and "probe-token" not in {m["name"] for m in init["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    generated = find(objects, "ConfigMap", "confidential-pods-node-probe-config")
+    assert volumes["config"]["configMap"]["name"] == generated["metadata"]["name"]
+    assert (
+        generated["data"]["config.yaml"]
+        == find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"]
+    )  # one source
+    binding = find(objects, "ClusterRoleBinding", "confidential-pods-node-probe")
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": "confidential-pods-node-probe",
+            "namespace": "confidential-pods-node-probe",
+        }
+    ]
+    assert find(objects, "ClusterRole", "confidential-pods-node-probe") == find(
+        built["intel"], "ClusterRole", "confidential-pods-node-probe"
+    )
+    assert find(objects, "ValidatingAdmissionPolicy", "confidential-pods-node-probe") == find(
+        built["intel"], "ValidatingAdmissionPolicy", "confidential-pods-node-probe"
+    )
+
+
+def test_the_probe_beside_aesmd_and_the_probe_alone_exclude_each_other(
+    kustomize: str, tmp_path: Path
+) -> None:
+    """Two probes on a node would write one condition in turn: kustomize refuses the build that adds the probe
+    alone to the intel overlay, whose aesmd DaemonSet runs the probe, naming the shared identity."""
+    with pytest.raises(KustomizeError, match=r"already registered id.*confidential-pods-node-probe"):
+        build_with_components(kustomize, "intel", ["node-probe"], tmp_path)
+
+
+def test_the_documented_patch_makes_the_probe_alone_check_the_nodes_aesmd(
+    kustomize: str, tmp_path: Path
+) -> None:
+    """docs/attestation.md's patch, as written, for clusters whose host-mode pods quote through the node's
+    aesmd: the skip becomes the socket's path, mounted read-only from the node (the chart's ``skip: []``)."""
+    patches = documented_patches("name: confidential-pods-node-probe}", ATTESTATION_DOC)
+    objects = build_with_components(kustomize, "alibaba", ["node-probe"], tmp_path, patches)
+    spec = find(objects, "DaemonSet", "confidential-pods-node-probe")["spec"]["template"]["spec"]
+    (probe,) = spec["containers"]
+    assert "--skip=aesm" not in probe["args"] and "--aesm-socket=/var/run/aesmd/aesm.socket" in probe["args"]
+    assert {"name": "aesmd-socket", "mountPath": "/var/run/aesmd", "readOnly": True} in probe["volumeMounts"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["aesmd-socket"]["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
+
+
+def test_the_tests_add_the_node_probe_as_docs_install_says() -> None:
+    """What docs/install.md tells an overlay to add for the node probe is what the tests add (the component by
+    its path, NODE_PROBE_CONFIG), so the builds above prove the documented overlay."""
+    blocks = re.findall(r"```yaml\n(.*?)```", INSTALL_DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+    (block,) = [yaml.safe_load(b) for b in blocks if "confidential-pods-node-probe-config" in b]
+    assert block["configMapGenerator"] == [NODE_PROBE_CONFIG]
+    (component,) = block["components"]
+    assert component.endswith("/manifests/components/node-probe")

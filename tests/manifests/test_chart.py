@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.manifests.building import (
     CHART,
@@ -465,3 +466,86 @@ def test_the_documented_install_renders(helm: str, document: str) -> None:
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+PROBE = ("DaemonSet", "confidential-pods-node-probe")
+
+
+def _probe_of(objects: list[Manifest]) -> tuple[Manifest, Manifest]:
+    spec = pod_spec(find(objects, *PROBE))
+    (probe,) = spec["containers"]
+    return spec, probe
+
+
+@pytest.mark.parametrize(
+    ("values", "resource", "amount"),
+    [
+        ((*CHART_VALUES["alibaba"], "nodeProbe.enabled=true"), "alibabacloud.com/sgx_epc_MiB", "1"),
+        (("overlay=azure", "nodeProbe.enabled=true"), "kubernetes.azure.com/sgx_epc_mem_in_MiB", "1"),
+        ((*INTEL, "aesmd.enabled=false", "nodeProbe.enabled=true"), "sgx.intel.com/epc", "1Mi"),
+        (  # a cluster whose plugin advertises another resource (config.epcResource, epcUnit)
+            (
+                "overlay=azure",
+                "nodeProbe.enabled=true",
+                "config.epcResource=sgx.intel.com/epc",
+                "config.epcUnit=bytes",
+            ),
+            "sgx.intel.com/epc",
+            "1Mi",
+        ),
+    ],
+)
+def test_the_node_probe_alone_asks_one_mib_of_the_configured_epc_and_tolerates_what_pods_tolerate(
+    helm: str, values: tuple[str, ...], resource: str, amount: str
+) -> None:
+    """The chart's node probe (opt-in, never beside the aesmd DaemonSet) runs where a device plugin advertises
+    the configured EPC resource, on the taints the configuration's pods tolerate, in
+    ``<release>-node-probe``, with the identity bound there."""
+    objects = helm_template(helm, *values)
+    spec, probe = _probe_of(objects)
+    for side in ("requests", "limits"):
+        assert probe["resources"][side][resource] == amount
+    config = find(objects, "ConfigMap", "confidential-pods-config")["data"]["config.yaml"]
+    tolerations = yaml.safe_load(config).get("tolerations")
+    assert spec.get("tolerations") == (tolerations or None)
+    namespace = find(objects, *PROBE)["metadata"]["namespace"]
+    assert namespace == "confidential-pods-node-probe"
+    binding = find(objects, "ClusterRoleBinding", "confidential-pods-node-probe")
+    assert binding["subjects"][0]["namespace"] == namespace
+    assert ("DaemonSet", "confidential-pods-aesmd") not in {
+        (o["kind"], o["metadata"]["name"]) for o in objects
+    }
+
+
+def test_the_node_probe_takes_its_values(helm: str) -> None:
+    """skip [] checks the node's aesmd too; resources, scheduling values and the namespace as given."""
+    objects = helm_template_json(
+        helm,
+        [*CHART_VALUES["alibaba"], "nodeProbe.enabled=true", "nodeProbe.namespace=sgx-probe"],
+        [
+            "nodeProbe.skip=[]",
+            f"nodeProbe.resources={json.dumps(SCHEDULING['resources'])}",
+            *(f"nodeProbe.{key}={json.dumps(SCHEDULING[key])}" for key in SCHEDULING if key != "resources"),
+        ],
+    )
+    spec, probe = _probe_of(objects)
+    assert not any(arg.startswith("--skip") for arg in probe["args"])
+    # the node's aesmd checked: its socket directory mounted read-only (docs/attestation.md's kustomize patch)
+    assert "--aesm-socket=/var/run/aesmd/aesm.socket" in probe["args"]
+    assert {"name": "aesmd-socket", "mountPath": "/var/run/aesmd", "readOnly": True} in probe["volumeMounts"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["aesmd-socket"]["hostPath"] == {"path": "/var/run/aesmd", "type": "DirectoryOrCreate"}
+    assert probe["resources"] == SCHEDULING["resources"]
+    for field in ("nodeSelector", "tolerations", "priorityClassName", "affinity"):
+        assert spec[field] == SCHEDULING[field], field
+    assert pod_annotations(find(objects, *PROBE)) == SCHEDULING["podAnnotations"]
+    assert {o["metadata"].get("namespace") for o in objects if "node-probe" in o["metadata"]["name"]} == {
+        "sgx-probe",
+        None,  # the ClusterRole, its binding, the admission policy and its binding
+    }
+
+
+@pytest.mark.parametrize("case", ["alibaba", "azure", "base"])
+def test_the_node_probe_alone_is_opt_in(helm: str, case: str) -> None:
+    objects = helm_template(helm, *CHART_VALUES[case])
+    assert not [o for o in objects if "node-probe" in o["metadata"]["name"]]

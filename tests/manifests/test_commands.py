@@ -55,18 +55,20 @@ def test_arguments_parse(built: dict[str, list[Manifest]], name: str) -> None:
 def test_config_and_tls_files_are_mounted(built: dict[str, list[Manifest]], name: str) -> None:
     objects = built[name]
     config_map = find(objects, "ConfigMap", "confidential-pods-config")["metadata"]["name"]
-    aesmd_config = {
+    daemonset_config = {
         o["metadata"]["name"]
         for o in objects
-        if o["metadata"]["name"].startswith("confidential-pods-aesmd-config")
+        if o["metadata"]["name"].startswith(
+            ("confidential-pods-aesmd-config", "confidential-pods-node-probe-config")
+        )
     }
     checked = 0
     for workload, pod, container in _ours(objects):
         args = _parse(container["args"])
         if getattr(args, "config", None):
             source = _source_of(args.config, pod, container)
-            # the aesmd DaemonSet (its own namespace) reads a copy generated from the same file
-            expected = aesmd_config if workload["kind"] == "DaemonSet" else {config_map}
+            # the DaemonSets (aesmd's, the node probe's; each in its own namespace) read a copy of it
+            expected = daemonset_config if workload["kind"] == "DaemonSet" else {config_map}
             assert source["configMap"]["name"] in expected and source["key"] == "config.yaml"
             checked += 1
         for attribute, key in (("cert", "tls.crt"), ("key", "tls.key")):

@@ -51,7 +51,8 @@ from tests.manifests.test_servicemonitor import validate as validate_monitor
 IGNORED_LABELS = ("app.kubernetes.io/managed-by", "helm.sh/chart")
 AESMD_PLACEHOLDER = "aesmd-image-required.invalid/aesmd:set-me"
 GENERATED = re.compile(
-    r"^(confidential-pods-config|confidential-scheduler-config|confidential-pods-aesmd-config)-[a-z0-9]+$"
+    r"^(confidential-pods-config|confidential-scheduler-config|confidential-pods-aesmd-config"
+    r"|confidential-pods-node-probe-config)-[a-z0-9]+$"
 )
 
 #: (chart values, the overlay, the components added to it, extra configuration keys the values set).
@@ -68,6 +69,13 @@ CASES: dict[str, tuple[list[str], str, list[str], dict[str, Any]]] = {
         "azure",
         ["route-epc-pods"],
         {"routeEPCPods": True},
+    ),
+    # the node probe alone, added as docs/install.md says (with the ConfigMap it reads)
+    "node-probe": (
+        [*CHART_VALUES["alibaba"], "nodeProbe.enabled=true"],
+        "alibaba",
+        ["node-probe"],
+        ALIBABA_CONFIG,
     ),
     "monitoring": (
         [*CHART_VALUES["intel"], "monitoring.enabled=true"],
@@ -137,7 +145,11 @@ def test_the_chart_installs_what_the_overlay_installs(
     built = build_with_components(kustomize, overlay, components, tmp_path, PATCHES.get(case))
     expected = normalized(built, REGION)
     for key, obj in expected.items():
-        if key[0] == "ConfigMap" and key[2] in ("confidential-pods-config", "confidential-pods-aesmd-config"):
+        if key[0] == "ConfigMap" and key[2] in (
+            "confidential-pods-config",
+            "confidential-pods-aesmd-config",
+            "confidential-pods-node-probe-config",
+        ):
             obj["data"]["config.yaml"].update(config)
     chart = normalized(rendered[case])
     assert sorted(chart) == sorted(expected)
@@ -202,6 +214,11 @@ INTEL = ["overlay=intel", f"config.dcap.pccsUrl={PCCS_URL}"]
         ),
         (["overlay=intel", f"aesmd.image={AESMD_IMAGE}"], "config.dcap.pccsUrl: the aesmd DaemonSet renders"),
         (["overlay=azure", "aesmd.enabled=true"], "aesmd.image: the aesmd DaemonSet"),
+        # two node probes would write one condition in turn
+        (
+            [*INTEL, f"aesmd.image={AESMD_IMAGE}", "nodeProbe.enabled=true"],
+            "nodeProbe.enabled: the aesmd DaemonSet",
+        ),
         (["overlay=aws"], "at '/overlay': value must be one of 'alibaba', 'azure', 'intel', 'base'"),
         (  # written into the route entry's CEL: no quote may get there
             ["overlay=azure", "routeEPCPods=true", "config.epcResource=example.com/x') || true || ('"],

@@ -204,6 +204,43 @@ confidential-pods-aesmd-config-{{ include "cp.config" . | sha256sum | trunc 10 }
 {{- if kindIs "invalid" .Values.aesmd.enabled -}}{{ eq .Values.overlay "intel" }}{{- else -}}{{ .Values.aesmd.enabled }}{{- end -}}
 {{- end -}}
 
+{{- /* The node probe alone (manifests/components/node-probe, opt-in), never beside the aesmd DaemonSet, which
+runs the probe itself. */ -}}
+{{- define "cp.nodeProbe" -}}
+{{- if and .Values.nodeProbe.enabled (eq (include "cp.aesmd" .) "true") -}}
+{{- fail "nodeProbe.enabled: the aesmd DaemonSet runs the node probe beside aesmd already; two probes would write one condition: set aesmd.enabled=false, or nodeProbe.enabled=false" -}}
+{{- end -}}
+{{- .Values.nodeProbe.enabled -}}
+{{- end -}}
+
+{{- define "cp.nodeProbeNamespace" -}}
+{{- $namespace := .Values.nodeProbe.namespace | default (printf "%s-node-probe" (include "cp.namespace" .)) -}}
+{{- if gt (len $namespace) 63 -}}
+{{- fail (printf "nodeProbe.namespace: %q, the release namespace with -node-probe, is longer than a namespace name may be (63 characters); set nodeProbe.namespace" $namespace) -}}
+{{- end -}}
+{{- $namespace -}}
+{{- end -}}
+
+{{- define "cp.nodeProbeConfigName" -}}
+confidential-pods-node-probe-config-{{ include "cp.config" . | sha256sum | trunc 10 }}
+{{- end -}}
+
+{{- /* The node probe alone requests one MiB of the configured EPC resource (config.epcResource, else the
+profile's): it runs where a device plugin advertises EPC. nodeProbe.resources, when set, replaces it all. */ -}}
+{{- define "cp.nodeProbeResources" -}}
+{{- if .Values.nodeProbe.resources -}}
+{{- toYaml .Values.nodeProbe.resources -}}
+{{- else -}}
+{{- $config := fromYaml (include "cp.config" .) -}}
+{{- $profiles := dict "alibaba" (list "alibabacloud.com/sgx_epc_MiB" "MiB") "azure" (list "kubernetes.azure.com/sgx_epc_mem_in_MiB" "MiB") "intel" (list "sgx.intel.com/epc" "bytes") -}}
+{{- $profile := get $profiles (toString $config.profile) | default (list "alibabacloud.com/sgx_epc_MiB" "MiB") -}}
+{{- $resource := $config.epcResource | default (index $profile 0) -}}
+{{- $unit := $config.epcUnit | default (index $profile 1) -}}
+{{- $epc := ternary "1" "1Mi" (eq $unit "MiB") -}}
+{{- toYaml (dict "requests" (dict $resource $epc "cpu" "10m" "memory" "48Mi") "limits" (dict $resource $epc "memory" "128Mi")) -}}
+{{- end -}}
+{{- end -}}
+
 {{- /* The EPC resources the route entry's CEL names (manifests/components/route-epc-pods): every profile's, and
 config.epcResource when set to another name. The name is written into CEL, so it must be an extended resource name
 (the webhook's own rule, confidential_pods/settings.py), which has no quote to escape. */ -}}
