@@ -22,7 +22,9 @@ class PatchBuilder:
 
     The view is copy-on-write: a container (dict or list) is copied the first time something
     below it changes, so the caller's document is never modified and a review costs copies of
-    the few containers on the changed paths, not a deep copy of the pod.
+    the few containers on the changed paths, not a deep copy of the pod. A value added is copied
+    once, into its operation, and the view holds that same copy, not owned: a later change below it
+    copies its containers first, so a recorded operation never changes.
     """
 
     def __init__(self, document: Mapping[str, Any]) -> None:
@@ -67,8 +69,7 @@ class PatchBuilder:
     def set_key(self, parent: Sequence[PathPart], key: str, value: Any) -> None:
         """``add`` ``key`` under the object at ``parent`` (an add replaces an existing key's value)."""
         target = self.ensure_object(parent)
-        self._record("add", [*parent, key], value)
-        target[key] = copy.deepcopy(value)
+        target[key] = self._record("add", [*parent, key], value)
 
     def append(self, array: Sequence[PathPart], value: Any) -> None:
         """Append to the array at ``array``, creating the array (holding ``value``) when missing."""
@@ -80,18 +81,16 @@ class PatchBuilder:
         holder = self.ensure_object(parent)
         current = holder.get(name)
         if current is None:
-            self._record("add", array, [value])
-            holder[name] = self._own([copy.deepcopy(value)])
+            (added,) = self._record("add", array, [value])
+            holder[name] = self._own([added])
             return
         if not isinstance(current, list):
             raise TypeError(f"{pointer(array)} is not an array")
         current = self._writable(holder, name, current)
         if index is None or index >= len(current):
-            self._record("add", [*array, "-"], value)
-            current.append(copy.deepcopy(value))
+            current.append(self._record("add", [*array, "-"], value))
         else:
-            self._record("add", [*array, index], value)
-            current.insert(index, copy.deepcopy(value))
+            current.insert(index, self._record("add", [*array, index], value))
 
     def _own(self, container: Any) -> Any:
         self._owned.append(container)
@@ -106,5 +105,8 @@ class PatchBuilder:
         parent[key] = copied
         return copied
 
-    def _record(self, op: Literal["add", "replace"], parts: Sequence[PathPart], value: Any) -> None:
-        self.operations.append({"op": op, "path": pointer(parts), "value": copy.deepcopy(value)})
+    def _record(self, op: Literal["add", "replace"], parts: Sequence[PathPart], value: Any) -> Any:
+        """Record the operation with its own copy of ``value``; return that copy (for the view)."""
+        recorded = copy.deepcopy(value)
+        self.operations.append({"op": op, "path": pointer(parts), "value": recorded})
+        return recorded

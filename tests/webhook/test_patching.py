@@ -47,6 +47,7 @@ def test_operations_reproduce_the_view_and_leave_the_input_alone(
     original = copy.deepcopy(POD)
     untouched = copy.deepcopy(POD)
     builder = PatchBuilder(original)
+    recorded: list[Any] = []
     for method, path, value in plan:
         if method == "set_key":
             builder.set_key(path, "k", value)
@@ -54,7 +55,11 @@ def test_operations_reproduce_the_view_and_leave_the_input_alone(
             builder.append(path, value)
         else:
             builder.insert(path, 0, value)
+        # each operation as recorded: a later step below a value it added (the view holds the operation's
+        # own copy of that value) must copy before it changes anything
+        recorded.extend(copy.deepcopy(builder.operations[len(recorded) :]))
     assert original == untouched
+    assert [dict(op) for op in builder.operations] == recorded
     assert jsonpatch.apply_patch(original, [dict(op) for op in builder.operations]) == builder.document
 
 
