@@ -402,6 +402,19 @@ def probe_here(node: Node, pccs_ca: Path, *, container: int, host_dev_volume: in
     )
 
 
+@contextlib.contextmanager
+def provisioning_device_gone(node: Node) -> Iterator[None]:
+    """The node's stand-in ``sgx_provision`` device node renamed away while inside (what the node probe's
+    devices check finds missing), back after."""
+    provision = node.dev_dir / "sgx_provision"
+    away = node.dev_dir / "sgx_provision.away"
+    provision.rename(away)
+    try:
+        yield
+    finally:
+        away.rename(provision)
+
+
 def node_condition(kube: Kube, node: str, kind: str = "SGXAttestationReady") -> JSON | None:
     """The Node's condition of ``kind``, if published."""
     conditions = kube.get(f"/api/v1/nodes/{node}")["status"].get("conditions", [])

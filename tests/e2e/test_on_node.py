@@ -57,6 +57,7 @@ from tests.e2e.incluster import (
     opted_in_pod,
     pccs_ca_file,
     probe_here,
+    provisioning_device_gone,
     refused_until_ready,
 )
 from tests.e2e.kube import JSON, ApiError, Kube
@@ -588,22 +589,11 @@ def test_the_node_probe_alone_publishes_readiness_that_the_extender_honours(inst
     assert probe["spec"]["nodeName"] == node.name
     assert probe["spec"]["containers"][0]["resources"]["limits"][ALIBABA_EPC] == str(PROBE_MIB)
 
-    provision = node.dev_dir / "sgx_provision"
-    away = node.dev_dir / "sgx_provision.away"
-
-    @contextlib.contextmanager
-    def device_gone() -> Iterator[None]:
-        provision.rename(away)
-        try:
-            yield
-        finally:
-            away.rename(provision)
-
     _wait_gone(kube, f"/api/v1/namespaces/{APP_NAMESPACE}/pods/enclave")
     refused_until_ready(
         installed,
         "devices",
-        device_gone(),
+        provisioning_device_gone(node),
         "SGXDevicesMissing",
         "SGX device(s) missing",
         not_quoting_placed=False,

@@ -47,6 +47,7 @@ from tests.e2e.incluster import (
     pccs_ca_file,
     pccs_pod,
     probe_here,
+    provisioning_device_gone,
     refused_until_ready,
 )
 from tests.e2e.kube import JSON, Kube
@@ -214,18 +215,8 @@ def test_a_node_the_probe_finds_unready_gets_no_quoting_pod_until_it_is_ready(in
     ``SGXAttestationReady: False`` (SGXDevicesMissing); a new quoting pod is refused there with the probe's
     message while a ``quote: none`` pod is placed there; the device back, the condition turns True and the
     quoting pod is bound and runs."""
-    provision = installed.node.dev_dir / "sgx_provision"
-    away = installed.node.dev_dir / "sgx_provision.away"
-
-    @contextlib.contextmanager
-    def device_gone() -> Iterator[None]:
-        provision.rename(away)
-        try:
-            yield
-        finally:
-            away.rename(provision)
-
-    refused_until_ready(installed, "devices", device_gone(), "SGXDevicesMissing", "SGX device(s) missing")
+    gone = provisioning_device_gone(installed.node)
+    refused_until_ready(installed, "devices", gone, "SGXDevicesMissing", "SGX device(s) missing")
 
 
 def test_a_node_whose_aesmd_stopped_answering_gets_no_quoting_pod_until_it_answers(
