@@ -52,6 +52,9 @@ def attestation_readiness(facts: ClusterFacts) -> Finding:
             'look at the node probe on those nodes (docs/attestation.md "Node probe")',
         )
     if not probed:
-        what = f"no SGX node publishes {CONDITION} (no node probe): pods that quote go to any of them"
+        what = (
+            f"no SGX node publishes {CONDITION} (no node probe: add components/node-probe, or the chart's "
+            "nodeProbe.enabled): pods that quote go to any of them"
+        )
         return Finding(CHECK, "ok", what)
     return Finding(CHECK, "ok", f"{probed} of {len(sgx)} SGX node(s) ready for attestation by the node probe")

@@ -29,7 +29,8 @@ def probed(name: str, status: str, reason: str = "", age: timedelta = timedelta(
             [node("sgx-a", {EPC: "93"}), node("plain", {})],
             "allow",
             "ok",
-            "no SGX node publishes SGXAttestationReady",
+            "no SGX node publishes SGXAttestationReady "
+            "(no node probe: add components/node-probe, or the chart's nodeProbe.enabled)",
         ),
         ([probed("sgx-a", "True"), probed("sgx-b", "True")], "allow", "ok", "2 of 2 SGX node(s) ready"),
         (
