@@ -101,7 +101,7 @@ def check_objects(objects: Sequence[object]) -> list[ToSet]:
                     where,
                     f"{', '.join(renderers)} renders sgx_default_qcnl.conf from it (confidential-pods qcnl), "
                     "which fails while it is unset; set your PCCS (docs/attestation.md), or drop the "
-                    "aesmd component",
+                    "component that runs it (components/aesmd, components/node-probe)",
                 )
             )
     return found

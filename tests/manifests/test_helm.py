@@ -214,6 +214,8 @@ INTEL = ["overlay=intel", f"config.dcap.pccsUrl={PCCS_URL}"]
         ),
         (["overlay=intel", f"aesmd.image={AESMD_IMAGE}"], "config.dcap.pccsUrl: the aesmd DaemonSet renders"),
         (["overlay=azure", "aesmd.enabled=true"], "aesmd.image: the aesmd DaemonSet"),
+        # the node probe alone renders the QCNL file from the configured PCCS (base has none)
+        (["overlay=base", "nodeProbe.enabled=true"], "config.dcap.pccsUrl: the node probe renders"),
         # two node probes would write one condition in turn
         (
             [*INTEL, f"aesmd.image={AESMD_IMAGE}", "nodeProbe.enabled=true"],

@@ -94,3 +94,25 @@ def test_the_overlays_config_file_as_shipped_and_filled(name: str, tmp_path: Pat
 def test_without_input_it_says_what_to_give() -> None:
     done = precheck()
     assert done.returncode == 2 and "give --config FILE, -f FILE, or both" in done.stderr
+
+
+def test_the_node_probe_alone_without_a_pccs_names_the_key_and_the_component(
+    kustomize: str, tmp_path: Path
+) -> None:
+    """The base install (no dcap) with components/node-probe added as docs/install.md says: its init
+    container would fail at the missing PCCS, so precheck names dcap.pccsUrl, the DaemonSet that needs it and
+    the way out."""
+    from tests.manifests.building import build_with_components
+
+    built = tmp_path / "built.yaml"
+    built.write_text(
+        yaml.safe_dump_all(build_with_components(kustomize, "base", ["node-probe"], tmp_path / "o"))
+    )
+    done = precheck("-f", str(built))
+    assert done.returncode == 2, done.stderr
+    assert _things(done.stdout) == ["dcap.pccsUrl"], done.stdout
+    assert (
+        "DaemonSet confidential-pods-node-probe/confidential-pods-node-probe renders sgx_default_qcnl"
+        in done.stdout
+    )
+    assert "components/node-probe" in done.stdout

@@ -155,6 +155,9 @@ the same for kustomize builds). */ -}}
 {{- if and (eq $quote "in-process") (not $dcap.pccsUrl) -}}
 {{- fail "config.dcap.pccsUrl: quote is in-process: every enclave container quotes with the PCCS this key names; set the PCCS of your cluster (docs/attestation.md), or config.quote=aesmd" -}}
 {{- end -}}
+{{- if and (eq (include "cp.nodeProbe" .) "true") (not $dcap.pccsUrl) -}}
+{{- fail "config.dcap.pccsUrl: the node probe renders sgx_default_qcnl.conf from it (confidential-pods qcnl) and checks that PCCS; its init container fails while it is unset: set your PCCS (docs/attestation.md), or nodeProbe.enabled=false" -}}
+{{- end -}}
 {{- if eq (include "cp.aesmd" .) "true" -}}
 {{- $_ := include "cp.aesmdImage" . -}}
 {{- if not $dcap.pccsUrl -}}
